@@ -1,0 +1,77 @@
+"""Text the CLI prints: the plan, the runs table. Pure functions of data, tested as data."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+from iacrun.orchestrator.offers_table import format_price, render_table
+from iacrun.orchestrator.registry import RunRecord
+from iacrun.orchestrator.spec import RunSpec
+from iacrun.orchestrator.units import format_duration
+
+
+def plan_text(spec: RunSpec) -> str:
+    req = spec.requirements
+    retry = "no"
+    if spec.retry is not None:
+        retry = f"{','.join(spec.retry.on_events)} for {format_duration(spec.retry.duration)}"
+    rows = [
+        ("Configuration", spec.config_path),
+        ("Run name", spec.run_name or "(generated)"),
+        ("Type", "task"),
+        ("Resources", req.resources.render()),
+        ("Spot policy", req.spot_policy),
+        ("Max price", f"${req.max_price:g}/h" if req.max_price else "-"),
+        ("Max duration", format_duration(spec.max_duration) if spec.max_duration else "off"),
+        ("Retry policy", retry),
+    ]
+    if spec.ports:
+        rows.append(("Ports", ", ".join(p.render() for p in spec.ports)))
+    if spec.env:
+        rows.append(("Env", ", ".join(f"{k}=***" for k in sorted(spec.env))))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f" {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def ago(timestamp: float, now: float | None = None) -> str:
+    delta = max(0, int((now or time.time()) - timestamp))
+    if delta < 60:
+        return f"{delta} sec ago"
+    if delta < 3600:
+        return f"{delta // 60} min ago"
+    if delta < 86400:
+        return f"{delta // 3600} hours ago"
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+
+
+def runs_table(runs: Sequence[RunRecord], now: float | None = None) -> str:
+    rows = []
+    for run in runs:
+        resources = ""
+        if run.offer:
+            from iacrun.orchestrator.offers import Offer
+
+            resources = Offer.model_validate(run.offer).resources.render()
+        status = run.status
+        if run.reason and run.status not in ("running", "submitted", "provisioning"):
+            status = f"{run.status} ({run.reason})"
+        rows.append(
+            [
+                run.name,
+                run.backend or "-",
+                resources or "-",
+                format_price(run.price) if run.price is not None else "-",
+                status,
+                ago(run.submitted_at, now),
+            ]
+        )
+    return render_table(["NAME", "BACKEND", "RESOURCES", "PRICE", "STATUS", "SUBMITTED"], rows)
+
+
+def run_json(run: RunRecord) -> dict[str, object]:
+    data = run.model_dump(mode="json", exclude={"spec", "supervisor_pid"})
+    data["duration"] = run.duration
+    data["cost"] = run.cost
+    return data

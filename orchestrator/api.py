@@ -1,0 +1,462 @@
+"""The Python API: plan, submit, follow, stop and tear down runs. The CLI is a thin layer on it.
+
+orch = Orchestrator()
+spec = build_run_spec("train.dstack.yml", Overrides(gpu="24GB.."), args=["--epochs", "3"])
+plan = orch.plan(spec)                 # offers, cheapest first
+run = orch.submit(spec, plan)          # recorded, then provisioned by a detached supervisor
+code = orch.attach(run.name, sys.stdout.buffer.write)   # live log; the job's exit code
+orch.down(run.name)                    # stop and tear down; safe to repeat
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from iacrun.orchestrator.backends.base import Backend, Host
+from iacrun.orchestrator.errors import (
+    CapacityError,
+    IacrunError,
+    InputError,
+    NoOfferError,
+    QuotaError,
+    RunError,
+    RunNameTakenError,
+    RunNotFoundError,
+)
+from iacrun.orchestrator.lifecycle import (
+    build_job,
+    follow_log,
+    open_transport,
+    read_state,
+    ship_and_start,
+    stop_job,
+)
+from iacrun.orchestrator.names import generate_name
+from iacrun.orchestrator.offers import Offer
+from iacrun.orchestrator.paths import iacrun_home
+from iacrun.orchestrator.planner import OfferPlan, collect_offers
+from iacrun.orchestrator.registry import ACTIVE_STATUSES, FINAL_STATUSES, Registry, RunRecord
+from iacrun.orchestrator.settings import Settings, load_settings
+from iacrun.orchestrator.spec import RunSpec
+from iacrun.orchestrator.workdir import pack
+
+#: seconds past max_duration after which any iacrun command tears a run down itself
+REAPER_MARGIN = 120.0
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        home: Path | None = None,
+        settings: Settings | None = None,
+        backends: list[Backend] | None = None,
+    ) -> None:
+        self.home = home or iacrun_home()
+        self._settings = settings
+        self._backends = backends
+        self._registry: Registry | None = None
+
+    # ------------------------------------------------------------------ collaborators
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.home / "config.yml")
+        return self._settings
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.home / "registry.db")
+        return self._registry
+
+    @property
+    def runs_root(self) -> Path:
+        path = self.home / "runs"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    def backends(self) -> list[Backend]:
+        if self._backends is None:
+            self._backends = configured_backends(self.settings, self.runs_root, self.registry)
+        return self._backends
+
+    def backend(self, name: str) -> Backend:
+        for backend in self.backends():
+            if backend.name == name:
+                return backend
+        raise InputError(f"backend {name!r} is not configured; see ~/.iacrun/config.yml")
+
+    # ------------------------------------------------------------------ planning and submitting
+
+    def plan(self, spec: RunSpec) -> OfferPlan:
+        return collect_offers(self.backends(), spec.requirements)
+
+    def ensure_name_free(self, name: str) -> None:
+        """Refuse early (before planning) a name that an active run holds."""
+        try:
+            run = self.refresh(self.registry.get(name))
+        except RunNotFoundError:
+            return
+        if run.active:
+            raise RunNameTakenError(
+                f"a run named {name!r} is still active; stop it first (iacrun stop {name}) "
+                "or choose another name with -n"
+            )
+
+    def submit(self, spec: RunSpec, plan: OfferPlan, *, supervise: bool = True) -> RunRecord:
+        """Record the run, then hand it to a detached supervisor that provisions and watches it."""
+        offers = [o for o in plan.offers if o.available]
+        if not offers:
+            raise NoOfferError("no offer is available")
+        name = spec.run_name or generate_name(self.registry.names_in_use)
+        spec = spec.model_copy(update={"run_name": name})
+        run = self.registry.create(name, spec.model_dump(mode="json"), self.runs_root)
+        local = Path(run.local_dir)
+        local.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (local / "offers.json").write_text(json.dumps([o.model_dump(mode="json") for o in offers]))
+        if supervise:
+            self._spawn_supervisor(run)
+        return run
+
+    def _spawn_supervisor(self, run: RunRecord) -> None:
+        env = dict(os.environ, IACRUN_HOME=str(self.home))
+        with open(Path(run.local_dir) / "supervisor.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "iacrun.orchestrator.supervisor", str(run.id)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+            )
+        self.registry.update(run.id, supervisor_pid=proc.pid)
+
+    # ------------------------------------------------------------------ supervising
+
+    def supervise(self, run_id: int) -> None:
+        """Provision, ship, start and watch one run until it ends, then tear it down."""
+        run = self.registry.get_by_id(run_id)
+        events = EventLog(Path(run.local_dir) / "events")
+        try:
+            offers = [
+                Offer.model_validate(o)
+                for o in json.loads((Path(run.local_dir) / "offers.json").read_text())
+            ]
+            host = self._provision(run, offers, events)
+            if host is None:
+                return
+            run = self.registry.get_by_id(run_id)
+            asyncio.run(self._start_and_watch(run, host, events))
+        except IacrunError as exc:
+            events.write(f"failed: {exc}")
+            self._finish(run_id, "failed", str(exc), None)
+        except Exception as exc:  # the supervisor must record what killed it
+            events.write(f"failed: internal error: {exc!r}")
+            self._finish(run_id, "failed", f"internal error: {exc!r}", None)
+            raise
+        finally:
+            self._teardown(self.registry.get_by_id(run_id), events)
+
+    def _provision(self, run: RunRecord, offers: list[Offer], events: EventLog) -> Host | None:
+        last: Exception | None = None
+        for offer in offers:
+            current = self.registry.transition(
+                run.id,
+                ("submitted", "provisioning"),
+                status="provisioning",
+                backend=offer.backend,
+                region=offer.region,
+                instance_type=offer.instance_type,
+                spot=offer.spot,
+                price=offer.price,
+                offer=offer.model_dump(mode="json"),
+            )
+            if current is None:
+                return None  # stopped while waiting
+            events.write(f"provisioning {offer.backend} {offer.region} {offer.instance_type}")
+            try:
+                host = self.backend(offer.backend).provision(current, offer, events.write)
+            except (CapacityError, QuotaError) as exc:
+                last = exc
+                events.write(f"{offer.instance_type}: {exc}; trying the next offer")
+                self.backend(offer.backend).terminate(current)
+                continue
+            self.registry.update(run.id, host=host.model_dump(mode="json"))
+            return host
+        raise NoOfferError(f"every offer failed; the last said: {last}")
+
+    async def _start_and_watch(self, run: RunRecord, host: Host, events: EventLog) -> None:
+        transport = await open_transport(host)
+        try:
+            archive = Path(run.local_dir) / "code.tar.gz"
+            files, size = pack(Path(run.spec["repo_dir"]), archive, self.settings.upload_limit_gb)
+            events.write(f"uploading {files} files ({_human(size)})")
+            await ship_and_start(transport, host, build_job(run, host), str(archive))
+            archive.unlink(missing_ok=True)
+            if (
+                self.registry.transition(
+                    run.id, ("provisioning",), status="running", started_at=time.time()
+                )
+                is None
+            ):
+                await stop_job(transport, host, "stopped by user")
+                return
+            events.write("running")
+            await self._watch(run, host, transport)
+        finally:
+            await transport.close()
+
+    async def _watch(self, run: RunRecord, host: Host, transport: Any) -> None:
+        deadline = None
+        if run.spec.get("max_duration"):
+            deadline = time.time() + float(run.spec["max_duration"]) + REAPER_MARGIN
+        seen_attempt = 0
+        while True:
+            state = await read_state(transport, host)
+            status = state.get("status")
+            if status in FINAL_STATUSES:
+                self._finish(run.id, status, state.get("reason"), state.get("exit_code"))
+                return
+            attempt = int(state.get("attempt") or 0)
+            if status in ("running", "pending") and (
+                attempt != seen_attempt or status == "pending"
+            ):
+                seen_attempt = attempt
+                self.registry.transition(
+                    run.id,
+                    ("running", "pending"),
+                    status=status,
+                    reason=state.get("reason"),
+                    attempt=attempt,
+                )
+            if self.registry.get_by_id(run.id).status == "terminating":
+                final = await stop_job(transport, host, "stopped by user")
+                self._finish(
+                    run.id,
+                    "terminated",
+                    final.get("reason") or "stopped by user",
+                    final.get("exit_code"),
+                )
+                return
+            if deadline is not None and time.time() > deadline:
+                final = await stop_job(transport, host, "max duration exceeded")
+                self._finish(run.id, "terminated", "max duration exceeded", final.get("exit_code"))
+                return
+            await asyncio.sleep(0.2)
+
+    def _finish(self, run_id: int, status: str, reason: str | None, exit_code: int | None) -> None:
+        self.registry.transition(
+            run_id,
+            ACTIVE_STATUSES,
+            status="terminating",
+            reason=reason,
+            exit_code=exit_code,
+        )
+        record = self.registry.get_by_id(run_id)
+        (Path(record.local_dir) / "final").write_text(
+            json.dumps({"status": status, "reason": reason, "exit_code": exit_code})
+        )
+
+    def _teardown(self, run: RunRecord, events: EventLog) -> None:
+        """Give the machine back, then close the record; a failed teardown stays visible."""
+        if run.status in FINAL_STATUSES:
+            return
+        final_path = Path(run.local_dir) / "final"
+        final = json.loads(final_path.read_text()) if final_path.exists() else {}
+        if run.backend is not None:
+            try:
+                self.backend(run.backend).terminate(run)
+            except IacrunError as exc:
+                events.write(f"teardown failed: {exc}")
+                self.registry.update(
+                    run.id,
+                    status="terminating",
+                    reason=f"teardown failed: {exc}; retry with iacrun down {run.name}",
+                )
+                return
+        self.registry.transition(
+            run.id,
+            ACTIVE_STATUSES,
+            status=final.get("status", "terminated"),
+            reason=final.get("reason", run.reason),
+            exit_code=final.get("exit_code", run.exit_code),
+            finished_at=time.time(),
+        )
+        events.write(f"{final.get('status', 'terminated')}: {final.get('reason', run.reason)}")
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, name: str) -> RunRecord:
+        return self.refresh(self.registry.get(name))
+
+    def runs(self, *, all_runs: bool = False) -> list[RunRecord]:
+        return [self.refresh(r) for r in self.registry.runs(all_runs=all_runs)]
+
+    def refresh(self, run: RunRecord) -> RunRecord:
+        """Notice runs whose supervisor died: finish and tear them down here."""
+        if not run.active or run.supervisor_pid is None or _alive(run.supervisor_pid):
+            return run
+        if time.time() - run.submitted_at < 5:
+            return run
+        events = EventLog(Path(run.local_dir) / "events")
+        host = Host.model_validate(run.host) if run.host else None
+        if host is not None and run.status in ("running", "pending", "terminating"):
+            try:
+                state = asyncio.run(_state_of(host))
+            except IacrunError:
+                state = {}
+            if state.get("status") not in FINAL_STATUSES:
+                expired = (
+                    run.spec.get("max_duration")
+                    and run.started_at
+                    and (time.time() > run.started_at + run.spec["max_duration"] + REAPER_MARGIN)
+                )
+                if not expired and run.status != "terminating":
+                    return run  # the job still runs on its own; nothing to do
+                state = asyncio.run(
+                    _stop(host, "max duration exceeded" if expired else "stopped by user")
+                )
+            self._finish(
+                run.id,
+                state.get("status", "terminated"),
+                state.get("reason"),
+                state.get("exit_code"),
+            )
+        else:
+            self._finish(run.id, "failed", "interrupted: the supervisor exited", None)
+        self._teardown(self.registry.get_by_id(run.id), events)
+        return self.registry.get_by_id(run.id)
+
+    def logs(
+        self,
+        name: str,
+        sink: Callable[[bytes], None],
+        *,
+        offset: int = 0,
+        follow: bool = False,
+        until: Callable[[], bool] | None = None,
+    ) -> tuple[int, RunRecord]:
+        run = self.registry.get(name)
+        host = Host.model_validate(run.host) if run.host else None
+        if host is None or (not run.active and host.kind != "local"):
+            kept = Path(run.local_dir) / "log"
+            data = kept.read_bytes()[offset:] if kept.exists() else b""
+            if data:
+                sink(data)
+            return offset + len(data), run
+        reached, _ = asyncio.run(_follow(host, offset, sink, follow, until))
+        return reached, self.get(name)
+
+    # ------------------------------------------------------------------ stopping
+
+    def stop(self, name: str, *, reason: str = "stopped by user", wait: float = 60.0) -> RunRecord:
+        """Stop the job and tear the run down. Idempotent: a finished run is left as it is."""
+        run = self.registry.get(name)
+        if not run.active:
+            return run
+        self.registry.transition(run.id, ACTIVE_STATUSES, status="terminating", reason=reason)
+        supervised = run.supervisor_pid is not None and _alive(run.supervisor_pid)
+        end = time.time() + wait
+        while supervised and time.time() < end:
+            run = self.registry.get_by_id(run.id)
+            if not run.active:
+                return run
+            supervised = run.supervisor_pid is not None and _alive(run.supervisor_pid)
+            time.sleep(0.1)
+        # no supervisor (or it hung): stop and tear down from here
+        run = self.registry.get_by_id(run.id)
+        host = Host.model_validate(run.host) if run.host else None
+        state: dict[str, Any] = {}
+        if host is not None:
+            state = asyncio.run(_stop(host, reason))
+        self._finish(run.id, "terminated", reason, state.get("exit_code"))
+        self._teardown(self.registry.get_by_id(run.id), EventLog(Path(run.local_dir) / "events"))
+        final = self.registry.get_by_id(run.id)
+        if final.active:
+            raise RunError(f"{name}: {final.reason}")
+        return final
+
+
+class EventLog:
+    """Progress lines of a run, written by its supervisor and shown by an attached CLI."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, message: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{time.time():.3f} {message}\n")
+
+    def read_from(self, offset: int) -> tuple[int, list[str]]:
+        try:
+            with open(self.path) as f:
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return offset, []
+        complete = data[: data.rfind("\n") + 1]
+        lines = [line.split(" ", 1)[1] for line in complete.splitlines() if " " in line]
+        return offset + len(complete.encode()), lines
+
+
+def configured_backends(settings: Settings, runs_root: Path, registry: Registry) -> list[Backend]:
+    backends: list[Backend] = []
+    if settings.backends.local.enabled:
+        from iacrun.orchestrator.backends.local import LocalBackend
+
+        backends.append(LocalBackend(runs_root))
+    return backends
+
+
+def _alive(pid: int) -> bool:
+    from iacrun.orchestrator.runner.runner import pid_alive
+
+    return pid_alive(pid)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB"):
+        if value < 1024:
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}GB"
+
+
+async def _state_of(host: Host) -> dict[str, Any]:
+    transport = await open_transport(host)
+    try:
+        return await read_state(transport, host)
+    finally:
+        await transport.close()
+
+
+async def _stop(host: Host, reason: str) -> dict[str, Any]:
+    transport = await open_transport(host)
+    try:
+        return await stop_job(transport, host, reason)
+    finally:
+        await transport.close()
+
+
+async def _follow(
+    host: Host,
+    offset: int,
+    sink: Callable[[bytes], None],
+    follow: bool,
+    until: Callable[[], bool] | None,
+) -> tuple[int, dict[str, Any]]:
+    transport = await open_transport(host)
+    try:
+        return await follow_log(transport, host, offset, sink, follow=follow, until=until)
+    finally:
+        await transport.close()

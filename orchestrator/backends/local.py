@@ -1,0 +1,231 @@
+"""The `local` backend: this machine, at price 0, through the same runner as every other host."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback
+from iacrun.orchestrator.errors import ToolMissingError
+from iacrun.orchestrator.offers import (
+    Gpu,
+    InstanceResources,
+    Offer,
+    Requirements,
+    unmet_requirement,
+)
+
+if TYPE_CHECKING:
+    from iacrun.orchestrator.registry import RunRecord
+
+
+def detect_gpus(nvidia_smi: str | None = None) -> tuple[Gpu, ...]:
+    """NVIDIA GPUs that `nvidia-smi` reports, or none."""
+    exe = nvidia_smi or shutil.which("nvidia-smi")
+    if exe is None:
+        return ()
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    if out.returncode != 0:
+        return ()
+    return parse_nvidia_smi(out.stdout)
+
+
+def parse_nvidia_smi(text: str) -> tuple[Gpu, ...]:
+    gpus = []
+    for line in text.splitlines():
+        if "," not in line:
+            continue
+        name, _, memory = line.rpartition(",")
+        try:
+            memory_gb = round(float(memory.strip()) / 1024)
+        except ValueError:
+            continue
+        gpus.append(Gpu(name=short_gpu_name(name.strip()), memory_gb=memory_gb))
+    return tuple(gpus)
+
+
+def short_gpu_name(full: str) -> str:
+    """`NVIDIA H100 80GB HBM3` → `H100`; `Tesla T4` → `T4`; `NVIDIA A10G` → `A10G`."""
+    words = [w for w in full.replace("NVIDIA", "").replace("Tesla", "").split() if w]
+    if not words:
+        return full
+    if words[0] == "GeForce" and len(words) > 1:
+        return "".join(words[1:3])
+    if len(words) > 1 and words[1] in ("NVL", "SXM", "PCIe") and words[0].startswith("H"):
+        return words[0] + ("NVL" if words[1] == "NVL" else "")
+    return words[0]
+
+
+def detect_resources(disk_path: Path) -> InstanceResources:
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    free = shutil.disk_usage(disk_path).free
+    machine = os.uname().machine
+    return InstanceResources(
+        cpus=len(os.sched_getaffinity(0)),
+        memory_gb=round(pages / 1024**3, 1),
+        gpus=detect_gpus(),
+        disk_gb=round(free / 1024**3, 1),
+        cpu_arch="arm" if machine in ("aarch64", "arm64") else "x86",
+    )
+
+
+class LocalBackend(Backend):
+    """Runs tasks on this machine. Always configured unless `backends.local.enabled` is false."""
+
+    name = "local"
+
+    def __init__(self, runs_root: Path) -> None:
+        self.runs_root = runs_root
+
+    def offers(self, requirements: Requirements) -> list[Offer]:
+        resources = detect_resources(self.runs_root)
+        problem = unmet_requirement(requirements.resources, resources, own_host=True)
+        if problem is not None:
+            return []
+        return [
+            Offer(
+                backend="local",
+                region="local",
+                instance_type=os.uname().nodename or "localhost",
+                resources=resources,
+                price=0.0,
+            )
+        ]
+
+    def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
+        image = run.spec.get("image")
+        if image:
+            ensure_container_engine()
+        return Host(kind="local", run_dir=run.local_dir, gpus=_gpu_list(run, offer))
+
+    def terminate(self, run: RunRecord) -> None:
+        """The run folder stays (it holds the log); there is no machine to give back."""
+
+
+def _gpu_list(run: RunRecord, offer: Offer) -> str | None:
+    gpu = (run.spec.get("requirements") or {}).get("resources", {}).get("gpu")
+    if not gpu or not offer.resources.gpus:
+        return None
+    count = gpu.get("count") or {}
+    wanted = count.get("max") or count.get("min") or 1
+    return ",".join(str(i) for i in range(min(int(wanted), len(offer.resources.gpus))))
+
+
+def ensure_container_engine() -> str:
+    """The container engine to run `image:` tasks with; a clear error when there is none."""
+    for engine in ("docker", "podman"):
+        exe = shutil.which(engine)
+        if exe is None:
+            continue
+        try:
+            ok = subprocess.run([exe, "info"], capture_output=True, timeout=20, check=False)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if ok.returncode == 0:
+            return engine
+        raise ToolMissingError(
+            f"'image:' needs a running container engine, and {engine} cannot reach its daemon; "
+            f"start it (e.g. systemctl start {engine}) or use 'python:' instead of 'image:'"
+        )
+    raise ToolMissingError(
+        "'image:' on the local backend needs a container engine (docker or podman), and none is "
+        "installed; install one, or use 'python:' instead of 'image:'"
+    )
+
+
+class LocalTransport:
+    """The Transport protocol for this machine: plain files and processes."""
+
+    async def run(self, argv: list[str], *, input: bytes | None = None) -> tuple[int, bytes, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await proc.communicate(input)
+        return proc.returncode or 0, out, err
+
+    async def upload(self, local_path: str, remote_path: str) -> None:
+        tmp = f"{remote_path}.partial"
+        shutil.copyfile(local_path, tmp)
+        os.replace(tmp, remote_path)
+
+    async def write_file(self, remote_path: str, data: bytes, mode: int = 0o644) -> None:
+        tmp = f"{remote_path}.partial"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, remote_path)
+
+    async def read_file(self, remote_path: str) -> bytes | None:
+        try:
+            return Path(remote_path).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    async def read_from(self, remote_path: str, offset: int, limit: int) -> bytes:
+        try:
+            with open(remote_path, "rb") as f:
+                f.seek(offset)
+                return f.read(limit)
+        except FileNotFoundError:
+            return b""
+
+    async def forward(self, local_port: int, remote_port: int) -> Callable[[], Awaitable[None]]:
+        if local_port == remote_port:
+
+            async def nothing() -> None:
+                return None
+
+            return nothing
+        server = await asyncio.start_server(
+            lambda r, w: _pipe_to(r, w, remote_port), "127.0.0.1", local_port
+        )
+
+        async def stop() -> None:
+            server.close()
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+
+        return stop
+
+    async def close(self) -> None:
+        return None
+
+
+async def _pipe_to(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+    try:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        writer.close()
+        return
+
+    async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                dst.close()
+
+    await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))

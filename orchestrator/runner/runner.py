@@ -1,0 +1,487 @@
+"""The iacrun runner: one file, standard library only, the same on every host.
+
+It runs a job described by `job.json` in a run folder and keeps the run's state in plain files
+beside it, so that anything able to read a file (the CLI, an SSH session) can follow the run:
+
+    job.json   the job: commands, env, python, max_duration, retry (written by iacrun, 0600)
+    job.sh     the commands as one bash script (rendered by ``render_job_script``)
+    log        stdout and stderr of every attempt, append-only
+    status     one word: running, pending (waiting to retry), done, failed or terminated
+    state.json status, reason, exit code, times and attempts, replaced atomically
+    exit_code  the job's exit code once it ended
+    pid        the runner's process id
+
+    python3 runner.py start RUN_DIR     start detached; returns once the runner is up
+    python3 runner.py run RUN_DIR       run in the foreground (systemd, tests)
+    python3 runner.py stop RUN_DIR [--reason TEXT]
+    python3 runner.py state RUN_DIR     print state.json
+
+Kept compatible with Python 3.8 so it runs on any Linux a cloud image ships.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+FINAL_STATUSES = ("done", "failed", "terminated")
+POLL_SECONDS = 0.02
+MAX_BACKOFF_SECONDS = 60.0
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def render_job_script(job: dict[str, Any], run_dir: str) -> str:
+    """The job as one bash script: its commands in one shell session, stopping at a failure."""
+    workdir = job_workdir(job, run_dir)
+    lines = [
+        "#!/usr/bin/env bash",
+        "# iacrun job for run %s, written by iacrun; the runner starts it." % job["run_name"],
+        "set -e",
+    ]
+    if job.get("image"):
+        lines.append("exec " + " ".join(shlex.quote(a) for a in docker_argv(job, run_dir)))
+        return "\n".join(lines) + "\n"
+    lines.append("cd %s" % shlex.quote(workdir))
+    if job.get("python"):
+        lines.append(". %s" % shlex.quote(os.path.join(run_dir, "venv", "bin", "activate")))
+    lines.extend(job["commands"])
+    return "\n".join(lines) + "\n"
+
+
+def job_workdir(job: dict[str, Any], run_dir: str) -> str:
+    return os.path.normpath(os.path.join(run_dir, "code", job.get("working_dir") or "."))
+
+
+def docker_argv(job: dict[str, Any], run_dir: str) -> list[str]:
+    engine = job.get("container_engine") or "docker"
+    name = "iacrun-%s" % job["run_name"]
+    argv = [engine, "run", "--rm", "--init", "--name", name]
+    argv += ["-v", "%s:/workflow" % os.path.join(run_dir, "code")]
+    argv += ["-w", os.path.normpath(os.path.join("/workflow", job.get("working_dir") or "."))]
+    for key in sorted(job.get("env", {})):
+        argv += ["-e", key]
+    for key in ("IACRUN_RUN_NAME", "DSTACK_RUN_NAME"):
+        argv += ["-e", key]
+    if job.get("gpus"):
+        argv += ["--gpus", "all"]
+    if job.get("shm_size_gb"):
+        argv += ["--shm-size", "%dm" % int(float(job["shm_size_gb"]) * 1024)]
+    for port in job.get("ports", []):
+        argv += ["-p", "127.0.0.1:%d:%d" % (port, port)]
+    script = "set -e\n" + "\n".join(job["commands"])
+    argv += [job["image"], "/bin/sh", "-c", script]
+    return argv
+
+
+# ----------------------------------------------------------------------------- python
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter of exactly `version` (like "3.11") on this host, or None."""
+    name = "python%s" % version
+    candidates = []
+    found = shutil.which(name)
+    if found:
+        candidates.append(found)
+    home = os.path.expanduser("~")
+    candidates += sorted(
+        glob.glob(os.path.join(home, ".pyenv", "versions", version + ".*", "bin", name))
+    )
+    candidates += sorted(
+        glob.glob(
+            os.path.join(
+                home, ".local", "share", "uv", "python", "cpython-%s.*" % version, "bin", name
+            )
+        )
+    )
+    candidates += ["/usr/bin/" + name, "/usr/local/bin/" + name]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and _python_is(candidate, version):
+            return candidate
+    return None
+
+
+def _python_is(executable: str, version: str) -> bool:
+    try:
+        out = subprocess.run(
+            [executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and out.stdout.decode().strip() == version
+
+
+# ----------------------------------------------------------------------------- state files
+
+
+class RunFolder:
+    def __init__(self, run_dir: str) -> None:
+        self.dir = os.path.abspath(run_dir)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def read_job(self) -> dict[str, Any]:
+        with open(self.path("job.json")) as f:
+            job: dict[str, Any] = json.load(f)
+        return job
+
+    def write_atomic(self, name: str, text: str) -> None:
+        tmp = self.path(".%s.tmp%d" % (name, os.getpid()))
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.path(name))
+
+    def read_state(self) -> dict[str, Any]:
+        try:
+            with open(self.path("state.json")) as f:
+                state: dict[str, Any] = json.load(f)
+                return state
+        except (OSError, ValueError):
+            return {}
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        self.write_atomic("state.json", json.dumps(state, sort_keys=True))
+        if state.get("exit_code") is not None:
+            self.write_atomic("exit_code", "%d\n" % state["exit_code"])
+        self.write_atomic("status", state["status"] + "\n")
+
+    def note(self, text: str) -> None:
+        """A line of the runner's own in the log, marked so users can tell it from the job's."""
+        fd = os.open(self.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, ("[iacrun] %s\n" % text).encode())
+        finally:
+            os.close(fd)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+class Stop(Exception):
+    pass
+
+
+class Runner:
+    def __init__(self, run_dir: str) -> None:
+        self.folder = RunFolder(run_dir)
+        self.job = self.folder.read_job()
+        self.stop_reason: str | None = None
+        self.child: subprocess.Popen[bytes] | None = None
+        self.state: dict[str, Any] = {
+            "status": "running",
+            "attempts": [],
+            "runner_pid": os.getpid(),
+        }
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        if self.stop_reason is None:
+            try:
+                with open(self.folder.path("stop_request")) as f:
+                    self.stop_reason = f.read().strip() or "stopped by user"
+            except OSError:
+                self.stop_reason = "stopped by user" if signum == signal.SIGTERM else "interrupted"
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.folder.write_atomic("pid", "%d\n" % os.getpid())
+        self.state["started_at"] = time.time()
+        self.folder.save_state(self.state)
+        max_duration = self.job.get("max_duration")
+        deadline = self.state["started_at"] + max_duration if max_duration else None
+        retry = self.job.get("retry")
+        retry_until = self.state["started_at"] + retry["duration"] if retry else None
+        backoff = 1.0
+        attempt = 0
+        while True:
+            attempt += 1
+            code, reason = self._attempt(attempt, deadline)
+            self.state["attempts"].append(
+                {"attempt": attempt, "exit_code": code, "reason": reason, "ended_at": time.time()}
+            )
+            self.state["exit_code"] = code
+            self.state["reason"] = reason
+            if self.stop_reason is not None or reason == "max duration exceeded":
+                return self._finish("terminated", code)
+            if code == 0:
+                return self._finish("done", code)
+            now = time.time()
+            if retry_until is None or now + backoff > retry_until:
+                return self._finish("failed", code)
+            self.folder.note("attempt %d %s; retrying in %gs" % (attempt, reason, backoff))
+            self.state["status"] = "pending"
+            self.state["reason"] = "retrying after %s" % reason
+            self.folder.save_state(self.state)
+            if not self._sleep(backoff, deadline):
+                self.state["reason"] = self.stop_reason or "max duration exceeded"
+                return self._finish("terminated", code)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _finish(self, status: str, code: int | None) -> int:
+        if status == "terminated" and self.stop_reason is not None:
+            self.state["reason"] = self.stop_reason
+        self.state["status"] = status
+        self.state["finished_at"] = time.time()
+        self.folder.save_state(self.state)
+        self.folder.note("run %s: %s" % (status, self.state.get("reason")))
+        return 0
+
+    def _sleep(self, seconds: float, deadline: float | None) -> bool:
+        end = time.time() + seconds
+        while time.time() < end:
+            if self.stop_reason is not None or (deadline is not None and time.time() >= deadline):
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _attempt(self, attempt: int, deadline: float | None) -> tuple[int, str]:
+        self.state.update(
+            {"status": "running", "attempt": attempt, "reason": None, "exit_code": None}
+        )
+        self.folder.save_state(self.state)
+        env = dict(os.environ)
+        env.update(self.job.get("env", {}))
+        env["IACRUN_RUN_NAME"] = env["DSTACK_RUN_NAME"] = self.job["run_name"]
+        env["IACRUN_RUN_DIR"] = self.folder.dir
+        if self.job.get("gpus"):
+            env["CUDA_VISIBLE_DEVICES"] = self.job["gpus"]
+        if self.job.get("python"):
+            problem = self._prepare_python(self.job["python"], env)
+            if problem:
+                self.folder.note(problem)
+                return 127, problem
+        log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self.child = subprocess.Popen(
+                ["bash", self.folder.path("job.sh")],
+                cwd=self.folder.dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            os.close(log)
+        self.folder.write_atomic("job_pid", "%d\n" % self.child.pid)
+        reason = None
+        while True:
+            code = self.child.poll()
+            if code is not None:
+                break
+            if self.stop_reason is not None:
+                reason = self.stop_reason
+            elif deadline is not None and time.time() >= deadline:
+                reason = "max duration exceeded"
+                self.folder.note("max duration exceeded; stopping the job")
+            if reason is not None:
+                code = self._kill_job()
+                break
+            time.sleep(POLL_SECONDS)
+        self._reap_group()
+        code = 128 - code if code < 0 else code
+        return code, reason or "exited (%d)" % code
+
+    def _kill_job(self) -> int:
+        assert self.child is not None
+        grace = float(self.job.get("stop_duration", 15))
+        _killpg(self.child.pid, signal.SIGTERM)
+        try:
+            return self.child.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _killpg(self.child.pid, signal.SIGKILL)
+            return self.child.wait()
+
+    def _reap_group(self) -> None:
+        """Whatever the job left running in its process group ends with it."""
+        assert self.child is not None
+        if _group_alive(self.child.pid):
+            _killpg(self.child.pid, signal.SIGTERM)
+            end = time.time() + min(float(self.job.get("stop_duration", 15)), 5.0)
+            while _group_alive(self.child.pid) and time.time() < end:
+                time.sleep(0.05)
+            _killpg(self.child.pid, signal.SIGKILL)
+
+    def _prepare_python(self, version: str, env: dict[str, str]) -> str | None:
+        venv = self.folder.path("venv")
+        if os.path.exists(os.path.join(venv, "bin", "python")):
+            return None
+        uv = shutil.which("uv")
+        log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            interpreter = find_python(version)
+            if interpreter is not None:
+                self.folder.note("creating a virtual environment with %s" % interpreter)
+                argv = [interpreter, "-m", "venv", venv]
+            elif uv is not None:
+                self.folder.note("creating a Python %s virtual environment with uv" % version)
+                argv = [uv, "venv", "--seed", "--python", version, venv]
+            else:
+                return (
+                    "python %s is not installed on this host; install it or drop 'python:'"
+                    % version
+                )
+            done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+        finally:
+            os.close(log)
+        if done.returncode != 0:
+            return "could not create a Python %s virtual environment (exit %d)" % (
+                version,
+                done.returncode,
+            )
+        return None
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # zombies of the group count as gone
+    for pid in _pids_in_group(pgid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _pids_in_group(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                pids.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return pids
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def start(run_dir: str, timeout: float = 10.0) -> int:
+    """Start the runner detached from this session; return once its pid file exists."""
+    folder = RunFolder(run_dir)
+    err = open(folder.path("runner.err"), "ab")
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "run", folder.dir],
+        stdin=subprocess.DEVNULL,
+        stdout=err,
+        stderr=err,
+        start_new_session=True,
+        close_fds=True,
+    )
+    err.close()
+    end = time.time() + timeout
+    while time.time() < end:
+        if os.path.exists(folder.path("status")):
+            print(proc.pid)
+            return 0
+        if proc.poll() is not None:
+            sys.stderr.write("the runner exited at once; see %s\n" % folder.path("runner.err"))
+            return 1
+        time.sleep(0.01)
+    sys.stderr.write("the runner did not start within %gs\n" % timeout)
+    return 1
+
+
+def stop(run_dir: str, reason: str, wait: float) -> int:
+    """Ask the runner to stop the job (SIGTERM, grace, SIGKILL) and wait for a final status."""
+    folder = RunFolder(run_dir)
+    state = folder.read_state()
+    if state.get("status") in FINAL_STATUSES:
+        return 0
+    folder.write_atomic("stop_request", reason + "\n")
+    runner_pid = _read_int(folder.path("pid"))
+    if runner_pid and pid_alive(runner_pid):
+        os.kill(runner_pid, signal.SIGTERM)
+        end = time.time() + wait
+        while time.time() < end:
+            if folder.read_state().get("status") in FINAL_STATUSES:
+                return 0
+            time.sleep(0.05)
+        sys.stderr.write("the runner did not stop within %gs\n" % wait)
+        return 1
+    # the runner is gone (host rebooted, killed): end what is left and record it
+    job_pid = _read_int(folder.path("job_pid"))
+    if job_pid:
+        _killpg(job_pid, signal.SIGKILL)
+    state.update({"status": "terminated", "reason": reason, "finished_at": time.time()})
+    folder.save_state(state)
+    return 0
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] not in ("start", "run", "stop", "state"):
+        sys.stderr.write(__doc__ or "")
+        return 2
+    command, run_dir = argv[0], argv[1]
+    if command == "start":
+        return start(run_dir)
+    if command == "run":
+        return Runner(run_dir).run()
+    if command == "stop":
+        reason = argv[argv.index("--reason") + 1] if "--reason" in argv else "stopped by user"
+        job = RunFolder(run_dir).read_job()
+        return stop(run_dir, reason, wait=float(job.get("stop_duration", 15)) + 10)
+    print(json.dumps(RunFolder(run_dir).read_state()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
