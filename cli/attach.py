@@ -92,10 +92,10 @@ class Attachment:
         while True:
             self._show_events()
             run = self._refresh()
+            if run.host and run.status not in ("submitted", "provisioning"):
+                return Host.model_validate(run.host)
             if run.status in FINAL_STATUSES:
                 return None
-            if run.host and run.status in ("running", "pending", "terminating"):
-                return Host.model_validate(run.host)
             if run.status == "provisioning" and run.supervisor_pid is None:
                 self.orch.refresh(run)
             await asyncio.sleep(0.05)
@@ -104,6 +104,10 @@ class Attachment:
         host = await self._wait_for_host()
         if host is None:
             self._show_events()
+            return self.run
+        if self.run.status in FINAL_STATUSES and host.kind != "local":
+            # the machine is gone: what is left is the copy kept here at teardown
+            self.offset, _ = self.orch.logs(self.run.name, self.sink, offset=self.offset)
             return self.run
         transport = await open_transport(host)
         stops: list[Callable[[], Awaitable[None]]] = []

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from iacrun.orchestrator.backends.base import Backend, Host
+from iacrun.orchestrator.backends.base import Backend, Host, Transport
 from iacrun.orchestrator.errors import (
     CapacityError,
     IacrunError,
@@ -32,6 +32,7 @@ from iacrun.orchestrator.errors import (
     RunNotFoundError,
 )
 from iacrun.orchestrator.lifecycle import (
+    LOG_CHUNK,
     build_job,
     follow_log,
     open_transport,
@@ -215,28 +216,41 @@ class Orchestrator:
         finally:
             await transport.close()
 
-    async def _watch(self, run: RunRecord, host: Host, transport: Any) -> None:
+    async def _watch(self, run: RunRecord, host: Host, transport: Transport) -> None:
         deadline = None
         if run.spec.get("max_duration"):
             deadline = time.time() + float(run.spec["max_duration"]) + REAPER_MARGIN
-        seen_attempt = 0
+        seen_attempts = 0
         while True:
             state = await read_state(transport, host)
             status = state.get("status")
             if status in FINAL_STATUSES:
+                if host.kind != "local":
+                    await keep_log(transport, host, Path(run.local_dir) / "log")
+                self.registry.update(run.id, attempt=int(state.get("attempt") or 0))
                 self._finish(run.id, status, state.get("reason"), state.get("exit_code"))
                 return
-            attempt = int(state.get("attempt") or 0)
-            if status in ("running", "pending") and (
-                attempt != seen_attempt or status == "pending"
-            ):
-                seen_attempt = attempt
+            # every failed attempt that the runner retries is one line of the run's history
+            attempts = state.get("attempts") or []
+            for failed in attempts[seen_attempts:]:
                 self.registry.transition(
                     run.id,
                     ("running", "pending"),
-                    status=status,
-                    reason=state.get("reason"),
-                    attempt=attempt,
+                    status="pending",
+                    reason=f"attempt {failed['attempt']} {failed['reason']}; retrying",
+                    attempt=failed["attempt"],
+                )
+            seen_attempts = len(attempts)
+            if status == "running" and len(attempts) + 1 > run.attempt:
+                run = (
+                    self.registry.transition(
+                        run.id,
+                        ("running", "pending"),
+                        status="running",
+                        reason=None,
+                        attempt=len(attempts) + 1,
+                    )
+                    or run
                 )
             if self.registry.get_by_id(run.id).status == "terminating":
                 final = await stop_job(transport, host, "stopped by user")
@@ -430,6 +444,15 @@ def _human(size: int) -> str:
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
     return f"{value:.1f}GB"
+
+
+async def keep_log(transport: Transport, host: Host, target: Path) -> None:
+    """Copy a remote run's log here, so `iacrun logs` works after the machine is gone."""
+    offset = target.stat().st_size if target.exists() else 0
+    with open(target, "ab") as out:
+        while chunk := await transport.read_from(f"{host.run_dir}/log", offset, LOG_CHUNK):
+            out.write(chunk)
+            offset += len(chunk)
 
 
 async def _state_of(host: Host) -> dict[str, Any]:

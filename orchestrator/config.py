@@ -113,9 +113,7 @@ Port = Annotated[
 class RetrySpec(CoreModel):
     """Which events resubmit the run, and for how long after its first submission."""
 
-    on_events: list[RetryEvent] = Field(
-        default_factory=lambda: list(RETRY_EVENTS)
-    )
+    on_events: list[RetryEvent] = Field(default_factory=lambda: list(RETRY_EVENTS))
     duration: Duration = DEFAULT_RETRY_DURATION
 
     @model_validator(mode="before")

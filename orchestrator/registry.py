@@ -160,46 +160,32 @@ class Registry:
         return self.get_by_id(run_id)
 
     def update(self, run_id: int, **fields: Any) -> RunRecord:
-        """Change fields; a status change is also written to the run's history."""
-        if not fields:
-            return self.get_by_id(run_id)
-        values = {
-            k: json.dumps(v) if k in _JSON_COLUMNS and v is not None else v
-            for k, v in fields.items()
-        }
-        assignments = ", ".join(f"{key} = ?" for key in values)
+        """Change fields; a change of status or reason is also written to the run's history."""
+        record = self.transition(run_id, None, **fields)
+        if record is None:
+            raise RunNotFoundError(f"no run with id {run_id}")
+        return record
+
+    def transition(
+        self, run_id: int, expect: tuple[str, ...] | None, **fields: Any
+    ) -> RunRecord | None:
+        """Update only if the run's status is one of `expect` (compare-and-set across processes)."""
         with self._write() as db:
             row = db.execute("SELECT status, reason FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise RunNotFoundError(f"no run with id {run_id}")
-            db.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values.values(), run_id))
+            if row is None or (expect is not None and row["status"] not in expect):
+                return None
+            if fields:
+                values = [
+                    json.dumps(v) if k in _JSON_COLUMNS and v is not None else v
+                    for k, v in fields.items()
+                ]
+                assignments = ", ".join(f"{key} = ?" for key in fields)
+                db.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values, run_id))
             status = fields.get("status")
-            if status is not None and (status, fields.get("reason")) != (
-                row["status"],
-                row["reason"],
-            ):
+            if status is not None and (status, fields.get("reason")) != tuple(row):
                 db.execute(
                     "INSERT INTO run_events (run_id, at, status, reason) VALUES (?, ?, ?, ?)",
                     (run_id, time.time(), status, fields.get("reason")),
-                )
-        return self.get_by_id(run_id)
-
-    def transition(self, run_id: int, expect: tuple[str, ...], **fields: Any) -> RunRecord | None:
-        """Update only if the run's status is one of `expect` (compare-and-set across processes)."""
-        with self._write() as db:
-            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None or row["status"] not in expect:
-                return None
-            values = {
-                k: json.dumps(v) if k in _JSON_COLUMNS and v is not None else v
-                for k, v in fields.items()
-            }
-            assignments = ", ".join(f"{key} = ?" for key in values)
-            db.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values.values(), run_id))
-            if "status" in fields and fields["status"] != row["status"]:
-                db.execute(
-                    "INSERT INTO run_events (run_id, at, status, reason) VALUES (?, ?, ?, ?)",
-                    (run_id, time.time(), fields["status"], fields.get("reason")),
                 )
         return self.get_by_id(run_id)
 

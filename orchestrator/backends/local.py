@@ -20,6 +20,7 @@ from iacrun.orchestrator.offers import (
     Requirements,
     unmet_requirement,
 )
+from iacrun.orchestrator.runner.runner import find_python
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.registry import RunRecord
@@ -108,9 +109,15 @@ class LocalBackend(Backend):
         ]
 
     def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
-        image = run.spec.get("image")
-        if image:
+        if run.spec.get("image"):
             ensure_container_engine()
+        python = run.spec.get("python")
+        if python and find_python(python) is None and shutil.which("uv") is None:
+            raise ToolMissingError(
+                f"python: {python} needs a Python {python} interpreter on this machine, and "
+                f"there is none (looked for python{python} on PATH, in pyenv and uv); install "
+                "it, or change 'python:' to a version you have"
+            )
         return Host(kind="local", run_dir=run.local_dir, gpus=_gpu_list(run, offer))
 
     def terminate(self, run: RunRecord) -> None:

@@ -1,0 +1,82 @@
+"""Shared fixtures: an isolated IACRUN_HOME and HOME, and the real CLI run as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+class Cli:
+    """Runs `iacrun` as a user would: a separate process with its own environment."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env = env
+        self.cwd = cwd
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "iacrun.cli.main", *args]
+
+    def __call__(
+        self, *args: str, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args),
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            check=False,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.argv(*args),
+            env=self.env,
+            cwd=self.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A working folder (a git-less project) where task files go."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def cli(tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ)
+    env.update(HOME=str(home), IACRUN_HOME=str(home / ".iacrun"), PYTHONUNBUFFERED="1")
+    monkeypatch.setenv("IACRUN_HOME", env["IACRUN_HOME"])
+    monkeypatch.setenv("HOME", str(home))
+    runner = Cli(env, project)
+    yield runner
+    # never leave a run behind: stop whatever a failing test left active
+    subprocess.run(
+        runner.argv("down", "--all"),
+        env=env,
+        cwd=project,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def write_task(folder: Path, text: str, name: str = "task.dstack.yml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
