@@ -211,6 +211,15 @@ def down(
     _stop_runs(runs or [], all_runs, "stopped by user")
 
 
+def _register_groups() -> None:
+    from iacrun.cli import offers
+
+    offers.register(app)
+
+
+_register_groups()
+
+
 def run() -> None:
     """Console entry point: one line for errors iacrun raises on purpose, never a traceback."""
     from iacrun.orchestrator.errors import IacrunError

@@ -20,13 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from iacrun.orchestrator.backends.base import Backend, Host, Transport
+from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback, Transport
 from iacrun.orchestrator.errors import (
-    CapacityError,
     IacrunError,
     InputError,
     NoOfferError,
-    QuotaError,
     RunError,
     RunNameTakenError,
     RunNotFoundError,
@@ -41,7 +39,7 @@ from iacrun.orchestrator.lifecycle import (
     stop_job,
 )
 from iacrun.orchestrator.names import generate_name
-from iacrun.orchestrator.offers import Offer
+from iacrun.orchestrator.offers import Offer, Requirements
 from iacrun.orchestrator.paths import iacrun_home
 from iacrun.orchestrator.planner import OfferPlan, collect_offers
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, FINAL_STATUSES, Registry, RunRecord
@@ -168,32 +166,24 @@ class Orchestrator:
             self._teardown(self.registry.get_by_id(run_id), events)
 
     def _provision(self, run: RunRecord, offers: list[Offer], events: EventLog) -> Host | None:
-        last: Exception | None = None
-        for offer in offers:
-            current = self.registry.transition(
-                run.id,
-                ("submitted", "provisioning"),
-                status="provisioning",
-                backend=offer.backend,
-                region=offer.region,
-                instance_type=offer.instance_type,
-                spot=offer.spot,
-                price=offer.price,
-                offer=offer.model_dump(mode="json"),
+        """Try the offers in failover order; each attempt is recorded before it starts."""
+        from iacrun.orchestrator.config import RetrySpec
+        from iacrun.orchestrator.failover import provision_with_failover
+
+        recording = {b.name: _Recording(b, self.registry) for b in self.backends()}
+        retry = RetrySpec.model_validate(run.spec["retry"]) if run.spec.get("retry") else None
+
+        def waiting(seconds: float, reason: str) -> None:
+            self.registry.transition(run.id, ("provisioning",), status="pending", reason=reason)
+
+        try:
+            _, host = provision_with_failover(
+                recording, offers, run, retry, events.write, on_wait=waiting
             )
-            if current is None:
-                return None  # stopped while waiting
-            events.write(f"provisioning {offer.backend} {offer.region} {offer.instance_type}")
-            try:
-                host = self.backend(offer.backend).provision(current, offer, events.write)
-            except (CapacityError, QuotaError) as exc:
-                last = exc
-                events.write(f"{offer.instance_type}: {exc}; trying the next offer")
-                self.backend(offer.backend).terminate(current)
-                continue
-            self.registry.update(run.id, host=host.model_dump(mode="json"))
-            return host
-        raise NoOfferError(f"every offer failed; the last said: {last}")
+        except _Stopped:
+            return None
+        self.registry.update(run.id, host=host.model_dump(mode="json"))
+        return host
 
     async def _start_and_watch(self, run: RunRecord, host: Host, events: EventLog) -> None:
         transport = await open_transport(host)
@@ -398,6 +388,43 @@ class Orchestrator:
         if final.active:
             raise RunError(f"{name}: {final.reason}")
         return final
+
+
+class _Stopped(Exception):
+    """The run was stopped while its machine was being provisioned."""
+
+
+class _Recording(Backend):
+    """A backend whose every provisioning attempt is written to the registry first, so that
+    whatever it creates can be found and torn down even if this process dies midway."""
+
+    def __init__(self, inner: Backend, registry: Registry) -> None:
+        self.inner = inner
+        self.registry = registry
+        self.name = inner.name
+
+    def offers(self, requirements: Requirements) -> list[Offer]:
+        return self.inner.offers(requirements)
+
+    def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
+        current = self.registry.transition(
+            run.id,
+            ("submitted", "provisioning", "pending"),
+            status="provisioning",
+            reason=None,
+            backend=offer.backend,
+            region=offer.region,
+            instance_type=offer.instance_type,
+            spot=offer.spot,
+            price=offer.price,
+            offer=offer.model_dump(mode="json"),
+        )
+        if current is None:
+            raise _Stopped()
+        return self.inner.provision(current, offer, progress)
+
+    def terminate(self, run: RunRecord) -> None:
+        self.inner.terminate(run)
 
 
 class EventLog:

@@ -285,3 +285,14 @@ def test_image_without_a_container_engine_says_so(cli: Cli, project: Path) -> No
     assert done.returncode == 1
     assert "container engine" in done.stderr
     assert ps(cli)["img"]["status"] == "failed"
+
+
+def test_interrupting_an_attached_up_without_a_terminal_stops_the_run(cli: Cli, project: Path) -> None:
+    write_task(project, "commands: ['echo up', 'sleep 3121']\n")
+    attached = cli.popen("up", "-y", "-n", "ci-step", "task.dstack.yml")
+    wait_for(lambda: bool(_pids_with("sleep 3121")))
+    attached.send_signal(signal.SIGINT)
+    assert attached.wait(timeout=60) != 0
+    assert ps(cli)["ci-step"]["status"] == "terminated"
+    assert ps(cli)["ci-step"]["reason"] == "stopped by user"
+    wait_for(lambda: not _pids_with("sleep 3121"), timeout=10)

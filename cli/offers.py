@@ -1,0 +1,232 @@
+"""`iacrun offers`: what the task could run on and what it costs, before anything is created.
+
+Works with no cloud account (AWS and Azure come from the catalog). Only typer is imported here
+at start-up; the orchestrator is imported when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from iacrun.orchestrator.offers import Requirements
+    from iacrun.orchestrator.planner import OfferSource
+    from iacrun.orchestrator.settings import Settings
+
+HELP = """Show the offers a task could run on, cheapest first, with no cloud account needed.
+
+Requirements come from -f TASK.dstack.yml (and its profile) and/or the flags, which win.
+AWS and Azure offers come from the price catalog shipped with iacrun (refresh it with --refresh);
+backends not configured in ~/.iacrun/config.yml are shown for comparison unless --configured-only.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    """Add `iacrun offers` to the CLI."""
+    app.command("offers", help=HELP)(offers)
+
+
+def offers(
+    file: Annotated[
+        Path | None, typer.Option("-f", "--file", help="A task file, NAME.dstack.yml.")
+    ] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="e.g. 80GB, A100:8, 24GB...")] = None,
+    cpu: Annotated[str | None, typer.Option("--cpu", help="e.g. 4.., arm:8")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", help="e.g. 16GB..")] = None,
+    disk: Annotated[str | None, typer.Option("--disk", help="Root volume, e.g. 200GB..")] = None,
+    spot: Annotated[bool, typer.Option("--spot", help="Spot offers only.")] = False,
+    on_demand: Annotated[bool, typer.Option("--on-demand", help="On-demand only.")] = False,
+    spot_auto: Annotated[bool, typer.Option("--spot-auto", help="Spot and on-demand.")] = False,
+    max_price: Annotated[float | None, typer.Option("--max-price", help="$/hour.")] = None,
+    backend: Annotated[list[str] | None, typer.Option("-b", "--backend")] = None,
+    region: Annotated[list[str] | None, typer.Option("-r", "--region")] = None,
+    instance_type: Annotated[list[str] | None, typer.Option("--instance-type")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="A profile name.")] = None,
+    max_offers: Annotated[int, typer.Option("--max-offers", "-n", help="Rows to show.")] = 20,
+    group_by: Annotated[
+        str | None,
+        typer.Option("--group-by", help="gpu, backend, region, instance; comma-separated."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    refresh: Annotated[
+        bool,
+        typer.Option("--refresh", help="Rebuild the catalog from the clouds' price lists first."),
+    ] = False,
+    configured_only: Annotated[
+        bool, typer.Option("--configured-only", help="Only backends configured for `iacrun up`.")
+    ] = False,
+) -> None:
+    from iacrun.orchestrator.errors import IacrunError, InputError
+
+    try:
+        if sum((spot, on_demand, spot_auto)) > 1:
+            raise InputError("choose one of --spot, --on-demand and --spot-auto")
+        policy = "spot" if spot else "on-demand" if on_demand else "auto" if spot_auto else None
+        text = run_offers(
+            file=file,
+            flags={"gpu": gpu, "cpu": cpu, "memory": memory, "disk": disk},
+            spot_policy=policy,
+            max_price=max_price,
+            backends=backend or None,
+            regions=region or None,
+            instance_types=instance_type or None,
+            profile=profile,
+            max_offers=max_offers,
+            group_by=group_by,
+            json_out=json_out,
+            refresh=refresh,
+            configured_only=configured_only,
+        )
+    except IacrunError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(err.exit_code) from None
+    typer.echo(text)
+
+
+def run_offers(
+    *,
+    file: Path | None = None,
+    flags: dict[str, str | None] | None = None,
+    spot_policy: str | None = None,
+    max_price: float | None = None,
+    backends: list[str] | None = None,
+    regions: list[str] | None = None,
+    instance_types: list[str] | None = None,
+    profile: str | None = None,
+    max_offers: int = 20,
+    group_by: str | None = None,
+    json_out: bool = False,
+    refresh: bool = False,
+    configured_only: bool = False,
+    settings: Settings | None = None,
+    sources: list[OfferSource] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> str:
+    """Everything `iacrun offers` does, returning the text it prints (tests call this)."""
+    from iacrun.orchestrator.errors import InputError
+    from iacrun.orchestrator.offers_table import (
+        groups_table,
+        offers_json,
+        offers_table,
+        parse_group_by,
+    )
+    from iacrun.orchestrator.planner import catalog_notes, collect_offers, offer_sources
+    from iacrun.orchestrator.settings import load_settings
+
+    try:
+        keys = parse_group_by(group_by)
+    except ValueError as exc:
+        raise InputError(f"--group-by: {exc}") from exc
+    if max_offers < 1:
+        raise InputError("--max-offers must be at least 1")
+    settings = settings or load_settings()
+    if refresh:
+        _refresh(settings, progress)
+    req = requirements(
+        file, flags or {}, spot_policy, max_price, backends, regions, instance_types, profile
+    )
+    notes: list[str] = []
+    if sources is None:
+        sources, notes = offer_sources(
+            settings, include_unconfigured=not configured_only, local=_local_source
+        )
+    clouds = [s.name for s in sources if s.name in ("aws", "azure")]
+    notes += catalog_notes(clouds)
+    plan = collect_offers(sources, req, notes=notes)  # raises NoOfferError, explained
+    if json_out:
+        return offers_json(plan.offers, max_offers, notes=plan.notes)
+    if keys:
+        body = groups_table(plan.offers, keys, max_offers)
+    else:
+        body = offers_table(plan.offers, max_offers)
+    return "\n".join([body, "", *plan.notes] if plan.notes else [body])
+
+
+def requirements(
+    file: Path | None,
+    flags: dict[str, str | None],
+    spot_policy: str | None,
+    max_price: float | None,
+    backends: list[str] | None,
+    regions: list[str] | None,
+    instance_types: list[str] | None,
+    profile: str | None,
+) -> Requirements:
+    """Requirements from the task file (with its profile) and the flags, flags winning."""
+    from pydantic import ValidationError
+
+    from iacrun.orchestrator.errors import InputError
+    from iacrun.orchestrator.offers import Requirements
+    from iacrun.orchestrator.resources import ResourcesSpec
+    from iacrun.orchestrator.spec import Overrides, build_run_spec
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    if file is not None:
+        overrides = Overrides(
+            **given,
+            spot_policy=spot_policy,
+            max_price=max_price,
+            backends=backends,
+            regions=regions,
+            instance_types=instance_types,
+            profile=profile,
+        )
+        # offers never runs the task: a variable it takes from this shell may be unset here
+        return build_run_spec(file, overrides, environ=_AnyEnvironment()).requirements
+    try:
+        resources = ResourcesSpec.model_validate(given)
+        return Requirements(
+            resources=resources,
+            spot_policy=spot_policy or "on-demand",
+            max_price=max_price,
+            backends=backends,
+            regions=regions,
+            instance_types=instance_types,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][:1])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InputError(f"--{where or 'resources'}: {message}") from exc
+
+
+class _AnyEnvironment(dict[str, str]):
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _local_source() -> OfferSource | None:
+    try:
+        from iacrun.orchestrator.backends.local import LocalBackend
+        from iacrun.orchestrator.paths import runs_dir
+    except ImportError:
+        return None
+    return LocalBackend(runs_dir())
+
+
+def _refresh(settings: Settings, progress: Callable[[str], None] | None) -> None:
+    import sys
+
+    from iacrun.orchestrator.catalog import refresh
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    regions: dict[str, list[str] | None] = {}
+    for cloud in ("aws", "azure"):
+        conf = getattr(settings.backends, cloud)
+        regions[cloud] = conf.regions if conf is not None else None
+    azure = settings.backends.azure
+    refresh(
+        regions=regions,
+        progress=progress or say,
+        azure_subscription=azure.subscription_id if azure is not None else None,
+    )
