@@ -58,23 +58,43 @@ def host_python(host: Host) -> str:
 async def ship_and_start(
     transport: Transport, host: Host, job: dict[str, Any], archive: str
 ) -> None:
-    """Place code, job and runner in the run folder, then start the runner detached."""
+    """Place code, job and runner in the run folder, then start the runner detached.
+
+    On a host whose boot set-up starts the runner (a cloud VM), wait for it to be ready, ship
+    the code and the full job.json (env included), then write `code.ready`."""
     run_dir = host.run_dir
+    booted = host.boot == "cloud-init"
+    if booted:
+        from iacrun.orchestrator.backends.pulumi_cloud import start_job, wait_vm_ready
+
+        await wait_vm_ready(transport, host)
+    await _ship_code(transport, run_dir, archive)
+    await transport.write_file(f"{run_dir}/job.json", json.dumps(job).encode(), 0o600)
+    if booted:
+        await start_job(transport, host)
+        return
+    await transport.write_file(f"{run_dir}/job.sh", render_job_script(job, run_dir).encode(), 0o700)
+    await transport.write_file(f"{run_dir}/runner.py", runner_source(), 0o755)
+    quoted = shlex.quote(run_dir)
+    start = f"exec {shlex.quote(host_python(host))} {quoted}/runner.py start {quoted}"
+    rc, _, err = await transport.run(["sh", "-c", start])
+    if rc != 0:
+        raise RunnerError(f"the runner did not start on the host: {err.decode().strip()}")
+
+
+async def _ship_code(transport: Transport, run_dir: str, archive: str) -> None:
+    """The working folder into RUN_DIR/code: uploaded whole, then unpacked."""
+    quoted = shlex.quote(run_dir)
     rc, _, err = await transport.run(["mkdir", "-p", f"{run_dir}/code"])
     if rc != 0:
         raise RunnerError(f"cannot create the run folder {run_dir}: {err.decode().strip()}")
     await transport.upload(archive, f"{run_dir}/code.tar.gz")
-    await transport.write_file(f"{run_dir}/job.json", json.dumps(job).encode(), 0o600)
-    await transport.write_file(f"{run_dir}/job.sh", render_job_script(job, run_dir).encode(), 0o700)
-    await transport.write_file(f"{run_dir}/runner.py", runner_source(), 0o755)
-    quoted = shlex.quote(run_dir)
-    script = (
-        f"tar -xzf {quoted}/code.tar.gz -C {quoted}/code && rm -f {quoted}/code.tar.gz && "
-        f"exec {shlex.quote(host_python(host))} {quoted}/runner.py start {quoted}"
-    )
+    script = f"tar -xzf {quoted}/code.tar.gz -C {quoted}/code && rm -f {quoted}/code.tar.gz"
     rc, _, err = await transport.run(["sh", "-c", script])
     if rc != 0:
-        raise RunnerError(f"the runner did not start on the host: {err.decode().strip()}")
+        raise RunnerError(
+            f"could not unpack the working folder on the host: {err.decode().strip()}"
+        )
 
 
 async def read_state(transport: Transport, host: Host) -> dict[str, Any]:

@@ -44,6 +44,9 @@ class AzureSettings(CoreModel):
     regions: list[str] | None = None
     subscription_id: str | None = None
     ssh_cidrs: list[str] | None = None
+    #: let the VM delete itself at its deadline (a custom role on the run's resource group);
+    #: without it a VM that powers itself off keeps billing until iacrun tears it down
+    self_delete: bool = True
 
 
 class SSHHostSettings(CoreModel):

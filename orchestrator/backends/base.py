@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -23,6 +23,7 @@ from iacrun.orchestrator.offers import Offer, Requirements
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.registry import RunRecord
+    from iacrun.orchestrator.spec import RunSpec
 
 
 class Host(BaseModel):
@@ -43,6 +44,9 @@ class Host(BaseModel):
     connect_timeout: float = 30.0
     #: CUDA_VISIBLE_DEVICES for the job when it gets a part of the host's GPUs
     gpus: str | None = None
+    #: who starts the runner: iacrun over the transport ("runner"), or the host's own boot
+    #: set-up once the code is uploaded ("cloud-init": see stacks/cloudinit.py)
+    boot: Literal["runner", "cloud-init"] = "runner"
 
 
 ProgressCallback = Callable[[str], None]
@@ -64,6 +68,24 @@ class Backend(ABC):
     @abstractmethod
     def terminate(self, run: RunRecord) -> None:
         """Give the machine back. Idempotent: calling it again, or for nothing, is no error."""
+
+
+@runtime_checkable
+class StackBacked(Protocol):
+    """A backend whose runs are Pulumi stacks: the registry records each run's stack name."""
+
+    def stack_name(self, run: RunRecord) -> str: ...
+
+
+class Plan(Protocol):
+    def render(self) -> str: ...
+
+
+@runtime_checkable
+class DryRunnable(Protocol):
+    """A backend that can show what it would create for an offer, without credentials."""
+
+    def dry_run(self, spec: RunSpec, offer: Offer) -> Plan: ...
 
 
 class Transport(Protocol):

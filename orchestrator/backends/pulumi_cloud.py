@@ -1,0 +1,394 @@
+"""What the `aws` and `azure` backends share: a run's VM as an ephemeral Pulumi stack.
+
+`provision(run, offer)`:
+
+1. checks the cloud's credentials where its tools look for them (one clear line when none);
+2. makes the run's SSH key (`<run folder>/id_ed25519` or `id_rsa` on Azure, 0600) and the VM's
+   host key, and builds the `StackSpec` (SSH open to `ssh_cidrs` from the config, else to this
+   machine's public address as a /32);
+3. checks the cloud-init's size, then runs the stack program through the stack engine
+   (`stacks/engine.py`, which needs the `pulumi` CLI) in the stack `<run name>-<run id>`;
+4. returns the `Host`: the VM's public address, user `ubuntu`, the run's key, the pinned host key
+   and the run folder `/opt/iacrun/run`.
+
+`terminate(run)` destroys the stack and removes it; what is already gone is no error.
+`dry_run(spec, offer)` runs the same program under Pulumi's mocks: no credentials, no `pulumi`.
+
+After `provision`, iacrun follows the start-up contract in `stacks/cloudinit.py` (wait for
+`vm.ready`, upload, write `code.ready`); `start_job` below does the last two steps' tail.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback, Transport
+from iacrun.orchestrator.errors import BackendError, HostUnreachableError, RunnerError
+from iacrun.orchestrator.offers import Offer, Requirements
+from iacrun.stacks.cloudinit import RUN_DIR, SSH_USER
+from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
+from iacrun.stacks.spec import Cloud, HostKeyPair, StackSpec, build_stack_spec
+
+if TYPE_CHECKING:
+    from iacrun.orchestrator.catalog.match import Shortfall
+    from iacrun.orchestrator.registry import RunRecord
+    from iacrun.orchestrator.spec import RunSpec
+    from iacrun.stacks.preview import PlannedResource
+
+#: how long `provision` lets the stack update run
+UP_TIMEOUT = 1800.0
+#: how long the first SSH connection keeps trying (a GPU image boots in a few minutes)
+CONNECT_TIMEOUT = 900.0
+PUBLIC_IP_URL = "https://checkip.amazonaws.com"
+#: shown in a dry run when this machine's public address is unknown
+PLACEHOLDER_CIDR = "192.0.2.1/32"
+
+
+class OfferCatalog(Protocol):
+    """Where a cloud backend's offers come from: `catalog.CatalogOfferSource` by default."""
+
+    def offers(self, requirements: Requirements) -> list[Offer]: ...
+
+
+class StackEngineLike(Protocol):
+    """What the backends use of `stacks.engine.StackEngine`; tests inject a recording double."""
+
+    def up(
+        self,
+        stack_name: str,
+        program: Callable[[], None],
+        config: Mapping[str, str] | None = None,
+        *,
+        secrets: Mapping[str, str] | None = None,
+        on_progress: Callable[[Any], None] | None = None,
+        timeout: float = ...,
+    ) -> dict[str, Any]: ...
+
+    def destroy(
+        self,
+        stack_name: str,
+        program: Callable[[], None] | None = None,
+        *,
+        on_progress: Callable[[Any], None] | None = None,
+        timeout: float = ...,
+        force: bool = ...,
+    ) -> Any: ...
+
+
+EngineFactory = Callable[[], StackEngineLike]
+
+
+def default_engine_factory(home: Path | None, backend_url: str | None) -> EngineFactory:
+    """Makes `stacks.engine.StackEngine` on `home` (default: iacrun's home) when first needed."""
+
+    def make() -> StackEngineLike:
+        from iacrun.orchestrator.paths import iacrun_home
+        from iacrun.stacks.engine import StackEngine
+
+        engine: StackEngineLike = StackEngine(home or iacrun_home(), backend_url)
+        return engine
+
+    return make
+
+
+def public_ip_from_web(url: str = PUBLIC_IP_URL, timeout: float = 10.0) -> str:
+    """This machine's public address, as a web service sees it."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            text: str = resp.read().decode().strip()
+        ipaddress.ip_address(text)
+    except (OSError, ValueError) as exc:
+        raise BackendError(
+            f"could not find this machine's public address ({url}: {exc}); set ssh_cidrs "
+            "for the backend in ~/.iacrun/config.yml"
+        ) from exc
+    return text
+
+
+def host_cidr(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{32 if ip.version == 4 else 128}"
+
+
+@dataclass
+class StackPlan:
+    """What `iacrun up --dry-run` shows for a cloud offer."""
+
+    offer: Offer
+    stack_name: str
+    spec: StackSpec
+    resources: list[PlannedResource]
+    outputs: dict[str, Any]
+    user_data_bytes: int
+    user_data_limit: int
+    notes: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        from iacrun.stacks.preview import PreviewResult, render_resources
+
+        offer = self.offer
+        kind = "spot" if offer.spot else "on-demand"
+        lines = [
+            f"stack {self.stack_name} on {offer.backend} {offer.region}: {offer.instance_type} "
+            f"({kind}, ${offer.price:g}/h), disk {self.spec.disk_gb} GB",
+        ]
+        lines += [f"  {note}" for note in self.notes]
+        lines.append("  resources it would create:")
+        table = render_resources(PreviewResult(resources=list(self.resources)))
+        lines += [f"    {row}" for row in table.splitlines()]
+        return "\n".join(lines)
+
+
+class PulumiCloudBackend(Backend):
+    """A cloud reached through a stack program. Subclasses say which cloud and how to check it."""
+
+    name: str
+    cloud: Cloud
+    key_file = "id_ed25519"
+
+    def __init__(
+        self,
+        *,
+        ssh_cidrs: list[str] | None,
+        engine: StackEngineLike | None = None,
+        engine_factory: EngineFactory | None = None,
+        home: Path | None = None,
+        backend_url: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        user_home: Path | None = None,
+        public_ip: Callable[[], str] = public_ip_from_web,
+        catalog: OfferCatalog | None = None,
+        regions: list[str] | None = None,
+        up_timeout: float = UP_TIMEOUT,
+    ) -> None:
+        self.ssh_cidrs = ssh_cidrs
+        self.environ = os.environ if environ is None else environ
+        self.user_home = user_home or Path.home()
+        self.public_ip = public_ip
+        self.regions = regions
+        self._catalog = catalog
+        self.up_timeout = up_timeout
+        self._engine = engine
+        self._engine_factory = engine_factory or default_engine_factory(home, backend_url)
+
+    # ------------------------------------------------------------------ per cloud
+
+    def check_credentials(self) -> str:
+        """Where the cloud's credentials come from; CredentialsError when nowhere."""
+        raise NotImplementedError
+
+    def program(self, spec: StackSpec) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def spec_options(self) -> dict[str, Any]:
+        """Extra `StackSpec` fields from this backend's settings."""
+        return {}
+
+    def make_client_key(self, comment: str) -> KeyPair:
+        return generate_ed25519(comment)
+
+    def host_from_outputs(self, outputs: dict[str, Any]) -> tuple[str, str]:
+        address = outputs.get("public_ip")
+        if not address:
+            raise BackendError(f"the {self.name} stack gave no public IP address")
+        return str(address), str(outputs.get("ssh_user") or SSH_USER)
+
+    # ------------------------------------------------------------------ Backend
+
+    def offers(self, requirements: Requirements) -> list[Offer]:
+        """The catalog's offers for this cloud, in the configured regions."""
+        return [o for o in self.catalog().offers(requirements) if o.backend == self.name]
+
+    def shortfall(self, requirements: Requirements) -> Shortfall | None:
+        """Which resource requirement ruled out every instance type (for the planner)."""
+        catalog = self.catalog()
+        explain = getattr(catalog, "shortfall", None)
+        return explain(requirements) if explain is not None else None
+
+    def catalog(self) -> OfferCatalog:
+        if self._catalog is None:
+            from iacrun.orchestrator.catalog import CatalogOfferSource
+
+            self._catalog = CatalogOfferSource(self.name, regions=self.regions)
+        return self._catalog
+
+    def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
+        from iacrun.stacks.cloudinit import user_data
+
+        self.check_credentials()
+        engine = self.engine()
+        local = Path(run.local_dir)
+        client = self.make_client_key(f"iacrun-{run.name}")
+        key_path = write_private_key(local / self.key_file, client)
+        spec = self.stack_spec(run, offer, client.public_openssh, self.caller_cidrs())
+        user_data(spec)  # the size check, with its clear error, before any resource
+        progress(f"creating stack {self.stack_name(run)} ({self.name} {offer.region})")
+        outputs = engine.up(
+            self.stack_name(run),
+            self.program(spec),
+            on_progress=lambda p: progress(p.render() if hasattr(p, "render") else str(p)),
+            timeout=self.up_timeout,
+        )
+        address, user = self.host_from_outputs(outputs)
+        return Host(
+            kind="ssh",
+            run_dir=RUN_DIR,
+            address=address,
+            port=22,
+            user=user,
+            identity_file=str(key_path),
+            host_key=spec.host_key.public_key_only,
+            connect_timeout=CONNECT_TIMEOUT,
+            gpus=gpu_indices(offer),
+            boot="cloud-init",
+        )
+
+    def terminate(self, run: RunRecord) -> None:
+        self.check_credentials()
+        self.engine().destroy(self.stack_name(run))
+
+    # ------------------------------------------------------------------ helpers
+
+    def engine(self) -> StackEngineLike:
+        """The stack engine, made on first use (it raises ToolMissingError without `pulumi`)."""
+        if self._engine is None:
+            self._engine = self._engine_factory()
+        return self._engine
+
+    @staticmethod
+    def stack_name(run: RunRecord) -> str:
+        return f"{run.name}-{run.id}"
+
+    def caller_cidrs(self) -> list[str]:
+        if self.ssh_cidrs:
+            return list(self.ssh_cidrs)
+        return [host_cidr(self.public_ip())]
+
+    def stack_spec(
+        self, run: RunRecord, offer: Offer, ssh_public_key: str, ssh_cidrs: list[str]
+    ) -> StackSpec:
+        from iacrun.orchestrator.lifecycle import build_job
+
+        host = Host(kind="ssh", run_dir=RUN_DIR, gpus=gpu_indices(offer))
+        job = build_job(run, host)
+        requirements = run.spec.get("requirements") or {}
+        pair = generate_ed25519(f"iacrun-{run.name}-host")
+        disk = offer.resources.disk_gb or _disk_min(requirements)
+        return build_stack_spec(
+            offer,
+            job,
+            stack_name=self.stack_name(run),
+            ssh_public_key=ssh_public_key,
+            host_key=HostKeyPair(
+                private_openssh=pair.private_openssh, public_openssh=pair.public_openssh
+            ),
+            ssh_cidrs=ssh_cidrs,
+            disk_gb=int(disk) if disk else None,
+            max_price=requirements.get("max_price"),
+            **self.spec_options(),
+        )
+
+    def dry_run(self, spec: RunSpec, offer: Offer, *, name: str | None = None) -> StackPlan:
+        """The stack `up` would create for `offer`, from the program under mocks."""
+        from iacrun.orchestrator.registry import RunRecord
+        from iacrun.stacks import cloudinit
+        from iacrun.stacks.preview import preview
+
+        run_name = name or spec.run_name or "dry-run"
+        run = RunRecord(
+            id=0,
+            name=run_name,
+            status="submitted",
+            spec=spec.model_dump(mode="json"),
+            submitted_at=time.time(),
+        )
+        notes: list[str] = []
+        try:
+            cidrs = self.caller_cidrs()
+        except BackendError as exc:
+            cidrs = [PLACEHOLDER_CIDR]
+            notes.append(f"SSH: {exc}")
+        client = self.make_client_key(f"iacrun-{run_name}")
+        stack_spec = self.stack_spec(run, offer, client.public_openssh, cidrs)
+        data = cloudinit.user_data(stack_spec)
+        result = preview(self.program(stack_spec))
+        notes.append(f"SSH (port 22) open to {', '.join(cidrs)} only")
+        notes += self.plan_notes(stack_spec, f"{run_name}-<id>")
+        limit = (
+            cloudinit.AWS_USER_DATA_LIMIT
+            if self.cloud == "aws"
+            else cloudinit.AZURE_CUSTOM_DATA_LIMIT
+        )
+        notes.append(f"cloud-init: {len(data)} of {limit} bytes")
+        return StackPlan(
+            offer=offer,
+            stack_name=f"{run_name}-<id>",
+            spec=stack_spec,
+            resources=result.cloud_resources,
+            outputs=result.outputs,
+            user_data_bytes=len(data),
+            user_data_limit=limit,
+            notes=notes,
+        )
+
+    def plan_notes(self, spec: StackSpec, stack_label: str) -> list[str]:
+        """Lines of the dry-run plan about this cloud (networking, image...)."""
+        return []
+
+
+def gpu_indices(offer: Offer) -> str | None:
+    count = len(offer.resources.gpus)
+    return ",".join(str(i) for i in range(count)) if count else None
+
+
+def _disk_min(requirements: dict[str, Any]) -> float | None:
+    disk = ((requirements.get("resources") or {}).get("disk")) or {}
+    value = disk.get("min") if isinstance(disk, dict) else None
+    return float(value) if value is not None else None
+
+
+# ---------------------------------------------------------------------- the start-up contract
+
+
+async def wait_vm_ready(
+    transport: Transport, host: Host, timeout: float = 600.0, poll: float = 2.0
+) -> None:
+    """Wait until cloud-init handed the run folder to the SSH user (`RUN_DIR/vm.ready`)."""
+    import asyncio
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if await transport.read_file(f"{host.run_dir}/vm.ready") is not None:
+            return
+        await asyncio.sleep(poll)
+    raise HostUnreachableError(
+        f"the VM did not finish cloud-init within {timeout:.0f}s; see "
+        "/var/log/cloud-init-output.log on it"
+    )
+
+
+async def start_job(
+    transport: Transport, host: Host, timeout: float = 3600.0, poll: float = 2.0
+) -> dict[str, Any]:
+    """Start the job once code and job.json are in place: write `code.ready`, wait for a state.
+
+    The wait covers iacrun-setup.service (installing uv or Docker, pulling the image)."""
+    import asyncio
+
+    from iacrun.orchestrator.lifecycle import read_state
+
+    await transport.write_file(f"{host.run_dir}/code.ready", b"", 0o644)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        state = await read_state(transport, host)
+        if state:
+            return state
+        await asyncio.sleep(poll)
+    raise RunnerError(f"the job did not start within {timeout:.0f}s of the upload")

@@ -1,0 +1,290 @@
+"""The Azure stack of a run: one resource group holding everything the run needs.
+
+- a resource group `iacrun-STACK` (deleting it removes whatever a failed run left behind);
+- a virtual network 10.0.0.0/16 with one subnet 10.0.0.0/24;
+- a network security group allowing TCP 22 from `ssh_cidrs` only (Azure's default rules deny
+  every other inbound connection), attached to the NIC; no task port is opened;
+- a static Standard public IP and a NIC;
+- the VM: the offer's size; the Ubuntu HPC image (NVIDIA driver, CUDA) for GPU sizes, Canonical's
+  Ubuntu 22.04 otherwise; the run's SSH key for `ubuntu` (password login disabled); the
+  cloud-init as custom data (a Pulumi secret: it holds the host key); an OS disk of `disk_gb`
+  (Premium SSD where the size supports it, else Standard SSD; encrypted at rest by Azure);
+  the OS disk, NIC and public IP deleted with the VM; for spot offers `priority="Spot"`,
+  `eviction_policy="Delete"` and `billing_profile.max_price` (-1: up to the on-demand price);
+- with `azure_self_delete` (the default): a system-assigned identity on the VM, and a custom role
+  on the resource group that may only read, deallocate and delete the VM and delete its disk,
+  NIC and IP, assigned to that identity. The VM's self-destruct timer uses it, because a VM that
+  only powers itself off is still billed on Azure.
+
+Every resource that takes tags carries `spec.tags`. Outputs: `public_ip`, `ssh_user`,
+`instance_id` (the VM's resource id), `resource_group`.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from iacrun.stacks.cloudinit import SSH_USER, user_data
+from iacrun.stacks.spec import StackSpec
+
+if TYPE_CHECKING:
+    from pulumi_azure_native.compute import ImageReferenceArgsDict
+
+HPC_IMAGE = {
+    "publisher": "microsoft-dsvm",
+    "offer": "ubuntu-hpc",
+    "sku": "2204",
+    "version": "latest",
+}
+UBUNTU_IMAGES = {
+    "x86": {
+        "publisher": "Canonical",
+        "offer": "0001-com-ubuntu-server-jammy",
+        "sku": "22_04-lts-gen2",
+        "version": "latest",
+    },
+    "arm": {
+        "publisher": "Canonical",
+        "offer": "0001-com-ubuntu-server-jammy",
+        "sku": "22_04-lts-arm64",
+        "version": "latest",
+    },
+}
+VNET_CIDR = "10.0.0.0/16"
+SUBNET_CIDR = "10.0.0.0/24"
+#: what the VM's own identity may do, on its resource group only
+SELF_DELETE_ACTIONS = [
+    "Microsoft.Compute/virtualMachines/read",
+    "Microsoft.Compute/virtualMachines/deallocate/action",
+    "Microsoft.Compute/virtualMachines/delete",
+    "Microsoft.Compute/disks/read",
+    "Microsoft.Compute/disks/delete",
+    "Microsoft.Network/networkInterfaces/read",
+    "Microsoft.Network/networkInterfaces/delete",
+    "Microsoft.Network/publicIPAddresses/read",
+    "Microsoft.Network/publicIPAddresses/delete",
+]
+_NAMESPACE = uuid.UUID("5c0f3a52-8f0e-4d55-9a43-7b6f3e1c2d10")
+_SIZE_RE = re.compile(r"^Standard_[A-Za-z]+\d+(?:-\d+)?([a-z]*)", re.IGNORECASE)
+
+
+def image_reference(spec: StackSpec) -> ImageReferenceArgsDict:
+    if spec.machine_image:
+        parts = spec.machine_image.split(":")
+        if len(parts) != 4:
+            raise ValueError("an Azure image is publisher:offer:sku:version")
+        publisher, offer, sku, version = parts
+    else:
+        image = HPC_IMAGE if spec.gpu else UBUNTU_IMAGES[spec.cpu_arch]
+        publisher, offer, sku, version = (
+            image[k] for k in ("publisher", "offer", "sku", "version")
+        )
+    return {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
+
+
+def os_disk_sku(vm_size: str) -> str:
+    """Premium SSD where the size supports premium storage (an `s` in its features)."""
+    match = _SIZE_RE.match(vm_size)
+    return "Premium_LRS" if match and "s" in match.group(1).lower() else "StandardSSD_LRS"
+
+
+def resource_group_name(spec: StackSpec) -> str:
+    return f"iacrun-{spec.stack_name}"
+
+
+def program(spec: StackSpec) -> Callable[[], None]:
+    """The Pulumi program of `spec`, for the stack engine or `preview`."""
+    if spec.cloud != "azure":
+        raise ValueError(f"the Azure program got a spec for {spec.cloud}")
+    return lambda: build(spec)
+
+
+def build(spec: StackSpec) -> None:
+    import pulumi
+    import pulumi_azure_native as az
+
+    data = user_data(spec)  # size-checked before anything is declared
+    tags = spec.tags
+    prefix = spec.name_prefix
+    location = spec.region
+    provider = az.Provider(
+        f"{prefix}-azure", location=location, subscription_id=spec.azure_subscription_id
+    )
+    opts = pulumi.ResourceOptions(provider=provider)
+
+    group = az.resources.ResourceGroup(
+        f"{prefix}-rg",
+        resource_group_name=resource_group_name(spec),
+        location=location,
+        tags=tags,
+        opts=opts,
+    )
+    rg = group.name
+    vnet = az.network.VirtualNetwork(
+        f"{prefix}-vnet",
+        virtual_network_name=f"{prefix}-vnet",
+        resource_group_name=rg,
+        location=location,
+        address_space={"address_prefixes": [VNET_CIDR]},
+        tags=tags,
+        opts=opts,
+    )
+    subnet = az.network.Subnet(
+        f"{prefix}-subnet",
+        subnet_name="default",
+        resource_group_name=rg,
+        virtual_network_name=vnet.name,
+        address_prefix=SUBNET_CIDR,
+        opts=opts,
+    )
+    nsg = az.network.NetworkSecurityGroup(
+        f"{prefix}-nsg",
+        network_security_group_name=f"{prefix}-nsg",
+        resource_group_name=rg,
+        location=location,
+        security_rules=[
+            {
+                "name": "ssh-from-caller",
+                "description": "SSH from the iacrun caller",
+                "priority": 100,
+                "direction": "Inbound",
+                "access": "Allow",
+                "protocol": "Tcp",
+                "source_address_prefixes": list(spec.ssh_cidrs),
+                "source_port_range": "*",
+                "destination_address_prefix": "*",
+                "destination_port_range": "22",
+            }
+        ],
+        tags=tags,
+        opts=opts,
+    )
+    ip = az.network.PublicIPAddress(
+        f"{prefix}-ip",
+        public_ip_address_name=f"{prefix}-ip",
+        resource_group_name=rg,
+        location=location,
+        public_ip_allocation_method="Static",
+        public_ip_address_version="IPv4",
+        sku={"name": "Standard", "tier": "Regional"},
+        delete_option="Delete",
+        tags=tags,
+        opts=opts,
+    )
+    nic = az.network.NetworkInterface(
+        f"{prefix}-nic",
+        network_interface_name=f"{prefix}-nic",
+        resource_group_name=rg,
+        location=location,
+        ip_configurations=[
+            {
+                "name": "primary",
+                "primary": True,
+                "subnet": {"id": subnet.id},
+                "public_ip_address": {"id": ip.id},
+                "private_ip_allocation_method": "Dynamic",
+            }
+        ],
+        network_security_group={"id": nsg.id},
+        tags=tags,
+        opts=opts,
+    )
+    os_disk: az.compute.OSDiskArgsDict = {
+        "create_option": "FromImage",
+        "disk_size_gb": spec.disk_gb,
+        "caching": az.compute.CachingTypes.READ_WRITE,
+        "delete_option": "Delete",
+        "managed_disk": {"storage_account_type": os_disk_sku(spec.instance_type)},
+    }
+    storage: az.compute.StorageProfileArgsDict = {
+        "image_reference": image_reference(spec),
+        "os_disk": os_disk,
+    }
+    key: az.compute.SshPublicKeyArgsDict = {
+        "path": f"/home/{SSH_USER}/.ssh/authorized_keys",
+        "key_data": spec.ssh_public_key,
+    }
+    linux: az.compute.LinuxConfigurationArgsDict = {
+        "disable_password_authentication": True,
+        "provision_vm_agent": True,
+        "ssh": {"public_keys": [key]},
+    }
+    os_profile: az.compute.OSProfileArgsDict = {
+        "computer_name": prefix[:64],
+        "admin_username": SSH_USER,
+        "custom_data": pulumi.Output.secret(base64.b64encode(data).decode()),
+        "linux_configuration": linux,
+    }
+    nic_ref: az.compute.NetworkInterfaceReferenceArgsDict = {
+        "id": nic.id,
+        "primary": True,
+        "delete_option": "Delete",
+    }
+    hardware: az.compute.HardwareProfileArgsDict = {"vm_size": spec.instance_type}
+    network: az.compute.NetworkProfileArgsDict = {"network_interfaces": [nic_ref]}
+    identity: az.compute.VirtualMachineIdentityArgsDict | None = None
+    if spec.azure_self_delete:
+        identity = {"type": az.compute.ResourceIdentityType.SYSTEM_ASSIGNED}
+    billing: az.compute.BillingProfileArgsDict | None = None
+    if spec.spot:
+        billing = {"max_price": spec.max_price if spec.max_price else -1}
+    vm = az.compute.VirtualMachine(
+        f"{prefix}-vm",
+        vm_name=f"{prefix}-vm"[:64],
+        resource_group_name=rg,
+        location=location,
+        hardware_profile=hardware,
+        storage_profile=storage,
+        os_profile=os_profile,
+        network_profile=network,
+        identity=identity,
+        priority="Spot" if spec.spot else None,
+        eviction_policy="Delete" if spec.spot else None,
+        billing_profile=billing,
+        tags=tags,
+        opts=opts,
+    )
+    if spec.azure_self_delete:
+        _self_delete_role(spec, az, pulumi, group, vm, opts)
+    pulumi.export("public_ip", ip.ip_address)
+    pulumi.export("ssh_user", SSH_USER)
+    pulumi.export("instance_id", vm.id)
+    pulumi.export("resource_group", rg)
+
+
+def _self_delete_role(
+    spec: StackSpec, az: Any, pulumi: Any, group: Any, vm: Any, opts: Any
+) -> None:
+    """A role on the run's resource group that may only end the VM, for the VM's identity."""
+    role_guid = str(uuid.uuid5(_NAMESPACE, f"{spec.stack_name}/role"))
+    role = az.authorization.RoleDefinition(
+        f"{spec.name_prefix}-self-delete-role",
+        role_definition_id=role_guid,
+        scope=group.id,
+        role_name=f"iacrun self-delete {spec.stack_name}",
+        description=f"lets the VM of iacrun run {spec.run_name} delete itself",
+        role_type="CustomRole",
+        permissions=[{"actions": list(SELF_DELETE_ACTIONS), "not_actions": []}],
+        assignable_scopes=[group.id],
+        opts=opts,
+    )
+    subscription_role_id = group.id.apply(
+        lambda rg_id: (
+            "/".join(rg_id.split("/")[:3])
+            + f"/providers/Microsoft.Authorization/roleDefinitions/{role_guid}"
+        )
+    )
+    az.authorization.RoleAssignment(
+        f"{spec.name_prefix}-self-delete",
+        role_assignment_name=str(uuid.uuid5(_NAMESPACE, f"{spec.stack_name}/assignment")),
+        scope=group.id,
+        role_definition_id=subscription_role_id,
+        principal_id=vm.identity.apply(lambda identity: identity.principal_id),
+        principal_type="ServicePrincipal",
+        description=f"the VM of iacrun run {spec.run_name} may delete itself",
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])),
+    )

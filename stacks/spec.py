@@ -1,0 +1,223 @@
+"""The typed input of a stack program: the chosen offer and the run, and nothing else.
+
+A stack program (`stacks.aws.program`, `stacks.azure.program`) is a pure function of one
+`StackSpec`: the same spec always declares the same resources with the same inputs, which is what
+the tests under `pulumi.runtime.set_mocks` check and what `iacrun up --dry-run` shows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from iacrun.orchestrator.offers import Offer
+
+Cloud = Literal["aws", "azure"]
+CLOUDS: tuple[Cloud, ...] = ("aws", "azure")
+
+#: seconds after boot + max_duration at which the VM ends itself (boot, setup and upload time)
+DEFAULT_SELF_DESTRUCT_MARGIN = 1800
+#: seconds after boot without the job having started at which the VM ends itself
+DEFAULT_CODE_WAIT = 1800
+#: seconds after the job ended at which the VM ends itself if iacrun did not tear it down
+DEFAULT_LINGER = 900
+
+_STACK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_KEY_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-nistp256 ", "ecdsa-sha2-nistp384 ")
+
+
+class HostKeyPair(BaseModel):
+    """The VM's SSH host key, generated locally so iacrun can pin it. Ed25519 only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    private_openssh: str = Field(repr=False)
+    public_openssh: str
+
+    @field_validator("public_openssh")
+    @classmethod
+    def _ed25519(cls, value: str) -> str:
+        if not value.startswith("ssh-ed25519 "):
+            raise ValueError("the host key must be an ssh-ed25519 key")
+        return value.strip()
+
+    @field_validator("private_openssh")
+    @classmethod
+    def _private(cls, value: str) -> str:
+        if "BEGIN OPENSSH PRIVATE KEY" not in value:
+            raise ValueError("the private host key must be in OpenSSH format")
+        return value if value.endswith("\n") else value + "\n"
+
+    @property
+    def public_key_only(self) -> str:
+        """`ssh-ed25519 AAAA...` without the comment, as `Host.host_key` takes it."""
+        return " ".join(self.public_openssh.split()[:2])
+
+
+class StackSpec(BaseModel):
+    """Everything a stack program needs. Built by `build_stack_spec` from an offer and a job."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_name: str
+    #: the Pulumi stack's name; unique per run (the Azure resource group is named after it)
+    stack_name: str
+    cloud: Cloud
+    region: str
+    instance_type: str
+    spot: bool = False
+    #: the most per hour the user pays for spot capacity (None: up to the on-demand price)
+    max_price: float | None = Field(default=None, gt=0)
+    disk_gb: int = Field(ge=8, le=16384)
+    gpu: bool
+    cpu_arch: Literal["x86", "arm"] = "x86"
+    python: str | None = None
+    image: str | None = None
+    #: the run's SSH public key ("ssh-ed25519 AAAA..." or "ssh-rsa AAAA...")
+    ssh_public_key: str
+    host_key: HostKeyPair
+    #: who may reach port 22; by default the caller's public address as a /32
+    ssh_cidrs: list[str] = Field(min_length=1)
+    #: when the machine is expected to be gone; tagged on every resource (None: no max_duration)
+    expires_at: datetime | None = None
+    max_duration: int | None = Field(default=None, gt=0)
+    #: the runner's job.json (see orchestrator/runner/runner.py)
+    job: dict[str, Any]
+    #: an AMI id (`ami-...`) or an Azure image URN (`publisher:offer:sku:version`) to use instead
+    machine_image: str | None = None
+    #: AWS networking: the default VPC when the region has one ("auto"), or always a new VPC
+    network: Literal["auto", "new-vpc"] = "auto"
+    self_destruct_margin: int = Field(default=DEFAULT_SELF_DESTRUCT_MARGIN, ge=60)
+    code_wait: int = Field(default=DEFAULT_CODE_WAIT, ge=60)
+    linger: int = Field(default=DEFAULT_LINGER, ge=0)
+    aws_profile: str | None = None
+    azure_subscription_id: str | None = None
+    #: give the Azure VM an identity that may only delete itself, for its self-destruct timer
+    azure_self_delete: bool = True
+
+    @field_validator("stack_name")
+    @classmethod
+    def _stack_name(cls, value: str) -> str:
+        if not _STACK_NAME_RE.match(value):
+            raise ValueError(f"{value!r} is not a valid stack name (letters, digits, _ . -)")
+        return value
+
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _public_key(cls, value: str) -> str:
+        value = value.strip()
+        if not value.startswith(_KEY_PREFIXES) or "\n" in value:
+            raise ValueError("the SSH public key must be one line in OpenSSH format")
+        return value
+
+    @field_validator("ssh_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        out = []
+        for cidr in value:
+            try:
+                out.append(str(ipaddress.ip_network(cidr.strip(), strict=False)))
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR block") from exc
+        return out
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expires_at must carry a time zone")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StackSpec:
+        if self.python and self.image:
+            raise ValueError("python and image exclude each other")
+        for key in ("python", "image", "max_duration"):
+            if key in self.job and self.job[key] != getattr(self, key):
+                raise ValueError(f"job.{key} ({self.job[key]!r}) differs from {key}")
+        if self.job.get("run_name") != self.run_name:
+            raise ValueError("job.run_name differs from run_name")
+        if not isinstance(self.job.get("commands"), list):
+            raise ValueError("job.commands must be a list of commands")
+        return self
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def name_prefix(self) -> str:
+        """The prefix of every resource's name: `iacrun-RUN`."""
+        return f"iacrun-{self.run_name}"
+
+    @property
+    def deadline(self) -> int | None:
+        """Seconds after boot at which the VM ends itself whatever happens; None without one."""
+        if self.max_duration is None:
+            return None
+        return self.max_duration + self.self_destruct_margin
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The tags every resource carries, so that leftovers can be found and judged."""
+        return {
+            "Name": self.name_prefix,
+            "iacrun:run": self.run_name,
+            "iacrun:stack": self.stack_name,
+            "iacrun:expires-at": (
+                self.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                if self.expires_at
+                else "none"
+            ),
+            "managed-by": "iacrun",
+        }
+
+
+def build_stack_spec(
+    offer: Offer,
+    job: dict[str, Any],
+    *,
+    stack_name: str,
+    ssh_public_key: str,
+    host_key: HostKeyPair,
+    ssh_cidrs: list[str],
+    disk_gb: int | None = None,
+    max_price: float | None = None,
+    now: datetime | None = None,
+    **options: Any,
+) -> StackSpec:
+    """The spec of the stack that runs `job` on `offer`.
+
+    `disk_gb` defaults to the offer's disk (the requested size), else 100 GB. `options` are the
+    remaining `StackSpec` fields (machine_image, network, aws_profile, azure_subscription_id...).
+    """
+    if offer.backend not in CLOUDS:
+        raise ValueError(f"{offer.backend!r} is not a cloud backend with a stack program")
+    max_duration = job.get("max_duration")
+    margin = int(options.get("self_destruct_margin", DEFAULT_SELF_DESTRUCT_MARGIN))
+    now = now or datetime.now(UTC)
+    expires_at = now + timedelta(seconds=max_duration + margin) if max_duration else None
+    size = disk_gb if disk_gb is not None else offer.resources.disk_gb
+    return StackSpec(
+        run_name=job["run_name"],
+        stack_name=stack_name,
+        cloud=offer.backend,
+        region=offer.region,
+        instance_type=offer.instance_type,
+        spot=offer.spot,
+        max_price=max_price if offer.spot else None,
+        disk_gb=round(size) if size else 100,
+        gpu=bool(offer.resources.gpus),
+        cpu_arch=offer.resources.cpu_arch,
+        python=job.get("python"),
+        image=job.get("image"),
+        ssh_public_key=ssh_public_key,
+        host_key=host_key,
+        ssh_cidrs=ssh_cidrs,
+        expires_at=expires_at,
+        max_duration=max_duration,
+        job=job,
+        **options,
+    )

@@ -1,0 +1,384 @@
+"""The `aws` and `azure` backends with a recording stack engine (the program runs under mocks)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import stat
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from iacrun.orchestrator.backends.aws import AWSBackend, aws_credentials_source
+from iacrun.orchestrator.backends.azure import AzureBackend, azure_credentials_source
+from iacrun.orchestrator.backends.pulumi_cloud import PLACEHOLDER_CIDR
+from iacrun.orchestrator.config import RetrySpec
+from iacrun.orchestrator.errors import BackendError, CredentialsError, ToolMissingError
+from iacrun.orchestrator.offers import Offer, Requirements
+from iacrun.orchestrator.registry import RunRecord
+from iacrun.orchestrator.settings import AWSSettings, AzureSettings
+from iacrun.orchestrator.spec import RunSpec
+from iacrun.stacks.cloudinit import RUN_DIR
+from iacrun.stacks.preview import PreviewResult, preview
+
+from .conftest import offer
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret"}
+AZURE_ENV = {
+    "ARM_CLIENT_ID": "client",
+    "ARM_CLIENT_SECRET": "secret",
+    "ARM_TENANT_ID": "tenant",
+    "ARM_SUBSCRIPTION_ID": "11111111-1111-1111-1111-111111111111",
+}
+
+
+class Progress:
+    def render(self) -> str:
+        return "creating 3/7 resources, 12s elapsed"
+
+
+class RecordingEngine:
+    """Records what the backend asks; `up` runs the program under Pulumi's mocks."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.previews: list[PreviewResult] = []
+        self.kwargs: list[dict[str, Any]] = []
+
+    def up(
+        self,
+        stack_name: str,
+        program: Callable[[], None],
+        config: Mapping[str, str] | None = None,
+        *,
+        secrets: Mapping[str, str] | None = None,
+        on_progress: Callable[[Any], None] | None = None,
+        timeout: float = 1800,
+    ) -> dict[str, Any]:
+        self.calls.append(("up", stack_name))
+        self.kwargs.append({"config": config, "secrets": secrets, "timeout": timeout})
+        if on_progress is not None:
+            on_progress(Progress())
+        result = preview(program)
+        self.previews.append(result)
+        return dict(result.outputs)
+
+    def destroy(
+        self,
+        stack_name: str,
+        program: Callable[[], None] | None = None,
+        *,
+        on_progress: Callable[[Any], None] | None = None,
+        timeout: float = 1800,
+        force: bool = False,
+    ) -> None:
+        self.calls.append(("destroy", stack_name))
+
+
+def run_spec(tmp_path: Path, **changes: Any) -> RunSpec:
+    data: dict[str, Any] = {
+        "run_name": "train-1",
+        "config_path": str(tmp_path / "train.dstack.yml"),
+        "repo_dir": str(tmp_path),
+        "working_dir": ".",
+        "image": None,
+        "python": "3.11",
+        "commands": ["python train.py"],
+        "env": {"HF_TOKEN": "hf-secret"},
+        "ports": [],
+        "requirements": Requirements(spot_policy="auto", max_price=2.5),
+        "retry": RetrySpec(),
+        "max_duration": 3600,
+        "stop_duration": 15,
+    }
+    data.update(changes)
+    return RunSpec(**data)
+
+
+def record(tmp_path: Path, **changes: Any) -> RunRecord:
+    local = tmp_path / "runs" / "train-1-7"
+    local.mkdir(parents=True, exist_ok=True)
+    return RunRecord(
+        id=7,
+        name="train-1",
+        status="provisioning",
+        spec=run_spec(tmp_path, **changes).model_dump(mode="json"),
+        local_dir=str(local),
+        submitted_at=time.time(),
+    )
+
+
+def never() -> Any:
+    raise AssertionError("the engine must not be made")
+
+
+def aws_backend(tmp_path: Path, engine: Any = None, **kwargs: Any) -> AWSBackend:
+    kwargs.setdefault("environ", AWS_ENV)
+    kwargs.setdefault("public_ip", lambda: "198.51.100.23")
+    return AWSBackend(
+        kwargs.pop("settings", AWSSettings()),
+        engine=engine,
+        engine_factory=never if engine is None else None,
+        user_home=tmp_path / "home",
+        **kwargs,
+    )
+
+
+def azure_backend(tmp_path: Path, engine: Any = None, **kwargs: Any) -> AzureBackend:
+    kwargs.setdefault("environ", AZURE_ENV)
+    kwargs.setdefault("public_ip", lambda: "198.51.100.23")
+    return AzureBackend(
+        kwargs.pop("settings", AzureSettings()),
+        engine=engine,
+        engine_factory=never if engine is None else None,
+        user_home=tmp_path / "home",
+        **kwargs,
+    )
+
+
+# ---------------------------------------------------------------------------- aws
+
+
+def test_aws_provision_runs_the_stack_and_returns_a_pinned_host(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    lines: list[str] = []
+    host = aws_backend(tmp_path, engine).provision(
+        record(tmp_path), offer("aws", spot=True), lines.append
+    )
+    assert engine.calls == [("up", "train-1-7")]
+    assert host.kind == "ssh"
+    assert (host.address, host.user, host.port, host.run_dir) == (
+        "203.0.113.10",
+        "ubuntu",
+        22,
+        RUN_DIR,
+    )
+    assert host.gpus == "0"
+    assert "creating 3/7 resources, 12s elapsed" in lines
+    # the key iacrun logs in with is the one the stack installs
+    key = Path(str(host.identity_file))
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    result = engine.previews[0]
+    public = result.one("aws:ec2/keyPair:KeyPair").inputs["publicKey"]
+    assert (key.parent / "id_ed25519.pub").read_text().strip() == public
+    # the host key iacrun pins is the one cloud-init installs
+    user_data = result.one("aws:ec2/instance:Instance").inputs["userDataBase64"]
+    document = yaml.safe_load(gzip.decompress(base64.b64decode(user_data)))
+    assert document["ssh_keys"]["ed25519_public"].startswith(str(host.host_key))
+    # SSH from this machine's address only; spot with the run's max_price
+    ingress = result.one("aws:ec2/securityGroup:SecurityGroup").inputs["ingress"]
+    assert ingress[0]["cidrBlocks"] == ["198.51.100.23/32"]
+    market = result.one("aws:ec2/instance:Instance").inputs["instanceMarketOptions"]
+    assert market["spotOptions"]["maxPrice"] == "2.5"
+    # the job carries the run's commands, not its env values
+    job_file = next(f for f in document["write_files"] if f["path"] == f"{RUN_DIR}/job.json")
+    assert "python train.py" in job_file["content"] and "hf-secret" not in job_file["content"]
+
+
+def test_aws_configured_cidrs_and_profile(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    home = tmp_path / "home" / ".aws"
+    home.mkdir(parents=True)
+    (home / "credentials").write_text(
+        "[research]\naws_access_key_id = A\naws_secret_access_key = B\n"
+    )
+    settings = AWSSettings(profile="research", ssh_cidrs=["10.20.0.0/16"])
+
+    def no_lookup() -> str:
+        raise AssertionError("configured CIDRs need no lookup")
+
+    backend = aws_backend(tmp_path, engine, settings=settings, environ={}, public_ip=no_lookup)
+    backend.provision(record(tmp_path), offer("aws"), lambda _: None)
+    result = engine.previews[0]
+    assert result.one("pulumi:providers:aws").inputs["profile"] == "research"
+    ingress = result.one("aws:ec2/securityGroup:SecurityGroup").inputs["ingress"]
+    assert ingress[0]["cidrBlocks"] == ["10.20.0.0/16"]
+
+
+def test_aws_terminate_destroys_the_stack_and_may_repeat(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    backend = aws_backend(tmp_path, engine)
+    backend.terminate(record(tmp_path))
+    backend.terminate(record(tmp_path))
+    assert engine.calls == [("destroy", "train-1-7"), ("destroy", "train-1-7")]
+
+
+def test_aws_without_credentials_says_what_to_set(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    backend = aws_backend(tmp_path, engine, environ={})
+    with pytest.raises(CredentialsError) as caught:
+        backend.provision(record(tmp_path), offer("aws"), lambda _: None)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "AWS_PROFILE" in message and "AWS_ACCESS_KEY_ID" in message
+    assert engine.calls == []
+    with pytest.raises(CredentialsError):
+        backend.terminate(record(tmp_path))
+
+
+def test_without_pulumi_up_fails_with_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    backend = AWSBackend(environ=AWS_ENV, home=tmp_path / "iacrun", public_ip=lambda: "1.2.3.4")
+    with pytest.raises(ToolMissingError, match=r"get\.pulumi\.com"):
+        backend.provision(record(tmp_path), offer("aws"), lambda _: None)
+
+
+@pytest.mark.parametrize(
+    ("files", "environ", "found"),
+    [
+        ({}, AWS_ENV, "AWS_ACCESS_KEY_ID"),
+        ({}, {"AWS_ACCESS_KEY_ID": "only-half"}, None),
+        ({"credentials": "[default]\naws_access_key_id = A\n"}, {}, "profile default"),
+        ({"config": "[profile work]\nsso_session = corp\n"}, {"AWS_PROFILE": "work"}, "work"),
+        ({"config": "[default]\ncredential_process = /bin/creds\n"}, {}, "profile default"),
+        ({}, {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/x"}, "container"),
+        ({"credentials": "[other]\naws_access_key_id = A\n"}, {}, None),
+    ],
+)
+def test_aws_credentials_are_found_where_the_cli_looks(
+    tmp_path: Path, files: dict[str, str], environ: dict[str, str], found: str | None
+) -> None:
+    aws_dir = tmp_path / ".aws"
+    aws_dir.mkdir()
+    for name, text in files.items():
+        (aws_dir / name).write_text(text)
+    source = aws_credentials_source(environ, tmp_path, vendor_file=tmp_path / "no-vendor")
+    if found is None:
+        assert source is None
+    else:
+        assert source is not None and found in source
+
+
+def test_a_named_aws_profile_that_does_not_exist(tmp_path: Path) -> None:
+    with pytest.raises(CredentialsError, match="AWS profile 'prod' is defined neither"):
+        aws_credentials_source({"AWS_PROFILE": "prod"}, tmp_path)
+
+
+def test_on_ec2_the_instance_role_counts(tmp_path: Path) -> None:
+    vendor = tmp_path / "sys_vendor"
+    vendor.write_text("Amazon EC2\n")
+    assert aws_credentials_source({}, tmp_path, vendor_file=vendor) == "the EC2 instance role"
+
+
+# ---------------------------------------------------------------------------- azure
+
+
+def test_azure_provision_uses_an_rsa_key_and_the_subscription(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    host = azure_backend(tmp_path, engine).provision(
+        record(tmp_path), offer("azure"), lambda _: None
+    )
+    assert engine.calls == [("up", "train-1-7")]
+    assert (host.address, host.user, host.run_dir) == ("203.0.113.10", "ubuntu", RUN_DIR)
+    key = Path(str(host.identity_file))
+    assert key.name == "id_rsa" and stat.S_IMODE(key.stat().st_mode) == 0o600
+    result = engine.previews[0]
+    vm = result.one("azure-native:compute:VirtualMachine").inputs
+    (public,) = vm["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"]
+    assert public["keyData"].startswith("ssh-rsa ")
+    assert (key.parent / "id_rsa.pub").read_text().strip() == public["keyData"]
+    provider = result.one("pulumi:providers:azure-native").inputs
+    assert provider["subscriptionId"] == AZURE_ENV["ARM_SUBSCRIPTION_ID"]
+    assert result.one("azure-native:resources:ResourceGroup").inputs["resourceGroupName"] == (
+        "iacrun-train-1-7"
+    )
+
+
+def test_azure_self_delete_can_be_turned_off(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    backend = azure_backend(tmp_path, engine, self_delete=False)
+    backend.provision(record(tmp_path), offer("azure"), lambda _: None)
+    assert engine.previews[0].of_type("azure-native:authorization:RoleAssignment") == []
+
+
+def test_azure_without_credentials_says_what_to_set(tmp_path: Path) -> None:
+    backend = azure_backend(tmp_path, RecordingEngine(), environ={})
+    with pytest.raises(CredentialsError, match=r"run `az login`, or set ARM_CLIENT_ID"):
+        backend.provision(record(tmp_path), offer("azure"), lambda _: None)
+
+
+def _az_login(home: Path) -> None:
+    azure_dir = home / ".azure"
+    azure_dir.mkdir(parents=True)
+    (azure_dir / "azureProfile.json").write_text(
+        '\ufeff{"subscriptions": [{"id": "s", "isDefault": true}]}', encoding="utf-8"
+    )
+
+
+def test_azure_cli_login_needs_the_az_cli(tmp_path: Path) -> None:
+    _az_login(tmp_path)
+    found = azure_credentials_source({}, tmp_path, which=lambda _: "/usr/bin/az")
+    assert found is not None and found.startswith("Azure CLI login")
+    with pytest.raises(CredentialsError, match="no `az` on PATH"):
+        azure_credentials_source({}, tmp_path, which=lambda _: None)
+
+
+def test_an_azure_service_principal_needs_its_tenant(tmp_path: Path) -> None:
+    environ = {"ARM_CLIENT_ID": "c", "ARM_CLIENT_SECRET": "s"}
+    with pytest.raises(CredentialsError, match="set ARM_TENANT_ID"):
+        azure_credentials_source(environ, tmp_path)
+    assert azure_credentials_source({**environ, "AZURE_TENANT_ID": "t"}, tmp_path)
+    assert azure_credentials_source({"ARM_USE_MSI": "true"}, tmp_path)
+    assert azure_credentials_source({}, tmp_path) is None
+
+
+# ---------------------------------------------------------------------------- dry run
+
+
+def test_a_dry_run_needs_neither_credentials_nor_an_engine(tmp_path: Path) -> None:
+    backend = aws_backend(tmp_path, environ={})
+    plan = backend.dry_run(run_spec(tmp_path), offer("aws", spot=True))
+    types = [r.type for r in plan.resources]
+    assert types.count("aws:ec2/instance:Instance") == 1
+    text = plan.render()
+    assert "stack train-1-<id> on aws us-east-1: g5.2xlarge (spot, $1.2/h)" in text
+    assert "aws:ec2/securityGroup:SecurityGroup" in text
+    assert "SSH (port 22) open to 198.51.100.23/32 only" in text
+    assert "network: the default VPC of us-east-1" in text
+    assert f"cloud-init: {plan.user_data_bytes} of 16384 bytes" in text
+
+
+def test_a_dry_run_shows_when_the_public_address_is_unknown(tmp_path: Path) -> None:
+    def offline() -> str:
+        raise BackendError("could not find this machine's public address (offline)")
+
+    plan = azure_backend(tmp_path, environ={}, public_ip=offline).dry_run(
+        run_spec(tmp_path), offer("azure")
+    )
+    assert plan.spec.ssh_cidrs == [PLACEHOLDER_CIDR]
+    text = plan.render()
+    assert "could not find this machine's public address" in text
+    assert "azure-native:compute:VirtualMachine" in text
+    assert "resource group iacrun-train-1-<id>; image microsoft-dsvm:ubuntu-hpc:2204:latest" in text
+    assert "self-destruct: the VM's identity may only delete this VM" in text
+
+
+class ListCatalog:
+    def __init__(self, offers: list[Offer]) -> None:
+        self.listed = offers
+
+    def offers(self, requirements: Requirements) -> list[Offer]:
+        return list(self.listed)
+
+
+def test_offers_come_from_the_given_catalog(tmp_path: Path) -> None:
+    listed = [offer("aws"), offer("azure")]
+    backend = aws_backend(tmp_path, catalog=ListCatalog(listed))
+    assert backend.offers(Requirements()) == [listed[0]]
+    assert backend.shortfall(Requirements()) is None
+
+
+def test_by_default_offers_come_from_the_shipped_catalog_in_the_configured_regions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IACRUN_HOME", str(tmp_path / "iacrun"))  # no refreshed catalog
+    backend = aws_backend(tmp_path, settings=AWSSettings(regions=["us-east-1"]))
+    offers = backend.offers(Requirements())
+    assert offers and {o.region for o in offers} == {"us-east-1"}
+    assert {o.backend for o in offers} == {"aws"}

@@ -1,0 +1,211 @@
+"""The cloud-init of a run as data, its size limits, and `cloud-init schema` on every variant."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from iacrun.orchestrator.errors import InputError
+from iacrun.orchestrator.runner.runner import render_job_script
+from iacrun.stacks import cloudinit
+from iacrun.stacks.cloudinit import RUN_DIR, VmLayout
+
+from .conftest import client_key, host_key, job, make_spec
+
+
+def doc(**kwargs: Any) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(
+        cloudinit.render_cloud_config(make_spec(kwargs.pop("backend", "aws"), **kwargs))
+    )
+    return loaded
+
+
+def files(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["path"]: f for f in document["write_files"]}
+
+
+def test_the_pinned_host_key_and_the_run_key() -> None:
+    d = doc()
+    assert d["ssh_keys"] == {
+        "ed25519_private": host_key().private_openssh,
+        "ed25519_public": host_key().public_openssh,
+    }
+    assert d["ssh_deletekeys"] is True  # the image's own host keys go
+    assert d["ssh_pwauth"] is False
+    assert d["ssh_authorized_keys"] == [client_key().public_openssh]
+
+
+def test_runner_job_and_script_are_written_to_the_run_folder() -> None:
+    spec = make_spec()
+    written = files(doc())
+    runner = Path(__file__).parents[2] / "orchestrator" / "runner" / "runner.py"
+    assert written[f"{RUN_DIR}/runner.py"]["content"] == runner.read_text()
+    job_file = written[f"{RUN_DIR}/job.json"]
+    assert job_file["permissions"] == "0600"
+    on_vm = json.loads(job_file["content"])
+    assert on_vm == {**spec.job, "env": {}}  # env values are written by iacrun over SSH
+    assert written[f"{RUN_DIR}/job.sh"]["content"] == render_job_script(on_vm, RUN_DIR)
+
+
+def test_the_job_starts_from_a_path_unit_once_the_code_is_there() -> None:
+    written = files(doc())
+    path_unit = written["/etc/systemd/system/iacrun-job.path"]["content"]
+    assert f"PathExists={RUN_DIR}/code.ready" in path_unit
+    assert "Unit=iacrun-job.service" in path_unit
+    service = written["/etc/systemd/system/iacrun-job.service"]["content"]
+    assert "User=ubuntu" in service
+    assert "Requires=iacrun-setup.service" in service
+    assert "After=iacrun-setup.service" in service
+    assert f"ExecStartPre=-/bin/mv -f {RUN_DIR}/code.ready {RUN_DIR}/code.started" in service
+    assert f"ExecStart=/usr/bin/python3 {RUN_DIR}/runner.py run {RUN_DIR}" in service
+    assert "Restart=no" in service
+    assert "runner.exit" in service
+    assert "[Install]" not in service  # only the path unit starts it
+
+
+def test_runcmd_enables_units_without_waiting_and_marks_the_vm_ready_last() -> None:
+    runcmd = doc()["runcmd"]
+    assert runcmd[0] == ["chown", "-R", "ubuntu:ubuntu", RUN_DIR]
+    enable = next(c for c in runcmd if c[:2] == ["systemctl", "enable"])
+    assert "--no-block" in enable and "--now" in enable
+    assert {"iacrun-watchdog.timer", "iacrun-setup.service", "iacrun-job.path"} <= set(enable)
+    assert runcmd[-1][-1] == f"{RUN_DIR}/vm.ready"
+
+
+def test_the_self_destruct_timer_is_armed_at_boot_from_max_duration() -> None:
+    bootcmd = doc()["bootcmd"]
+    assert "first-boot" in bootcmd[0][-1]
+    timer = bootcmd[1]
+    assert timer[0] == "systemd-run"
+    assert "--on-boot=9000s" in timer  # 2h max_duration + 30 min margin
+    assert timer[-1].endswith("destroy max duration exceeded; systemctl poweroff")
+
+
+def test_without_max_duration_only_the_watchdog_guards() -> None:
+    d = doc(job_=job(max_duration=None))
+    assert len(d["bootcmd"]) == 1
+    guard = json.loads(files(d)["/opt/iacrun/guard.json"]["content"])
+    assert guard["deadline"] is None
+    assert guard["code_wait"] == 1800 and guard["linger"] == 900
+
+
+def test_guard_settings() -> None:
+    guard = json.loads(files(doc())["/opt/iacrun/guard.json"]["content"])
+    assert guard == {
+        "run_dir": RUN_DIR,
+        "first_boot_file": "/opt/iacrun/first-boot",
+        "deadline": 9000,
+        "code_wait": 1800,
+        "linger": 900,
+        "poweroff": ["systemctl", "poweroff"],
+        "cloud": "aws",
+        "azure": {
+            "self_delete": False,
+            "imds": "http://169.254.169.254",
+            "arm": "https://management.azure.com",
+            "resource": "https://management.azure.com/",
+        },
+    }
+    timer = files(doc())["/etc/systemd/system/iacrun-watchdog.timer"]["content"]
+    assert "OnUnitActiveSec=60" in timer
+
+
+def test_setup_for_python_and_for_an_image() -> None:
+    py = files(doc())["/opt/iacrun/bin/iacrun-setup"]
+    assert py["permissions"] == "0755"
+    assert "PYTHON_VERSION=3.11" in py["content"] and "IMAGE=''" in py["content"]
+    image = files(doc(job_=job(python=None, image="ghcr.io/org/img:1"), gpu=False))
+    content = image["/opt/iacrun/bin/iacrun-setup"]["content"]
+    assert "IMAGE=ghcr.io/org/img:1" in content and "GPU=0" in content
+
+
+def test_aws_user_data_is_gzipped_and_within_16_kb() -> None:
+    spec = make_spec("aws")
+    data = cloudinit.user_data(spec)
+    assert data[:2] == b"\x1f\x8b"
+    assert gzip.decompress(data).decode() == cloudinit.render_cloud_config(spec)
+    assert len(data) < cloudinit.AWS_USER_DATA_LIMIT
+
+
+def test_azure_custom_data_is_plain_and_within_64_kb() -> None:
+    spec = make_spec("azure")
+    data = cloudinit.user_data(spec)
+    assert data.decode() == cloudinit.render_cloud_config(spec)
+    assert len(data) <= cloudinit.AZURE_CUSTOM_DATA_LIMIT
+
+
+def test_the_size_errors_say_what_to_do() -> None:
+    spec = make_spec("aws")
+    with pytest.raises(InputError, match=r"is 20000 bytes after gzip; AWS takes at most 16 KB"):
+        cloudinit.check_user_data_size(spec, b"x" * 20000)
+    cloudinit.check_user_data_size(spec, b"x" * 16384)
+    azure = make_spec("azure")
+    with pytest.raises(InputError, match=r"move them into a script in the working folder"):
+        cloudinit.check_user_data_size(azure, b"x" * 65536)
+
+
+def test_a_layout_moves_every_path() -> None:
+    layout = VmLayout(root="/tmp/vm/opt", systemd_dir="/tmp/vm/systemd", user="tester")
+    written = files(yaml.safe_load(cloudinit.render_cloud_config(make_spec(), layout)))
+    assert all(p.startswith(("/tmp/vm/opt/", "/tmp/vm/systemd/")) for p in written)
+
+
+# ---------------------------------------------------------------------------- cloud-init schema
+
+CLOUD_INIT = shutil.which("cloud-init")
+needs_cloud_init = pytest.mark.skipif(
+    CLOUD_INIT is None, reason="needs Debian's cloud-init package (cloud-init schema)"
+)
+
+VARIANTS = [
+    pytest.param("aws", True, {}, id="aws-gpu-python"),
+    pytest.param("aws", False, {"python": None, "image": "ubuntu:24.04"}, id="aws-cpu-image"),
+    pytest.param("aws", True, {"python": None, "image": "pytorch/pytorch"}, id="aws-gpu-image"),
+    pytest.param("aws", False, {"max_duration": None}, id="aws-cpu-python-no-max-duration"),
+    pytest.param("azure", True, {}, id="azure-gpu-python"),
+    pytest.param("azure", False, {"python": None, "image": "ubuntu:24.04"}, id="azure-cpu-image"),
+    pytest.param("azure", True, {"max_duration": None}, id="azure-gpu-no-max-duration"),
+]
+
+
+def schema(path: Path) -> subprocess.CompletedProcess[str]:
+    assert CLOUD_INIT is not None
+    return subprocess.run(
+        [CLOUD_INIT, "schema", "--config-file", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@needs_cloud_init
+@pytest.mark.parametrize(("backend", "gpu", "changes"), VARIANTS)
+def test_every_rendered_cloud_init_passes_cloud_init_schema(
+    tmp_path: Path, backend: str, gpu: bool, changes: dict[str, Any]
+) -> None:
+    spec = make_spec(backend, gpu=gpu, job_=job(**changes), spot=True)
+    path = tmp_path / "user-data"
+    path.write_text(cloudinit.render_cloud_config(spec))
+    done = schema(path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Valid cloud-config" in done.stdout
+
+
+@needs_cloud_init
+def test_cloud_init_schema_rejects_a_broken_document(tmp_path: Path) -> None:
+    """The check above can fail: a wrong type in a module's config is refused."""
+    document = yaml.safe_load(cloudinit.render_cloud_config(make_spec()))
+    document["runcmd"] = "systemctl enable iacrun-job.path"  # a string, not a list
+    path = tmp_path / "user-data"
+    path.write_text("#cloud-config\n" + yaml.safe_dump(document))
+    done = schema(path)
+    assert done.returncode != 0
+    assert "runcmd" in done.stdout + done.stderr
