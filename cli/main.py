@@ -59,6 +59,10 @@ def up(
     instance_type: Annotated[list[str] | None, typer.Option("--instance-type")] = None,
     profile: Annotated[str | None, typer.Option("--profile")] = None,
     max_offers: Annotated[int, typer.Option("--max-offers", help="Offers to show.")] = 3,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show what would be created; run nothing."),
+    ] = False,
     json_out: Json = False,
 ) -> None:
     from iacrun.cli.attach import attach, check_ports, note
@@ -92,6 +96,12 @@ def up(
     orch = Orchestrator()
     if spec.run_name is not None:
         orch.ensure_name_free(spec.run_name)
+    if dry_run:
+        plan, created = orch.dry_run(spec)
+        typer.echo(plan_text(spec) + "\n")
+        typer.echo(offers_table(plan.offers, max_offers) + "\n")
+        typer.echo(created)
+        return
     plan = orch.plan(spec)
     if not json_out:
         note(plan_text(spec) + "\n")
@@ -182,17 +192,14 @@ def attach(
     raise typer.Exit(do_attach(orch, run, ports, 0 if from_start else saved_offset(run)))
 
 
-def _stop_runs(names: list[str], all_runs: bool, reason: str) -> None:
+def _names(names: list[str] | None, all_runs: bool) -> list[str]:
     from iacrun.orchestrator.api import Orchestrator
 
-    orch = Orchestrator()
     if all_runs:
-        names = [r.name for r in orch.runs() if r.active]
+        return [r.name for r in Orchestrator().runs() if r.active]
     if not names:
         raise _fail("name a run, or pass --all", 2)
-    for name in names:
-        run = orch.stop(name, reason=reason)
-        typer.echo(f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else ""))
+    return names
 
 
 @app.command(help="Stop runs and tear down their machines. Safe to repeat.")
@@ -200,21 +207,31 @@ def stop(
     runs: Annotated[list[str] | None, typer.Argument(metavar="RUN...")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every active run.")] = False,
 ) -> None:
-    _stop_runs(runs or [], all_runs, "stopped by user")
+    from iacrun.orchestrator.api import Orchestrator
+
+    orch = Orchestrator()
+    for name in _names(runs, all_runs):
+        run = orch.stop(name)
+        typer.echo(f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else ""))
 
 
-@app.command(help="Same as stop: stop runs and destroy what they created. Safe to repeat.")
+@app.command(help="Stop runs and destroy what they created, or a leftover stack. Repeatable.")
 def down(
-    runs: Annotated[list[str] | None, typer.Argument(metavar="RUN...")] = None,
+    runs: Annotated[list[str] | None, typer.Argument(metavar="RUN|STACK...")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every active run.")] = False,
 ) -> None:
-    _stop_runs(runs or [], all_runs, "stopped by user")
+    from iacrun.orchestrator.api import Orchestrator
+
+    orch = Orchestrator()
+    for name in _names(runs, all_runs):
+        typer.echo(orch.down(name))
 
 
 def _register_groups() -> None:
-    from iacrun.cli import offers
+    from iacrun.cli import offers, stacks
 
     offers.register(app)
+    stacks.register(app)
 
 
 _register_groups()

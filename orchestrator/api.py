@@ -20,7 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback, Transport
+from iacrun.orchestrator.backends.base import (
+    Backend,
+    DryRunnable,
+    Host,
+    ProgressCallback,
+    StackBacked,
+    Transport,
+)
 from iacrun.orchestrator.errors import (
     IacrunError,
     InputError,
@@ -49,6 +56,8 @@ from iacrun.orchestrator.workdir import pack
 
 #: seconds past max_duration after which any iacrun command tears a run down itself
 REAPER_MARGIN = 120.0
+#: seconds between the attempts to give a machine back before the failure is shown
+TEARDOWN_RETRIES = (5.0, 15.0)
 
 
 class Orchestrator:
@@ -99,6 +108,29 @@ class Orchestrator:
     def plan(self, spec: RunSpec) -> OfferPlan:
         return collect_offers(self.backends(), spec.requirements)
 
+    def dry_run(self, spec: RunSpec) -> tuple[OfferPlan, str]:
+        """The plan, and what the first offer's backend would create for it.
+
+        Clouds not configured yet take part too, so a user can see what a run would create
+        before setting them up; no credentials are needed."""
+        backends = list(self.backends())
+        names = {b.name for b in backends}
+        if "aws" not in names:
+            from iacrun.orchestrator.backends.aws import AWSBackend
+
+            backends.append(AWSBackend(home=self.home))
+        if "azure" not in names:
+            from iacrun.orchestrator.backends.azure import AzureBackend
+
+            backends.append(AzureBackend(home=self.home))
+        plan = collect_offers(backends, spec.requirements)
+        offer = plan.available[0]
+        backend = next(b for b in backends if b.name == offer.backend)
+        if isinstance(backend, DryRunnable):
+            return plan, backend.dry_run(spec, offer).render()
+        where = "a folder under ~/.iacrun/runs" if offer.backend == "local" else offer.region
+        return plan, f"{offer.backend}: nothing is created; the run goes to {where}"
+
     def ensure_name_free(self, name: str) -> None:
         """Refuse early (before planning) a name that an active run holds."""
         try:
@@ -126,11 +158,12 @@ class Orchestrator:
             self._spawn_supervisor(run)
         return run
 
-    def _spawn_supervisor(self, run: RunRecord) -> None:
+    def _spawn_supervisor(self, run: RunRecord, *, resume: bool = False) -> None:
         env = dict(os.environ, IACRUN_HOME=str(self.home))
+        argv = [sys.executable, "-m", "iacrun.orchestrator.supervisor", str(run.id)]
         with open(Path(run.local_dir) / "supervisor.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "iacrun.orchestrator.supervisor", str(run.id)],
+                [*argv, "--resume"] if resume else argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -277,16 +310,20 @@ class Orchestrator:
         final_path = Path(run.local_dir) / "final"
         final = json.loads(final_path.read_text()) if final_path.exists() else {}
         if run.backend is not None:
-            try:
-                self.backend(run.backend).terminate(run)
-            except IacrunError as exc:
-                events.write(f"teardown failed: {exc}")
-                self.registry.update(
-                    run.id,
-                    status="terminating",
-                    reason=f"teardown failed: {exc}; retry with iacrun down {run.name}",
-                )
-                return
+            for wait in (*TEARDOWN_RETRIES, None):
+                try:
+                    self.backend(run.backend).terminate(run)
+                    break
+                except IacrunError as exc:
+                    events.write(f"teardown failed: {exc}")
+                    if wait is None:
+                        self.registry.update(
+                            run.id,
+                            status="terminating",
+                            reason=f"teardown failed: {exc}; retry with iacrun down {run.name}",
+                        )
+                        return
+                    time.sleep(wait)
         self.registry.transition(
             run.id,
             ACTIVE_STATUSES,
@@ -306,39 +343,40 @@ class Orchestrator:
         return [self.refresh(r) for r in self.registry.runs(all_runs=all_runs)]
 
     def refresh(self, run: RunRecord) -> RunRecord:
-        """Notice runs whose supervisor died: finish and tear them down here."""
+        """Notice an active run whose supervisor died, and start a new one that takes it over.
+
+        Cheap (a process check) for every healthy run, so `iacrun ps` stays fast; the new
+        supervisor stops an expired or stopped job, tears down, or goes on watching."""
         if not run.active or run.supervisor_pid is None or _alive(run.supervisor_pid):
             return run
-        if time.time() - run.submitted_at < 5:
-            return run
-        events = EventLog(Path(run.local_dir) / "events")
-        host = Host.model_validate(run.host) if run.host else None
-        if host is not None and run.status in ("running", "pending", "terminating"):
-            try:
-                state = asyncio.run(_state_of(host))
-            except IacrunError:
-                state = {}
-            if state.get("status") not in FINAL_STATUSES:
-                expired = (
-                    run.spec.get("max_duration")
-                    and run.started_at
-                    and (time.time() > run.started_at + run.spec["max_duration"] + REAPER_MARGIN)
-                )
-                if not expired and run.status != "terminating":
-                    return run  # the job still runs on its own; nothing to do
-                state = asyncio.run(
-                    _stop(host, "max duration exceeded" if expired else "stopped by user")
-                )
-            self._finish(
-                run.id,
-                state.get("status", "terminated"),
-                state.get("reason"),
-                state.get("exit_code"),
-            )
-        else:
-            self._finish(run.id, "failed", "interrupted: the supervisor exited", None)
-        self._teardown(self.registry.get_by_id(run.id), events)
+        if self.registry.claim_supervisor(run.id, run.supervisor_pid, os.getpid()):
+            self._spawn_supervisor(run, resume=True)
         return self.registry.get_by_id(run.id)
+
+    def resume(self, run_id: int) -> None:
+        """Take over a run whose supervisor died, where it was."""
+        run = self.registry.get_by_id(run_id)
+        events = EventLog(Path(run.local_dir) / "events")
+        events.write("the previous supervisor exited; taking the run over")
+        host = Host.model_validate(run.host) if run.host else None
+        try:
+            if host is None or run.status == "provisioning":
+                self._finish(run.id, "failed", "interrupted while provisioning", None)
+            else:
+                asyncio.run(self._resume_watch(run, host))
+        except IacrunError as exc:
+            status = "terminated" if run.status == "terminating" else "failed"
+            events.write(f"{status}: {exc}")
+            self._finish(run_id, status, str(exc), None)
+        finally:
+            self._teardown(self.registry.get_by_id(run_id), events)
+
+    async def _resume_watch(self, run: RunRecord, host: Host) -> None:
+        transport = await open_transport(host)
+        try:
+            await self._watch(run, host, transport)
+        finally:
+            await transport.close()
 
     def logs(
         self,
@@ -380,14 +418,43 @@ class Orchestrator:
         run = self.registry.get_by_id(run.id)
         host = Host.model_validate(run.host) if run.host else None
         state: dict[str, Any] = {}
+        events = EventLog(Path(run.local_dir) / "events")
         if host is not None:
-            state = asyncio.run(_stop(host, reason))
+            try:
+                state = asyncio.run(_stop(host, reason))
+            except IacrunError as exc:  # an unreachable machine is still torn down
+                events.write(f"could not stop the job on its host: {exc}")
         self._finish(run.id, "terminated", reason, state.get("exit_code"))
-        self._teardown(self.registry.get_by_id(run.id), EventLog(Path(run.local_dir) / "events"))
+        self._teardown(self.registry.get_by_id(run.id), events)
         final = self.registry.get_by_id(run.id)
         if final.active:
             raise RunError(f"{name}: {final.reason}")
         return final
+
+    def down(self, name: str, *, reason: str = "stopped by user") -> str:
+        """Stop a run and destroy what it created; or destroy a leftover stack of that name.
+
+        Safe to repeat: a finished run's stack is destroyed again (idempotent), which is how a
+        failed or interrupted teardown is finished."""
+        try:
+            run = self.registry.get(name)
+        except RunNotFoundError:
+            return self.destroy_stack(name)
+        if run.active:
+            run = self.stop(name, reason=reason)
+        elif run.stack_name and run.backend:
+            self.backend(run.backend).terminate(run)
+        return f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else "")
+
+    def destroy_stack(self, stack_name: str) -> str:
+        """Destroy and remove a stack that no recorded run owns (a leak `iacrun stacks` found)."""
+        from iacrun.stacks.engine import StackEngine
+
+        engine = StackEngine(self.home, self.settings.state.backend_url)
+        if stack_name not in engine.stack_names():
+            raise RunNotFoundError(f"no run or stack named {stack_name!r}; see iacrun ps -a")
+        engine.destroy(stack_name)
+        return f"{stack_name}: stack destroyed and removed"
 
 
 class _Stopped(Exception):
@@ -421,6 +488,8 @@ class _Recording(Backend):
         )
         if current is None:
             raise _Stopped()
+        if isinstance(self.inner, StackBacked):
+            current = self.registry.update(run.id, stack_name=self.inner.stack_name(current))
         return self.inner.provision(current, offer, progress)
 
     def terminate(self, run: RunRecord) -> None:
@@ -450,11 +519,33 @@ class EventLog:
 
 
 def configured_backends(settings: Settings, runs_root: Path, registry: Registry) -> list[Backend]:
+    """The backends `up` may use: this machine unless disabled, and what config.yml lists."""
     backends: list[Backend] = []
-    if settings.backends.local.enabled:
+    conf = settings.backends
+    if conf.local.enabled:
         from iacrun.orchestrator.backends.local import LocalBackend
 
         backends.append(LocalBackend(runs_root))
+    if conf.ssh is not None and conf.ssh.enabled and conf.ssh.hosts:
+        from iacrun.orchestrator.backends.ssh import SSHBackend
+
+        backends.append(SSHBackend(conf.ssh, registry=registry))
+    state_url = settings.state.backend_url
+    if conf.aws is not None and conf.aws.enabled:
+        from iacrun.orchestrator.backends.aws import AWSBackend
+
+        backends.append(AWSBackend(conf.aws, home=runs_root.parent, backend_url=state_url))
+    if conf.azure is not None and conf.azure.enabled:
+        from iacrun.orchestrator.backends.azure import AzureBackend
+
+        backends.append(
+            AzureBackend(
+                conf.azure,
+                self_delete=conf.azure.self_delete,
+                home=runs_root.parent,
+                backend_url=state_url,
+            )
+        )
     return backends
 
 
@@ -480,14 +571,6 @@ async def keep_log(transport: Transport, host: Host, target: Path) -> None:
         while chunk := await transport.read_from(f"{host.run_dir}/log", offset, LOG_CHUNK):
             out.write(chunk)
             offset += len(chunk)
-
-
-async def _state_of(host: Host) -> dict[str, Any]:
-    transport = await open_transport(host)
-    try:
-        return await read_state(transport, host)
-    finally:
-        await transport.close()
 
 
 async def _stop(host: Host, reason: str) -> dict[str, Any]:

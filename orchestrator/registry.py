@@ -189,6 +189,15 @@ class Registry:
                 )
         return self.get_by_id(run_id)
 
+    def claim_supervisor(self, run_id: int, old_pid: int | None, new_pid: int) -> bool:
+        """Make `new_pid` the run's supervisor if `old_pid` still is: one process wins."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE runs SET supervisor_pid = ? WHERE id = ? AND supervisor_pid IS ?",
+                (new_pid, run_id, old_pid),
+            )
+            return cur.rowcount == 1
+
     def get_by_id(self, run_id: int) -> RunRecord:
         row = self._conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:

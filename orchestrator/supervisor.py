@@ -8,7 +8,11 @@ from iacrun.orchestrator.api import Orchestrator
 
 
 def main(argv: list[str]) -> int:
-    Orchestrator().supervise(int(argv[0]))
+    orch = Orchestrator()
+    if "--resume" in argv:
+        orch.resume(int(argv[0]))
+    else:
+        orch.supervise(int(argv[0]))
     return 0
 
 

@@ -287,7 +287,9 @@ def test_image_without_a_container_engine_says_so(cli: Cli, project: Path) -> No
     assert ps(cli)["img"]["status"] == "failed"
 
 
-def test_interrupting_an_attached_up_without_a_terminal_stops_the_run(cli: Cli, project: Path) -> None:
+def test_interrupting_an_attached_up_without_a_terminal_stops_the_run(
+    cli: Cli, project: Path
+) -> None:
     write_task(project, "commands: ['echo up', 'sleep 3121']\n")
     attached = cli.popen("up", "-y", "-n", "ci-step", "task.dstack.yml")
     wait_for(lambda: bool(_pids_with("sleep 3121")))
@@ -296,3 +298,17 @@ def test_interrupting_an_attached_up_without_a_terminal_stops_the_run(cli: Cli, 
     assert ps(cli)["ci-step"]["status"] == "terminated"
     assert ps(cli)["ci-step"]["reason"] == "stopped by user"
     wait_for(lambda: not _pids_with("sleep 3121"), timeout=10)
+
+
+def test_a_run_whose_supervisor_died_is_taken_over(cli: Cli, project: Path) -> None:
+    write_task(project, "commands: ['sleep 6', 'echo finished']\n")
+    assert cli("up", "-y", "-d", "-n", "orphan", "task.dstack.yml").returncode == 0
+    registry = Registry(Path(cli.env["IACRUN_HOME"]) / "registry.db")
+    wait_for(lambda: registry.get("orphan").status == "running")
+    supervisor = registry.get("orphan").supervisor_pid
+    assert supervisor is not None
+    os.kill(supervisor, signal.SIGKILL)
+    assert ps(cli)["orphan"]["status"] == "running"  # ps notices, and a new supervisor takes over
+    assert registry.get("orphan").supervisor_pid not in (None, supervisor)
+    wait_for(lambda: ps(cli)["orphan"]["status"] == "done", timeout=30)
+    assert "finished" in cli("logs", "orphan").stdout
