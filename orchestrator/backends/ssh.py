@@ -1,0 +1,325 @@
+"""The `ssh` backend: servers you already own, listed in `~/.iacrun/config.yml`.
+
+::
+
+    backends:
+      ssh:
+        hosts:
+          - name: box1                      # the label shown in offers (default: host)
+            host: 10.0.0.5
+            port: 22
+            user: ubuntu
+            identity_file: ~/.ssh/id_ed25519
+            proxy_jump: ubuntu@bastion.example.com   # optional, [user@]host[:port][,...]
+            host_key: ssh-ed25519 AAAA...     # optional; otherwise known_hosts is checked
+            known_hosts: ~/.ssh/known_hosts   # optional, the default
+
+Each host is one offer at price 0, with the resources detected over SSH (CPUs, memory, free disk
+in the home folder, NVIDIA GPUs) and cached for ten minutes. A host runs one run at a time, unless
+both runs take some of its GPUs: then each gets its own `CUDA_VISIBLE_DEVICES`. A host that cannot
+be reached, or that is busy, is still offered, as unavailable with the reason, so one dead host
+never hides the others. Runs live in `~/.iacrun/runs/NAME-ID` on the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import getpass
+import os
+import posixpath
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback
+from iacrun.orchestrator.errors import (
+    BackendError,
+    CapacityError,
+    ConfigError,
+    HostUnreachableError,
+)
+from iacrun.orchestrator.offers import InstanceResources, Offer, Requirements, unmet_requirement
+from iacrun.orchestrator.paths import iacrun_home
+from iacrun.orchestrator.resources import ResourcesSpec
+from iacrun.orchestrator.settings import SSHHostSettings, SSHSettings
+from iacrun.orchestrator.ssh.detect import HostFacts, HostFactsCache
+from iacrun.orchestrator.ssh.sshconfig import SSHConfigEntries
+
+if TYPE_CHECKING:
+    from iacrun.orchestrator.registry import Registry, RunRecord
+
+T = TypeVar("T")
+
+#: how long `offers` waits for each host before showing it as unreachable
+PROBE_SECONDS = 5.0
+#: how long `provision` keeps trying to reach the chosen host
+PROVISION_CONNECT_SECONDS = 20.0
+
+
+class SSHBackend(Backend):
+    """Your own hosts over SSH. See the module docstring for the configuration."""
+
+    name = "ssh"
+
+    def __init__(
+        self,
+        settings: SSHSettings,
+        *,
+        registry: Registry | None = None,
+        cache: HostFactsCache | None = None,
+        ssh_config: SSHConfigEntries | None = None,
+        probe_seconds: float = PROBE_SECONDS,
+        connect_seconds: float = PROVISION_CONNECT_SECONDS,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.cache = cache or HostFactsCache(iacrun_home() / "ssh-hosts.json")
+        self.ssh_config = ssh_config or SSHConfigEntries()
+        self.probe_seconds = probe_seconds
+        self.connect_seconds = connect_seconds
+        self._hosts: dict[str, SSHHostSettings] = {}
+        for entry in settings.hosts:
+            if entry.label in self._hosts:
+                raise ConfigError(
+                    f"two ssh hosts are named {entry.label!r}; give each a distinct name",
+                    field="backends.ssh.hosts",
+                )
+            self._hosts[entry.label] = entry
+
+    # ------------------------------------------------------------------ offers
+
+    def offers(self, requirements: Requirements) -> list[Offer]:
+        if not self.settings.enabled or not self._hosts:
+            return []
+        probed = _run_sync(self._probe_all(list(self._hosts.values())))
+        offers = []
+        for entry, (facts, problem) in zip(self._hosts.values(), probed, strict=True):
+            offer = self._offer(entry, facts, problem, requirements.resources)
+            if offer is not None:
+                offers.append(offer)
+        return offers
+
+    def _offer(
+        self,
+        entry: SSHHostSettings,
+        facts: HostFacts | None,
+        problem: str | None,
+        spec: ResourcesSpec,
+    ) -> Offer | None:
+        if facts is None:
+            # never reached: nothing known to match on, shown so the user sees why it is missing
+            resources = InstanceResources(cpus=0, memory_gb=0)
+            return self._make_offer(entry, resources, available=False, note=problem)
+        if unmet_requirement(spec, facts.resources, own_host=True) is not None:
+            return None
+        resources = facts.resources
+        if problem is None:
+            problem = self._busy(entry, facts, spec)
+            free = self._free_gpu_indices(entry, facts)
+            if problem is None and free is not None:
+                resources = _with_gpus(facts.resources, free)  # what is left for this task
+        return self._make_offer(entry, resources, available=problem is None, note=problem)
+
+    def _make_offer(
+        self,
+        entry: SSHHostSettings,
+        resources: InstanceResources,
+        *,
+        available: bool,
+        note: str | None,
+    ) -> Offer:
+        return Offer(
+            backend=self.name,
+            region=entry.label,
+            instance_type=entry.label,
+            resources=resources,
+            price=0.0,
+            available=available,
+            note=note,
+        )
+
+    async def _probe_all(
+        self, entries: list[SSHHostSettings]
+    ) -> list[tuple[HostFacts | None, str | None]]:
+        return list(await asyncio.gather(*(self._probe(e) for e in entries)))
+
+    async def _probe(self, entry: SSHHostSettings) -> tuple[HostFacts | None, str | None]:
+        """(facts, None) when reachable; (cached facts or None, why) when not."""
+        try:
+            facts = await self._facts(entry, self.probe_seconds)
+        except BackendError as exc:
+            return self.cache.get(host_key(entry), stale_ok=True), _short(exc)
+        return facts, None
+
+    async def _facts(self, entry: SSHHostSettings, seconds: float) -> HostFacts:
+        """Connect (proving the host is reachable now), detecting only when the cache is stale."""
+        from iacrun.orchestrator.ssh.connect import connect
+        from iacrun.orchestrator.ssh.detect import detect
+
+        transport = await connect(host_for(entry, run_dir=""), deadline=time.monotonic() + seconds)
+        try:
+            key = host_key(entry)
+            facts = self.cache.get(key)
+            if facts is None:
+                facts = await detect(transport, label=entry.label)
+                self.cache.put(key, facts)
+            return facts
+        finally:
+            await transport.close()
+
+    # ------------------------------------------------------------------ sharing a host
+
+    def _runs_on(self, entry: SSHHostSettings, exclude: int | None = None) -> list[RunRecord]:
+        if self.registry is None:
+            return []
+        return [
+            run
+            for run in self.registry.runs()
+            if run.active
+            and run.backend == self.name
+            and run.instance_type == entry.label
+            and run.id != exclude
+        ]
+
+    def _free_gpu_indices(
+        self, entry: SSHHostSettings, facts: HostFacts, exclude: int | None = None
+    ) -> list[int] | None:
+        """Indices of the GPUs no run holds, or None when no run holds any part of the host."""
+        runs = self._runs_on(entry, exclude)
+        if not runs:
+            return None
+        taken: set[int] = set()
+        for run in runs:
+            gpus = (run.host or {}).get("gpus")
+            if not gpus:
+                return []  # a run holds the whole host
+            taken.update(int(i) for i in str(gpus).split(",") if i.strip().isdigit())
+        return [i for i in range(len(facts.resources.gpus)) if i not in taken]
+
+    def _busy(
+        self,
+        entry: SSHHostSettings,
+        facts: HostFacts,
+        spec: ResourcesSpec,
+        exclude: int | None = None,
+    ) -> str | None:
+        runs = self._runs_on(entry, exclude)
+        if not runs:
+            return None
+        free = self._free_gpu_indices(entry, facts, exclude)
+        if spec.gpu is not None and free:
+            left = _with_gpus(facts.resources, free)
+            if unmet_requirement(spec, left, own_host=True) is None:
+                return None  # the GPUs no run holds are enough: split them by count
+        names = ", ".join(run.name for run in runs)
+        return f"busy with {names}"
+
+    def _choose_gpus(
+        self, facts: HostFacts, spec: ResourcesSpec, free: list[int] | None
+    ) -> str | None:
+        """CUDA_VISIBLE_DEVICES when the run takes part of the host's GPUs, else None (all)."""
+        gpus = facts.resources.gpus
+        if spec.gpu is None or not gpus:
+            return None
+        candidates = free if free is not None else list(range(len(gpus)))
+        gpu = spec.gpu
+        if gpu.name:
+            wanted = {n.lower() for n in gpu.name}
+            candidates = [i for i in candidates if gpus[i].name.lower() in wanted]
+        if gpu.memory is not None:
+            memory = gpu.memory
+            candidates = [i for i in candidates if memory.contains(gpus[i].memory_gb)]
+        count = (
+            len(candidates) if gpu.count.max is None else min(len(candidates), int(gpu.count.max))
+        )
+        chosen = candidates[:count]
+        if len(chosen) == len(gpus):
+            return None
+        return ",".join(str(i) for i in chosen)
+
+    # ------------------------------------------------------------------ provisioning
+
+    def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
+        entry = self._hosts.get(offer.instance_type)
+        if entry is None:
+            raise BackendError(f"ssh host {offer.instance_type!r} is no longer configured")
+        progress(f"connecting to {entry.label} ({entry.host}:{entry.port})")
+        try:
+            facts = _run_sync(self._facts(entry, self.connect_seconds))
+        except HostUnreachableError as exc:
+            # like a cloud without capacity: the run may go to its next offer
+            raise CapacityError(f"{entry.label} cannot be reached now ({exc})") from exc
+        if not facts.python3:
+            raise BackendError(
+                f"{entry.label} has no python3 on its PATH; the iacrun runner needs Python 3.8+"
+            )
+        spec = _resources_of(run)
+        busy = self._busy(entry, facts, spec, exclude=run.id)
+        if busy is not None:
+            raise CapacityError(f"{entry.label} is {busy}")
+        gpus = self._choose_gpus(facts, spec, self._free_gpu_indices(entry, facts, run.id))
+        run_dir = posixpath.join(facts.home, ".iacrun", "runs", f"{run.name}-{run.id}")
+        host = host_for(entry, run_dir=run_dir).model_copy(update={"gpus": gpus})
+        self.ssh_config.add(run.name, host)
+        progress(f"{entry.label}: {facts.resources.render()}" + (f", GPUs {gpus}" if gpus else ""))
+        return host
+
+    def terminate(self, run: RunRecord) -> None:
+        """Remove the run's `ssh RUN-NAME` entry. The host itself is yours: nothing else to do."""
+        self.ssh_config.remove(run.name)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def host_for(entry: SSHHostSettings, *, run_dir: str) -> Host:
+    """The Host of a configured entry; without a pinned key, known_hosts decides."""
+    identity = os.path.expanduser(entry.identity_file) if entry.identity_file else None
+    known_hosts = None
+    if not entry.host_key:
+        known_hosts = os.path.expanduser(entry.known_hosts or "~/.ssh/known_hosts")
+    return Host(
+        kind="ssh",
+        run_dir=run_dir,
+        address=entry.host,
+        port=entry.port,
+        user=entry.user or getpass.getuser(),
+        identity_file=identity,
+        host_key=entry.host_key,
+        known_hosts=known_hosts,
+        proxy_jump=entry.proxy_jump,
+        connect_timeout=PROVISION_CONNECT_SECONDS,
+    )
+
+
+def _with_gpus(resources: InstanceResources, indices: list[int]) -> InstanceResources:
+    return resources.model_copy(update={"gpus": tuple(resources.gpus[i] for i in indices)})
+
+
+def host_key(entry: SSHHostSettings) -> str:
+    """The cache key of a host."""
+    return f"{entry.user or getpass.getuser()}@{entry.host}:{entry.port}"
+
+
+def _resources_of(run: RunRecord) -> ResourcesSpec:
+    raw = (run.spec.get("requirements") or {}).get("resources") or {}
+    return Requirements.model_validate({"resources": raw}).resources
+
+
+def _short(exc: BaseException) -> str:
+    """A reason short enough for the offers table's note."""
+    text = str(exc)
+    if isinstance(exc, HostUnreachableError) and ": " in text:
+        return "unreachable: " + text.split("): ", 1)[-1]
+    return text.split(";", 1)[0]
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion from sync code, also when called inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
