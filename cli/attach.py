@@ -128,7 +128,11 @@ class Attachment:
                 with contextlib.suppress(Exception):
                     await stop()
             await transport.close()
-        return await self._wait_final()
+        final = await self._wait_final()
+        if host.kind != "local":
+            # whatever the machine wrote after our last read is in the copy kept at teardown
+            self.offset, _ = self.orch.logs(self.run.name, self.sink, offset=self.offset)
+        return final
 
     async def _wait_final(self, timeout: float = 600.0) -> RunRecord:
         end = time.monotonic() + timeout

@@ -222,7 +222,12 @@ class Orchestrator:
         transport = await open_transport(host)
         try:
             archive = Path(run.local_dir) / "code.tar.gz"
-            files, size = pack(Path(run.spec["repo_dir"]), archive, self.settings.upload_limit_gb)
+            files, size = pack(
+                Path(run.spec["repo_dir"]),
+                archive,
+                self.settings.upload_limit_gb,
+                exclude=(self.home,),
+            )
             events.write(f"uploading {files} files ({_human(size)})")
             await ship_and_start(transport, host, build_job(run, host), str(archive))
             archive.unlink(missing_ok=True)
@@ -240,19 +245,24 @@ class Orchestrator:
             await transport.close()
 
     async def _watch(self, run: RunRecord, host: Host, transport: Transport) -> None:
+        """Follow the runner until the run ends; record how, keeping the log of a remote host."""
+        state = await self._until_final(run, host, transport)
+        if host.kind != "local":
+            await keep_log(transport, host, Path(run.local_dir) / "log")
+        self.registry.update(run.id, attempt=int(state.get("attempt") or run.attempt or 1))
+        self._finish(run.id, state["status"], state.get("reason"), state.get("exit_code"))
+
+    async def _until_final(
+        self, run: RunRecord, host: Host, transport: Transport
+    ) -> dict[str, Any]:
         deadline = None
         if run.spec.get("max_duration"):
             deadline = time.time() + float(run.spec["max_duration"]) + REAPER_MARGIN
         seen_attempts = 0
         while True:
             state = await read_state(transport, host)
-            status = state.get("status")
-            if status in FINAL_STATUSES:
-                if host.kind != "local":
-                    await keep_log(transport, host, Path(run.local_dir) / "log")
-                self.registry.update(run.id, attempt=int(state.get("attempt") or 0))
-                self._finish(run.id, status, state.get("reason"), state.get("exit_code"))
-                return
+            if state.get("status") in FINAL_STATUSES:
+                return state
             # every failed attempt that the runner retries is one line of the run's history
             attempts = state.get("attempts") or []
             for failed in attempts[seen_attempts:]:
@@ -264,7 +274,7 @@ class Orchestrator:
                     attempt=failed["attempt"],
                 )
             seen_attempts = len(attempts)
-            if status == "running" and len(attempts) + 1 > run.attempt:
+            if state.get("status") == "running" and len(attempts) + 1 > run.attempt:
                 run = (
                     self.registry.transition(
                         run.id,
@@ -275,19 +285,14 @@ class Orchestrator:
                     )
                     or run
                 )
+            reason = None
             if self.registry.get_by_id(run.id).status == "terminating":
-                final = await stop_job(transport, host, "stopped by user")
-                self._finish(
-                    run.id,
-                    "terminated",
-                    final.get("reason") or "stopped by user",
-                    final.get("exit_code"),
-                )
-                return
-            if deadline is not None and time.time() > deadline:
-                final = await stop_job(transport, host, "max duration exceeded")
-                self._finish(run.id, "terminated", "max duration exceeded", final.get("exit_code"))
-                return
+                reason = "stopped by user"
+            elif deadline is not None and time.time() > deadline:
+                reason = "max duration exceeded"
+            if reason is not None:
+                final = await stop_job(transport, host, reason)
+                return {**final, "status": "terminated", "reason": final.get("reason") or reason}
             await asyncio.sleep(0.2)
 
     def _finish(self, run_id: int, status: str, reason: str | None, exit_code: int | None) -> None:
@@ -421,7 +426,7 @@ class Orchestrator:
         events = EventLog(Path(run.local_dir) / "events")
         if host is not None:
             try:
-                state = asyncio.run(_stop(host, reason))
+                state = asyncio.run(_stop(host, reason, Path(run.local_dir) / "log"))
             except IacrunError as exc:  # an unreachable machine is still torn down
                 events.write(f"could not stop the job on its host: {exc}")
         self._finish(run.id, "terminated", reason, state.get("exit_code"))
@@ -573,10 +578,13 @@ async def keep_log(transport: Transport, host: Host, target: Path) -> None:
             offset += len(chunk)
 
 
-async def _stop(host: Host, reason: str) -> dict[str, Any]:
+async def _stop(host: Host, reason: str, kept_log: Path) -> dict[str, Any]:
     transport = await open_transport(host)
     try:
-        return await stop_job(transport, host, reason)
+        state = await stop_job(transport, host, reason)
+        if host.kind != "local":
+            await keep_log(transport, host, kept_log)
+        return state
     finally:
         await transport.close()
 

@@ -46,7 +46,7 @@ def offers_table(offers: Sequence[Offer], max_offers: int | None = 3) -> str:
             o.backend,
             o.region,
             o.instance_type,
-            o.resources.render(),
+            o.resources.render() if o.resources.cpus else "-",  # a host never reached
             "yes" if o.spot else "no",
             format_price(o.price) + ("" if o.available else f" ({o.note or 'unavailable'})"),
         ]

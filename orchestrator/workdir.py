@@ -41,9 +41,12 @@ class _Rules:
         return False
 
 
-def iter_files(root: Path) -> Iterator[tuple[Path, str]]:
-    """(absolute path, path relative to root) of every file to ship, in a stable order."""
+def iter_files(root: Path, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[Path, str]]:
+    """(absolute path, path relative to root) of every file to ship, in a stable order.
+
+    Folders in `exclude` are never shipped (iacrun's own home: its live database, keys, logs)."""
     always = pathspec.GitIgnoreSpec.from_lines(ALWAYS_IGNORED)
+    skipped = {p.resolve() for p in exclude}
     stack: list[tuple[Path, str, _Rules | None]] = [(root, "", None)]
     while stack:
         folder, rel, parent = stack.pop()
@@ -60,19 +63,23 @@ def iter_files(root: Path) -> Iterator[tuple[Path, str]]:
             if rules.ignored(entry_rel, is_dir):
                 continue
             if is_dir:
+                if Path(entry.path).resolve() in skipped:
+                    continue
                 stack.append((Path(entry.path), entry_rel + "/", rules))
             elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
                 yield Path(entry.path), entry_rel
 
 
-def pack(root: Path, archive: Path, limit_gb: float) -> tuple[int, int]:
+def pack(
+    root: Path, archive: Path, limit_gb: float, exclude: tuple[Path, ...] = ()
+) -> tuple[int, int]:
     """Write the working folder as a .tar.gz; returns (files, bytes before compression)."""
     limit = int(limit_gb * 1024**3)
     files, total = 0, 0
     archive.parent.mkdir(parents=True, exist_ok=True)
     tmp = archive.with_suffix(".partial")
     with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
-        for path, rel in iter_files(root):
+        for path, rel in iter_files(root, exclude):
             size = path.lstat().st_size
             total += size
             if total > limit:

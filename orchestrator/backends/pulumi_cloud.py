@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from iacrun.orchestrator.catalog.match import Shortfall
     from iacrun.orchestrator.registry import RunRecord
     from iacrun.orchestrator.spec import RunSpec
+    from iacrun.orchestrator.ssh.sshconfig import SSHConfigEntries
     from iacrun.stacks.preview import PlannedResource
 
 #: how long `provision` lets the stack update run
@@ -152,6 +153,8 @@ class PulumiCloudBackend(Backend):
     name: str
     cloud: Cloud
     key_file = "id_ed25519"
+    #: the run folder on the VM, where cloud-init puts the runner and the job
+    run_dir = RUN_DIR
 
     def __init__(
         self,
@@ -177,6 +180,7 @@ class PulumiCloudBackend(Backend):
         self.up_timeout = up_timeout
         self._engine = engine
         self._engine_factory = engine_factory or default_engine_factory(home, backend_url)
+        self.home = home
 
     # ------------------------------------------------------------------ per cloud
 
@@ -237,11 +241,11 @@ class PulumiCloudBackend(Backend):
             timeout=self.up_timeout,
         )
         address, user = self.host_from_outputs(outputs)
-        return Host(
+        host = Host(
             kind="ssh",
-            run_dir=RUN_DIR,
+            run_dir=self.run_dir,
             address=address,
-            port=22,
+            port=int(outputs.get("ssh_port") or 22),
             user=user,
             identity_file=str(key_path),
             host_key=spec.host_key.public_key_only,
@@ -249,10 +253,18 @@ class PulumiCloudBackend(Backend):
             gpus=gpu_indices(offer),
             boot="cloud-init",
         )
+        self.ssh_config().add(run.name, host)  # `ssh RUN-NAME` while the run lives
+        return host
 
     def terminate(self, run: RunRecord) -> None:
         self.check_credentials()
         self.engine().destroy(self.stack_name(run))
+        self.ssh_config().remove(run.name)
+
+    def ssh_config(self) -> SSHConfigEntries:
+        from iacrun.orchestrator.ssh.sshconfig import SSHConfigEntries
+
+        return SSHConfigEntries(iacrun_dir=self.home, home=self.user_home)
 
     # ------------------------------------------------------------------ helpers
 
@@ -276,7 +288,7 @@ class PulumiCloudBackend(Backend):
     ) -> StackSpec:
         from iacrun.orchestrator.lifecycle import build_job
 
-        host = Host(kind="ssh", run_dir=RUN_DIR, gpus=gpu_indices(offer))
+        host = Host(kind="ssh", run_dir=self.run_dir, gpus=gpu_indices(offer))
         job = build_job(run, host)
         requirements = run.spec.get("requirements") or {}
         pair = generate_ed25519(f"iacrun-{run.name}-host")

@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 IACRUN = [str(Path(sys.executable).with_name("iacrun"))]
 
 
-def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[bytes]]:
+def timed(
+    argv: list[str], env: dict[str, str], cwd: Path
+) -> tuple[float, subprocess.CompletedProcess[bytes]]:
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, check=False)
     return time.perf_counter() - start, done
@@ -47,8 +49,16 @@ def seed_runs(home: Path, count: int) -> None:
     registry = Registry(home / "registry.db")
     for i in range(count):
         run = registry.create(f"seed-{i}", {"commands": ["true"]}, home / "runs")
-        registry.update(run.id, status="done", reason="exited (0)", exit_code=0,
-                        backend="local", price=0.0, started_at=time.time(), finished_at=time.time())
+        registry.update(
+            run.id,
+            status="done",
+            reason="exited (0)",
+            exit_code=0,
+            backend="local",
+            price=0.0,
+            started_at=time.time(),
+            finished_at=time.time(),
+        )
 
 
 def main() -> None:
@@ -61,29 +71,42 @@ def main() -> None:
     project.mkdir()
     (project / "echo.dstack.yml").write_text("commands: ['echo hello']\n")
     (project / "lines.dstack.yml").write_text(
-        "commands:\n  - seq -f 'line-%07g of the benchmark log, padded to a useful length' 1 1000000\n"
+        "commands:\n"
+        "  - seq -f 'line-%07g of the benchmark log, padded to a useful length' 1 1000000\n"
     )
     try:
-        print(f"iacrun --help            median {median_of(IACRUN + ['--help'], env, project, args.repeat):.3f} s")
+        helped = median_of([*IACRUN, "--help"], env, project, args.repeat)
+        print(f"iacrun --help            median {helped:.3f} s")
         seed_runs(work / "home", 200)
-        print(f"iacrun ps -a (200 runs)  median {median_of(IACRUN + ['ps', '-a'], env, project, args.repeat):.3f} s")
+        listed = median_of([*IACRUN, "ps", "-a"], env, project, args.repeat)
+        print(f"iacrun ps -a (200 runs)  median {listed:.3f} s")
         ups = []
         for i in range(args.repeat):
-            elapsed, done = timed(IACRUN + ["up", "-y", "-n", f"echo-{i}", "echo.dstack.yml"], env, project)
+            elapsed, done = timed(
+                [*IACRUN, "up", "-y", "-n", f"echo-{i}", "echo.dstack.yml"], env, project
+            )
             assert done.returncode == 0 and b"hello" in done.stdout, done.stderr
             ups.append(elapsed)
         print(f"iacrun up -y (echo)      median {statistics.median(ups):.3f} s")
-        elapsed, done = timed(IACRUN + ["up", "-y", "-n", "lines", "lines.dstack.yml"], env, project)
-        lines = [l for l in done.stdout.splitlines() if l.startswith(b"line-")]
+        elapsed, done = timed(
+            [*IACRUN, "up", "-y", "-n", "lines", "lines.dstack.yml"], env, project
+        )
+        lines = [x for x in done.stdout.splitlines() if x.startswith(b"line-")]
         size = len(done.stdout)
-        print(f"1M-line job, attached    {len(lines)} lines, {size / 1e6:.1f} MB in {elapsed:.2f} s "
-              f"({size / 1e6 / elapsed:.1f} MB/s end to end, including running the job)")
-        elapsed, done = timed(IACRUN + ["logs", "lines"], env, project)
-        lines = [l for l in done.stdout.splitlines() if l.startswith(b"line-")]
-        print(f"iacrun logs (1M lines)   {len(lines)} lines, {len(done.stdout) / 1e6:.1f} MB in "
-              f"{elapsed:.2f} s ({len(done.stdout) / 1e6 / elapsed:.1f} MB/s)")
+        print(
+            f"1M-line job, attached    {len(lines)} lines, {size / 1e6:.1f} MB in {elapsed:.2f} s "
+            f"({size / 1e6 / elapsed:.1f} MB/s end to end, including running the job)"
+        )
+        elapsed, done = timed([*IACRUN, "logs", "lines"], env, project)
+        lines = [x for x in done.stdout.splitlines() if x.startswith(b"line-")]
+        print(
+            f"iacrun logs (1M lines)   {len(lines)} lines, {len(done.stdout) / 1e6:.1f} MB in "
+            f"{elapsed:.2f} s ({len(done.stdout) / 1e6 / elapsed:.1f} MB/s)"
+        )
     finally:
-        subprocess.run(IACRUN + ["down", "--all"], env=env, cwd=project, capture_output=True, check=False)
+        subprocess.run(
+            [*IACRUN, "down", "--all"], env=env, cwd=project, capture_output=True, check=False
+        )
         shutil.rmtree(work, ignore_errors=True)
 
 

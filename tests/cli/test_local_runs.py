@@ -123,7 +123,7 @@ def test_logs_resume_from_offset_after_the_cli_was_killed(cli: Cli, project: Pat
         project,
         """
         commands:
-          - for i in $(seq 1 4000); do echo "line-$i"; if [ $((i % 200)) = 0 ]; then sleep 0.1; fi; done
+          - for i in $(seq 1 4000); do echo "line-$i"; [ $((i % 200)) != 0 ] || sleep 0.1; done
         """,
     )
     assert cli("up", "-y", "-d", "-n", "chatty", "task.dstack.yml").returncode == 0

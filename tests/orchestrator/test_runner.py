@@ -18,7 +18,9 @@ def start(run_dir: Path, **job: object) -> None:
     spec = {"run_name": "t", "commands": ["true"], "env": {}, "stop_duration": 2, **job}
     (run_dir / "job.json").write_text(json.dumps(spec))
     (run_dir / "job.sh").write_text(runner.render_job_script(spec, str(run_dir)))
-    subprocess.run([sys.executable, str(RUNNER), "start", str(run_dir)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(RUNNER), "start", str(run_dir)], check=True, capture_output=True
+    )
 
 
 def wait_final(run_dir: Path, timeout: float = 30) -> dict[str, object]:

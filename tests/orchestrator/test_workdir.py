@@ -56,3 +56,13 @@ def test_pack_and_limit(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="over the upload limit of 2MB"):
         pack(root, tmp_path / "b.tar.gz", limit_gb=2 / 1024)
     assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_iacrun_home_inside_the_repository_is_never_shipped(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    home = tmp_path / "dot-iacrun"
+    (home / "runs").mkdir(parents=True)
+    (home / "registry.db").write_text("live database")
+    shipped = {rel for _, rel in iter_files(tmp_path, exclude=(home,))}
+    assert "train.py" in shipped
+    assert not any(rel.startswith("dot-iacrun") for rel in shipped)
