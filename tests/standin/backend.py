@@ -1,0 +1,88 @@
+"""A cloud backend whose "VM" is the stand-in VM: the real AWS code path, minus the cloud.
+
+`StandinBackend` is a `PulumiCloudBackend` like `AWSBackend`: the same StackSpec, keys, cloud-init
+files, stack engine, Host and start-up contract. Only its program differs: instead of an EC2
+instance it creates a `StandinVM` (a real sshd on loopback that plays the rendered boot files).
+`slow_seconds` puts a slow resource before the VM, so a test can kill an update midway.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from iacrun.orchestrator.backends.pulumi_cloud import PulumiCloudBackend
+from iacrun.orchestrator.offers import InstanceResources, Offer, Requirements
+from iacrun.orchestrator.registry import RunRecord
+from iacrun.stacks.cloudinit import VmLayout
+from iacrun.stacks.spec import StackSpec
+from tests.engine.resources import Slow
+from tests.standin.boot import boot_script
+from tests.standin.vm import StandinVM
+
+
+class StandinBackend(PulumiCloudBackend):
+    name = "standin"
+    cloud = "aws"
+
+    def __init__(self, root: Path, *, slow_seconds: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(ssh_cidrs=["127.0.0.1/32"], **kwargs)
+        self.root = root
+        self.slow_seconds = slow_seconds
+        self.layout = VmLayout(
+            root=f"{root}/opt/iacrun",
+            user=getpass.getuser(),
+            systemd_dir=f"{root}/etc/systemd/system",
+            python=shutil.which("python3") or sys.executable,
+            poweroff=("true",),
+        )
+        self.run_dir = self.layout.run_dir
+
+    def check_credentials(self) -> str:
+        return "the stand-in needs none"
+
+    def offers(self, requirements: Requirements) -> list[Offer]:
+        resources = InstanceResources(cpus=2, memory_gb=8, disk_gb=100)
+        return [
+            Offer(
+                backend=self.name,
+                region="loopback",
+                instance_type="standin.local",
+                resources=resources,
+                price=0.5,
+            )
+        ]
+
+    def stack_spec(
+        self, run: RunRecord, offer: Offer, ssh_public_key: str, ssh_cidrs: list[str]
+    ) -> StackSpec:
+        # the spec of an AWS VM: the stand-in plays one
+        as_aws = offer.model_copy(update={"backend": "aws"})
+        return super().stack_spec(run, as_aws, ssh_public_key, ssh_cidrs)
+
+    def program(self, spec: StackSpec) -> Callable[[], None]:
+        script = boot_script(spec, self.layout)
+        root, slow = self.root, self.slow_seconds
+
+        def program() -> None:
+            after: list[pulumi.Resource] = []
+            if slow:
+                after.append(Slow("slow", str(root.parent / "slow-started"), slow))
+            vm = StandinVM(
+                "vm",
+                root_dir=str(root),
+                authorized_key=spec.ssh_public_key,
+                boot_script=script,
+                host_private_key=spec.host_key.private_openssh,
+                opts=pulumi.ResourceOptions(depends_on=after),
+            )
+            for name in ("public_ip", "ssh_port", "ssh_user", "host_key"):
+                pulumi.export(name, getattr(vm, name))
+
+        return program
