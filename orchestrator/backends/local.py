@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback
 from iacrun.orchestrator.errors import ToolMissingError
+from iacrun.orchestrator.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi
 from iacrun.orchestrator.offers import (
     Gpu,
     InstanceResources,
@@ -33,7 +34,7 @@ def detect_gpus(nvidia_smi: str | None = None) -> tuple[Gpu, ...]:
         return ()
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            [exe, *NVIDIA_SMI_ARGS],
             capture_output=True,
             text=True,
             timeout=15,
@@ -44,32 +45,6 @@ def detect_gpus(nvidia_smi: str | None = None) -> tuple[Gpu, ...]:
     if out.returncode != 0:
         return ()
     return parse_nvidia_smi(out.stdout)
-
-
-def parse_nvidia_smi(text: str) -> tuple[Gpu, ...]:
-    gpus = []
-    for line in text.splitlines():
-        if "," not in line:
-            continue
-        name, _, memory = line.rpartition(",")
-        try:
-            memory_gb = round(float(memory.strip()) / 1024)
-        except ValueError:
-            continue
-        gpus.append(Gpu(name=short_gpu_name(name.strip()), memory_gb=memory_gb))
-    return tuple(gpus)
-
-
-def short_gpu_name(full: str) -> str:
-    """`NVIDIA H100 80GB HBM3` → `H100`; `Tesla T4` → `T4`; `NVIDIA A10G` → `A10G`."""
-    words = [w for w in full.replace("NVIDIA", "").replace("Tesla", "").split() if w]
-    if not words:
-        return full
-    if words[0] == "GeForce" and len(words) > 1:
-        return "".join(words[1:3])
-    if len(words) > 1 and words[1] in ("NVL", "SXM", "PCIe") and words[0].startswith("H"):
-        return words[0] + ("NVL" if words[1] == "NVL" else "")
-    return words[0]
 
 
 def detect_resources(disk_path: Path) -> InstanceResources:

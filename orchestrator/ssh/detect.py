@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from iacrun.orchestrator.backends.base import Transport
 from iacrun.orchestrator.errors import BackendError
+from iacrun.orchestrator.gpus import parse_gpu_line
 from iacrun.orchestrator.offers import Gpu, InstanceResources
 
 DETECT_SCRIPT = r"""
@@ -35,7 +35,6 @@ fi
 """
 
 DEFAULT_TTL = 600.0
-_VENDOR_WORDS = {"nvidia", "tesla", "geforce", "quadro"}
 
 
 class HostFacts(BaseModel):
@@ -47,23 +46,6 @@ class HostFacts(BaseModel):
     detected_at: float = 0.0
 
 
-def gpu_model_name(raw: str) -> str:
-    """`NVIDIA A100-SXM4-80GB` → `A100`, `NVIDIA GeForce RTX 4090` → `RTX4090`, `Tesla T4` → `T4`.
-
-    The names match the ones task files use (`gpu: A100`), as dstack's offers name them.
-    """
-    words = [w for w in raw.replace("_", " ").split() if w.lower() not in _VENDOR_WORDS]
-    if not words:
-        return raw.strip()
-    if words[0].upper() == "RTX" and len(words) > 1:
-        if re.fullmatch(r"[A-Za-z]\d+\w*", words[1]) and not words[1][0].isdigit():
-            return words[1].split("-")[0].upper()  # RTX A6000 → A6000
-        return "RTX" + words[1].split("-")[0].upper()  # RTX 4090 → RTX4090
-    if words[0].upper() == "GTX" and len(words) > 1:
-        return "GTX" + words[1].split("-")[0].upper()
-    return words[0].split("-")[0]
-
-
 def parse_facts(text: str, *, label: str, now: float | None = None) -> HostFacts:
     """HostFacts from the output of DETECT_SCRIPT; BackendError when it is not that output."""
     values: dict[str, str] = {}
@@ -73,7 +55,7 @@ def parse_facts(text: str, *, label: str, now: float | None = None) -> HostFacts
         if not sep:
             continue
         if key == "gpu":
-            gpu = _parse_gpu_line(value)
+            gpu = parse_gpu_line(value)
             if gpu is not None:
                 gpus.append(gpu)
         else:
@@ -101,20 +83,6 @@ def parse_facts(text: str, *, label: str, now: float | None = None) -> HostFacts
         python3=values.get("python3") or None,
         detected_at=time.time() if now is None else now,
     )
-
-
-def _parse_gpu_line(value: str) -> tuple[int, Gpu] | None:
-    """`0, NVIDIA H100 80GB HBM3, 81559` (MiB) → (0, Gpu(H100, 79.6GB))."""
-    parts = [p.strip() for p in value.split(",")]
-    if len(parts) != 3:
-        return None
-    index, name, memory_mib = parts
-    try:
-        return int(index), Gpu(
-            name=gpu_model_name(name), memory_gb=round(float(memory_mib) / 1024, 1)
-        )
-    except ValueError:
-        return None  # "[N/A]" on a GPU that fell off the bus: it cannot be used anyway
 
 
 async def detect(transport: Transport, *, label: str) -> HostFacts:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from iacrun.orchestrator.errors import BackendError
+from iacrun.orchestrator.gpus import gpu_model_name, parse_nvidia_smi
 from iacrun.orchestrator.offers import Gpu, InstanceResources
 from iacrun.orchestrator.ssh.connect import connect
 from iacrun.orchestrator.ssh.detect import (
     HostFacts,
     HostFactsCache,
     detect,
-    gpu_model_name,
     parse_facts,
 )
 from tests.ssh.sshd import Sshd
@@ -44,7 +44,7 @@ def test_parse_a_real_gpu_host() -> None:
         resources=InstanceResources(
             cpus=16,
             memory_gb=125.87,
-            gpus=(Gpu(name="H200", memory_gb=140.4),),
+            gpus=(Gpu(name="H200", memory_gb=140),),
             disk_gb=63.98,
             cpu_arch="x86",
         ),
@@ -52,12 +52,12 @@ def test_parse_a_real_gpu_host() -> None:
         python3="/opt/torch/.venv/bin/python3",
         detected_at=100.0,
     )
-    assert facts.resources.render() == "16xCPU, 125.9GB, 1xH200 (140.4GB), 64GB disk"
+    assert facts.resources.render() == "16xCPU, 125.9GB, 1xH200 (140GB), 64GB disk"
 
 
 def test_parse_many_gpus_in_index_order_arm_no_python_no_df() -> None:
     facts = parse_facts(EIGHT_H100_ARM, label="big")
-    assert facts.resources.gpus == (Gpu(name="H100", memory_gb=79.6),) * 8
+    assert facts.resources.gpus == (Gpu(name="H100", memory_gb=80),) * 8
     assert facts.resources.cpu_arch == "arm"
     assert facts.resources.disk_gb is None
     assert facts.python3 is None
@@ -137,3 +137,9 @@ def test_cache_survives_a_corrupt_file(tmp_path: Path) -> None:
     assert cache.get("k") is None
     cache.put("k", parse_facts(H200_OUTPUT, label="h"))
     assert cache.get("k") is not None
+
+
+def test_this_machine_and_ssh_hosts_read_nvidia_smi_alike() -> None:
+    """The local backend parses the same query with the same code."""
+    gpus = parse_nvidia_smi("1, NVIDIA A100-SXM4-80GB, 81920\n0, NVIDIA H100 80GB HBM3, 81559\n")
+    assert gpus == (Gpu(name="H100", memory_gb=80), Gpu(name="A100", memory_gb=80))
