@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from iacrun.orchestrator.offers_table import format_price, render_table
-from iacrun.orchestrator.registry import RunRecord
-from iacrun.orchestrator.spec import RunSpec
 from iacrun.orchestrator.units import format_duration
+
+if TYPE_CHECKING:
+    from iacrun.orchestrator.registry import RunRecord
+    from iacrun.orchestrator.spec import RunSpec
 
 
 def plan_text(spec: RunSpec) -> str:

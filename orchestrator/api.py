@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iacrun.orchestrator.backends.base import (
     Backend,
@@ -46,13 +46,14 @@ from iacrun.orchestrator.lifecycle import (
     stop_job,
 )
 from iacrun.orchestrator.names import generate_name
-from iacrun.orchestrator.offers import Offer, Requirements
 from iacrun.orchestrator.paths import iacrun_home
-from iacrun.orchestrator.planner import OfferPlan, collect_offers
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, FINAL_STATUSES, Registry, RunRecord
-from iacrun.orchestrator.settings import Settings, load_settings
-from iacrun.orchestrator.spec import RunSpec
-from iacrun.orchestrator.workdir import pack
+
+if TYPE_CHECKING:  # planning needs models that listing runs does not: imported where used
+    from iacrun.orchestrator.offers import Offer, Requirements
+    from iacrun.orchestrator.planner import OfferPlan
+    from iacrun.orchestrator.settings import Settings
+    from iacrun.orchestrator.spec import RunSpec
 
 #: seconds past max_duration after which any iacrun command tears a run down itself
 REAPER_MARGIN = 120.0
@@ -77,6 +78,8 @@ class Orchestrator:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from iacrun.orchestrator.settings import load_settings
+
             self._settings = load_settings(self.home / "config.yml")
         return self._settings
 
@@ -106,6 +109,8 @@ class Orchestrator:
     # ------------------------------------------------------------------ planning and submitting
 
     def plan(self, spec: RunSpec) -> OfferPlan:
+        from iacrun.orchestrator.planner import collect_offers
+
         return collect_offers(self.backends(), spec.requirements)
 
     def dry_run(self, spec: RunSpec) -> tuple[OfferPlan, str]:
@@ -113,6 +118,8 @@ class Orchestrator:
 
         Clouds not configured yet take part too, so a user can see what a run would create
         before setting them up; no credentials are needed."""
+        from iacrun.orchestrator.planner import collect_offers
+
         backends = list(self.backends())
         names = {b.name for b in backends}
         if "aws" not in names:
@@ -176,6 +183,8 @@ class Orchestrator:
 
     def supervise(self, run_id: int) -> None:
         """Provision, ship, start and watch one run until it ends, then tear it down."""
+        from iacrun.orchestrator.offers import Offer
+
         run = self.registry.get_by_id(run_id)
         events = EventLog(Path(run.local_dir) / "events")
         try:
@@ -219,6 +228,8 @@ class Orchestrator:
         return host
 
     async def _start_and_watch(self, run: RunRecord, host: Host, events: EventLog) -> None:
+        from iacrun.orchestrator.workdir import pack
+
         transport = await open_transport(host)
         try:
             archive = Path(run.local_dir) / "code.tar.gz"

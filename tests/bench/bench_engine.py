@@ -1,6 +1,6 @@
 """Benchmark: one stack up/destroy cycle with the real engine, and a stand-in VM's.
 
-    python -m tests.engine.bench_engine [ROUNDS]
+    python -m tests.bench.bench_engine [ROUNDS]
 
 Prints the median of ROUNDS (default 3) for: `up` of an inline program with one dynamic
 resource, `destroy` (with remove), `list_stacks`, `state`; then `up` and `destroy` of a stand-in
