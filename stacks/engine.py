@@ -822,11 +822,13 @@ def lock_is_stale(message: str) -> bool:
 
 
 def _pulumi_alive(pid: int) -> bool:
+    """A `pulumi` process that still runs; a zombie (killed, not yet reaped) holds nothing."""
     try:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    return comm.startswith("pulumi")
+    return comm.startswith("pulumi") and state != "Z"
 
 
 def _resource(data: Mapping[str, Any]) -> StackResource:
