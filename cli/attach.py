@@ -13,23 +13,13 @@ from pathlib import Path
 from iacrun.orchestrator.api import EventLog, Orchestrator
 from iacrun.orchestrator.backends.base import Host
 from iacrun.orchestrator.config import PortMapping
-from iacrun.orchestrator.errors import InputError
 from iacrun.orchestrator.lifecycle import follow_log, open_transport
+from iacrun.orchestrator.ports import check_local_ports_free
 from iacrun.orchestrator.registry import FINAL_STATUSES, RunRecord
 
 
 def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def free_port() -> int:
@@ -41,18 +31,10 @@ def free_port() -> int:
 
 def check_ports(ports: list[PortMapping], backends: set[str]) -> None:
     """Refuse busy local ports before the job starts (the task's own ports too, when local)."""
-    for port in ports:
-        wanted = []
-        if port.local_port is not None:
-            wanted.append(port.local_port)
-        if "local" in backends and port.container_port != port.local_port:
-            wanted.append(port.container_port)
-        for number in wanted:
-            if not port_is_free(number):
-                raise InputError(
-                    f"local port {number} is already in use; free it or map the task's port "
-                    f"elsewhere with --port OTHER:{port.container_port}"
-                )
+    wanted = {p.local_port for p in ports if p.local_port is not None}
+    if "local" in backends:
+        wanted |= {p.container_port for p in ports}
+    check_local_ports_free(sorted(wanted))
 
 
 def exit_code_of(run: RunRecord) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import asyncssh
 
 from iacrun.orchestrator.errors import BackendError, HostUnreachableError, IacrunError
-from iacrun.orchestrator.ssh.ports import check_local_ports_free
+from iacrun.orchestrator.ports import check_local_ports_free
 
 __all__ = ["SSHTransport", "check_local_ports_free", "map_ssh_errors"]
 

@@ -312,3 +312,19 @@ def test_a_run_whose_supervisor_died_is_taken_over(cli: Cli, project: Path) -> N
     assert registry.get("orphan").supervisor_pid not in (None, supervisor)
     wait_for(lambda: ps(cli)["orphan"]["status"] == "done", timeout=30)
     assert "finished" in cli("logs", "orphan").stdout
+
+
+def test_python_this_machine_lacks_is_one_clear_line(cli: Cli, project: Path) -> None:
+    import shutil
+
+    from iacrun.orchestrator.runner.runner import find_python
+
+    missing = next((v for v in ("3.14", "3.9", "3.10") if find_python(v) is None), None)
+    if missing is None or shutil.which("uv"):
+        pytest.skip("every candidate Python is installed here (or uv can fetch one)")
+    write_task(project, f'python: "{missing}"\ncommands: [python --version]\n')
+    done = cli("up", "-y", "-n", "nopy", "task.dstack.yml")
+    assert done.returncode == 1
+    assert f"needs a Python {missing} interpreter on this machine" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert ps(cli)["nopy"]["status"] == "failed"

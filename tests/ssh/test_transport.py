@@ -15,8 +15,8 @@ from typing import TypeVar
 import pytest
 
 from iacrun.orchestrator.errors import HostUnreachableError, InputError
+from iacrun.orchestrator.ports import check_local_ports_free, local_port_busy
 from iacrun.orchestrator.ssh.connect import connect
-from iacrun.orchestrator.ssh.ports import check_local_ports_free, local_port_busy
 from iacrun.orchestrator.ssh.transport import SSHTransport
 from tests.ssh.sshd import Sshd, free_port
 

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from iacrun.orchestrator.spec import build_run_spec
 from iacrun.stacks.engine import StackEngine
 from tests.engine.test_engine import descendants
 from tests.standin.supervise import orchestrator
+from tests.standin.test_vm import fetch
 from tests.standin.vm import free_port, vm_pids
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,18 +58,6 @@ def write_project(folder: Path, port: int) -> Path:
         "backends: [standin]\n"
     )
     return task
-
-
-def fetch(url: str, timeout: float = 60) -> str:
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                return str(resp.read().decode())
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.2)
 
 
 def test_a_task_through_the_orchestrator_on_the_standin_cloud(tmp_path: Path) -> None:
