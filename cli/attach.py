@@ -122,6 +122,8 @@ class Attachment:
             run = self._refresh()
             if run.status in FINAL_STATUSES:
                 break
+            if (run.reason or "").startswith("teardown failed"):
+                break  # shown as it is; `iacrun down` (or any later command) retries it
             if run.supervisor_pid is not None:
                 self.orch.refresh(run)
             await asyncio.sleep(0.05)

@@ -59,7 +59,8 @@ def runs_table(runs: Sequence[RunRecord], now: float | None = None) -> str:
             resources = Offer.model_validate(run.offer).resources.render()
         status = run.status
         if run.reason and run.status not in ("running", "submitted", "provisioning"):
-            status = f"{run.status} ({run.reason})"
+            reason = run.reason if len(run.reason) <= 60 else run.reason[:59] + "…"
+            status = f"{run.status} ({reason})"
         rows.append(
             [
                 run.name,

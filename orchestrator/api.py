@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from iacrun.orchestrator.backends.base import (
     Backend,
     DryRunnable,
     Host,
+    Preflight,
     ProgressCallback,
     StackBacked,
     Transport,
@@ -152,9 +153,7 @@ class Orchestrator:
 
     def submit(self, spec: RunSpec, plan: OfferPlan, *, supervise: bool = True) -> RunRecord:
         """Record the run, then hand it to a detached supervisor that provisions and watches it."""
-        offers = [o for o in plan.offers if o.available]
-        if not offers:
-            raise NoOfferError("no offer is available")
+        offers = self.ready_offers(o for o in plan.offers if o.available)
         name = spec.run_name or generate_name(self.registry.names_in_use)
         spec = spec.model_copy(update={"run_name": name})
         run = self.registry.create(name, spec.model_dump(mode="json"), self.runs_root)
@@ -164,6 +163,23 @@ class Orchestrator:
         if supervise:
             self._spawn_supervisor(run)
         return run
+
+    def ready_offers(self, offers: Iterable[Offer]) -> list[Offer]:
+        """The offers whose backend passes its preflight; the first failure when none does."""
+        offers = list(offers)
+        problems: dict[str, IacrunError | None] = {}
+        for name in dict.fromkeys(o.backend for o in offers):
+            backend = self.backend(name)
+            try:
+                if isinstance(backend, Preflight):
+                    backend.preflight()
+                problems[name] = None
+            except IacrunError as exc:
+                problems[name] = exc
+        ready = [o for o in offers if problems[o.backend] is None]
+        if not ready:
+            raise next((p for p in problems.values() if p), NoOfferError("no offer is available"))
+        return ready
 
     def _spawn_supervisor(self, run: RunRecord, *, resume: bool = False) -> None:
         env = dict(os.environ, IACRUN_HOME=str(self.home))
@@ -197,8 +213,7 @@ class Orchestrator:
                 return
             run = self.registry.get_by_id(run_id)
             asyncio.run(self._start_and_watch(run, host, events))
-        except IacrunError as exc:
-            events.write(f"failed: {exc}")
+        except IacrunError as exc:  # the teardown's last line says it
             self._finish(run_id, "failed", str(exc), None)
         except Exception as exc:  # the supervisor must record what killed it
             events.write(f"failed: internal error: {exc!r}")

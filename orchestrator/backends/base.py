@@ -71,6 +71,14 @@ class Backend(ABC):
 
 
 @runtime_checkable
+class Preflight(Protocol):
+    """A backend that can tell, cheaply and before a run is recorded, that it cannot work
+    (missing credentials or tools): `up` then says so in one line, or uses other offers."""
+
+    def preflight(self) -> None: ...
+
+
+@runtime_checkable
 class StackBacked(Protocol):
     """A backend whose runs are Pulumi stacks: the registry records each run's stack name."""
 

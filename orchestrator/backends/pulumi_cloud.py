@@ -30,7 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback, Transport
-from iacrun.orchestrator.errors import BackendError, HostUnreachableError, RunnerError
+from iacrun.orchestrator.errors import (
+    BackendError,
+    HostUnreachableError,
+    RunnerError,
+    ToolMissingError,
+)
 from iacrun.orchestrator.offers import Offer, Requirements
 from iacrun.stacks.cloudinit import RUN_DIR, SSH_USER
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
@@ -43,6 +48,8 @@ if TYPE_CHECKING:
     from iacrun.orchestrator.ssh.sshconfig import SSHConfigEntries
     from iacrun.stacks.preview import PlannedResource
 
+#: written in the run's folder just before the stack's first update: a stack may exist
+STACK_MARK = "stack.started"
 #: how long `provision` lets the stack update run
 UP_TIMEOUT = 1800.0
 #: how long the first SSH connection keeps trying (a GPU image boots in a few minutes)
@@ -223,6 +230,14 @@ class PulumiCloudBackend(Backend):
             self._catalog = CatalogOfferSource(self.name, regions=self.regions)
         return self._catalog
 
+    def preflight(self) -> None:
+        """What `up` checks before it records a run: the cloud's credentials, and `pulumi`."""
+        from iacrun.stacks.engine import INSTALL_HINT, pulumi_path
+
+        self.check_credentials()
+        if self._engine is None and pulumi_path() is None:
+            raise ToolMissingError(INSTALL_HINT)
+
     def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
         from iacrun.stacks.cloudinit import user_data
 
@@ -234,6 +249,7 @@ class PulumiCloudBackend(Backend):
         spec = self.stack_spec(run, offer, client.public_openssh, self.caller_cidrs())
         user_data(spec)  # the size check, with its clear error, before any resource
         progress(f"creating stack {self.stack_name(run)} ({self.name} {offer.region})")
+        (local / STACK_MARK).write_text(self.stack_name(run))  # from here on, terminate destroys
         outputs = engine.up(
             self.stack_name(run),
             self.program(spec),
@@ -257,8 +273,11 @@ class PulumiCloudBackend(Backend):
         return host
 
     def terminate(self, run: RunRecord) -> None:
-        self.check_credentials()
-        self.engine().destroy(self.stack_name(run))
+        if (Path(run.local_dir) / STACK_MARK).exists():
+            self.check_credentials()
+            self.engine().destroy(self.stack_name(run))
+        # else no update ever started (no credentials, no pulumi, cloud-init too big): nothing
+        # was created, and nothing is needed to give it back
         self.ssh_config().remove(run.name)
 
     def ssh_config(self) -> SSHConfigEntries:

@@ -111,3 +111,22 @@ def test_unknown_run_is_one_line(cli: Cli) -> None:
         done = cli(*command)
         assert done.returncode == 1 and "no run named 'ghost'" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_cloud_without_credentials_is_one_line_and_records_nothing(
+    cli: Cli, project: Path
+) -> None:
+    home = Path(cli.env["IACRUN_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.yml").write_text(
+        "backends:\n  local: {enabled: false}\n  aws: {regions: [us-east-1]}\n"
+    )
+    for key in [k for k in cli.env if k.startswith("AWS_")]:
+        del cli.env[key]
+    write_task(project, "commands: [x]\nresources: {gpu: T4}\n")
+    done = cli("up", "-y", "task.dstack.yml")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no AWS credentials found")
+    assert "Traceback" not in done.stderr
+    assert cli("ps", "-a", "--json").stdout.strip() == "[]"

@@ -190,3 +190,10 @@ class Sshd:
 
     def known_hosts_line(self) -> str:
         return f"[127.0.0.1]:{self.port} {self.host_key}"
+
+
+def login_home() -> str:
+    """The home folder an SSH login gets (the password database's), whatever $HOME says here."""
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_dir

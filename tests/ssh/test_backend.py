@@ -16,7 +16,7 @@ from iacrun.orchestrator.resources import ResourcesSpec
 from iacrun.orchestrator.settings import SSHHostSettings, SSHSettings
 from iacrun.orchestrator.ssh.detect import HostFacts, HostFactsCache
 from iacrun.orchestrator.ssh.sshconfig import SSHConfigEntries
-from tests.ssh.sshd import Sshd, free_port, keygen
+from tests.ssh.sshd import Sshd, free_port, keygen, login_home
 
 pytestmark = pytest.mark.sshd
 
@@ -99,7 +99,7 @@ def test_provision_and_terminate(sshd: Sshd, tmp_path: Path) -> None:
     said: list[str] = []
     host = world.backend.provision(run, offer, said.append)
     assert host.kind == "ssh" and host.address == "127.0.0.1" and host.port == sshd.port
-    assert host.run_dir == f"{Path.home()}/.iacrun/runs/first-{run.id}"
+    assert host.run_dir == f"{login_home()}/.iacrun/runs/first-{run.id}"
     assert host.host_key == sshd.host_key and host.gpus is None
     assert said[0].startswith("connecting to loop")
     assert world.ssh_config.names() == ["first"]

@@ -19,7 +19,7 @@ from iacrun.orchestrator.ssh.detect import (
     detect,
     parse_facts,
 )
-from tests.ssh.sshd import Sshd
+from tests.ssh.sshd import Sshd, login_home
 
 #: the detection script's output on a real GPU machine (one H200), captured verbatim
 H200_OUTPUT = """\
@@ -108,8 +108,8 @@ def test_detect_over_ssh_finds_this_machine(sshd: Sshd) -> None:
         mem_kb = int(next(line for line in f if line.startswith("MemTotal:")).split()[1])
     assert res.memory_gb == round(mem_kb / 1024**2, 2)
     assert res.disk_gb is not None
-    assert abs(res.disk_gb - shutil.disk_usage(str(Path.home())).free / 1024**3) < 1.0
-    assert facts.home == str(Path.home())
+    assert abs(res.disk_gb - shutil.disk_usage(login_home()).free / 1024**3) < 1.0
+    assert facts.home == login_home()
     assert facts.python3 is not None
     assert res.gpus == () if shutil.which("nvidia-smi") is None else len(res.gpus) > 0
 

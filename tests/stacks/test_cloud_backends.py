@@ -15,7 +15,7 @@ import yaml
 
 from iacrun.orchestrator.backends.aws import AWSBackend, aws_credentials_source
 from iacrun.orchestrator.backends.azure import AzureBackend, azure_credentials_source
-from iacrun.orchestrator.backends.pulumi_cloud import PLACEHOLDER_CIDR
+from iacrun.orchestrator.backends.pulumi_cloud import PLACEHOLDER_CIDR, STACK_MARK
 from iacrun.orchestrator.config import RetrySpec
 from iacrun.orchestrator.errors import BackendError, CredentialsError, ToolMissingError
 from iacrun.orchestrator.offers import Offer, Requirements
@@ -202,9 +202,18 @@ def test_aws_configured_cidrs_and_profile(tmp_path: Path) -> None:
 def test_aws_terminate_destroys_the_stack_and_may_repeat(tmp_path: Path) -> None:
     engine = RecordingEngine()
     backend = aws_backend(tmp_path, engine)
+    backend.provision(record(tmp_path), offer("aws"), lambda _: None)
     backend.terminate(record(tmp_path))
     backend.terminate(record(tmp_path))
-    assert engine.calls == [("destroy", "train-1-7"), ("destroy", "train-1-7")]
+    assert engine.calls[1:] == [("destroy", "train-1-7"), ("destroy", "train-1-7")]
+
+
+def test_terminate_before_any_update_needs_nothing(tmp_path: Path) -> None:
+    """A run that failed before its stack's first update (no credentials, no pulumi, user data
+    too big) created nothing: tearing it down neither needs credentials nor calls the engine."""
+    engine = RecordingEngine()
+    aws_backend(tmp_path, engine, environ={}).terminate(record(tmp_path))
+    assert engine.calls == []
 
 
 def test_aws_without_credentials_says_what_to_set(tmp_path: Path) -> None:
@@ -216,7 +225,9 @@ def test_aws_without_credentials_says_what_to_set(tmp_path: Path) -> None:
     assert "\n" not in message
     assert "AWS_PROFILE" in message and "AWS_ACCESS_KEY_ID" in message
     assert engine.calls == []
-    with pytest.raises(CredentialsError):
+    backend.terminate(record(tmp_path))  # nothing was created: nothing to give back
+    (Path(record(tmp_path).local_dir) / STACK_MARK).write_text("train-1-7")
+    with pytest.raises(CredentialsError):  # a stack may exist: destroying it needs credentials
         backend.terminate(record(tmp_path))
 
 
