@@ -201,3 +201,33 @@ def test_following_resumes_at_the_offset_after_a_dropped_connection(
         return received
 
     assert asyncio.run(main()).splitlines() == [b"%d" % i for i in range(2000)]
+
+
+def test_the_lifecycle_transport_reconnects_and_resumes_by_itself(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """What `iacrun attach` and the supervisor use: a drop costs a reconnect, not the run."""
+    from iacrun.orchestrator.lifecycle import ReconnectingTransport, follow_log
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "log").write_bytes(b"".join(b"%d\n" % i for i in range(1000)))
+    host = sshd.host().model_copy(update={"run_dir": str(run_dir)})
+
+    async def main() -> bytes:
+        transport = ReconnectingTransport(host)
+        received: list[bytes] = []
+        try:
+            offset, _ = await follow_log(transport, host, 0, received.append, follow=False)
+            inner = transport._inner  # the connection it holds now
+            assert isinstance(inner, SSHTransport)
+            inner.abort()  # the network goes away
+            with (run_dir / "log").open("ab") as f:
+                f.write(b"".join(b"%d\n" % i for i in range(1000, 2000)))
+            (run_dir / "state.json").write_text('{"status": "done"}')
+            await follow_log(transport, host, offset, received.append)
+        finally:
+            await transport.close()
+        return b"".join(received)
+
+    assert asyncio.run(main()).splitlines() == [b"%d" % i for i in range(2000)]
