@@ -312,8 +312,9 @@ class Orchestrator:
                     or run
                 )
             reason = None
-            if self.registry.get_by_id(run.id).status == "terminating":
-                reason = "stopped by user"
+            current = self.registry.get_by_id(run.id)
+            if current.status == "terminating":  # `iacrun stop` recorded why
+                reason = current.reason or "stopped by user"
             elif deadline is not None and time.time() > deadline:
                 reason = "max duration exceeded"
             if reason is not None:
@@ -395,9 +396,8 @@ class Orchestrator:
                 self._finish(run.id, "failed", "interrupted while provisioning", None)
             else:
                 asyncio.run(self._resume_watch(run, host))
-        except IacrunError as exc:
+        except IacrunError as exc:  # the teardown's last line says it
             status = "terminated" if run.status == "terminating" else "failed"
-            events.write(f"{status}: {exc}")
             self._finish(run_id, status, str(exc), None)
         finally:
             self._teardown(self.registry.get_by_id(run_id), events)
@@ -416,7 +416,6 @@ class Orchestrator:
         *,
         offset: int = 0,
         follow: bool = False,
-        until: Callable[[], bool] | None = None,
     ) -> tuple[int, RunRecord]:
         run = self.registry.get(name)
         host = Host.model_validate(run.host) if run.host else None
@@ -426,7 +425,7 @@ class Orchestrator:
             if data:
                 sink(data)
             return offset + len(data), run
-        reached, _ = asyncio.run(_follow(host, offset, sink, follow, until))
+        reached, _ = asyncio.run(_follow(host, offset, sink, follow))
         return reached, self.get(name)
 
     # ------------------------------------------------------------------ stopping
@@ -620,10 +619,9 @@ async def _follow(
     offset: int,
     sink: Callable[[bytes], None],
     follow: bool,
-    until: Callable[[], bool] | None,
 ) -> tuple[int, dict[str, Any]]:
     transport = await open_transport(host)
     try:
-        return await follow_log(transport, host, offset, sink, follow=follow, until=until)
+        return await follow_log(transport, host, offset, sink, follow=follow)
     finally:
         await transport.close()

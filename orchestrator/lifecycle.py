@@ -160,16 +160,6 @@ async def stop_job(transport: Transport, host: Host, reason: str) -> dict[str, A
     return await read_state(transport, host)
 
 
-async def wait_started(transport: Transport, host: Host, timeout: float = 30.0) -> dict[str, Any]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        state = await read_state(transport, host)
-        if state:
-            return state
-        await asyncio.sleep(0.05)
-    raise RunnerError(f"the runner did not report within {timeout:g}s")
-
-
 async def open_transport(host: Host) -> Transport:
     """A transport to the run's host: files here, or an SSH connection that reconnects."""
     if host.kind == "local":
