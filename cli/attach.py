@@ -57,6 +57,7 @@ class Attachment:
         self.out = sys.stdout.buffer
 
     def sink(self, data: bytes) -> None:
+        """Show log bytes; the offset counts only what was shown (resumes after a Ctrl-C)."""
         self.out.write(data)
         self.out.flush()
         self.offset += len(data)
@@ -78,8 +79,8 @@ class Attachment:
                 return Host.model_validate(run.host)
             if run.status in FINAL_STATUSES:
                 return None
-            if run.status == "provisioning" and run.supervisor_pid is None:
-                self.orch.refresh(run)
+            if run.supervisor_pid is not None:
+                self.orch.refresh(run)  # a supervisor that died is replaced
             await asyncio.sleep(0.05)
 
     async def follow(self, ports: list[PortMapping]) -> RunRecord:
@@ -89,7 +90,7 @@ class Attachment:
             return self.run
         if self.run.status in FINAL_STATUSES and host.kind != "local":
             # the machine is gone: what is left is the copy kept here at teardown
-            self.offset, _ = self.orch.logs(self.run.name, self.sink, offset=self.offset)
+            self.orch.logs(self.run.name, self.sink, offset=self.offset)
             return self.run
         transport = await open_transport(host)
         stops: list[Callable[[], Awaitable[None]]] = []
@@ -98,7 +99,7 @@ class Attachment:
                 local = port.local_port or free_port()
                 stops.append(await transport.forward(local, port.container_port))
                 note(f"  port {port.container_port} of the task is at http://127.0.0.1:{local}")
-            self.offset, _ = await follow_log(
+            await follow_log(
                 transport,
                 host,
                 self.offset,
@@ -113,7 +114,7 @@ class Attachment:
         final = await self._wait_final()
         if host.kind != "local":
             # whatever the machine wrote after our last read is in the copy kept at teardown
-            self.offset, _ = self.orch.logs(self.run.name, self.sink, offset=self.offset)
+            self.orch.logs(self.run.name, self.sink, offset=self.offset)
         return final
 
     async def _wait_final(self, timeout: float = 600.0) -> RunRecord:
