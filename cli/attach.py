@@ -12,9 +12,9 @@ from pathlib import Path
 
 from iacrun.orchestrator.api import EventLog, Orchestrator
 from iacrun.orchestrator.backends.base import Host
-from iacrun.orchestrator.config import PortMapping
-from iacrun.orchestrator.lifecycle import follow_log, open_transport
-from iacrun.orchestrator.ports import check_local_ports_free
+from iacrun.orchestrator.host.ports import check_local_ports_free
+from iacrun.orchestrator.host.runner_client import follow_log, open_transport
+from iacrun.orchestrator.models.taskfile import PortMapping
 from iacrun.orchestrator.registry import FINAL_STATUSES, RunRecord
 
 

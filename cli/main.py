@@ -68,8 +68,8 @@ def up(
     from iacrun.cli.attach import attach, check_ports, note
     from iacrun.cli.render import plan_text, run_json
     from iacrun.orchestrator.api import Orchestrator
-    from iacrun.orchestrator.offers_table import offers_table
-    from iacrun.orchestrator.spec import Overrides, build_run_spec
+    from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
+    from iacrun.orchestrator.offers.table import offers_table
 
     if sum((spot, on_demand, spot_auto)) > 1:
         raise _fail("choose one of --spot, --on-demand and --spot-auto", 2)
@@ -183,8 +183,8 @@ def attach(
     from iacrun.cli.attach import attach as do_attach
     from iacrun.cli.attach import saved_offset
     from iacrun.orchestrator.api import Orchestrator
-    from iacrun.orchestrator.config import PortMapping
-    from iacrun.orchestrator.spec import merge_ports
+    from iacrun.orchestrator.models.runspec import merge_ports
+    from iacrun.orchestrator.models.taskfile import PortMapping
 
     orch = Orchestrator()
     run = orch.get(run_name)

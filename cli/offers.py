@@ -14,9 +14,9 @@ import typer
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from iacrun.orchestrator.offers import Requirements
-    from iacrun.orchestrator.planner import OfferSource
-    from iacrun.orchestrator.settings import Settings
+    from iacrun.orchestrator.models.settings import Settings
+    from iacrun.orchestrator.offers.model import Requirements
+    from iacrun.orchestrator.offers.plan import OfferSource
 
 HELP = """Show the offers a task could run on, cheapest first, with no cloud account needed.
 
@@ -109,14 +109,14 @@ def run_offers(
 ) -> str:
     """Everything `iacrun offers` does, returning the text it prints (tests call this)."""
     from iacrun.orchestrator.errors import InputError
-    from iacrun.orchestrator.offers_table import (
+    from iacrun.orchestrator.models.settings import load_settings
+    from iacrun.orchestrator.offers.plan import catalog_notes, collect_offers, offer_sources
+    from iacrun.orchestrator.offers.table import (
         groups_table,
         offers_json,
         offers_table,
         parse_group_by,
     )
-    from iacrun.orchestrator.planner import catalog_notes, collect_offers, offer_sources
-    from iacrun.orchestrator.settings import load_settings
 
     try:
         keys = parse_group_by(group_by)
@@ -161,9 +161,9 @@ def requirements(
     from pydantic import ValidationError
 
     from iacrun.orchestrator.errors import InputError
-    from iacrun.orchestrator.offers import Requirements
-    from iacrun.orchestrator.resources import ResourcesSpec
-    from iacrun.orchestrator.spec import Overrides, build_run_spec
+    from iacrun.orchestrator.models.resources import ResourcesSpec
+    from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
+    from iacrun.orchestrator.offers.model import Requirements
 
     given = {k: v for k, v in flags.items() if v is not None}
     if file is not None:
@@ -215,7 +215,7 @@ def _local_source() -> OfferSource | None:
 def _refresh(settings: Settings, progress: Callable[[str], None] | None) -> None:
     import sys
 
-    from iacrun.orchestrator.catalog import refresh
+    from iacrun.orchestrator.offers.catalog import refresh
 
     def say(message: str) -> None:
         print(message, file=sys.stderr)

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from iacrun.orchestrator.offers_table import format_price, render_table
-from iacrun.orchestrator.units import format_duration
+from iacrun.orchestrator.models.units import format_duration
+from iacrun.orchestrator.offers.table import format_price, render_table
 
 if TYPE_CHECKING:
+    from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.registry import RunRecord
-    from iacrun.orchestrator.spec import RunSpec
 
 
 def plan_text(spec: RunSpec) -> str:
@@ -54,7 +54,7 @@ def runs_table(runs: Sequence[RunRecord], now: float | None = None) -> str:
     for run in runs:
         resources = ""
         if run.offer:
-            from iacrun.orchestrator.offers import Offer
+            from iacrun.orchestrator.offers.model import Offer
 
             resources = Offer.model_validate(run.offer).resources.render()
         status = run.status

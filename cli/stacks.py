@@ -37,8 +37,8 @@ RegistryFactory = Callable[[], "Registry"]
 
 def default_engine() -> StackEngine:
     """The engine on the configured state backend (`state.backend_url` in config.yml)."""
+    from iacrun.orchestrator.models.settings import load_settings
     from iacrun.orchestrator.paths import iacrun_home
-    from iacrun.orchestrator.settings import load_settings
     from iacrun.stacks.engine import StackEngine
 
     return StackEngine(iacrun_home(), load_settings().state.backend_url)
@@ -140,7 +140,7 @@ def _name(summary: StackSummary) -> str:
 
 
 def stacks_text(rows: Sequence[StackRow], now: float | None = None) -> str:
-    from iacrun.orchestrator.offers_table import render_table
+    from iacrun.orchestrator.offers.table import render_table
 
     if not rows:
         return "no stacks in the state backend"
@@ -221,7 +221,7 @@ def find_stack(
 
 
 def state_text(state: StackState, run: RunRecord | None, backend_url: str) -> str:
-    from iacrun.orchestrator.offers_table import render_table
+    from iacrun.orchestrator.offers.table import render_table
 
     lines = [f"stack   {state.name} ({_safe_url(backend_url)})"]
     lines.append(f"run     {run.name}, {run.status}" if run else "run     - (no run: a leak)")

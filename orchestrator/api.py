@@ -37,7 +37,7 @@ from iacrun.orchestrator.errors import (
     RunNameTakenError,
     RunNotFoundError,
 )
-from iacrun.orchestrator.lifecycle import (
+from iacrun.orchestrator.host.runner_client import (
     LOG_CHUNK,
     build_job,
     follow_log,
@@ -46,15 +46,15 @@ from iacrun.orchestrator.lifecycle import (
     ship_and_start,
     stop_job,
 )
-from iacrun.orchestrator.names import generate_name
+from iacrun.orchestrator.models.names import generate_name
 from iacrun.orchestrator.paths import iacrun_home
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, FINAL_STATUSES, Registry, RunRecord
 
 if TYPE_CHECKING:  # planning needs models that listing runs does not: imported where used
-    from iacrun.orchestrator.offers import Offer, Requirements
-    from iacrun.orchestrator.planner import OfferPlan
-    from iacrun.orchestrator.settings import Settings
-    from iacrun.orchestrator.spec import RunSpec
+    from iacrun.orchestrator.models.runspec import RunSpec
+    from iacrun.orchestrator.models.settings import Settings
+    from iacrun.orchestrator.offers.model import Offer, Requirements
+    from iacrun.orchestrator.offers.plan import OfferPlan
 
 #: seconds past max_duration after which any iacrun command tears a run down itself
 REAPER_MARGIN = 120.0
@@ -79,7 +79,7 @@ class Orchestrator:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            from iacrun.orchestrator.settings import load_settings
+            from iacrun.orchestrator.models.settings import load_settings
 
             self._settings = load_settings(self.home / "config.yml")
         return self._settings
@@ -110,7 +110,7 @@ class Orchestrator:
     # ------------------------------------------------------------------ planning and submitting
 
     def plan(self, spec: RunSpec) -> OfferPlan:
-        from iacrun.orchestrator.planner import collect_offers
+        from iacrun.orchestrator.offers.plan import collect_offers
 
         return collect_offers(self.backends(), spec.requirements)
 
@@ -119,7 +119,7 @@ class Orchestrator:
 
         Clouds not configured yet take part too, so a user can see what a run would create
         before setting them up; no credentials are needed."""
-        from iacrun.orchestrator.planner import collect_offers
+        from iacrun.orchestrator.offers.plan import collect_offers
 
         backends = list(self.backends())
         names = {b.name for b in backends}
@@ -199,7 +199,7 @@ class Orchestrator:
 
     def supervise(self, run_id: int) -> None:
         """Provision, ship, start and watch one run until it ends, then tear it down."""
-        from iacrun.orchestrator.offers import Offer
+        from iacrun.orchestrator.offers.model import Offer
 
         run = self.registry.get_by_id(run_id)
         events = EventLog(Path(run.local_dir) / "events")
@@ -224,8 +224,8 @@ class Orchestrator:
 
     def _provision(self, run: RunRecord, offers: list[Offer], events: EventLog) -> Host | None:
         """Try the offers in failover order; each attempt is recorded before it starts."""
-        from iacrun.orchestrator.config import RetrySpec
-        from iacrun.orchestrator.failover import provision_with_failover
+        from iacrun.orchestrator.models.taskfile import RetrySpec
+        from iacrun.orchestrator.offers.failover import provision_with_failover
 
         recording = {b.name: _Recording(b, self.registry) for b in self.backends()}
         retry = RetrySpec.model_validate(run.spec["retry"]) if run.spec.get("retry") else None
@@ -243,7 +243,7 @@ class Orchestrator:
         return host
 
     async def _start_and_watch(self, run: RunRecord, host: Host, events: EventLog) -> None:
-        from iacrun.orchestrator.workdir import pack
+        from iacrun.orchestrator.host.workdir import pack
 
         transport = await open_transport(host)
         try:

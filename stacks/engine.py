@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from iacrun.orchestrator.errors import BackendError, IacrunError, ToolMissingError
-from iacrun.stacks.engine_errors import StackLockedError, StackTimeoutError, translate
+from iacrun.stacks.errors import StackLockedError, StackTimeoutError, translate
 from iacrun.stacks.progress import (
     EventRecord,
     Progress,

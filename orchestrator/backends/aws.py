@@ -23,7 +23,7 @@ from typing import Any
 
 from iacrun.orchestrator.backends.pulumi_cloud import PulumiCloudBackend
 from iacrun.orchestrator.errors import CredentialsError
-from iacrun.orchestrator.settings import AWSSettings
+from iacrun.orchestrator.models.settings import AWSSettings
 from iacrun.stacks.spec import StackSpec
 
 NO_CREDENTIALS = (

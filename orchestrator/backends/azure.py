@@ -24,7 +24,7 @@ from typing import Any
 
 from iacrun.orchestrator.backends.pulumi_cloud import PulumiCloudBackend
 from iacrun.orchestrator.errors import CredentialsError
-from iacrun.orchestrator.settings import AzureSettings
+from iacrun.orchestrator.models.settings import AzureSettings
 from iacrun.stacks.keys import KeyPair, generate_rsa
 from iacrun.stacks.spec import StackSpec
 

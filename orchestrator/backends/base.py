@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from iacrun.orchestrator.offers import Offer, Requirements
+from iacrun.orchestrator.offers.model import Offer, Requirements
 
 if TYPE_CHECKING:
+    from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.registry import RunRecord
-    from iacrun.orchestrator.spec import RunSpec
 
 
 class Host(BaseModel):

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback
 from iacrun.orchestrator.errors import ToolMissingError
-from iacrun.orchestrator.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi
-from iacrun.orchestrator.offers import (
+from iacrun.orchestrator.host.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi
+from iacrun.orchestrator.offers.model import (
     Gpu,
     InstanceResources,
     Offer,

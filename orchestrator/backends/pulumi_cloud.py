@@ -36,16 +36,16 @@ from iacrun.orchestrator.errors import (
     RunnerError,
     ToolMissingError,
 )
-from iacrun.orchestrator.offers import Offer, Requirements
+from iacrun.orchestrator.offers.model import Offer, Requirements
 from iacrun.stacks.cloudinit import RUN_DIR, SSH_USER
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
 from iacrun.stacks.spec import Cloud, HostKeyPair, StackSpec, build_stack_spec
 
 if TYPE_CHECKING:
-    from iacrun.orchestrator.catalog.match import Shortfall
+    from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
+    from iacrun.orchestrator.models.runspec import RunSpec
+    from iacrun.orchestrator.offers.catalog.match import Shortfall
     from iacrun.orchestrator.registry import RunRecord
-    from iacrun.orchestrator.spec import RunSpec
-    from iacrun.orchestrator.ssh.sshconfig import SSHConfigEntries
     from iacrun.stacks.preview import PlannedResource
 
 #: written in the run's folder just before the stack's first update: a stack may exist
@@ -225,7 +225,7 @@ class PulumiCloudBackend(Backend):
 
     def catalog(self) -> OfferCatalog:
         if self._catalog is None:
-            from iacrun.orchestrator.catalog import CatalogOfferSource
+            from iacrun.orchestrator.offers.catalog import CatalogOfferSource
 
             self._catalog = CatalogOfferSource(self.name, regions=self.regions)
         return self._catalog
@@ -281,7 +281,7 @@ class PulumiCloudBackend(Backend):
         self.ssh_config().remove(run.name)
 
     def ssh_config(self) -> SSHConfigEntries:
-        from iacrun.orchestrator.ssh.sshconfig import SSHConfigEntries
+        from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
 
         return SSHConfigEntries(iacrun_dir=self.home, home=self.user_home)
 
@@ -305,7 +305,7 @@ class PulumiCloudBackend(Backend):
     def stack_spec(
         self, run: RunRecord, offer: Offer, ssh_public_key: str, ssh_cidrs: list[str]
     ) -> StackSpec:
-        from iacrun.orchestrator.lifecycle import build_job
+        from iacrun.orchestrator.host.runner_client import build_job
 
         host = Host(kind="ssh", run_dir=self.run_dir, gpus=gpu_indices(offer))
         job = build_job(run, host)
@@ -413,7 +413,7 @@ async def start_job(
     The wait covers iacrun-setup.service (installing uv or Docker, pulling the image)."""
     import asyncio
 
-    from iacrun.orchestrator.lifecycle import read_state
+    from iacrun.orchestrator.host.runner_client import read_state
 
     await transport.write_file(f"{host.run_dir}/code.ready", b"", 0o644)
     end = time.monotonic() + timeout

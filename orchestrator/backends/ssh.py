@@ -39,12 +39,17 @@ from iacrun.orchestrator.errors import (
     ConfigError,
     HostUnreachableError,
 )
-from iacrun.orchestrator.offers import InstanceResources, Offer, Requirements, unmet_requirement
+from iacrun.orchestrator.host.detect import HostFacts, HostFactsCache
+from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
+from iacrun.orchestrator.models.resources import ResourcesSpec
+from iacrun.orchestrator.models.settings import SSHHostSettings, SSHSettings
+from iacrun.orchestrator.offers.model import (
+    InstanceResources,
+    Offer,
+    Requirements,
+    unmet_requirement,
+)
 from iacrun.orchestrator.paths import iacrun_home
-from iacrun.orchestrator.resources import ResourcesSpec
-from iacrun.orchestrator.settings import SSHHostSettings, SSHSettings
-from iacrun.orchestrator.ssh.detect import HostFacts, HostFactsCache
-from iacrun.orchestrator.ssh.sshconfig import SSHConfigEntries
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.registry import Registry, RunRecord
@@ -154,8 +159,8 @@ class SSHBackend(Backend):
 
     async def _facts(self, entry: SSHHostSettings, seconds: float) -> HostFacts:
         """Connect (proving the host is reachable now), detecting only when the cache is stale."""
-        from iacrun.orchestrator.ssh.connect import connect
-        from iacrun.orchestrator.ssh.detect import detect
+        from iacrun.orchestrator.host.connect import connect
+        from iacrun.orchestrator.host.detect import detect
 
         transport = await connect(host_for(entry, run_dir=""), deadline=time.monotonic() + seconds)
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pulumi
 
-from tests.engine.support import engine_for, ensure_pulumi
+from tests.stacks.engine.support import engine_for, ensure_pulumi
 
 
 def timed(fn: Callable[..., object], *args: object) -> float:
@@ -40,7 +40,7 @@ def main(rounds: int = 3) -> None:
         check=True,
         env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"},
     ).stdout.strip()
-    from tests.engine.resources import Marker
+    from tests.stacks.engine.resources import Marker
     from tests.standin.vm import StandinVM
 
     figures: dict[str, list[float]] = {}

@@ -50,10 +50,10 @@ def median_ms(fn: object, repeat: int) -> float:
 
 def in_process(repeat: int) -> None:
     sys.path.insert(0, str(ROOT))
-    from iacrun.orchestrator.catalog import CatalogOfferSource, load_catalog, store
-    from iacrun.orchestrator.offers import Requirements
-    from iacrun.orchestrator.planner import collect_offers
-    from iacrun.orchestrator.resources import ResourcesSpec
+    from iacrun.orchestrator.models.resources import ResourcesSpec
+    from iacrun.orchestrator.offers.catalog import CatalogOfferSource, load_catalog, store
+    from iacrun.orchestrator.offers.model import Requirements
+    from iacrun.orchestrator.offers.plan import collect_offers
 
     def cold() -> None:
         store.clear_cache()

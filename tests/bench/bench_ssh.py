@@ -27,11 +27,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from iacrun.orchestrator.ssh.connect import connect  # noqa: E402
-from tests.ssh.sshd import Sshd, sshd_missing  # noqa: E402
+from iacrun.orchestrator.host.connect import connect  # noqa: E402
+from tests.orchestrator.host.sshd import Sshd, sshd_missing  # noqa: E402
 
 try:
-    from iacrun.orchestrator.lifecycle import LOG_CHUNK
+    from iacrun.orchestrator.host.runner_client import LOG_CHUNK
 except ImportError:  # the lifecycle is not there: read in the same 4 MB chunks
     LOG_CHUNK = 4 * 1024 * 1024
 

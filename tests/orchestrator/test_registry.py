@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from iacrun.orchestrator.errors import RunNameTakenError
-from iacrun.orchestrator.names import generate_name
+from iacrun.orchestrator.models.names import generate_name
 from iacrun.orchestrator.registry import Registry
 
 

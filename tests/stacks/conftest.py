@@ -6,7 +6,7 @@ import functools
 from datetime import UTC, datetime
 from typing import Any
 
-from iacrun.orchestrator.offers import Gpu, InstanceResources, Offer
+from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer
 from iacrun.stacks.keys import KeyPair, generate_ed25519
 from iacrun.stacks.spec import HostKeyPair, StackSpec, build_stack_spec
 

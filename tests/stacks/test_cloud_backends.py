@@ -16,12 +16,12 @@ import yaml
 from iacrun.orchestrator.backends.aws import AWSBackend, aws_credentials_source
 from iacrun.orchestrator.backends.azure import AzureBackend, azure_credentials_source
 from iacrun.orchestrator.backends.pulumi_cloud import PLACEHOLDER_CIDR, STACK_MARK
-from iacrun.orchestrator.config import RetrySpec
 from iacrun.orchestrator.errors import BackendError, CredentialsError, ToolMissingError
-from iacrun.orchestrator.offers import Offer, Requirements
+from iacrun.orchestrator.models.runspec import RunSpec
+from iacrun.orchestrator.models.settings import AWSSettings, AzureSettings
+from iacrun.orchestrator.models.taskfile import RetrySpec
+from iacrun.orchestrator.offers.model import Offer, Requirements
 from iacrun.orchestrator.registry import RunRecord
-from iacrun.orchestrator.settings import AWSSettings, AzureSettings
-from iacrun.orchestrator.spec import RunSpec
 from iacrun.stacks.cloudinit import RUN_DIR
 from iacrun.stacks.preview import PreviewResult, preview
 

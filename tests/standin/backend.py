@@ -18,11 +18,11 @@ from typing import Any
 import pulumi
 
 from iacrun.orchestrator.backends.pulumi_cloud import PulumiCloudBackend
-from iacrun.orchestrator.offers import InstanceResources, Offer, Requirements
+from iacrun.orchestrator.offers.model import InstanceResources, Offer, Requirements
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.cloudinit import VmLayout
 from iacrun.stacks.spec import StackSpec
-from tests.engine.resources import Slow
+from tests.stacks.engine.resources import Slow
 from tests.standin.boot import boot_script
 from tests.standin.vm import StandinVM
 

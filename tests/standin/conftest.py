@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from iacrun.stacks.engine import StackEngine
-from tests.engine.support import engine_for, skip_without_pulumi
+from tests.stacks.engine.support import engine_for, skip_without_pulumi
 
 SSHD = "/usr/sbin/sshd"
 

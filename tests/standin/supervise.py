@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from iacrun.orchestrator.api import Orchestrator
-from iacrun.orchestrator.settings import Settings
+from iacrun.orchestrator.models.settings import Settings
 from iacrun.stacks.engine import StackEngine
-from tests.engine.support import OFFLINE_ENV
+from tests.stacks.engine.support import OFFLINE_ENV
 from tests.standin.backend import StandinBackend
 
 

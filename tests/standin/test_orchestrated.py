@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from iacrun.orchestrator.spec import build_run_spec
+from iacrun.orchestrator.models.runspec import build_run_spec
 from iacrun.stacks.engine import StackEngine
-from tests.engine.test_engine import descendants
+from tests.stacks.engine.test_engine import descendants
 from tests.standin.supervise import orchestrator
 from tests.standin.test_vm import fetch
 from tests.standin.vm import free_port, vm_pids
@@ -87,7 +87,7 @@ def test_a_task_through_the_orchestrator_on_the_standin_cloud(tmp_path: Path) ->
         assert record.host is not None and record.host["host_key"].startswith("ssh-ed25519 ")
 
         from iacrun.cli.attach import Attachment
-        from iacrun.orchestrator.config import PortMapping
+        from iacrun.orchestrator.models.taskfile import PortMapping
 
         local = free_port()
         shown = io.BytesIO()

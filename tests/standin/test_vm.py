@@ -88,8 +88,8 @@ async def drive(
     import json
 
     from iacrun.orchestrator.backends.pulumi_cloud import start_job, wait_vm_ready
-    from iacrun.orchestrator.lifecycle import follow_log
-    from iacrun.orchestrator.ssh.connect import connect
+    from iacrun.orchestrator.host.connect import connect
+    from iacrun.orchestrator.host.runner_client import follow_log
 
     transport = await connect(host, retry_auth=True)
     try:

@@ -14,7 +14,7 @@ script and whatever they started: see `vm_pids`), and its root folder goes away.
 
 The provider runs in the engine's dynamic-provider process (``python -m pulumi.dynamic``), which
 unpickles it by reference: ``tests.standin.vm`` must be importable there, so the engine of a test
-gets ``PYTHONPATH=<repo root>`` (see tests/engine/conftest.py).
+gets ``PYTHONPATH=<repo root>`` (see tests/stacks/engine/conftest.py).
 """
 
 from __future__ import annotations

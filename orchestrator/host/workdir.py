@@ -1,0 +1,96 @@
+"""The working folder a run ships: every file not ignored by `.gitignore` or `.dstackignore`."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pathspec
+
+from iacrun.orchestrator.errors import InputError
+from iacrun.orchestrator.models.units import format_size_gb
+
+IGNORE_FILES = (".gitignore", ".dstackignore")
+ALWAYS_IGNORED = (".git/",)
+
+
+class _Rules:
+    """The ignore rules in force below one folder: its own files plus its parents' rules."""
+
+    def __init__(self, parent: _Rules | None, base: str, folder: Path) -> None:
+        self.parent = parent
+        self.base = base
+        lines: list[str] = []
+        for name in IGNORE_FILES:
+            path = folder / name
+            if path.is_file():
+                lines.extend(path.read_text(encoding="utf-8", errors="replace").splitlines())
+        self.spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        candidate = rel + "/" if is_dir else rel
+        rules: _Rules | None = self
+        while rules is not None:
+            if rules.spec is not None:
+                local = candidate[len(rules.base) :] if rules.base else candidate
+                if rules.spec.match_file(local):
+                    return True
+            rules = rules.parent
+        return False
+
+
+def iter_files(root: Path, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[Path, str]]:
+    """(absolute path, path relative to root) of every file to ship, in a stable order.
+
+    Folders in `exclude` are never shipped (iacrun's own home: its live database, keys, logs)."""
+    always = pathspec.GitIgnoreSpec.from_lines(ALWAYS_IGNORED)
+    skipped = {p.resolve() for p in exclude}
+    stack: list[tuple[Path, str, _Rules | None]] = [(root, "", None)]
+    while stack:
+        folder, rel, parent = stack.pop()
+        rules = _Rules(parent, rel, folder)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
+        except OSError as exc:
+            raise InputError(f"cannot read {folder}: {exc.strerror}") from exc
+        for entry in entries:
+            entry_rel = f"{rel}{entry.name}"
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if always.match_file(entry_rel + ("/" if is_dir else "")):
+                continue
+            if rules.ignored(entry_rel, is_dir):
+                continue
+            if is_dir:
+                if Path(entry.path).resolve() in skipped:
+                    continue
+                stack.append((Path(entry.path), entry_rel + "/", rules))
+            elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                yield Path(entry.path), entry_rel
+
+
+def pack(
+    root: Path, archive: Path, limit_gb: float, exclude: tuple[Path, ...] = ()
+) -> tuple[int, int]:
+    """Write the working folder as a .tar.gz; returns (files, bytes before compression)."""
+    limit = int(limit_gb * 1024**3)
+    files, total = 0, 0
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_suffix(".partial")
+    with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+        for path, rel in iter_files(root, exclude):
+            size = path.lstat().st_size
+            total += size
+            if total > limit:
+                tar.close()
+                tmp.unlink(missing_ok=True)
+                raise InputError(
+                    f"the working folder {root} is over the upload limit of "
+                    f"{format_size_gb(limit_gb)}; add what the job does not need to "
+                    ".dstackignore, or raise upload_limit in ~/.iacrun/config.yml"
+                )
+            tar.add(str(path), arcname=rel, recursive=False)
+            files += 1
+    os.replace(tmp, archive)
+    return files, total

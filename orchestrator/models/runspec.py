@@ -1,0 +1,258 @@
+"""From a task file, profiles and CLI flags to a RunSpec: what exactly will run, and where."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from iacrun.orchestrator.errors import ConfigError, InputError
+from iacrun.orchestrator.models.loader import load_profiles, load_task
+from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
+from iacrun.orchestrator.models.taskfile import PortMapping, Profile, RetrySpec, TaskConfig
+from iacrun.orchestrator.models.units import parse_duration, parse_range
+from iacrun.orchestrator.offers.model import Requirements, SpotPolicy
+
+_ARGS_RE = re.compile(r"\$\{\{\s*run\.args\s*\}\}")
+_ANY_EXPR_RE = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
+
+
+class Overrides(BaseModel):
+    """What `iacrun up` flags say; None means "not given"."""
+
+    name: str | None = None
+    env: list[str] = Field(default_factory=list)
+    ports: list[str] = Field(default_factory=list)
+    gpu: str | None = None
+    cpu: str | None = None
+    memory: str | None = None
+    disk: str | None = None
+    spot_policy: SpotPolicy | None = None
+    max_price: float | None = None
+    max_duration: str | None = None
+    retry: bool | None = None
+    retry_duration: str | None = None
+    backends: list[str] | None = None
+    regions: list[str] | None = None
+    instance_types: list[str] | None = None
+    profile: str | None = None
+
+
+class RunSpec(BaseModel):
+    """Everything needed to run a task, resolved: nothing here depends on this shell any more."""
+
+    run_name: str | None
+    config_path: str
+    repo_dir: str
+    working_dir: str
+    image: str | None
+    python: str | None
+    commands: list[str]
+    env: dict[str, str]
+    ports: list[PortMapping]
+    requirements: Requirements
+    retry: RetrySpec | None
+    max_duration: int | None
+    stop_duration: int
+    args: list[str] = Field(default_factory=list)
+
+
+def profile_paths(repo_dir: Path) -> list[Path]:
+    return [repo_dir / ".dstack" / "profiles.yml", Path.home() / ".dstack" / "profiles.yml"]
+
+
+def repo_root(config_path: Path) -> Path:
+    """The git repository holding the task file, or the task file's folder."""
+    folder = config_path.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
+
+
+def select_profile(profiles: Sequence[Profile], name: str | None) -> Profile | None:
+    if name is not None:
+        for profile in profiles:
+            if profile.name == name:
+                return profile
+        known = ", ".join(p.name for p in profiles) or "none"
+        raise InputError(f"no profile named {name!r} in .dstack/profiles.yml (known: {known})")
+    return next((p for p in profiles if p.default), None)
+
+
+def build_run_spec(
+    config_path: str | Path,
+    overrides: Overrides | None = None,
+    args: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> RunSpec:
+    config_path = Path(config_path)
+    task = load_task(config_path)
+    overrides = overrides or Overrides()
+    repo = repo_root(config_path)
+    profile = select_profile(load_profiles(*profile_paths(repo)), overrides.profile)
+    environ = os.environ if environ is None else environ
+
+    def pick(flag: Any, field: str) -> Any:
+        if flag is not None:
+            return flag
+        value = getattr(task, field)
+        if value is None and profile is not None:
+            value = getattr(profile, field)
+        return value
+
+    retry = _retry(task, profile, overrides)
+    max_duration_flag = _duration_flag(overrides.max_duration)
+    max_duration = max_duration_flag[0] if max_duration_flag else pick(None, "max_duration")
+    requirements = Requirements(
+        resources=_resources(task.resources, overrides),
+        spot_policy=pick(overrides.spot_policy, "spot_policy") or "on-demand",
+        max_price=pick(overrides.max_price, "max_price"),
+        backends=pick(overrides.backends, "backends"),
+        regions=pick(overrides.regions, "regions"),
+        instance_types=pick(overrides.instance_types, "instance_types"),
+    )
+    working_dir = task.working_dir or "."
+    if Path(working_dir).is_absolute() or ".." in Path(working_dir).parts:
+        raise ConfigError(
+            "working_dir must be a folder inside the repository, relative to its root",
+            file=str(config_path),
+            field="working_dir",
+        )
+    return RunSpec(
+        run_name=overrides.name or task.name,
+        config_path=str(config_path),
+        repo_dir=str(repo),
+        working_dir=working_dir,
+        image=task.image,
+        python=task.python,
+        commands=interpolate_commands(task.commands, args, str(config_path)),
+        env=resolve_env(task.env, overrides.env, environ, str(config_path)),
+        ports=merge_ports(task.ports, overrides.ports),
+        requirements=requirements,
+        retry=retry,
+        max_duration=max_duration,
+        stop_duration=task.stop_duration,
+        args=list(args),
+    )
+
+
+def _duration_flag(value: str | None) -> tuple[int | None] | None:
+    if value is None:
+        return None
+    if value.strip() == "off":
+        return (None,)
+    try:
+        return (parse_duration(value),)
+    except ValueError as exc:
+        raise InputError(f"--max-duration: {exc}") from exc
+
+
+def _retry(task: TaskConfig, profile: Profile | None, overrides: Overrides) -> RetrySpec | None:
+    if overrides.retry is False:
+        return None
+    base = task.retry if "retry" in task.model_fields_set else (profile.retry if profile else None)
+    if overrides.retry is True and base is None:
+        base = RetrySpec()
+    if overrides.retry_duration is not None:
+        try:
+            duration = parse_duration(overrides.retry_duration)
+        except ValueError as exc:
+            raise InputError(f"--retry-duration: {exc}") from exc
+        base = (base or RetrySpec()).model_copy(update={"duration": duration})
+    return base
+
+
+def _resources(spec: ResourcesSpec, o: Overrides) -> ResourcesSpec:
+    update: dict[str, object] = {}
+    try:
+        if o.gpu is not None:
+            update["gpu"] = GPUSpec.model_validate(o.gpu)
+        if o.cpu is not None:
+            update["cpu"] = CPUSpec.model_validate(o.cpu)
+        if o.memory is not None:
+            update["memory"] = parse_range(o.memory, size=True, what="memory")
+        if o.disk is not None:
+            update["disk"] = parse_range(o.disk, size=True, what="disk")
+    except ValueError as exc:
+        raise InputError(f"resources flag: {_first_line(exc)}") from exc
+    if not update:
+        return spec
+    data = spec.model_dump(exclude_unset=True)
+    data.update({k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in update.items()})
+    return ResourcesSpec.model_validate(data)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc)
+    if "Value error, " in text:
+        text = text.split("Value error, ", 1)[1]
+    return text.split("[type=")[0].strip().splitlines()[0]
+
+
+def interpolate_commands(commands: Sequence[str], args: Sequence[str], file: str) -> list[str]:
+    """`${{ run.args }}` becomes the extra arguments, shell-quoted; other expressions are errors."""
+    quoted = shlex.join(args)
+    out = []
+    for command in commands:
+        for match in _ANY_EXPR_RE.finditer(command):
+            if not _ARGS_RE.fullmatch(match.group(0)):
+                raise ConfigError(
+                    f"unknown expression ${{{{ {match.group(1)} }}}}; only ${{{{ run.args }}}} "
+                    "is supported",
+                    file=file,
+                    field="commands",
+                )
+        out.append(_ARGS_RE.sub(lambda _m: quoted, command))
+    return out
+
+
+def resolve_env(
+    task_env: Mapping[str, str | None],
+    flags: Sequence[str],
+    environ: Mapping[str, str],
+    file: str,
+) -> dict[str, str]:
+    """Task env, then `-e K=V` flags; a bare `K` takes its value from this shell's environment."""
+    merged: dict[str, str | None] = dict(task_env)
+    for flag in flags:
+        key, sep, text = flag.partition("=")
+        if not _valid_env_name(key):
+            raise InputError(
+                f"-e {flag}: {key!r} is not a valid variable name; write -e NAME=VALUE"
+            )
+        merged[key] = text if sep else None
+    out: dict[str, str] = {}
+    for key, value in merged.items():
+        if not _valid_env_name(key):
+            raise ConfigError(f"{key!r} is not a valid variable name", file=file, field="env")
+        if value is not None:
+            out[key] = value
+        elif key in environ:
+            out[key] = environ[key]
+        else:
+            raise InputError(
+                f"env {key} has no value: export {key} in this shell or pass -e {key}=VALUE"
+            )
+    return out
+
+
+def _valid_env_name(key: str) -> bool:
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) is not None
+
+
+def merge_ports(task_ports: Sequence[PortMapping], flags: Sequence[str]) -> list[PortMapping]:
+    """`--port LOCAL:TASK` changes where a task port is reachable, or adds one."""
+    ports = {p.container_port: p for p in task_ports}
+    for flag in flags:
+        try:
+            mapping = PortMapping.parse(flag)
+        except ValueError as exc:
+            raise InputError(f"--port {flag}: {exc}") from exc
+        ports[mapping.container_port] = mapping
+    return list(ports.values())

@@ -1,0 +1,260 @@
+"""The task file (dstack's `.dstack.yml`, `type: task`) and profiles, as strict pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
+
+from iacrun.orchestrator.models.resources import CoreModel, ResourcesSpec
+from iacrun.orchestrator.models.units import parse_duration
+from iacrun.orchestrator.offers.model import SpotPolicy
+
+PYTHON_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
+RetryEvent = Literal["no-capacity", "interruption", "error"]
+RETRY_EVENTS: tuple[RetryEvent, ...] = ("no-capacity", "interruption", "error")
+DEFAULT_RETRY_DURATION = 3600
+RUN_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+
+#: dstack task fields iacrun knows but does not support; naming them beats "unknown field".
+UNSUPPORTED_DSTACK_FIELDS = {
+    "volumes": "volumes",
+    "files": "file mounts",
+    "repos": "repos",
+    "registry_auth": "private registry auth",
+    "privileged": "privileged containers",
+    "entrypoint": "image entrypoints",
+    "setup": "setup commands (deprecated in dstack; put them in commands)",
+    "fleets": "fleets",
+    "reservation": "reservations",
+    "availability_zones": "availability zones",
+    "creation_policy": "creation policies",
+    "idle_duration": "idle duration",
+    "termination_policy": "termination policies",
+    "termination_idle_time": "termination idle time",
+    "utilization_policy": "utilization policies",
+    "startup_order": "startup order",
+    "stop_criteria": "stop criteria",
+    "schedule": "schedules",
+    "docker": "docker-in-docker",
+    "single_branch": "repo branches",
+    "user": "image users",
+    "priority": "run priorities",
+    "home_dir": "home_dir",
+    "shell": "custom shells",
+    "tags": "tags",
+}
+
+
+def _duration_or_off(value: Any) -> int | None:
+    if value is None or value is False or (isinstance(value, str) and value.strip() == "off"):
+        return None
+    if value is True:
+        raise ValueError("max_duration takes a duration like 2h, or off")
+    return parse_duration(value)
+
+
+Duration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "string", "examples": ["30m", "2h"]}, {"type": "integer"}]}),
+]
+OptionalDuration = Annotated[
+    int | None,
+    BeforeValidator(_duration_or_off),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "examples": ["off", "90s", "30m", "2h", "1d"]},
+                {"type": "integer"},
+                {"const": False},
+            ]
+        }
+    ),
+]
+
+
+class PortMapping(CoreModel):
+    """A task port and the local port it is reachable on (`6000`, `"8080:6000"`, `"*:6000"`)."""
+
+    local_port: int | None = Field(default=None, ge=1, le=65535)
+    container_port: int = Field(ge=1, le=65535)
+
+    @classmethod
+    def parse(cls, value: Any) -> PortMapping:
+        if isinstance(value, PortMapping):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(local_port=value, container_port=value)
+        if isinstance(value, dict):
+            return cls.model_validate(value)
+        if isinstance(value, str):
+            text = value.strip()
+            if re.fullmatch(r"\d+", text):
+                return cls(local_port=int(text), container_port=int(text))
+            match = re.fullmatch(r"(\d+|\*):(\d+)", text)
+            if match:
+                local = None if match.group(1) == "*" else int(match.group(1))
+                return cls(local_port=local, container_port=int(match.group(2)))
+        raise ValueError(f'{value!r} is not a port; write it like 6000 or "8080:6000"')
+
+    def render(self) -> str:
+        return f"{self.local_port or '*'}:{self.container_port}"
+
+
+Port = Annotated[
+    PortMapping,
+    BeforeValidator(PortMapping.parse),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "examples": ["8080:6000"]}]}),
+]
+
+
+class RetrySpec(CoreModel):
+    """Which events resubmit the run, and for how long after its first submission."""
+
+    on_events: list[RetryEvent] = Field(default_factory=lambda: list(RETRY_EVENTS))
+    duration: Duration = DEFAULT_RETRY_DURATION
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return value
+
+
+def _env_entries(value: Any) -> Any:
+    """`[K=V, K]` or `{K: V}` → `{K: V or None}`; None means "take it from my environment"."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        out: dict[str, str | None] = {}
+        for key, val in value.items():
+            if isinstance(val, bool) or not isinstance(val, str | int | float | type(None)):
+                raise ValueError(f"env {key}: values must be strings or numbers")
+            out[str(key)] = None if val is None else str(val)
+        return out
+    if isinstance(value, list):
+        out = {}
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f"env entries are K=V strings, got {item!r}")
+            key, sep, val = item.partition("=")
+            out[key.strip()] = val if sep else None
+        return out
+    raise ValueError("env is a list of K=V (or bare K) or a mapping of K: V")
+
+
+EnvMap = Annotated[
+    dict[str, str | None],
+    BeforeValidator(_env_entries),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "array",
+                    "items": {"type": "string", "examples": ["HF_TOKEN", "EPOCHS=3"]},
+                },
+                {"type": "object", "additionalProperties": {"type": ["string", "number", "null"]}},
+            ]
+        }
+    ),
+]
+
+
+class ProfileFields(CoreModel):
+    """Policies a task and a profile share; the task beats the profile, CLI flags beat both."""
+
+    spot_policy: SpotPolicy | None = None
+    retry: RetrySpec | None = None
+    max_duration: OptionalDuration = None
+    max_price: float | None = Field(default=None, gt=0)
+    backends: list[str] | None = None
+    regions: list[str] | None = None
+    instance_types: list[str] | None = None
+
+    @field_validator("retry", mode="before")
+    @classmethod
+    def _retry_false(cls, value: Any) -> Any:
+        return None if value is False else value
+
+    @field_validator("backends", "regions", "instance_types", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class TaskConfig(ProfileFields):
+    """A task: commands to run once on a machine that meets `resources`, then tear down."""
+
+    type: Literal["task"] = "task"
+    name: str | None = None
+    image: str | None = None
+    python: str | None = None
+    env: EnvMap = Field(default_factory=dict)
+    commands: list[str] = Field(default_factory=list)
+    ports: list[Port] = Field(default_factory=list)
+    working_dir: str | None = None
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    nodes: int = Field(default=1, ge=1)
+    stop_duration: Duration = 15
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        if value is not None and not RUN_NAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid run name; use lowercase letters, digits and dashes, "
+                "starting with a letter (at most 41 characters)"
+            )
+        return value
+
+    @field_validator("python", mode="before")
+    @classmethod
+    def _python_version(cls, value: Any) -> Any:
+        if isinstance(value, float):
+            value = "3.10" if value == 3.1 else str(value)
+        if value is not None and str(value) not in PYTHON_VERSIONS:
+            raise ValueError(
+                f"python {value} is not supported; use one of {', '.join(PYTHON_VERSIONS)} "
+                '(quote it, e.g. "3.10")'
+            )
+        return value
+
+    @field_validator("nodes")
+    @classmethod
+    def _single_node(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(
+                "multi-node tasks (nodes > 1) are a dstack feature iacrun does not support"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskConfig:
+        if self.python is not None and self.image is not None:
+            raise ValueError("python and image exclude each other; keep one of them")
+        if not self.commands and self.image is None:
+            raise ValueError("a task needs commands (or an image whose entrypoint runs it)")
+        if self.image is not None and not self.commands:
+            raise ValueError(
+                "a task with an image still needs commands; iacrun does not run image entrypoints"
+            )
+        seen: set[int] = set()
+        for port in self.ports:
+            if port.container_port in seen:
+                raise ValueError(f"port {port.container_port} is listed twice")
+            seen.add(port.container_port)
+        return self
+
+
+class Profile(ProfileFields):
+    """One entry of `.dstack/profiles.yml`."""
+
+    name: str
+    default: bool = False
+
+
+class ProfilesFile(CoreModel):
+    profiles: list[Profile] = Field(default_factory=list)

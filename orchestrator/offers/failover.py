@@ -1,0 +1,166 @@
+"""Provisioning with failover: try offers in order until one gives a machine.
+
+The order (`failover_order`): the cheapest offer first; when it fails for capacity, the same
+instance type in its other regions (cheapest region first), then that cloud's other instance
+types, then the other clouds. A QuotaError also skips the other sizes of the same family in the
+same region and cloud, which share the quota. When every offer has failed and the run's retry
+policy includes `no-capacity`, the loop waits (backing off) and starts again until the retry
+duration has passed. Clock and sleep are injected, so tests run the whole loop instantly.
+
+Backends must leave nothing behind when they raise CapacityError or QuotaError (their partial
+stack destroyed); any other error stops the loop and propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from iacrun.orchestrator.errors import CapacityError, NoOfferError, QuotaError
+from iacrun.orchestrator.models.units import format_duration
+from iacrun.orchestrator.offers.table import format_price
+
+if TYPE_CHECKING:
+    from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback
+    from iacrun.orchestrator.models.taskfile import RetrySpec
+    from iacrun.orchestrator.offers.model import Offer
+    from iacrun.orchestrator.registry import RunRecord
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Seconds to wait before retry round `n` (from 1): doubling from `first`, up to `most`."""
+
+    first: float = 30.0
+    most: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.most, self.first * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    offer: Offer
+    reason: str
+
+
+def instance_family(instance_type: str) -> str:
+    """`g6e.xlarge` → `g6e`; `Standard_NC24ads_A100_v4` → `Standard_NCads_A_v` (sizes share it)."""
+    if "." in instance_type:
+        return instance_type.split(".", 1)[0]
+    return re.sub(r"\d+", "", instance_type)
+
+
+def failover_order(offers: Sequence[Offer]) -> list[Offer]:
+    """Available offers in the order they are tried: cheapest first, then region, type, cloud."""
+    by_price = sorted(
+        (o for o in offers if o.available),
+        key=lambda o: (o.price, o.backend, o.instance_type, o.region, o.spot),
+    )
+    cloud_rank: dict[str, int] = {}
+    type_rank: dict[tuple[str, str, bool], int] = {}
+    for i, o in enumerate(by_price):
+        cloud_rank.setdefault(o.backend, i)
+        type_rank.setdefault((o.backend, o.instance_type, o.spot), i)
+    return sorted(
+        by_price,
+        key=lambda o: (
+            cloud_rank[o.backend],
+            type_rank[(o.backend, o.instance_type, o.spot)],
+            o.price,
+            o.region,
+        ),
+    )
+
+
+def describe_offer(o: Offer) -> str:
+    spot = " spot" if o.spot else ""
+    return f"{o.backend} {o.instance_type}{spot} in {o.region} at {format_price(o.price)}/h"
+
+
+def provision_with_failover(
+    backends: Mapping[str, Backend],
+    offers: Sequence[Offer],
+    run: RunRecord,
+    retry: RetrySpec | None,
+    progress: ProgressCallback,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    backoff: Backoff = Backoff(),
+    on_wait: Callable[[float, str], None] | None = None,
+) -> tuple[Offer, Host]:
+    """Provision the first offer that succeeds; returns it with its Host.
+
+    Raises NoOfferError when no offer is available at all, CapacityError (one line listing what
+    was tried) when every offer failed for capacity or quota and no retry time is left. `on_wait`
+    is called with the seconds and the reason before each back-off (to mark the run pending).
+    """
+    order = failover_order(offers)
+    if not order:
+        raise NoOfferError("no offer is available to provision")
+    retrying = retry is not None and "no-capacity" in retry.on_events
+    started = clock()
+    deadline = started + retry.duration if retry is not None and retrying else None
+    rounds = 0
+    while True:
+        rounds += 1
+        failures = _one_round(backends, order, run, progress)
+        if isinstance(failures, tuple):
+            return failures
+        now = clock()
+        if deadline is None or now >= deadline:
+            raise CapacityError(_give_up(failures, now - started if deadline else None))
+        wait = min(backoff.delay(rounds), deadline - now)
+        reason = f"no capacity for any of {len(order)} offers"
+        left = format_duration(deadline - now)
+        progress(f"{reason}; retrying in {format_duration(wait)} (retry ends in {left})")
+        if on_wait is not None:
+            on_wait(wait, reason)
+        sleep(wait)
+
+
+def _one_round(
+    backends: Mapping[str, Backend],
+    order: Sequence[Offer],
+    run: RunRecord,
+    progress: ProgressCallback,
+) -> tuple[Offer, Host] | list[Attempt]:
+    failures: list[Attempt] = []
+    no_quota: set[tuple[str, str, str]] = set()
+    for offer in order:
+        family = (offer.backend, offer.region, instance_family(offer.instance_type))
+        if family in no_quota:
+            failures.append(Attempt(offer, "quota"))
+            continue
+        backend = backends.get(offer.backend)
+        if backend is None:
+            failures.append(Attempt(offer, "backend not configured"))
+            continue
+        progress(f"provisioning {describe_offer(offer)}")
+        try:
+            host = backend.provision(run, offer, progress)
+        except QuotaError as exc:
+            no_quota.add(family)
+            failures.append(Attempt(offer, f"quota: {exc}"))
+            progress(f"{offer.backend} quota in {offer.region}: {exc}; trying the next offer")
+        except CapacityError as exc:
+            failures.append(Attempt(offer, f"no capacity: {exc}" if str(exc) else "no capacity"))
+            progress(f"no capacity for {describe_offer(offer)}; trying the next offer")
+        else:
+            return offer, host
+    return failures
+
+
+def _give_up(failures: Sequence[Attempt], retried_for: float | None) -> str:
+    tried = [a for a in failures if a.reason != "quota"] or list(failures)
+    listed = "; ".join(
+        f"{a.offer.backend} {a.offer.instance_type} {a.offer.region} ({a.reason})"
+        for a in tried[:3]
+    )
+    more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
+    after = f" after retrying for {format_duration(retried_for)}" if retried_for else ""
+    return f"no capacity for any of {len(failures)} offers{after}: {listed}{more}"

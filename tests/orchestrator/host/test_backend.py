@@ -1,0 +1,176 @@
+"""The `ssh` backend against a real sshd: offers, unreachable hosts, busy hosts, GPU splits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iacrun.orchestrator.backends.ssh import SSHBackend, host_key
+from iacrun.orchestrator.errors import CapacityError, ConfigError
+from iacrun.orchestrator.host.detect import HostFacts, HostFactsCache
+from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
+from iacrun.orchestrator.models.resources import ResourcesSpec
+from iacrun.orchestrator.models.settings import SSHHostSettings, SSHSettings
+from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer, Requirements
+from iacrun.orchestrator.registry import Registry, RunRecord
+from tests.orchestrator.host.sshd import Sshd, free_port, keygen, login_home
+
+pytestmark = pytest.mark.sshd
+
+SMALL = {"cpu": "1..", "memory": "0.1GB.."}
+
+
+def requirements(**resources: Any) -> Requirements:
+    return Requirements(resources=ResourcesSpec.model_validate({**SMALL, **resources}))
+
+
+class World:
+    """A backend over the given hosts, with its own registry, cache and ssh config."""
+
+    def __init__(self, tmp_path: Path, hosts: list[SSHHostSettings]) -> None:
+        self.registry = Registry(tmp_path / "registry.db")
+        self.cache = HostFactsCache(tmp_path / "ssh-hosts.json")
+        self.ssh_config = SSHConfigEntries(iacrun_dir=tmp_path / "iacrun", home=tmp_path / "home")
+        self.runs_root = tmp_path / "runs"
+        self.backend = SSHBackend(
+            SSHSettings(hosts=hosts),
+            registry=self.registry,
+            cache=self.cache,
+            ssh_config=self.ssh_config,
+            probe_seconds=1.0,
+            connect_seconds=1.0,
+        )
+
+    def run(self, name: str, **resources: Any) -> RunRecord:
+        spec = {"requirements": requirements(**resources).model_dump(mode="json")}
+        return self.registry.create(name, spec, self.runs_root)
+
+    def holding(self, name: str, label: str, gpus: str | None) -> RunRecord:
+        run = self.run(name)
+        host = {"kind": "ssh", "run_dir": "/r", "gpus": gpus}
+        return self.registry.update(
+            run.id, status="running", backend="ssh", instance_type=label, host=host
+        )
+
+    def offers(self, **resources: Any) -> dict[str, Offer]:
+        return {o.instance_type: o for o in self.backend.offers(requirements(**resources))}
+
+
+def test_offers_reachable_and_unreachable_hosts_side_by_side(sshd: Sshd, tmp_path: Path) -> None:
+    dead = SSHHostSettings(name="dead", host="127.0.0.1", port=free_port(), host_key=sshd.host_key)
+    world = World(tmp_path, [sshd.host_settings(name="loop"), dead])
+    offers = world.offers()
+    loop = offers["loop"]
+    assert loop.available and loop.price == 0 and loop.backend == "ssh" and loop.region == "loop"
+    assert loop.resources.cpus == len(os.sched_getaffinity(0))
+    assert loop.resources.gpus == ()
+    assert not offers["dead"].available
+    assert offers["dead"].note == "unreachable: connection refused"
+    # detection was cached for the next plan
+    assert world.cache.get(host_key(sshd.host_settings())) is not None
+
+
+def test_changed_host_key_shows_as_unavailable(sshd: Sshd, tmp_path: Path) -> None:
+    other = keygen(tmp_path / "other")
+    world = World(tmp_path, [sshd.host_settings(name="moved", host_key=other)])
+    offer = world.offers()["moved"]
+    assert not offer.available
+    assert offer.note is not None and "host key of" in offer.note and "changed" in offer.note
+
+
+def test_hosts_that_do_not_meet_the_task_are_left_out(sshd: Sshd, tmp_path: Path) -> None:
+    world = World(tmp_path, [sshd.host_settings(name="loop")])
+    assert world.offers(gpu="1") == {}
+    assert world.offers(cpu="4096..") == {}
+
+
+def test_duplicate_names_are_a_config_error(sshd: Sshd) -> None:
+    with pytest.raises(ConfigError, match="two ssh hosts are named 'a'"):
+        SSHBackend(SSHSettings(hosts=[sshd.host_settings(name="a"), sshd.host_settings(name="a")]))
+
+
+def test_provision_and_terminate(sshd: Sshd, tmp_path: Path) -> None:
+    world = World(tmp_path, [sshd.host_settings(name="loop")])
+    offer = world.offers()["loop"]
+    run = world.run("first")
+    said: list[str] = []
+    host = world.backend.provision(run, offer, said.append)
+    assert host.kind == "ssh" and host.address == "127.0.0.1" and host.port == sshd.port
+    assert host.run_dir == f"{login_home()}/.iacrun/runs/first-{run.id}"
+    assert host.host_key == sshd.host_key and host.gpus is None
+    assert said[0].startswith("connecting to loop")
+    assert world.ssh_config.names() == ["first"]
+    world.backend.terminate(run)
+    world.backend.terminate(run)  # idempotent
+    assert world.ssh_config.names() == []
+
+
+def test_one_run_per_host(sshd: Sshd, tmp_path: Path) -> None:
+    world = World(tmp_path, [sshd.host_settings(name="loop")])
+    world.holding("holder", "loop", gpus=None)
+    offer = world.offers()["loop"]
+    assert not offer.available and offer.note == "busy with holder"
+    with pytest.raises(CapacityError, match="loop is busy with holder"):
+        world.backend.provision(world.run("second"), offer, lambda _: None)
+
+
+def _four_gpus(world: World, sshd: Sshd) -> None:
+    """Seed the cache: detection found four A100s (this machine has none to find)."""
+    facts = HostFacts(
+        resources=InstanceResources(
+            cpus=32, memory_gb=256, gpus=(Gpu(name="A100", memory_gb=80),) * 4, disk_gb=500
+        ),
+        home=str(Path.home()),
+        python3="/usr/bin/python3",
+        detected_at=1e12,  # fresh for any TTL
+    )
+    world.cache.put(host_key(sshd.host_settings()), facts)
+
+
+def test_gpus_are_split_by_count(sshd: Sshd, tmp_path: Path) -> None:
+    world = World(tmp_path, [sshd.host_settings(name="gpu")])
+    _four_gpus(world, sshd)
+
+    # a free host: a task taking all its GPUs sees them all, one taking part gets its own
+    assert world.backend.provision(world.run("all"), world.offers()["gpu"], print).gpus is None
+    world.registry.update(world.registry.get("all").id, status="done")
+    one = world.backend.provision(world.run("one", gpu="A100:1"), world.offers()["gpu"], print)
+    assert one.gpus == "0"
+    world.registry.update(world.registry.get("one").id, status="done")
+
+    world.holding("first", "gpu", gpus="0,1")
+    offer = world.offers(gpu="A100:2")["gpu"]
+    assert offer.available and len(offer.resources.gpus) == 2
+    host = world.backend.provision(world.run("second", gpu="A100:2"), offer, print)
+    assert host.gpus == "2,3"
+
+    # all four are taken now: every task finds the host busy
+    world.holding("third", "gpu", gpus="2,3")
+    for resources in ({"gpu": "A100:1"}, {}):
+        offer = world.offers(**resources)["gpu"]
+        assert not offer.available and offer.note == "busy with third, first"
+    with pytest.raises(CapacityError, match="gpu is busy with third, first"):
+        world.backend.provision(world.run("fourth", gpu="A100:1"), offer, print)
+
+
+def test_gpu_tasks_wait_for_a_run_holding_the_whole_host(sshd: Sshd, tmp_path: Path) -> None:
+    world = World(tmp_path, [sshd.host_settings(name="gpu")])
+    _four_gpus(world, sshd)
+    world.holding("whole", "gpu", gpus=None)
+    offer = world.offers(gpu="1")["gpu"]
+    assert not offer.available and offer.note == "busy with whole"
+    assert "gpu" not in world.offers(gpu="8")  # more than the host has: not offered at all
+
+
+def test_a_host_gone_between_plan_and_provision_lets_the_run_move_on(
+    own_sshd: Sshd, tmp_path: Path
+) -> None:
+    world = World(tmp_path, [own_sshd.host_settings(name="flaky")])
+    offer = world.offers()["flaky"]
+    assert offer.available
+    own_sshd.stop()
+    with pytest.raises(CapacityError, match="flaky cannot be reached now"):
+        world.backend.provision(world.run("late"), offer, lambda _: None)
