@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from iacrun.orchestrator.api import EventLog, Orchestrator
-from iacrun.orchestrator.backends.base import Host
 from iacrun.orchestrator.host.ports import check_local_ports_free
-from iacrun.orchestrator.host.runner_client import follow_log, open_transport
+from iacrun.orchestrator.host.reconnecting import open_transport
+from iacrun.orchestrator.host.runner_client import follow_log
+from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.taskfile import PortMapping
 from iacrun.orchestrator.registry import FINAL_STATUSES, RunRecord
 

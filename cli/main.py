@@ -67,9 +67,9 @@ def up(
 ) -> None:
     from iacrun.cli.attach import attach, check_ports, note
     from iacrun.cli.render import plan_text, run_json
+    from iacrun.cli.tables import offers_table
     from iacrun.orchestrator.api import Orchestrator
     from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
-    from iacrun.orchestrator.offers.table import offers_table
 
     if sum((spot, on_demand, spot_auto)) > 1:
         raise _fail("choose one of --spot, --on-demand and --spot-auto", 2)

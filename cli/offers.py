@@ -108,15 +108,10 @@ def run_offers(
     progress: Callable[[str], None] | None = None,
 ) -> str:
     """Everything `iacrun offers` does, returning the text it prints (tests call this)."""
+    from iacrun.cli.tables import groups_table, offers_json, offers_table, parse_group_by
     from iacrun.orchestrator.errors import InputError
     from iacrun.orchestrator.models.settings import load_settings
     from iacrun.orchestrator.offers.plan import catalog_notes, collect_offers, offer_sources
-    from iacrun.orchestrator.offers.table import (
-        groups_table,
-        offers_json,
-        offers_table,
-        parse_group_by,
-    )
 
     try:
         keys = parse_group_by(group_by)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from iacrun.orchestrator.models.units import format_duration
-from iacrun.orchestrator.offers.table import format_price, render_table
+from iacrun.cli.tables import render_table
+from iacrun.orchestrator.models.units import format_duration, format_price
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.models.runspec import RunSpec

@@ -140,7 +140,7 @@ def _name(summary: StackSummary) -> str:
 
 
 def stacks_text(rows: Sequence[StackRow], now: float | None = None) -> str:
-    from iacrun.orchestrator.offers.table import render_table
+    from iacrun.cli.tables import render_table
 
     if not rows:
         return "no stacks in the state backend"
@@ -221,7 +221,7 @@ def find_stack(
 
 
 def state_text(state: StackState, run: RunRecord | None, backend_url: str) -> str:
-    from iacrun.orchestrator.offers.table import render_table
+    from iacrun.cli.tables import render_table
 
     lines = [f"stack   {state.name} ({_safe_url(backend_url)})"]
     lines.append(f"run     {run.name}, {run.status}" if run else "run     - (no run: a leak)")

@@ -23,11 +23,9 @@ from typing import TYPE_CHECKING, Any
 from iacrun.orchestrator.backends.base import (
     Backend,
     DryRunnable,
-    Host,
     Preflight,
     ProgressCallback,
     StackBacked,
-    Transport,
 )
 from iacrun.orchestrator.errors import (
     IacrunError,
@@ -37,15 +35,16 @@ from iacrun.orchestrator.errors import (
     RunNameTakenError,
     RunNotFoundError,
 )
+from iacrun.orchestrator.host.reconnecting import open_transport
 from iacrun.orchestrator.host.runner_client import (
-    LOG_CHUNK,
     build_job,
     follow_log,
-    open_transport,
+    keep_log,
     read_state,
     ship_and_start,
     stop_job,
 )
+from iacrun.orchestrator.host.transport import Host, Transport
 from iacrun.orchestrator.models.names import generate_name
 from iacrun.orchestrator.paths import iacrun_home
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, FINAL_STATUSES, Registry, RunRecord
@@ -592,15 +591,6 @@ def _human(size: int) -> str:
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
     return f"{value:.1f}GB"
-
-
-async def keep_log(transport: Transport, host: Host, target: Path) -> None:
-    """Copy a remote run's log here, so `iacrun logs` works after the machine is gone."""
-    offset = target.stat().st_size if target.exists() else 0
-    with open(target, "ab") as out:
-        while chunk := await transport.read_from(f"{host.run_dir}/log", offset, LOG_CHUNK):
-            out.write(chunk)
-            offset += len(chunk)
 
 
 async def _stop(host: Host, reason: str, kept_log: Path) -> dict[str, Any]:

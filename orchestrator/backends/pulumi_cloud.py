@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback, Transport
+from iacrun.orchestrator.backends.base import Backend, ProgressCallback
 from iacrun.orchestrator.errors import (
     BackendError,
-    HostUnreachableError,
-    RunnerError,
     ToolMissingError,
 )
+from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.offers.model import Offer, Requirements
 from iacrun.stacks.cloudinit import RUN_DIR, SSH_USER
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
@@ -383,43 +382,3 @@ def _disk_min(requirements: dict[str, Any]) -> float | None:
     disk = ((requirements.get("resources") or {}).get("disk")) or {}
     value = disk.get("min") if isinstance(disk, dict) else None
     return float(value) if value is not None else None
-
-
-# ---------------------------------------------------------------------- the start-up contract
-
-
-async def wait_vm_ready(
-    transport: Transport, host: Host, timeout: float = 600.0, poll: float = 2.0
-) -> None:
-    """Wait until cloud-init handed the run folder to the SSH user (`RUN_DIR/vm.ready`)."""
-    import asyncio
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if await transport.read_file(f"{host.run_dir}/vm.ready") is not None:
-            return
-        await asyncio.sleep(poll)
-    raise HostUnreachableError(
-        f"the VM did not finish cloud-init within {timeout:.0f}s; see "
-        "/var/log/cloud-init-output.log on it"
-    )
-
-
-async def start_job(
-    transport: Transport, host: Host, timeout: float = 3600.0, poll: float = 2.0
-) -> dict[str, Any]:
-    """Start the job once code and job.json are in place: write `code.ready`, wait for a state.
-
-    The wait covers iacrun-setup.service (installing uv or Docker, pulling the image)."""
-    import asyncio
-
-    from iacrun.orchestrator.host.runner_client import read_state
-
-    await transport.write_file(f"{host.run_dir}/code.ready", b"", 0o644)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        state = await read_state(transport, host)
-        if state:
-            return state
-        await asyncio.sleep(poll)
-    raise RunnerError(f"the job did not start within {timeout:.0f}s of the upload")

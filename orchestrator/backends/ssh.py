@@ -32,7 +32,7 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback
+from iacrun.orchestrator.backends.base import Backend, ProgressCallback
 from iacrun.orchestrator.errors import (
     BackendError,
     CapacityError,
@@ -41,6 +41,7 @@ from iacrun.orchestrator.errors import (
 )
 from iacrun.orchestrator.host.detect import HostFacts, HostFactsCache
 from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
+from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.settings import SSHHostSettings, SSHSettings
 from iacrun.orchestrator.offers.model import (

@@ -26,9 +26,9 @@ from typing import Any
 
 import asyncssh
 
-from iacrun.orchestrator.backends.base import Host
 from iacrun.orchestrator.errors import BackendError, CredentialsError, HostUnreachableError
 from iacrun.orchestrator.host.ssh import SSHTransport
+from iacrun.orchestrator.host.transport import Host
 
 KEEPALIVE_SECONDS = 15.0
 KEEPALIVE_COUNT_MAX = 4

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from iacrun.orchestrator.backends.base import Transport
 from iacrun.orchestrator.errors import BackendError
 from iacrun.orchestrator.host.gpus import parse_gpu_line
+from iacrun.orchestrator.host.transport import Transport
 from iacrun.orchestrator.offers.model import Gpu, InstanceResources
 
 DETECT_SCRIPT = r"""

@@ -4,22 +4,26 @@ ship_and_start   the working folder archive, job.json, job.sh and the runner; st
 read_state       the runner's state.json
 follow_log       the log from a byte offset, live until the run ends
 stop_job         SIGTERM to the job's process group, a grace period, SIGKILL
+keep_log         a copy of a remote run's log here, for `iacrun logs` after the machine is gone
+
+On a cloud VM the runner is started by the VM's boot set-up instead (stacks/cloudinit.py):
+`wait_vm_ready` and `start_job` are that side of the contract.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shlex
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from iacrun.orchestrator.backends.base import Host, Transport
 from iacrun.orchestrator.errors import HostUnreachableError, RunnerError
+from iacrun.orchestrator.host.transport import Host, Transport
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.orchestrator.runner.runner import FINAL_STATUSES, render_job_script
 
@@ -66,8 +70,6 @@ async def ship_and_start(
     run_dir = host.run_dir
     booted = host.boot == "cloud-init"
     if booted:
-        from iacrun.orchestrator.backends.pulumi_cloud import start_job, wait_vm_ready
-
         await wait_vm_ready(transport, host)
     await _ship_code(transport, run_dir, archive)
     await transport.write_file(f"{run_dir}/job.json", json.dumps(job).encode(), 0o600)
@@ -160,85 +162,44 @@ async def stop_job(transport: Transport, host: Host, reason: str) -> dict[str, A
     return await read_state(transport, host)
 
 
-async def open_transport(host: Host) -> Transport:
-    """A transport to the run's host: files here, or an SSH connection that reconnects."""
-    if host.kind == "local":
-        from iacrun.orchestrator.backends.local import LocalTransport
-
-        return LocalTransport()
-    transport = ReconnectingTransport(host)
-    await transport.connect()
-    return transport
+# ------------------------------------------------------- a VM whose boot set-up starts the runner
 
 
-class ReconnectingTransport:
-    """An SSH transport that survives a dropped connection.
+async def wait_vm_ready(
+    transport: Transport, host: Host, timeout: float = 600.0, poll: float = 2.0
+) -> None:
+    """Wait until cloud-init handed the run folder to the SSH user (`RUN_DIR/vm.ready`)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if await transport.read_file(f"{host.run_dir}/vm.ready") is not None:
+            return
+        await asyncio.sleep(poll)
+    raise HostUnreachableError(
+        f"the VM did not finish cloud-init within {timeout:.0f}s; see "
+        "/var/log/cloud-init-output.log on it"
+    )
 
-    Reads (the log by offset, state files) and forwards are safe to repeat: after a drop they
-    reconnect (within the host's connect timeout) and go on where they were, so no log line is
-    lost or repeated. Commands and writes are not retried: their caller decides."""
 
-    def __init__(self, host: Host) -> None:
-        self.host = host
-        self._inner: Transport | None = None
-        self._forwards: dict[int, int] = {}
+async def start_job(
+    transport: Transport, host: Host, timeout: float = 3600.0, poll: float = 2.0
+) -> dict[str, Any]:
+    """Start the job once code and job.json are in place: write `code.ready`, wait for a state.
 
-    async def connect(self) -> Transport:
-        from iacrun.orchestrator.host.connect import connect
+    The wait covers iacrun-setup.service (installing uv or Docker, pulling the image)."""
+    await transport.write_file(f"{host.run_dir}/code.ready", b"", 0o644)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        state = await read_state(transport, host)
+        if state:
+            return state
+        await asyncio.sleep(poll)
+    raise RunnerError(f"the job did not start within {timeout:.0f}s of the upload")
 
-        # a VM's sshd may answer before cloud-init installed the run's key: retry that too
-        self._inner = await connect(
-            self.host,
-            deadline=time.monotonic() + self.host.connect_timeout,
-            retry_auth=self.host.boot == "cloud-init",
-        )
-        for local, remote in self._forwards.items():
-            await self._inner.forward(local, remote)
-        return self._inner
 
-    async def _current(self) -> Transport:
-        return self._inner if self._inner is not None else await self.connect()
-
-    async def _again(self) -> Transport:
-        if self._inner is not None:
-            with contextlib.suppress(Exception):
-                await self._inner.close()
-            self._inner = None
-        return await self.connect()
-
-    async def run(self, argv: list[str], *, input: bytes | None = None) -> tuple[int, bytes, bytes]:
-        return await (await self._current()).run(argv, input=input)
-
-    async def upload(self, local_path: str, remote_path: str) -> None:
-        await (await self._current()).upload(local_path, remote_path)
-
-    async def write_file(self, remote_path: str, data: bytes, mode: int = 0o644) -> None:
-        await (await self._current()).write_file(remote_path, data, mode)
-
-    async def read_file(self, remote_path: str) -> bytes | None:
-        try:
-            return await (await self._current()).read_file(remote_path)
-        except HostUnreachableError:
-            return await (await self._again()).read_file(remote_path)
-
-    async def read_from(self, remote_path: str, offset: int, limit: int) -> bytes:
-        try:
-            return await (await self._current()).read_from(remote_path, offset, limit)
-        except HostUnreachableError:
-            return await (await self._again()).read_from(remote_path, offset, limit)
-
-    async def forward(self, local_port: int, remote_port: int) -> Callable[[], Awaitable[None]]:
-        stop = await (await self._current()).forward(local_port, remote_port)
-        self._forwards[local_port] = remote_port
-
-        async def stop_forward() -> None:
-            self._forwards.pop(local_port, None)
-            with contextlib.suppress(Exception):
-                await stop()
-
-        return stop_forward
-
-    async def close(self) -> None:
-        if self._inner is not None:
-            await self._inner.close()
-            self._inner = None
+async def keep_log(transport: Transport, host: Host, target: Path) -> None:
+    """Copy a remote run's log here, so `iacrun logs` works after the machine is gone."""
+    offset = target.stat().st_size if target.exists() else 0
+    with open(target, "ab") as out:
+        while chunk := await transport.read_from(f"{host.run_dir}/log", offset, LOG_CHUNK):
+            out.write(chunk)
+            offset += len(chunk)

@@ -17,8 +17,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from iacrun.orchestrator.backends.base import Host
 from iacrun.orchestrator.errors import BackendError
+from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.paths import iacrun_home
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

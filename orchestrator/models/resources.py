@@ -12,19 +12,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
+from iacrun.orchestrator.models.common import CoreModel
 from iacrun.orchestrator.models.units import Range, format_size_gb, parse_range, parse_size_gb
 
 GPU_VENDORS = ("nvidia", "amd", "google", "intel")
 _SIZE_TOKEN = re.compile(r"^\s*\d+(\.\d+)?\s*(mb|gb|tb|mib|gib|tib)\s*$", re.IGNORECASE)
 _COUNT_TOKEN = re.compile(r"^\s*(\d+)?\s*(\.\.)?\s*(\d+)?\s*$")
-
-
-class CoreModel(BaseModel):
-    """Strict about what users write: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 def _range_schema(example: str) -> WithJsonSchema:

@@ -21,8 +21,8 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field
 
+from iacrun.orchestrator.models.common import CoreModel
 from iacrun.orchestrator.models.loader import PositionedYaml, read_text
-from iacrun.orchestrator.models.resources import CoreModel
 from iacrun.orchestrator.models.units import parse_size_gb
 from iacrun.orchestrator.paths import iacrun_home
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
-from iacrun.orchestrator.models.resources import CoreModel, ResourcesSpec
+from iacrun.orchestrator.models.common import CoreModel
+from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.units import parse_duration
 from iacrun.orchestrator.offers.model import SpotPolicy
 

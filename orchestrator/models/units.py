@@ -45,6 +45,10 @@ def format_size_gb(gb: float) -> str:
     return f"{round(gb, 1):g}GB"
 
 
+def format_price(price: float) -> str:
+    return f"${price:.4f}".rstrip("0").rstrip(".") if price else "$0"
+
+
 def parse_duration(value: object) -> int:
     """Seconds from `90s`, `30m`, `2h`, `1d`, `1w` or a bare number of seconds."""
     if isinstance(value, bool):

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from iacrun.orchestrator.errors import CapacityError, NoOfferError, QuotaError
-from iacrun.orchestrator.models.units import format_duration
-from iacrun.orchestrator.offers.table import format_price
+from iacrun.orchestrator.models.units import format_duration, format_price
 
 if TYPE_CHECKING:
-    from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback
+    from iacrun.orchestrator.backends.base import Backend, ProgressCallback
+    from iacrun.orchestrator.host.transport import Host
     from iacrun.orchestrator.models.taskfile import RetrySpec
     from iacrun.orchestrator.offers.model import Offer
     from iacrun.orchestrator.registry import RunRecord

@@ -203,9 +203,9 @@ def test_iacrun_starts_the_job_by_the_contract(tmp_path: Path) -> None:
     import asyncio
     import threading
 
-    from iacrun.orchestrator.backends.base import Host
-    from iacrun.orchestrator.backends.local import LocalTransport
-    from iacrun.orchestrator.backends.pulumi_cloud import start_job, wait_vm_ready
+    from iacrun.orchestrator.host.local import LocalTransport
+    from iacrun.orchestrator.host.runner_client import start_job, wait_vm_ready
+    from iacrun.orchestrator.host.transport import Host
 
     vm = Vm(tmp_path, job(python=PYTHON, commands=["echo started by the path unit"]))
     host = Host(kind="ssh", run_dir=str(vm.run_dir), address="127.0.0.1", user="ubuntu")

@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from iacrun.orchestrator.backends.base import Host
+from iacrun.orchestrator.host.transport import Host
 from iacrun.stacks.cloudinit import VmLayout
 from iacrun.stacks.engine import StackEngine
 from iacrun.stacks.keys import generate_ed25519, write_private_key
@@ -87,9 +87,8 @@ async def drive(
     """What iacrun does once `up` returned: the start-up contract, then follow and forward."""
     import json
 
-    from iacrun.orchestrator.backends.pulumi_cloud import start_job, wait_vm_ready
     from iacrun.orchestrator.host.connect import connect
-    from iacrun.orchestrator.host.runner_client import follow_log
+    from iacrun.orchestrator.host.runner_client import follow_log, start_job, wait_vm_ready
 
     transport = await connect(host, retry_auth=True)
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from iacrun.orchestrator.backends.base import Host
+from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.settings import SSHHostSettings
 
 SSHD = "/usr/sbin/sshd"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from iacrun.orchestrator.backends.base import Host
 from iacrun.orchestrator.errors import BackendError, CredentialsError, HostUnreachableError
 from iacrun.orchestrator.host.connect import JumpHop, connect
+from iacrun.orchestrator.host.transport import Host
 from tests.orchestrator.host.sshd import Sshd, free_port, keygen
 
 pytestmark = pytest.mark.sshd

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from iacrun.orchestrator.backends.base import Host
 from iacrun.orchestrator.host.sshconfig import SSHConfigEntries, known_hosts_line, render_block
+from iacrun.orchestrator.host.transport import Host
 from tests.orchestrator.host.sshd import Sshd
 
 HOST = Host(

@@ -207,7 +207,8 @@ def test_the_lifecycle_transport_reconnects_and_resumes_by_itself(
     sshd: Sshd, tmp_path: Path
 ) -> None:
     """What `iacrun attach` and the supervisor use: a drop costs a reconnect, not the run."""
-    from iacrun.orchestrator.host.runner_client import ReconnectingTransport, follow_log
+    from iacrun.orchestrator.host.reconnecting import ReconnectingTransport
+    from iacrun.orchestrator.host.runner_client import follow_log
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from iacrun.orchestrator.backends.base import Backend, Host, ProgressCallback
+from iacrun.orchestrator.backends.base import Backend, ProgressCallback
 from iacrun.orchestrator.errors import CapacityError, CredentialsError, NoOfferError, QuotaError
+from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.taskfile import RetrySpec
 from iacrun.orchestrator.offers.failover import (
     Backoff,

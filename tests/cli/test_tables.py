@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer
-from iacrun.orchestrator.offers.table import (
-    format_price,
+from iacrun.cli.tables import (
     gpu_key,
     group_offers,
     groups_table,
@@ -16,6 +14,8 @@ from iacrun.orchestrator.offers.table import (
     offers_table,
     parse_group_by,
 )
+from iacrun.orchestrator.models.units import format_price
+from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer
 
 
 def offer(

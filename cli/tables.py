@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from iacrun.orchestrator.models.units import format_size_gb
+from iacrun.orchestrator.models.units import format_price, format_size_gb
 from iacrun.orchestrator.offers.model import Offer
 
 GROUP_KEYS = ("gpu", "backend", "region", "instance")
@@ -32,10 +32,6 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
-
-
-def format_price(price: float) -> str:
-    return f"${price:.4f}".rstrip("0").rstrip(".") if price else "$0"
 
 
 def offers_table(offers: Sequence[Offer], max_offers: int | None = 3) -> str:

@@ -1,0 +1,94 @@
+"""Opening a transport to a run's host, and the SSH transport that survives dropped connections."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from iacrun.orchestrator.errors import HostUnreachableError
+from iacrun.orchestrator.host.transport import Host, Transport
+
+
+async def open_transport(host: Host) -> Transport:
+    """A transport to the run's host: files here, or an SSH connection that reconnects."""
+    if host.kind == "local":
+        from iacrun.orchestrator.host.local import LocalTransport
+
+        return LocalTransport()
+    transport = ReconnectingTransport(host)
+    await transport.connect()
+    return transport
+
+
+class ReconnectingTransport:
+    """An SSH transport that survives a dropped connection.
+
+    Reads (the log by offset, state files) and forwards are safe to repeat: after a drop they
+    reconnect (within the host's connect timeout) and go on where they were, so no log line is
+    lost or repeated. Commands and writes are not retried: their caller decides."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._inner: Transport | None = None
+        self._forwards: dict[int, int] = {}
+
+    async def connect(self) -> Transport:
+        from iacrun.orchestrator.host.connect import connect
+
+        # a VM's sshd may answer before cloud-init installed the run's key: retry that too
+        self._inner = await connect(
+            self.host,
+            deadline=time.monotonic() + self.host.connect_timeout,
+            retry_auth=self.host.boot == "cloud-init",
+        )
+        for local, remote in self._forwards.items():
+            await self._inner.forward(local, remote)
+        return self._inner
+
+    async def _current(self) -> Transport:
+        return self._inner if self._inner is not None else await self.connect()
+
+    async def _again(self) -> Transport:
+        if self._inner is not None:
+            with contextlib.suppress(Exception):
+                await self._inner.close()
+            self._inner = None
+        return await self.connect()
+
+    async def run(self, argv: list[str], *, input: bytes | None = None) -> tuple[int, bytes, bytes]:
+        return await (await self._current()).run(argv, input=input)
+
+    async def upload(self, local_path: str, remote_path: str) -> None:
+        await (await self._current()).upload(local_path, remote_path)
+
+    async def write_file(self, remote_path: str, data: bytes, mode: int = 0o644) -> None:
+        await (await self._current()).write_file(remote_path, data, mode)
+
+    async def read_file(self, remote_path: str) -> bytes | None:
+        try:
+            return await (await self._current()).read_file(remote_path)
+        except HostUnreachableError:
+            return await (await self._again()).read_file(remote_path)
+
+    async def read_from(self, remote_path: str, offset: int, limit: int) -> bytes:
+        try:
+            return await (await self._current()).read_from(remote_path, offset, limit)
+        except HostUnreachableError:
+            return await (await self._again()).read_from(remote_path, offset, limit)
+
+    async def forward(self, local_port: int, remote_port: int) -> Callable[[], Awaitable[None]]:
+        stop = await (await self._current()).forward(local_port, remote_port)
+        self._forwards[local_port] = remote_port
+
+        async def stop_forward() -> None:
+            self._forwards.pop(local_port, None)
+            with contextlib.suppress(Exception):
+                await stop()
+
+        return stop_forward
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+            self._inner = None
