@@ -77,7 +77,7 @@ class Attachment:
             self._show_events()
             run = self._refresh()
             if run.host and run.status not in ("submitted", "provisioning"):
-                return Host.model_validate(run.host)
+                return run.host
             if run.status in FINAL_STATUSES:
                 return None
             if run.supervisor_pid is not None:

@@ -184,12 +184,10 @@ def attach(
     from iacrun.cli.attach import saved_offset
     from iacrun.orchestrator.api import Orchestrator
     from iacrun.orchestrator.models.runspec import merge_ports
-    from iacrun.orchestrator.models.taskfile import PortMapping
 
     orch = Orchestrator()
     run = orch.get(run_name)
-    ports = [PortMapping.model_validate(p) for p in run.spec.get("ports", [])]
-    ports = merge_ports(ports, port or [])
+    ports = merge_ports(run.spec.ports, port or [])
     raise typer.Exit(do_attach(orch, run, ports, 0 if from_start else saved_offset(run)))
 
 

@@ -155,7 +155,7 @@ class Orchestrator:
         offers = self.ready_offers(o for o in plan.offers if o.available)
         name = spec.run_name or generate_name(self.registry.names_in_use)
         spec = spec.model_copy(update={"run_name": name})
-        run = self.registry.create(name, spec.model_dump(mode="json"), self.runs_root)
+        run = self.registry.create(name, spec, self.runs_root)
         local = Path(run.local_dir)
         local.mkdir(parents=True, exist_ok=True, mode=0o700)
         (local / "offers.json").write_text(json.dumps([o.model_dump(mode="json") for o in offers]))
@@ -223,11 +223,10 @@ class Orchestrator:
 
     def _provision(self, run: RunRecord, offers: list[Offer], events: EventLog) -> Host | None:
         """Try the offers in failover order; each attempt is recorded before it starts."""
-        from iacrun.orchestrator.models.taskfile import RetrySpec
         from iacrun.orchestrator.offers.failover import provision_with_failover
 
         recording = {b.name: _Recording(b, self.registry) for b in self.backends()}
-        retry = RetrySpec.model_validate(run.spec["retry"]) if run.spec.get("retry") else None
+        retry = run.spec.retry
 
         def waiting(seconds: float, reason: str) -> None:
             self.registry.transition(run.id, ("provisioning",), status="pending", reason=reason)
@@ -238,7 +237,7 @@ class Orchestrator:
             )
         except _Stopped:
             return None
-        self.registry.update(run.id, host=host.model_dump(mode="json"))
+        self.registry.update(run.id, host=host)
         return host
 
     async def _start_and_watch(self, run: RunRecord, host: Host, events: EventLog) -> None:
@@ -248,13 +247,13 @@ class Orchestrator:
         try:
             archive = Path(run.local_dir) / "code.tar.gz"
             files, size = pack(
-                Path(run.spec["repo_dir"]),
+                Path(run.spec.repo_dir),
                 archive,
                 self.settings.upload_limit_gb,
                 exclude=(self.home,),
             )
             events.write(f"uploading {files} files ({_human(size)})")
-            await ship_and_start(transport, host, build_job(run, host), str(archive))
+            await ship_and_start(transport, host, build_job(run.name, run.spec, host), str(archive))
             archive.unlink(missing_ok=True)
             if (
                 self.registry.transition(
@@ -281,8 +280,8 @@ class Orchestrator:
         self, run: RunRecord, host: Host, transport: Transport
     ) -> dict[str, Any]:
         deadline = None
-        if run.spec.get("max_duration"):
-            deadline = time.time() + float(run.spec["max_duration"]) + REAPER_MARGIN
+        if run.spec.max_duration:
+            deadline = time.time() + float(run.spec.max_duration) + REAPER_MARGIN
         seen_attempts = 0
         while True:
             state = await read_state(transport, host)
@@ -389,7 +388,7 @@ class Orchestrator:
         run = self.registry.get_by_id(run_id)
         events = EventLog(Path(run.local_dir) / "events")
         events.write("the previous supervisor exited; taking the run over")
-        host = Host.model_validate(run.host) if run.host else None
+        host = run.host
         try:
             if host is None or run.status == "provisioning":
                 self._finish(run.id, "failed", "interrupted while provisioning", None)
@@ -417,7 +416,7 @@ class Orchestrator:
         follow: bool = False,
     ) -> tuple[int, RunRecord]:
         run = self.registry.get(name)
-        host = Host.model_validate(run.host) if run.host else None
+        host = run.host
         if host is None or (not run.active and host.kind != "local"):
             kept = Path(run.local_dir) / "log"
             data = kept.read_bytes()[offset:] if kept.exists() else b""
@@ -445,7 +444,7 @@ class Orchestrator:
             time.sleep(0.1)
         # no supervisor (or it hung): stop and tear down from here
         run = self.registry.get_by_id(run.id)
-        host = Host.model_validate(run.host) if run.host else None
+        host = run.host
         state: dict[str, Any] = {}
         events = EventLog(Path(run.local_dir) / "events")
         if host is not None:
@@ -513,7 +512,7 @@ class _Recording(Backend):
             instance_type=offer.instance_type,
             spot=offer.spot,
             price=offer.price,
-            offer=offer.model_dump(mode="json"),
+            offer=offer,
         )
         if current is None:
             raise _Stopped()

@@ -84,7 +84,7 @@ def test_a_task_through_the_orchestrator_on_the_standin_cloud(tmp_path: Path) ->
             time.sleep(0.2)
         record = orch.registry.get_by_id(run.id)
         assert record.stack_name == f"{run.name}-{run.id}" and record.backend == "standin"
-        assert record.host is not None and record.host["host_key"].startswith("ssh-ed25519 ")
+        assert record.host is not None and (record.host.host_key or "").startswith("ssh-ed25519 ")
 
         from iacrun.cli.attach import Attachment
         from iacrun.orchestrator.models.taskfile import PortMapping
