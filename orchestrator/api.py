@@ -28,6 +28,7 @@ from iacrun.orchestrator.backends.base import (
     Backend,
     DryRunnable,
     Preflight,
+    backend_named,
 )
 from iacrun.orchestrator.errors import (
     IacrunError,
@@ -99,7 +100,7 @@ class Orchestrator:
         return self._backends
 
     def backend(self, name: str) -> Backend:
-        return self.supervisor().backend(name)
+        return backend_named(self.backends(), name)
 
     def supervisor(self) -> Supervisor:
         """The state machine of runs, over this orchestrator's registry and backends."""

@@ -27,8 +27,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iacrun.orchestrator.backends.base import Backend, ProgressCallback, StackBacked
-from iacrun.orchestrator.errors import IacrunError, InputError
+from iacrun.orchestrator.backends.base import (
+    Backend,
+    ProgressCallback,
+    StackBacked,
+    backend_named,
+)
+from iacrun.orchestrator.errors import IacrunError
 from iacrun.orchestrator.host.reconnecting import open_transport
 from iacrun.orchestrator.host.runner_client import (
     build_job,
@@ -98,10 +103,7 @@ class Supervisor:
         self.poll = poll
 
     def backend(self, name: str) -> Backend:
-        for backend in self.backends:
-            if backend.name == name:
-                return backend
-        raise InputError(f"backend {name!r} is not configured; see ~/.iacrun/config.yml")
+        return backend_named(self.backends, name)
 
     # ------------------------------------------------------------------ the whole run
 
@@ -275,7 +277,7 @@ class Supervisor:
 
     def teardown(self, run: RunRecord, events: EventLog) -> None:
         """Give the machine back, then close the record; a failed teardown stays visible."""
-        if run.status in FINAL_STATUSES:
+        if run.status.is_final:
             return
         final_path = Path(run.local_dir) / "final"
         final = json.loads(final_path.read_text()) if final_path.exists() else {}

@@ -28,7 +28,7 @@ from iacrun.orchestrator.models.settings import Settings
 from iacrun.orchestrator.models.taskfile import RetrySpec
 from iacrun.orchestrator.offers.model import InstanceResources, Offer, Requirements
 from iacrun.orchestrator.offers.plan import OfferPlan
-from iacrun.orchestrator.registry import RunRecord, RunStatus
+from iacrun.orchestrator.registry import Registry, RunRecord, RunStatus
 from iacrun.orchestrator.runner.runner import pid_alive
 from iacrun.orchestrator.supervisor import EventLog, Supervisor
 
@@ -46,7 +46,7 @@ class Scripted(Backend):
         self.terminations: list[Outcome] = [None]
         self.provisioned: list[str] = []
         self.terminated: list[RunStatus] = []  # the run's status at each terminate call
-        self.orch: Orchestrator | None = None
+        self.registry_path: Path | None = None
 
     def offers(self, requirements: Requirements) -> list[Offer]:
         return [offer("box"), offer("other")]
@@ -57,8 +57,12 @@ class Scripted(Backend):
         return Host(kind="local", run_dir=run.local_dir)
 
     def terminate(self, run: RunRecord) -> None:
-        assert self.orch is not None
-        self.terminated.append(self.orch.registry.get_by_id(run.id).status)
+        assert self.registry_path is not None
+        registry = Registry(self.registry_path)  # called from any thread
+        try:
+            self.terminated.append(registry.get_by_id(run.id).status)
+        finally:
+            registry.close()
         _play(self.terminations, run)
 
 
@@ -87,10 +91,13 @@ class World:
         self.project.mkdir()
         self.backend = Scripted()
         self.orch = Orchestrator(home=self.home, settings=Settings(), backends=[self.backend])
-        self.backend.orch = self.orch
+        self.backend.registry_path = self.home / "registry.db"
         self.slept: list[float] = []
-        self.supervisor = Supervisor(
-            self.orch.registry,
+        self.supervisor = self.make_supervisor(self.orch.registry)
+
+    def make_supervisor(self, registry: Registry) -> Supervisor:
+        return Supervisor(
+            registry,
             [self.backend],
             home=self.home,
             upload_limit_gb=1.0,
@@ -301,3 +308,33 @@ def test_a_dead_supervisor_is_taken_over_once(
     assert state["status"] == "done"
     for orch in others:
         orch.registry.close()
+
+
+def test_attach_follows_a_live_run_then_resumes_from_where_it_stopped(world: World) -> None:
+    run = world.submit("echo one", "sleep 0.5", "echo two")
+
+    def supervise() -> None:  # as its own process would: its own registry
+        registry = Registry(world.home / "registry.db")
+        try:
+            world.make_supervisor(registry).supervise(run.id)
+        finally:
+            registry.close()
+
+    thread = threading.Thread(target=supervise)
+    thread.start()
+    shown: list[bytes] = []
+    events: list[str] = []
+    final = world.orch.attach(run.name, shown.append, on_event=events.append)
+    thread.join(timeout=30)
+    assert (final.status, final.exit_code) == (RunStatus.DONE, 0)
+    log = (Path(run.local_dir) / "log").read_bytes()
+    assert b"".join(shown) == log and b"one\n" in log and b"two\n" in log
+    assert events[-1] == "done: exited (0)"
+    offset_file = Path(run.local_dir) / "attach.offset"
+    assert offset_file.read_text() == str(len(log))
+
+    again: list[bytes] = []
+    world.orch.attach(run.name, again.append)  # from the saved offset: nothing new
+    assert again == []
+    world.orch.attach(run.name, again.append, offset=4)  # or from where it is asked
+    assert b"".join(again) == log[4:] and offset_file.read_text() == str(len(log))
