@@ -181,16 +181,13 @@ def attach(
     from_start: Annotated[bool, typer.Option("--from-start", help="Replay the log.")] = False,
 ) -> None:
     from iacrun.cli.attach import attach as do_attach
-    from iacrun.cli.attach import saved_offset
     from iacrun.orchestrator.api import Orchestrator
     from iacrun.orchestrator.models.runspec import merge_ports
-    from iacrun.orchestrator.models.taskfile import PortMapping
 
     orch = Orchestrator()
     run = orch.get(run_name)
-    ports = [PortMapping.model_validate(p) for p in run.spec.get("ports", [])]
-    ports = merge_ports(ports, port or [])
-    raise typer.Exit(do_attach(orch, run, ports, 0 if from_start else saved_offset(run)))
+    ports = merge_ports(run.spec.ports, port or [])
+    raise typer.Exit(do_attach(orch, run, ports, 0 if from_start else None))
 
 
 def _names(names: list[str] | None, all_runs: bool) -> list[str]:

@@ -52,12 +52,8 @@ def ago(timestamp: float, now: float | None = None) -> str:
 def runs_table(runs: Sequence[RunRecord], now: float | None = None) -> str:
     rows = []
     for run in runs:
-        resources = ""
-        if run.offer:
-            from iacrun.orchestrator.offers.model import Offer
-
-            resources = Offer.model_validate(run.offer).resources.render()
-        status = run.status
+        resources = run.offer.resources.render() if run.offer else ""
+        status = str(run.status)
         if run.reason and run.status not in ("running", "submitted", "provisioning"):
             reason = run.reason if len(run.reason) <= 60 else run.reason[:59] + "…"
             status = f"{run.status} ({reason})"

@@ -4,19 +4,23 @@ orch = Orchestrator()
 spec = build_run_spec("train.dstack.yml", Overrides(gpu="24GB.."), args=["--epochs", "3"])
 plan = orch.plan(spec)                 # offers, cheapest first
 run = orch.submit(spec, plan)          # recorded, then provisioned by a detached supervisor
-code = orch.attach(run.name, sys.stdout.buffer.write)   # live log; the job's exit code
+final = orch.attach(run.name, sys.stdout.buffer.write)  # live log until the run ends
+print(final.status, final.exit_code)   # done 0
 orch.down(run.name)                    # stop and tear down; safe to repeat
+
+`attach` can be left (Ctrl-C) and called again: it goes on from the last byte the sink got.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,41 +28,36 @@ from iacrun.orchestrator.backends.base import (
     Backend,
     DryRunnable,
     Preflight,
-    ProgressCallback,
-    StackBacked,
+    backend_named,
 )
 from iacrun.orchestrator.errors import (
     IacrunError,
-    InputError,
     NoOfferError,
     RunError,
     RunNameTakenError,
     RunNotFoundError,
 )
+from iacrun.orchestrator.host.ports import free_local_port
 from iacrun.orchestrator.host.reconnecting import open_transport
 from iacrun.orchestrator.host.runner_client import (
-    build_job,
     follow_log,
     keep_log,
-    read_state,
-    ship_and_start,
     stop_job,
 )
-from iacrun.orchestrator.host.transport import Host, Transport
+from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.names import generate_name
 from iacrun.orchestrator.paths import iacrun_home
-from iacrun.orchestrator.registry import ACTIVE_STATUSES, FINAL_STATUSES, Registry, RunRecord
+from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord
+from iacrun.orchestrator.supervisor import EventLog, Supervisor
 
 if TYPE_CHECKING:  # planning needs models that listing runs does not: imported where used
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.models.settings import Settings
-    from iacrun.orchestrator.offers.model import Offer, Requirements
+    from iacrun.orchestrator.models.taskfile import PortMapping
+    from iacrun.orchestrator.offers.model import Offer
     from iacrun.orchestrator.offers.plan import OfferPlan
-
-#: seconds past max_duration after which any iacrun command tears a run down itself
-REAPER_MARGIN = 120.0
-#: seconds between the attempts to give a machine back before the failure is shown
-TEARDOWN_RETRIES = (5.0, 15.0)
+#: the file in a run's folder where the last attach stopped in its log
+ATTACH_OFFSET = "attach.offset"
 
 
 class Orchestrator:
@@ -101,10 +100,16 @@ class Orchestrator:
         return self._backends
 
     def backend(self, name: str) -> Backend:
-        for backend in self.backends():
-            if backend.name == name:
-                return backend
-        raise InputError(f"backend {name!r} is not configured; see ~/.iacrun/config.yml")
+        return backend_named(self.backends(), name)
+
+    def supervisor(self) -> Supervisor:
+        """The state machine of runs, over this orchestrator's registry and backends."""
+        return Supervisor(
+            self.registry,
+            self.backends(),
+            home=self.home,
+            upload_limit_gb=self.settings.upload_limit_gb,
+        )
 
     # ------------------------------------------------------------------ planning and submitting
 
@@ -155,7 +160,7 @@ class Orchestrator:
         offers = self.ready_offers(o for o in plan.offers if o.available)
         name = spec.run_name or generate_name(self.registry.names_in_use)
         spec = spec.model_copy(update={"run_name": name})
-        run = self.registry.create(name, spec.model_dump(mode="json"), self.runs_root)
+        run = self.registry.create(name, spec, self.runs_root)
         local = Path(run.local_dir)
         local.mkdir(parents=True, exist_ok=True, mode=0o700)
         (local / "offers.json").write_text(json.dumps([o.model_dump(mode="json") for o in offers]))
@@ -194,177 +199,6 @@ class Orchestrator:
             )
         self.registry.update(run.id, supervisor_pid=proc.pid)
 
-    # ------------------------------------------------------------------ supervising
-
-    def supervise(self, run_id: int) -> None:
-        """Provision, ship, start and watch one run until it ends, then tear it down."""
-        from iacrun.orchestrator.offers.model import Offer
-
-        run = self.registry.get_by_id(run_id)
-        events = EventLog(Path(run.local_dir) / "events")
-        try:
-            offers = [
-                Offer.model_validate(o)
-                for o in json.loads((Path(run.local_dir) / "offers.json").read_text())
-            ]
-            host = self._provision(run, offers, events)
-            if host is None:
-                return
-            run = self.registry.get_by_id(run_id)
-            asyncio.run(self._start_and_watch(run, host, events))
-        except IacrunError as exc:  # the teardown's last line says it
-            self._finish(run_id, "failed", str(exc), None)
-        except Exception as exc:  # the supervisor must record what killed it
-            events.write(f"failed: internal error: {exc!r}")
-            self._finish(run_id, "failed", f"internal error: {exc!r}", None)
-            raise
-        finally:
-            self._teardown(self.registry.get_by_id(run_id), events)
-
-    def _provision(self, run: RunRecord, offers: list[Offer], events: EventLog) -> Host | None:
-        """Try the offers in failover order; each attempt is recorded before it starts."""
-        from iacrun.orchestrator.models.taskfile import RetrySpec
-        from iacrun.orchestrator.offers.failover import provision_with_failover
-
-        recording = {b.name: _Recording(b, self.registry) for b in self.backends()}
-        retry = RetrySpec.model_validate(run.spec["retry"]) if run.spec.get("retry") else None
-
-        def waiting(seconds: float, reason: str) -> None:
-            self.registry.transition(run.id, ("provisioning",), status="pending", reason=reason)
-
-        try:
-            _, host = provision_with_failover(
-                recording, offers, run, retry, events.write, on_wait=waiting
-            )
-        except _Stopped:
-            return None
-        self.registry.update(run.id, host=host.model_dump(mode="json"))
-        return host
-
-    async def _start_and_watch(self, run: RunRecord, host: Host, events: EventLog) -> None:
-        from iacrun.orchestrator.host.workdir import pack
-
-        transport = await open_transport(host)
-        try:
-            archive = Path(run.local_dir) / "code.tar.gz"
-            files, size = pack(
-                Path(run.spec["repo_dir"]),
-                archive,
-                self.settings.upload_limit_gb,
-                exclude=(self.home,),
-            )
-            events.write(f"uploading {files} files ({_human(size)})")
-            await ship_and_start(transport, host, build_job(run, host), str(archive))
-            archive.unlink(missing_ok=True)
-            if (
-                self.registry.transition(
-                    run.id, ("provisioning",), status="running", started_at=time.time()
-                )
-                is None
-            ):
-                await stop_job(transport, host, "stopped by user")
-                return
-            events.write("running")
-            await self._watch(run, host, transport)
-        finally:
-            await transport.close()
-
-    async def _watch(self, run: RunRecord, host: Host, transport: Transport) -> None:
-        """Follow the runner until the run ends; record how, keeping the log of a remote host."""
-        state = await self._until_final(run, host, transport)
-        if host.kind != "local":
-            await keep_log(transport, host, Path(run.local_dir) / "log")
-        self.registry.update(run.id, attempt=int(state.get("attempt") or run.attempt or 1))
-        self._finish(run.id, state["status"], state.get("reason"), state.get("exit_code"))
-
-    async def _until_final(
-        self, run: RunRecord, host: Host, transport: Transport
-    ) -> dict[str, Any]:
-        deadline = None
-        if run.spec.get("max_duration"):
-            deadline = time.time() + float(run.spec["max_duration"]) + REAPER_MARGIN
-        seen_attempts = 0
-        while True:
-            state = await read_state(transport, host)
-            if state.get("status") in FINAL_STATUSES:
-                return state
-            # every failed attempt that the runner retries is one line of the run's history
-            attempts = state.get("attempts") or []
-            for failed in attempts[seen_attempts:]:
-                self.registry.transition(
-                    run.id,
-                    ("running", "pending"),
-                    status="pending",
-                    reason=f"attempt {failed['attempt']} {failed['reason']}; retrying",
-                    attempt=failed["attempt"],
-                )
-            seen_attempts = len(attempts)
-            if state.get("status") == "running" and len(attempts) + 1 > run.attempt:
-                run = (
-                    self.registry.transition(
-                        run.id,
-                        ("running", "pending"),
-                        status="running",
-                        reason=None,
-                        attempt=len(attempts) + 1,
-                    )
-                    or run
-                )
-            reason = None
-            current = self.registry.get_by_id(run.id)
-            if current.status == "terminating":  # `iacrun stop` recorded why
-                reason = current.reason or "stopped by user"
-            elif deadline is not None and time.time() > deadline:
-                reason = "max duration exceeded"
-            if reason is not None:
-                final = await stop_job(transport, host, reason)
-                return {**final, "status": "terminated", "reason": final.get("reason") or reason}
-            await asyncio.sleep(0.2)
-
-    def _finish(self, run_id: int, status: str, reason: str | None, exit_code: int | None) -> None:
-        self.registry.transition(
-            run_id,
-            ACTIVE_STATUSES,
-            status="terminating",
-            reason=reason,
-            exit_code=exit_code,
-        )
-        record = self.registry.get_by_id(run_id)
-        (Path(record.local_dir) / "final").write_text(
-            json.dumps({"status": status, "reason": reason, "exit_code": exit_code})
-        )
-
-    def _teardown(self, run: RunRecord, events: EventLog) -> None:
-        """Give the machine back, then close the record; a failed teardown stays visible."""
-        if run.status in FINAL_STATUSES:
-            return
-        final_path = Path(run.local_dir) / "final"
-        final = json.loads(final_path.read_text()) if final_path.exists() else {}
-        if run.backend is not None:
-            for wait in (*TEARDOWN_RETRIES, None):
-                try:
-                    self.backend(run.backend).terminate(run)
-                    break
-                except IacrunError as exc:
-                    events.write(f"teardown failed: {exc}")
-                    if wait is None:
-                        self.registry.update(
-                            run.id,
-                            status="terminating",
-                            reason=f"teardown failed: {exc}; retry with iacrun down {run.name}",
-                        )
-                        return
-                    time.sleep(wait)
-        self.registry.transition(
-            run.id,
-            ACTIVE_STATUSES,
-            status=final.get("status", "terminated"),
-            reason=final.get("reason", run.reason),
-            exit_code=final.get("exit_code", run.exit_code),
-            finished_at=time.time(),
-        )
-        events.write(f"{final.get('status', 'terminated')}: {final.get('reason', run.reason)}")
-
     # ------------------------------------------------------------------ reading
 
     def get(self, name: str) -> RunRecord:
@@ -384,29 +218,31 @@ class Orchestrator:
             self._spawn_supervisor(run, resume=True)
         return self.registry.get_by_id(run.id)
 
-    def resume(self, run_id: int) -> None:
-        """Take over a run whose supervisor died, where it was."""
-        run = self.registry.get_by_id(run_id)
-        events = EventLog(Path(run.local_dir) / "events")
-        events.write("the previous supervisor exited; taking the run over")
-        host = Host.model_validate(run.host) if run.host else None
-        try:
-            if host is None or run.status == "provisioning":
-                self._finish(run.id, "failed", "interrupted while provisioning", None)
-            else:
-                asyncio.run(self._resume_watch(run, host))
-        except IacrunError as exc:  # the teardown's last line says it
-            status = "terminated" if run.status == "terminating" else "failed"
-            self._finish(run_id, status, str(exc), None)
-        finally:
-            self._teardown(self.registry.get_by_id(run_id), events)
+    def attach(
+        self,
+        name: str,
+        sink: Callable[[bytes], None],
+        *,
+        ports: Sequence[PortMapping] = (),
+        offset: int | None = None,
+        on_event: Callable[[str], None] = lambda line: None,
+    ) -> RunRecord:
+        """Follow a run until it ends, its log to `sink`; returns the final record.
 
-    async def _resume_watch(self, run: RunRecord, host: Host) -> None:
-        transport = await open_transport(host)
+        While the machine is provisioned, the run's progress lines go to `on_event` (a dead
+        supervisor is replaced meanwhile); then the log, from `offset` (default: where the last
+        attach to this run stopped), with `ports` forwarded to 127.0.0.1. The offset reached is
+        kept in the run folder however this returns, a KeyboardInterrupt included, counted by
+        what `sink` received. A remote run's last lines come from the copy kept at teardown."""
+        run = self.registry.get(name)
+        follow = _Follow(
+            self, run, sink, on_event, _saved_offset(run) if offset is None else offset
+        )
         try:
-            await self._watch(run, host, transport)
+            return asyncio.run(follow.follow(ports))
         finally:
-            await transport.close()
+            with contextlib.suppress(OSError):
+                (Path(run.local_dir) / ATTACH_OFFSET).write_text(str(follow.offset))
 
     def logs(
         self,
@@ -417,7 +253,7 @@ class Orchestrator:
         follow: bool = False,
     ) -> tuple[int, RunRecord]:
         run = self.registry.get(name)
-        host = Host.model_validate(run.host) if run.host else None
+        host = run.host
         if host is None or (not run.active and host.kind != "local"):
             kept = Path(run.local_dir) / "log"
             data = kept.read_bytes()[offset:] if kept.exists() else b""
@@ -445,16 +281,17 @@ class Orchestrator:
             time.sleep(0.1)
         # no supervisor (or it hung): stop and tear down from here
         run = self.registry.get_by_id(run.id)
-        host = Host.model_validate(run.host) if run.host else None
+        host = run.host
         state: dict[str, Any] = {}
-        events = EventLog(Path(run.local_dir) / "events")
+        events = EventLog.of(run)
         if host is not None:
             try:
                 state = asyncio.run(_stop(host, reason, Path(run.local_dir) / "log"))
             except IacrunError as exc:  # an unreachable machine is still torn down
                 events.write(f"could not stop the job on its host: {exc}")
-        self._finish(run.id, "terminated", reason, state.get("exit_code"))
-        self._teardown(self.registry.get_by_id(run.id), events)
+        supervisor = self.supervisor()
+        supervisor.finish(run.id, "terminated", reason, state.get("exit_code"))
+        supervisor.teardown(self.registry.get_by_id(run.id), events)
         final = self.registry.get_by_id(run.id)
         if final.active:
             raise RunError(f"{name}: {final.reason}")
@@ -486,65 +323,108 @@ class Orchestrator:
         return f"{stack_name}: stack destroyed and removed"
 
 
-class _Stopped(Exception):
-    """The run was stopped while its machine was being provisioned."""
+class _Follow:
+    """One attach: the events shown and the log offset reached, polling the registry."""
 
+    def __init__(
+        self,
+        orch: Orchestrator,
+        run: RunRecord,
+        sink: Callable[[bytes], None],
+        on_event: Callable[[str], None],
+        offset: int,
+        poll: float = 0.05,
+    ) -> None:
+        self.orch = orch
+        self.run = run
+        self._sink = sink
+        self.on_event = on_event
+        self.offset = offset
+        self.events = EventLog.of(run)
+        self.events_offset = 0
+        self.poll = poll
 
-class _Recording(Backend):
-    """A backend whose every provisioning attempt is written to the registry first, so that
-    whatever it creates can be found and torn down even if this process dies midway."""
+    def sink(self, data: bytes) -> None:
+        self._sink(data)
+        self.offset += len(data)
 
-    def __init__(self, inner: Backend, registry: Registry) -> None:
-        self.inner = inner
-        self.registry = registry
-        self.name = inner.name
+    def _show_events(self) -> None:
+        self.events_offset, lines = self.events.read_from(self.events_offset)
+        for line in lines:
+            self.on_event(line)
 
-    def offers(self, requirements: Requirements) -> list[Offer]:
-        return self.inner.offers(requirements)
+    def _refresh(self) -> RunRecord:
+        self.run = self.orch.registry.get_by_id(self.run.id)
+        return self.run
 
-    def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
-        current = self.registry.transition(
-            run.id,
-            ("submitted", "provisioning", "pending"),
-            status="provisioning",
-            reason=None,
-            backend=offer.backend,
-            region=offer.region,
-            instance_type=offer.instance_type,
-            spot=offer.spot,
-            price=offer.price,
-            offer=offer.model_dump(mode="json"),
-        )
-        if current is None:
-            raise _Stopped()
-        if isinstance(self.inner, StackBacked):
-            current = self.registry.update(run.id, stack_name=self.inner.stack_name(current))
-        return self.inner.provision(current, offer, progress)
-
-    def terminate(self, run: RunRecord) -> None:
-        self.inner.terminate(run)
-
-
-class EventLog:
-    """Progress lines of a run, written by its supervisor and shown by an attached CLI."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def write(self, message: str) -> None:
-        with open(self.path, "a") as f:
-            f.write(f"{time.time():.3f} {message}\n")
-
-    def read_from(self, offset: int) -> tuple[int, list[str]]:
+    async def follow(self, ports: Sequence[PortMapping]) -> RunRecord:
+        host = await self._wait_for_host()
+        if host is None:
+            self._show_events()
+            return self.run
+        if self.run.status.is_final and host.kind != "local":
+            # the machine is gone: what is left is the copy kept here at teardown
+            self.orch.logs(self.run.name, self.sink, offset=self.offset)
+            return self.run
+        transport = await open_transport(host)
+        stops: list[Callable[[], Awaitable[None]]] = []
         try:
-            with open(self.path) as f:
-                f.seek(offset)
-                data = f.read()
-        except FileNotFoundError:
-            return offset, []
-        complete = data[: data.rfind("\n") + 1]
-        lines = [line.split(" ", 1)[1] for line in complete.splitlines() if " " in line]
-        return offset + len(complete.encode()), lines
+            for port in ports:
+                local = port.local_port or free_local_port()
+                stops.append(await transport.forward(local, port.container_port))
+                self.on_event(
+                    f"port {port.container_port} of the task is at http://127.0.0.1:{local}"
+                )
+            await follow_log(
+                transport,
+                host,
+                self.offset,
+                self.sink,
+                until=lambda: self._refresh().status.is_final,
+            )
+        finally:
+            for stop in stops:
+                with contextlib.suppress(Exception):
+                    await stop()
+            await transport.close()
+        final = await self._wait_final()
+        if host.kind != "local":
+            # whatever the machine wrote after our last read is in the copy kept at teardown
+            self.orch.logs(self.run.name, self.sink, offset=self.offset)
+        return final
+
+    async def _wait_for_host(self) -> Host | None:
+        while True:
+            self._show_events()
+            run = self._refresh()
+            if run.host and run.status not in ("submitted", "provisioning"):
+                return run.host
+            if run.status.is_final:
+                return None
+            if run.supervisor_pid is not None:
+                self.orch.refresh(run)  # a supervisor that died is replaced
+            await asyncio.sleep(self.poll)
+
+    async def _wait_final(self, timeout: float = 600.0) -> RunRecord:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            run = self._refresh()
+            if run.status.is_final:
+                break
+            if (run.reason or "").startswith("teardown failed"):
+                break  # shown as it is; `iacrun down` (or any later command) retries it
+            if run.supervisor_pid is not None:
+                self.orch.refresh(run)
+            await asyncio.sleep(self.poll)
+        self._show_events()
+        return self.run
+
+
+def _saved_offset(run: RunRecord) -> int:
+    try:
+        return int((Path(run.local_dir) / ATTACH_OFFSET).read_text())
+    except (OSError, ValueError):
+        return 0
 
 
 def configured_backends(settings: Settings, runs_root: Path, registry: Registry) -> list[Backend]:
@@ -582,15 +462,6 @@ def _alive(pid: int) -> bool:
     from iacrun.orchestrator.runner.runner import pid_alive
 
     return pid_alive(pid)
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB"):
-        if value < 1024:
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{value:.1f}GB"
 
 
 async def _stop(host: Host, reason: str, kept_log: Path) -> dict[str, Any]:

@@ -12,15 +12,49 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError, field_validator
 
 from iacrun.orchestrator.errors import RunNameTakenError, RunNotFoundError
+from iacrun.orchestrator.host.transport import Host
+from iacrun.orchestrator.models.runspec import RunSpec
+from iacrun.orchestrator.offers.model import Offer
 
-ACTIVE_STATUSES = ("pending", "submitted", "provisioning", "running", "terminating")
-FINAL_STATUSES = ("done", "failed", "terminated")
+
+class RunStatus(StrEnum):
+    """Where a run is. A run moves forward through the active ones and ends in a final one:
+
+    submitted → provisioning ⇄ pending → running ⇄ pending → terminating → done|failed|terminated
+
+    (`pending`: waiting for capacity, or between two attempts of a retried job).
+    The runner (runner/runner.py) and the VM guard (stacks/vmguard.py) run on hosts without
+    iacrun installed and keep their own copy of the final ones; a test holds them equal."""
+
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    TERMINATING = "terminating"
+    DONE = "done"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+    @property
+    def is_active(self) -> bool:
+        return self not in _FINAL
+
+
+_FINAL = frozenset({RunStatus.DONE, RunStatus.FAILED, RunStatus.TERMINATED})
+#: the statuses as plain strings, for SQL and for compare-and-set transitions
+ACTIVE_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus if s.is_active)
+FINAL_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus if s.is_final)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -59,20 +93,24 @@ CREATE INDEX IF NOT EXISTS run_events_run ON run_events(run_id);
 
 
 class RunRecord(BaseModel):
-    """A run as the registry knows it. Lenient: it reads back what any version wrote."""
+    """A run as the registry knows it. Lenient: it reads back what any version wrote.
+
+    `spec`, `host` and `offer` are typed, but a stored value that no longer validates (an older
+    or newer version wrote it) loses only the parts that do not: unknown keys are dropped, a
+    missing or unreadable part takes its default, an unreadable host or offer reads as None."""
 
     id: int
     name: str
-    status: str
+    status: RunStatus
     reason: str | None = None
     backend: str | None = None
     region: str | None = None
     instance_type: str | None = None
     spot: bool = False
     price: float | None = None
-    offer: dict[str, Any] | None = None
-    host: dict[str, Any] | None = None
-    spec: dict[str, Any]
+    offer: Offer | None = None
+    host: Host | None = None
+    spec: RunSpec
     stack_name: str | None = None
     local_dir: str = ""
     exit_code: int | None = None
@@ -82,9 +120,30 @@ class RunRecord(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
 
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _read_spec(cls, value: Any) -> RunSpec:
+        if isinstance(value, RunSpec):
+            return value
+        data = _loaded(value)
+        spec = _lenient(RunSpec, data if isinstance(data, dict) else {}, _SPEC_DEFAULTS)
+        return spec or RunSpec.model_validate(_SPEC_DEFAULTS)
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _read_host(cls, value: Any) -> Host | None:
+        return value if isinstance(value, Host) or value is None else _lenient(Host, _loaded(value))
+
+    @field_validator("offer", mode="before")
+    @classmethod
+    def _read_offer(cls, value: Any) -> Offer | None:
+        if isinstance(value, Offer) or value is None:
+            return value
+        return _lenient(Offer, _loaded(value))
+
     @property
     def active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
+        return self.status.is_active
 
     @property
     def duration(self) -> float | None:
@@ -102,11 +161,82 @@ class RunRecord(BaseModel):
 
 class RunEvent(BaseModel):
     at: float
-    status: str
+    status: RunStatus
     reason: str | None = None
 
 
 _JSON_COLUMNS = ("offer", "host", "spec")
+
+#: what a spec part that is missing from a stored row reads as
+_SPEC_DEFAULTS: dict[str, Any] = {
+    "run_name": None,
+    "config_path": "",
+    "repo_dir": "",
+    "working_dir": ".",
+    "image": None,
+    "python": None,
+    "commands": [],
+    "env": {},
+    "ports": [],
+    "requirements": {},
+    "retry": None,
+    "max_duration": None,
+    "stop_duration": 15,
+}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _loaded(value: Any) -> Any:
+    """A column's JSON as data; text that is not JSON reads as nothing."""
+    if not isinstance(value, str | bytes):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
+
+
+def _lenient(model: type[M], data: Any, defaults: dict[str, Any] | None = None) -> M | None:
+    """`data` as `model`, dropping what does not validate (one offending key at a time).
+
+    A nested key that is unknown or unreadable is removed; a missing one removes the mapping
+    that needs it, which its own default then replaces (or which is removed in turn); a missing
+    top-level key takes its value from `defaults`. None when nothing readable is left."""
+    for _ in range(50):
+        if defaults is not None and isinstance(data, dict):
+            data = {**defaults, **data}
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            if not isinstance(data, dict) or not _drop(data, exc):
+                return None
+    return None
+
+
+def _drop(data: dict[str, Any], exc: ValidationError) -> bool:
+    """Remove the part of `data` the first error points at; False when it points at nothing."""
+    for error in exc.errors():
+        loc = [part for part in error["loc"] if isinstance(part, str | int)]
+        if error["type"] == "missing":
+            loc = loc[:-1]  # the container that lacks the key
+        while loc:
+            parent: Any = data
+            for part in loc[:-1]:
+                try:
+                    parent = parent[part]
+                except (KeyError, IndexError, TypeError):
+                    parent = None
+                    break
+            key = loc[-1]
+            if isinstance(parent, dict) and key in parent:
+                del parent[key]
+                return True
+            if isinstance(parent, list) and isinstance(key, int) and key < len(parent):
+                del parent[key]
+                return True
+            loc = loc[:-1]  # a tag of a union or an annotated type: look one level up
+    return False
 
 
 class Registry:
@@ -136,14 +266,14 @@ class Registry:
             raise
         self._conn.execute("COMMIT")
 
-    def create(self, name: str, spec: dict[str, Any], local_dir_root: Path) -> RunRecord:
+    def create(self, name: str, spec: RunSpec, local_dir_root: Path) -> RunRecord:
         """Record a new run as `submitted`; a name already active is refused."""
         now = time.time()
         try:
             with self._write() as db:
                 cur = db.execute(
                     "INSERT INTO runs (name, status, spec, submitted_at) VALUES (?, ?, ?, ?)",
-                    (name, "submitted", json.dumps(spec), now),
+                    (name, "submitted", _column("spec", spec), now),
                 )
                 run_id = int(cur.lastrowid or 0)
                 local_dir = str(local_dir_root / f"{name}-{run_id}")
@@ -175,17 +305,14 @@ class Registry:
             if row is None or (expect is not None and row["status"] not in expect):
                 return None
             if fields:
-                values = [
-                    json.dumps(v) if k in _JSON_COLUMNS and v is not None else v
-                    for k, v in fields.items()
-                ]
+                values = [_column(k, v) for k, v in fields.items()]
                 assignments = ", ".join(f"{key} = ?" for key in fields)
                 db.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values, run_id))
             status = fields.get("status")
             if status is not None and (status, fields.get("reason")) != tuple(row):
                 db.execute(
                     "INSERT INTO run_events (run_id, at, status, reason) VALUES (?, ?, ?, ?)",
-                    (run_id, time.time(), status, fields.get("reason")),
+                    (run_id, time.time(), _column("status", status), fields.get("reason")),
                 )
         return self.get_by_id(run_id)
 
@@ -237,9 +364,16 @@ class Registry:
         return [RunEvent(at=r["at"], status=r["status"], reason=r["reason"]) for r in rows]
 
 
+def _column(key: str, value: Any) -> Any:
+    """A field as its column stores it: models and mappings as JSON, statuses as their name."""
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    if key in _JSON_COLUMNS and value is not None:
+        return json.dumps(value)
+    if isinstance(value, RunStatus):
+        return value.value
+    return value
+
+
 def _record(row: sqlite3.Row) -> RunRecord:
-    data = dict(row)
-    for key in _JSON_COLUMNS:
-        if data.get(key) is not None:
-            data[key] = json.loads(data[key])
-    return RunRecord.model_validate(data)
+    return RunRecord.model_validate(dict(row))

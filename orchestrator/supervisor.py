@@ -1,18 +1,368 @@
-"""`python -m iacrun.orchestrator.supervisor RUN_ID`: the detached process that owns one run."""
+"""The run's state machine: the detached process that owns one run from offers to teardown.
+
+`python -m iacrun.orchestrator.supervisor RUN_ID [--resume]` is started by `Orchestrator.submit`
+(and, with `--resume`, by `Orchestrator.refresh` when the previous one died). It walks the run
+through its states, each a section of `Supervisor` below::
+
+    submitted ─ provisioning ⇄ pending ─ running ⇄ pending ─ terminating ─ done|failed|terminated
+    └ provisioning: the offers in failover order, each attempt recorded before it starts
+                    └ running: code shipped, runner started, state followed until final
+                                                             └ teardown: machine given back,
+                                                                with retries, then the record
+                                                                is closed
+
+Every step is written to the registry before it is taken, so that a supervisor that dies can
+be replaced (`resume`) and whatever it created found and torn down. Progress lines go to the
+run's `EventLog`, which an attached client shows. The collaborators (registry, backends, sleep,
+teardown delays) come through the constructor, so tests drive the whole machine in-process.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from iacrun.orchestrator.api import Orchestrator
+from iacrun.orchestrator.backends.base import (
+    Backend,
+    ProgressCallback,
+    StackBacked,
+    backend_named,
+)
+from iacrun.orchestrator.errors import IacrunError
+from iacrun.orchestrator.host.reconnecting import open_transport
+from iacrun.orchestrator.host.runner_client import (
+    build_job,
+    keep_log,
+    read_state,
+    ship_and_start,
+    stop_job,
+)
+from iacrun.orchestrator.host.transport import Host, Transport
+from iacrun.orchestrator.registry import ACTIVE_STATUSES, FINAL_STATUSES, Registry, RunRecord
+
+if TYPE_CHECKING:
+    from iacrun.orchestrator.offers.model import Offer, Requirements
+
+#: seconds past max_duration after which any iacrun command tears a run down itself
+REAPER_MARGIN = 120.0
+#: seconds between the attempts to give a machine back before the failure is shown
+TEARDOWN_RETRIES = (5.0, 15.0)
+
+
+class EventLog:
+    """Progress lines of a run, written by its supervisor and shown by an attached client."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def of(cls, run: RunRecord) -> EventLog:
+        return cls(Path(run.local_dir) / "events")
+
+    def write(self, message: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{time.time():.3f} {message}\n")
+
+    def read_from(self, offset: int) -> tuple[int, list[str]]:
+        try:
+            with open(self.path) as f:
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return offset, []
+        complete = data[: data.rfind("\n") + 1]
+        lines = [line.split(" ", 1)[1] for line in complete.splitlines() if " " in line]
+        return offset + len(complete.encode()), lines
+
+
+class Supervisor:
+    """Takes one run through its states; see the module's docstring."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        backends: Sequence[Backend],
+        *,
+        home: Path,
+        upload_limit_gb: float,
+        sleep: Callable[[float], None] = time.sleep,
+        teardown_retries: Sequence[float] = TEARDOWN_RETRIES,
+        poll: float = 0.2,
+    ) -> None:
+        self.registry = registry
+        self.backends = list(backends)
+        self.home = home
+        self.upload_limit_gb = upload_limit_gb
+        self.sleep = sleep
+        self.teardown_retries = tuple(teardown_retries)
+        self.poll = poll
+
+    def backend(self, name: str) -> Backend:
+        return backend_named(self.backends, name)
+
+    # ------------------------------------------------------------------ the whole run
+
+    def supervise(self, run_id: int) -> None:
+        """Provision, ship, start and watch one run until it ends, then tear it down."""
+        from iacrun.orchestrator.offers.model import Offer
+
+        run = self.registry.get_by_id(run_id)
+        events = EventLog.of(run)
+        try:
+            offers = [
+                Offer.model_validate(o)
+                for o in json.loads((Path(run.local_dir) / "offers.json").read_text())
+            ]
+            host = self.provision(run, offers, events)
+            if host is None:
+                return
+            run = self.registry.get_by_id(run_id)
+            asyncio.run(self._start_and_watch(run, host, events))
+        except IacrunError as exc:  # the teardown's last line says it
+            self.finish(run_id, "failed", str(exc), None)
+        except Exception as exc:  # the supervisor must record what killed it
+            events.write(f"failed: internal error: {exc!r}")
+            self.finish(run_id, "failed", f"internal error: {exc!r}", None)
+            raise
+        finally:
+            self.teardown(self.registry.get_by_id(run_id), events)
+
+    def resume(self, run_id: int) -> None:
+        """Take over a run whose supervisor died, where it was."""
+        run = self.registry.get_by_id(run_id)
+        events = EventLog.of(run)
+        events.write("the previous supervisor exited; taking the run over")
+        try:
+            if run.host is None or run.status == "provisioning":
+                self.finish(run.id, "failed", "interrupted while provisioning", None)
+            else:
+                asyncio.run(self._resume_watch(run, run.host))
+        except IacrunError as exc:  # the teardown's last line says it
+            status = "terminated" if run.status == "terminating" else "failed"
+            self.finish(run_id, status, str(exc), None)
+        finally:
+            self.teardown(self.registry.get_by_id(run_id), events)
+
+    # ------------------------------------------------------------------ provisioning
+
+    def provision(self, run: RunRecord, offers: list[Offer], events: EventLog) -> Host | None:
+        """Try the offers in failover order; each attempt is recorded before it starts.
+
+        None when the run was stopped meanwhile (nothing is left to watch)."""
+        from iacrun.orchestrator.offers.failover import provision_with_failover
+
+        recording = {b.name: _Recording(b, self.registry) for b in self.backends}
+
+        def waiting(seconds: float, reason: str) -> None:
+            self.registry.transition(run.id, ("provisioning",), status="pending", reason=reason)
+
+        try:
+            _, host = provision_with_failover(
+                recording, offers, run, run.spec.retry, events.write, on_wait=waiting
+            )
+        except _Stopped:
+            return None
+        self.registry.update(run.id, host=host)
+        return host
+
+    # ------------------------------------------------------------------ running
+
+    async def _start_and_watch(self, run: RunRecord, host: Host, events: EventLog) -> None:
+        from iacrun.orchestrator.host.workdir import pack
+
+        transport = await open_transport(host)
+        try:
+            archive = Path(run.local_dir) / "code.tar.gz"
+            files, size = pack(
+                Path(run.spec.repo_dir),
+                archive,
+                self.upload_limit_gb,
+                exclude=(self.home,),
+            )
+            events.write(f"uploading {files} files ({_human(size)})")
+            await ship_and_start(transport, host, build_job(run.name, run.spec, host), str(archive))
+            archive.unlink(missing_ok=True)
+            if (
+                self.registry.transition(
+                    run.id, ("provisioning",), status="running", started_at=time.time()
+                )
+                is None
+            ):
+                await stop_job(transport, host, "stopped by user")
+                return
+            events.write("running")
+            await self._watch(run, host, transport)
+        finally:
+            await transport.close()
+
+    async def _resume_watch(self, run: RunRecord, host: Host) -> None:
+        transport = await open_transport(host)
+        try:
+            await self._watch(run, host, transport)
+        finally:
+            await transport.close()
+
+    async def _watch(self, run: RunRecord, host: Host, transport: Transport) -> None:
+        """Follow the runner until the run ends; record how, keeping the log of a remote host."""
+        state = await self._until_final(run, host, transport)
+        if host.kind != "local":
+            await keep_log(transport, host, Path(run.local_dir) / "log")
+        self.registry.update(run.id, attempt=int(state.get("attempt") or run.attempt or 1))
+        self.finish(run.id, state["status"], state.get("reason"), state.get("exit_code"))
+
+    async def _until_final(
+        self, run: RunRecord, host: Host, transport: Transport
+    ) -> dict[str, Any]:
+        deadline = None
+        if run.spec.max_duration:
+            deadline = time.time() + float(run.spec.max_duration) + REAPER_MARGIN
+        seen_attempts = 0
+        while True:
+            state = await read_state(transport, host)
+            if state.get("status") in FINAL_STATUSES:
+                return state
+            # every failed attempt that the runner retries is one line of the run's history
+            attempts = state.get("attempts") or []
+            for failed in attempts[seen_attempts:]:
+                self.registry.transition(
+                    run.id,
+                    ("running", "pending"),
+                    status="pending",
+                    reason=f"attempt {failed['attempt']} {failed['reason']}; retrying",
+                    attempt=failed["attempt"],
+                )
+            seen_attempts = len(attempts)
+            if state.get("status") == "running" and len(attempts) + 1 > run.attempt:
+                run = (
+                    self.registry.transition(
+                        run.id,
+                        ("running", "pending"),
+                        status="running",
+                        reason=None,
+                        attempt=len(attempts) + 1,
+                    )
+                    or run
+                )
+            reason = None
+            current = self.registry.get_by_id(run.id)
+            if current.status == "terminating":  # `iacrun stop` recorded why
+                reason = current.reason or "stopped by user"
+            elif deadline is not None and time.time() > deadline:
+                reason = "max duration exceeded"
+            if reason is not None:
+                final = await stop_job(transport, host, reason)
+                return {**final, "status": "terminated", "reason": final.get("reason") or reason}
+            await asyncio.sleep(self.poll)
+
+    # ------------------------------------------------------------------ teardown
+
+    def finish(self, run_id: int, status: str, reason: str | None, exit_code: int | None) -> None:
+        """Record how the job ended (`terminating`); the status becomes final at teardown."""
+        self.registry.transition(
+            run_id,
+            ACTIVE_STATUSES,
+            status="terminating",
+            reason=reason,
+            exit_code=exit_code,
+        )
+        record = self.registry.get_by_id(run_id)
+        (Path(record.local_dir) / "final").write_text(
+            json.dumps({"status": status, "reason": reason, "exit_code": exit_code})
+        )
+
+    def teardown(self, run: RunRecord, events: EventLog) -> None:
+        """Give the machine back, then close the record; a failed teardown stays visible."""
+        if run.status.is_final:
+            return
+        final_path = Path(run.local_dir) / "final"
+        final = json.loads(final_path.read_text()) if final_path.exists() else {}
+        if run.backend is not None:
+            for wait in (*self.teardown_retries, None):
+                try:
+                    self.backend(run.backend).terminate(run)
+                    break
+                except IacrunError as exc:
+                    events.write(f"teardown failed: {exc}")
+                    if wait is None:
+                        self.registry.update(
+                            run.id,
+                            status="terminating",
+                            reason=f"teardown failed: {exc}; retry with iacrun down {run.name}",
+                        )
+                        return
+                    self.sleep(wait)
+        self.registry.transition(
+            run.id,
+            ACTIVE_STATUSES,
+            status=final.get("status", "terminated"),
+            reason=final.get("reason", run.reason),
+            exit_code=final.get("exit_code", run.exit_code),
+            finished_at=time.time(),
+        )
+        events.write(f"{final.get('status', 'terminated')}: {final.get('reason', run.reason)}")
+
+
+class _Stopped(Exception):
+    """The run was stopped while its machine was being provisioned."""
+
+
+class _Recording(Backend):
+    """A backend whose every provisioning attempt is written to the registry first, so that
+    whatever it creates can be found and torn down even if this process dies midway."""
+
+    def __init__(self, inner: Backend, registry: Registry) -> None:
+        self.inner = inner
+        self.registry = registry
+        self.name = inner.name
+
+    def offers(self, requirements: Requirements) -> list[Offer]:
+        return self.inner.offers(requirements)
+
+    def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
+        current = self.registry.transition(
+            run.id,
+            ("submitted", "provisioning", "pending"),
+            status="provisioning",
+            reason=None,
+            backend=offer.backend,
+            region=offer.region,
+            instance_type=offer.instance_type,
+            spot=offer.spot,
+            price=offer.price,
+            offer=offer,
+        )
+        if current is None:
+            raise _Stopped()
+        if isinstance(self.inner, StackBacked):
+            current = self.registry.update(run.id, stack_name=self.inner.stack_name(current))
+        return self.inner.provision(current, offer, progress)
+
+    def terminate(self, run: RunRecord) -> None:
+        self.inner.terminate(run)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB"):
+        if value < 1024:
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}GB"
 
 
 def main(argv: list[str]) -> int:
-    orch = Orchestrator()
+    from iacrun.orchestrator.api import Orchestrator
+
+    supervisor = Orchestrator().supervisor()
     if "--resume" in argv:
-        orch.resume(int(argv[0]))
+        supervisor.resume(int(argv[0]))
     else:
-        orch.supervise(int(argv[0]))
+        supervisor.supervise(int(argv[0]))
     return 0
 
 

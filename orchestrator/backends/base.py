@@ -15,9 +15,10 @@ separate interfaces, not flags.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from iacrun.orchestrator.errors import InputError
 from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.offers.model import Offer, Requirements
 
@@ -45,6 +46,14 @@ class Backend(ABC):
     @abstractmethod
     def terminate(self, run: RunRecord) -> None:
         """Give the machine back. Idempotent: calling it again, or for nothing, is no error."""
+
+
+def backend_named(backends: Iterable[Backend], name: str) -> Backend:
+    """The backend called `name`; an InputError when none is configured."""
+    for backend in backends:
+        if backend.name == name:
+            return backend
+    raise InputError(f"backend {name!r} is not configured; see ~/.iacrun/config.yml")
 
 
 @runtime_checkable

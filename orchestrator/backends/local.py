@@ -17,6 +17,7 @@ from iacrun.orchestrator.offers.model import (
     InstanceResources,
     Offer,
     Requirements,
+    pick_gpus,
     unmet_requirement,
 )
 from iacrun.orchestrator.runner.runner import find_python
@@ -82,28 +83,20 @@ class LocalBackend(Backend):
         ]
 
     def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
-        if run.spec.get("image"):
+        if run.spec.image:
             ensure_container_engine()
-        python = run.spec.get("python")
+        python = run.spec.python
         if python and find_python(python) is None and shutil.which("uv") is None:
             raise ToolMissingError(
                 f"python: {python} needs a Python {python} interpreter on this machine, and "
                 f"there is none (looked for python{python} on PATH, in pyenv and uv); install "
                 "it, or change 'python:' to a version you have"
             )
-        return Host(kind="local", run_dir=run.local_dir, gpus=_gpu_list(run, offer))
+        gpus = pick_gpus(offer.resources.gpus, run.spec.requirements.resources.gpu, "first")
+        return Host(kind="local", run_dir=run.local_dir, gpus=gpus)
 
     def terminate(self, run: RunRecord) -> None:
         """The run folder stays (it holds the log); there is no machine to give back."""
-
-
-def _gpu_list(run: RunRecord, offer: Offer) -> str | None:
-    gpu = (run.spec.get("requirements") or {}).get("resources", {}).get("gpu")
-    if not gpu or not offer.resources.gpus:
-        return None
-    count = gpu.get("count") or {}
-    wanted = count.get("max") or count.get("min") or 1
-    return ",".join(str(i) for i in range(min(int(wanted), len(offer.resources.gpus))))
 
 
 def ensure_container_engine() -> str:

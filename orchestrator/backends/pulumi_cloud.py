@@ -35,7 +35,7 @@ from iacrun.orchestrator.errors import (
     ToolMissingError,
 )
 from iacrun.orchestrator.host.transport import Host
-from iacrun.orchestrator.offers.model import Offer, Requirements
+from iacrun.orchestrator.offers.model import Offer, Requirements, pick_gpus
 from iacrun.stacks.cloudinit import RUN_DIR, SSH_USER
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
 from iacrun.stacks.spec import Cloud, HostKeyPair, StackSpec, build_stack_spec
@@ -307,10 +307,10 @@ class PulumiCloudBackend(Backend):
         from iacrun.orchestrator.host.runner_client import build_job
 
         host = Host(kind="ssh", run_dir=self.run_dir, gpus=gpu_indices(offer))
-        job = build_job(run, host)
-        requirements = run.spec.get("requirements") or {}
+        job = build_job(run.name, run.spec, host)
+        requirements = run.spec.requirements
         pair = generate_ed25519(f"iacrun-{run.name}-host")
-        disk = offer.resources.disk_gb or _disk_min(requirements)
+        disk = offer.resources.disk_gb or requirements.resources.disk.min
         return build_stack_spec(
             offer,
             job,
@@ -321,13 +321,13 @@ class PulumiCloudBackend(Backend):
             ),
             ssh_cidrs=ssh_cidrs,
             disk_gb=int(disk) if disk else None,
-            max_price=requirements.get("max_price"),
+            max_price=requirements.max_price,
             **self.spec_options(),
         )
 
     def dry_run(self, spec: RunSpec, offer: Offer, *, name: str | None = None) -> StackPlan:
         """The stack `up` would create for `offer`, from the program under mocks."""
-        from iacrun.orchestrator.registry import RunRecord
+        from iacrun.orchestrator.registry import RunRecord, RunStatus
         from iacrun.stacks import cloudinit
         from iacrun.stacks.preview import preview
 
@@ -335,8 +335,8 @@ class PulumiCloudBackend(Backend):
         run = RunRecord(
             id=0,
             name=run_name,
-            status="submitted",
-            spec=spec.model_dump(mode="json"),
+            status=RunStatus.SUBMITTED,
+            spec=spec,
             submitted_at=time.time(),
         )
         notes: list[str] = []
@@ -374,11 +374,4 @@ class PulumiCloudBackend(Backend):
 
 
 def gpu_indices(offer: Offer) -> str | None:
-    count = len(offer.resources.gpus)
-    return ",".join(str(i) for i in range(count)) if count else None
-
-
-def _disk_min(requirements: dict[str, Any]) -> float | None:
-    disk = ((requirements.get("resources") or {}).get("disk")) or {}
-    value = disk.get("min") if isinstance(disk, dict) else None
-    return float(value) if value is not None else None
+    return pick_gpus(offer.resources.gpus, None, "all")

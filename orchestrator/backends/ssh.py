@@ -48,6 +48,7 @@ from iacrun.orchestrator.offers.model import (
     InstanceResources,
     Offer,
     Requirements,
+    pick_gpus,
     unmet_requirement,
 )
 from iacrun.orchestrator.paths import iacrun_home
@@ -197,7 +198,7 @@ class SSHBackend(Backend):
             return None
         taken: set[int] = set()
         for run in runs:
-            gpus = (run.host or {}).get("gpus")
+            gpus = run.host.gpus if run.host is not None else None
             if not gpus:
                 return []  # a run holds the whole host
             taken.update(int(i) for i in str(gpus).split(",") if i.strip().isdigit())
@@ -221,29 +222,6 @@ class SSHBackend(Backend):
         names = ", ".join(run.name for run in runs)
         return f"busy with {names}"
 
-    def _choose_gpus(
-        self, facts: HostFacts, spec: ResourcesSpec, free: list[int] | None
-    ) -> str | None:
-        """CUDA_VISIBLE_DEVICES when the run takes part of the host's GPUs, else None (all)."""
-        gpus = facts.resources.gpus
-        if spec.gpu is None or not gpus:
-            return None
-        candidates = free if free is not None else list(range(len(gpus)))
-        gpu = spec.gpu
-        if gpu.name:
-            wanted = {n.lower() for n in gpu.name}
-            candidates = [i for i in candidates if gpus[i].name.lower() in wanted]
-        if gpu.memory is not None:
-            memory = gpu.memory
-            candidates = [i for i in candidates if memory.contains(gpus[i].memory_gb)]
-        count = (
-            len(candidates) if gpu.count.max is None else min(len(candidates), int(gpu.count.max))
-        )
-        chosen = candidates[:count]
-        if len(chosen) == len(gpus):
-            return None
-        return ",".join(str(i) for i in chosen)
-
     # ------------------------------------------------------------------ provisioning
 
     def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
@@ -260,11 +238,12 @@ class SSHBackend(Backend):
             raise BackendError(
                 f"{entry.label} has no python3 on its PATH; the iacrun runner needs Python 3.8+"
             )
-        spec = _resources_of(run)
+        spec = run.spec.requirements.resources
         busy = self._busy(entry, facts, spec, exclude=run.id)
         if busy is not None:
             raise CapacityError(f"{entry.label} is {busy}")
-        gpus = self._choose_gpus(facts, spec, self._free_gpu_indices(entry, facts, run.id))
+        free = self._free_gpu_indices(entry, facts, run.id)
+        gpus = pick_gpus(facts.resources.gpus, spec.gpu, "split", free)
         run_dir = posixpath.join(facts.home, ".iacrun", "runs", f"{run.name}-{run.id}")
         host = host_for(entry, run_dir=run_dir).model_copy(update={"gpus": gpus})
         self.ssh_config.add(run.name, host)
@@ -306,11 +285,6 @@ def _with_gpus(resources: InstanceResources, indices: list[int]) -> InstanceReso
 def host_key(entry: SSHHostSettings) -> str:
     """The cache key of a host."""
     return f"{entry.user or getpass.getuser()}@{entry.host}:{entry.port}"
-
-
-def _resources_of(run: RunRecord) -> ResourcesSpec:
-    raw = (run.spec.get("requirements") or {}).get("resources") or {}
-    return Requirements.model_validate({"resources": raw}).resources
 
 
 def _short(exc: BaseException) -> str:

@@ -34,3 +34,11 @@ def check_local_ports_free(ports: Iterable[int], address: str = "127.0.0.1") -> 
             f"{'are' if len(busy) > 1 else 'is'} already in use on {address}; stop what "
             "listens there or map the task's port elsewhere with --port LOCAL:TASK"
         )
+
+
+def free_local_port(address: str = "127.0.0.1") -> int:
+    """A port nothing listens on here now (for a forward the task file did not pin)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        port: int = sock.getsockname()[1]
+        return port

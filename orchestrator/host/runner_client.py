@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iacrun.orchestrator.errors import HostUnreachableError, RunnerError
 from iacrun.orchestrator.host.transport import Host, Transport
-from iacrun.orchestrator.registry import RunRecord
 from iacrun.orchestrator.runner.runner import FINAL_STATUSES, render_job_script
+
+if TYPE_CHECKING:
+    from iacrun.orchestrator.models.runspec import RunSpec
 
 LOG_CHUNK = 4 * 1024 * 1024
 
@@ -34,25 +36,23 @@ def runner_source() -> bytes:
     return resources.files("iacrun.orchestrator.runner").joinpath("runner.py").read_bytes()
 
 
-def build_job(run: RunRecord, host: Host) -> dict[str, Any]:
-    """job.json for the runner, from the run's resolved spec."""
-    spec = run.spec
-    resources_spec = (spec.get("requirements") or {}).get("resources") or {}
-    retry = spec.get("retry")
-    on_error = retry is not None and "error" in retry.get("on_events", ["error"])
+def build_job(name: str, spec: RunSpec, host: Host) -> dict[str, Any]:
+    """job.json for the runner, from the run's name, its resolved spec and its host."""
+    retry = spec.retry
+    on_error = retry is not None and "error" in retry.on_events
     return {
-        "run_name": run.name,
-        "commands": spec["commands"],
-        "env": spec.get("env", {}),
-        "working_dir": spec.get("working_dir") or ".",
-        "python": spec.get("python"),
-        "image": spec.get("image"),
+        "run_name": name,
+        "commands": spec.commands,
+        "env": spec.env,
+        "working_dir": spec.working_dir or ".",
+        "python": spec.python,
+        "image": spec.image,
         "gpus": host.gpus,
-        "shm_size_gb": resources_spec.get("shm_size"),
-        "ports": [p["container_port"] for p in spec.get("ports", [])],
-        "max_duration": spec.get("max_duration"),
-        "stop_duration": spec.get("stop_duration", 15),
-        "retry": {"duration": retry.get("duration", 3600)} if on_error and retry else None,
+        "shm_size_gb": spec.requirements.resources.shm_size,
+        "ports": [p.container_port for p in spec.ports],
+        "max_duration": spec.max_duration,
+        "stop_duration": spec.stop_duration,
+        "retry": {"duration": retry.duration} if on_error and retry else None,
     }
 
 

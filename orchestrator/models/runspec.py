@@ -12,7 +12,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from iacrun.orchestrator.errors import ConfigError, InputError
-from iacrun.orchestrator.models.loader import load_profiles, load_task
 from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.taskfile import PortMapping, Profile, RetrySpec, TaskConfig
 from iacrun.orchestrator.models.units import parse_duration, parse_range
@@ -91,6 +90,9 @@ def build_run_spec(
     args: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
 ) -> RunSpec:
+    # the YAML loader is needed to build a spec, not to read one back from the registry
+    from iacrun.orchestrator.models.loader import load_profiles, load_task
+
     config_path = Path(config_path)
     task = load_task(config_path)
     overrides = overrides or Overrides()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from iacrun.orchestrator.models.resources import ResourcesSpec
+from iacrun.orchestrator.models.resources import GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.units import Range, format_size_gb
 
 SpotPolicy = Literal["spot", "on-demand", "auto"]
@@ -98,15 +99,7 @@ def _unmet_gpu(spec: ResourcesSpec, res: InstanceResources, *, own_host: bool) -
     gpu = spec.gpu
     if gpu is None:
         return None
-    gpus = list(res.gpus)
-    if gpu.vendor is not None:
-        gpus = [g for g in gpus if g.vendor == gpu.vendor]
-    if gpu.name:
-        wanted = {n.lower() for n in gpu.name}
-        gpus = [g for g in gpus if g.name.lower() in wanted]
-    if gpu.memory is not None:
-        memory = gpu.memory
-        gpus = [g for g in gpus if memory.contains(g.memory_gb)]
+    gpus = [res.gpus[i] for i in matching_gpus(res.gpus, gpu)]
     count = len(gpus)
     if own_host and gpu.count.min is not None:
         # a host's GPUs can be split: take as many as the task wants, up to its maximum
@@ -117,3 +110,55 @@ def _unmet_gpu(spec: ResourcesSpec, res: InstanceResources, *, own_host: bool) -
     if gpu.total_memory is not None and not gpu.total_memory.contains(per_gpu * count):
         return f"gpu total memory {gpu.total_memory.render(size=True)}"
     return None
+
+
+def matching_gpus(
+    gpus: Sequence[Gpu], spec: GPUSpec, among: Sequence[int] | None = None
+) -> list[int]:
+    """Indices of the GPUs (of `among`, default all) of the vendor, model and memory `spec` asks."""
+    indices = list(range(len(gpus))) if among is None else list(among)
+    if spec.vendor is not None:
+        indices = [i for i in indices if gpus[i].vendor == spec.vendor]
+    if spec.name:
+        wanted = {n.lower() for n in spec.name}
+        indices = [i for i in indices if gpus[i].name.lower() in wanted]
+    if spec.memory is not None:
+        memory = spec.memory
+        indices = [i for i in indices if memory.contains(gpus[i].memory_gb)]
+    return indices
+
+
+#: how a backend gives a run its machine's GPUs (see `pick_gpus`)
+GpuShare = Literal["all", "first", "split"]
+
+
+def pick_gpus(
+    gpus: Sequence[Gpu],
+    spec: GPUSpec | None,
+    share: GpuShare,
+    free: Sequence[int] | None = None,
+) -> str | None:
+    """The GPUs a run gets on its machine, as CUDA_VISIBLE_DEVICES; None leaves it unset.
+
+    The one place that decides it, for every backend:
+
+    - `all`: the machine is the run's (a cloud VM): every GPU it has, whatever the spec says.
+    - `first`: this machine: its first GPUs, as many as the spec's maximum (else its minimum),
+      when the spec asks for a GPU at all.
+    - `split`: a shared host: of its `free` GPUs (default all), the ones of the model and memory
+      asked, up to the spec's maximum (all of them without one); None when that is every GPU
+      of the host, so runs that take a whole host see it as it is.
+    """
+    if share == "all":
+        return ",".join(str(i) for i in range(len(gpus))) or None
+    if spec is None or not gpus:
+        return None
+    if share == "first":
+        wanted = spec.count.max or spec.count.min or 1
+        return ",".join(str(i) for i in range(min(int(wanted), len(gpus))))
+    candidates = matching_gpus(gpus, spec, free)
+    if spec.count.max is not None:
+        candidates = candidates[: int(spec.count.max)]
+    if len(candidates) == len(gpus):
+        return None
+    return ",".join(str(i) for i in candidates)

@@ -32,6 +32,7 @@ import sys
 import time
 from typing import Any
 
+#: the registry's final RunStatus values (this file cannot import iacrun; a test holds them equal)
 FINAL_STATUSES = ("done", "failed", "terminated")
 POLL_SECONDS = 0.02
 MAX_BACKOFF_SECONDS = 60.0

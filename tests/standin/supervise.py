@@ -23,4 +23,4 @@ def orchestrator(home: Path, root: Path, slow: float = 0.0) -> Orchestrator:
 
 if __name__ == "__main__":
     home, root, run_id, slow = sys.argv[1:5]
-    orchestrator(Path(home), Path(root), float(slow)).supervise(int(run_id))
+    orchestrator(Path(home), Path(root), float(slow)).supervisor().supervise(int(run_id))

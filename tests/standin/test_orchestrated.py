@@ -8,7 +8,6 @@ through the stack's update, cleaned up afterwards by `down`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import os
@@ -73,7 +72,7 @@ def test_a_task_through_the_orchestrator_on_the_standin_cloud(tmp_path: Path) ->
     run = orch.submit(spec, plan, supervise=False)
     # the supervisor has its own Orchestrator, as in its own process (one registry per thread)
     supervisor = threading.Thread(
-        target=lambda: orchestrator(home, root).supervise(run.id), daemon=True
+        target=lambda: orchestrator(home, root).supervisor().supervise(run.id), daemon=True
     )
     supervisor.start()
     try:
@@ -84,19 +83,17 @@ def test_a_task_through_the_orchestrator_on_the_standin_cloud(tmp_path: Path) ->
             time.sleep(0.2)
         record = orch.registry.get_by_id(run.id)
         assert record.stack_name == f"{run.name}-{run.id}" and record.backend == "standin"
-        assert record.host is not None and record.host["host_key"].startswith("ssh-ed25519 ")
+        assert record.host is not None and (record.host.host_key or "").startswith("ssh-ed25519 ")
 
-        from iacrun.cli.attach import Attachment
         from iacrun.orchestrator.models.taskfile import PortMapping
 
         local = free_port()
         shown = io.BytesIO()
 
         def attach() -> None:
-            attachment = Attachment(orchestrator(home, root), record)  # its own registry
-            attachment.out = shown  # type: ignore[assignment]
             forward = PortMapping(local_port=local, container_port=port)
-            asyncio.run(attachment.follow([forward]))
+            # its own Orchestrator, so its own registry connection
+            orchestrator(home, root).attach(record.name, shown.write, ports=[forward], offset=0)
 
         follower = threading.Thread(target=attach, daemon=True)
         follower.start()

@@ -59,7 +59,7 @@ def remote_run_dirs(cli: Cli) -> list[str]:
         return []
     registry = Registry(db)
     try:
-        return [r.host["run_dir"] for r in registry.runs(all_runs=True) if r.host]
+        return [r.host.run_dir for r in registry.runs(all_runs=True) if r.host]
     finally:
         registry.close()
 
