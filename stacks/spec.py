@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from iacrun.orchestrator.offers.model import Offer
+from iacrun.stacks.keys import KeyPair
 
 Cloud = Literal["aws", "azure"]
 CLOUDS: tuple[Cloud, ...] = ("aws", "azure")
@@ -28,34 +29,6 @@ DEFAULT_LINGER = 900
 
 _STACK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _KEY_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-nistp256 ", "ecdsa-sha2-nistp384 ")
-
-
-class HostKeyPair(BaseModel):
-    """The VM's SSH host key, generated locally so iacrun can pin it. Ed25519 only."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    private_openssh: str = Field(repr=False)
-    public_openssh: str
-
-    @field_validator("public_openssh")
-    @classmethod
-    def _ed25519(cls, value: str) -> str:
-        if not value.startswith("ssh-ed25519 "):
-            raise ValueError("the host key must be an ssh-ed25519 key")
-        return value.strip()
-
-    @field_validator("private_openssh")
-    @classmethod
-    def _private(cls, value: str) -> str:
-        if "BEGIN OPENSSH PRIVATE KEY" not in value:
-            raise ValueError("the private host key must be in OpenSSH format")
-        return value if value.endswith("\n") else value + "\n"
-
-    @property
-    def public_key_only(self) -> str:
-        """`ssh-ed25519 AAAA...` without the comment, as `Host.host_key` takes it."""
-        return " ".join(self.public_openssh.split()[:2])
 
 
 class StackSpec(BaseModel):
@@ -79,7 +52,8 @@ class StackSpec(BaseModel):
     image: str | None = None
     #: the run's SSH public key ("ssh-ed25519 AAAA..." or "ssh-rsa AAAA...")
     ssh_public_key: str
-    host_key: HostKeyPair
+    #: the VM's SSH host key, generated locally so iacrun can pin it; Ed25519 only
+    host_key: KeyPair
     #: who may reach port 22; by default the caller's public address as a /32
     ssh_cidrs: list[str] = Field(min_length=1)
     #: when the machine is expected to be gone; tagged on every resource (None: no max_duration)
@@ -112,6 +86,13 @@ class StackSpec(BaseModel):
         value = value.strip()
         if not value.startswith(_KEY_PREFIXES) or "\n" in value:
             raise ValueError("the SSH public key must be one line in OpenSSH format")
+        return value
+
+    @field_validator("host_key")
+    @classmethod
+    def _ed25519_host_key(cls, value: KeyPair) -> KeyPair:
+        if value.algorithm != "ssh-ed25519":
+            raise ValueError("the host key must be an ssh-ed25519 key")
         return value
 
     @field_validator("ssh_cidrs")
@@ -181,7 +162,7 @@ def build_stack_spec(
     *,
     stack_name: str,
     ssh_public_key: str,
-    host_key: HostKeyPair,
+    host_key: KeyPair,
     ssh_cidrs: list[str],
     disk_gb: int | None = None,
     max_price: float | None = None,

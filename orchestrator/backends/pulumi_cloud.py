@@ -38,7 +38,7 @@ from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.offers.model import Offer, Requirements
 from iacrun.stacks.cloudinit import RUN_DIR, SSH_USER
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
-from iacrun.stacks.spec import Cloud, HostKeyPair, StackSpec, build_stack_spec
+from iacrun.stacks.spec import Cloud, StackSpec, build_stack_spec
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
@@ -309,16 +309,13 @@ class PulumiCloudBackend(Backend):
         host = Host(kind="ssh", run_dir=self.run_dir, gpus=gpu_indices(offer))
         job = build_job(run, host)
         requirements = run.spec.get("requirements") or {}
-        pair = generate_ed25519(f"iacrun-{run.name}-host")
         disk = offer.resources.disk_gb or _disk_min(requirements)
         return build_stack_spec(
             offer,
             job,
             stack_name=self.stack_name(run),
             ssh_public_key=ssh_public_key,
-            host_key=HostKeyPair(
-                private_openssh=pair.private_openssh, public_openssh=pair.public_openssh
-            ),
+            host_key=generate_ed25519(f"iacrun-{run.name}-host"),
             ssh_cidrs=ssh_cidrs,
             disk_gb=int(disk) if disk else None,
             max_price=requirements.get("max_price"),

@@ -8,7 +8,7 @@ from typing import Any
 
 from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer
 from iacrun.stacks.keys import KeyPair, generate_ed25519
-from iacrun.stacks.spec import HostKeyPair, StackSpec, build_stack_spec
+from iacrun.stacks.spec import StackSpec, build_stack_spec
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 CALLER = "198.51.100.7/32"
@@ -20,9 +20,8 @@ CPU_RESOURCES = InstanceResources(cpus=4, memory_gb=16, disk_gb=100)
 
 
 @functools.cache
-def host_key() -> HostKeyPair:
-    pair = generate_ed25519("iacrun-host")
-    return HostKeyPair(private_openssh=pair.private_openssh, public_openssh=pair.public_openssh)
+def host_key() -> KeyPair:
+    return generate_ed25519("iacrun-host")
 
 
 @functools.cache

@@ -1,16 +1,13 @@
-"""StackSpec: what a stack program gets, built from an offer and a job; and the run's keys."""
+"""StackSpec: what a stack program gets, built from an offer and a job."""
 
 from __future__ import annotations
 
-import stat
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from iacrun.stacks.keys import generate_ed25519, generate_rsa, write_private_key
-from iacrun.stacks.spec import HostKeyPair, StackSpec, build_stack_spec
+from iacrun.stacks.spec import StackSpec, build_stack_spec
 
 from .conftest import NOW, client_key, host_key, job, make_spec, offer
 
@@ -92,36 +89,3 @@ def test_only_cloud_offers_have_a_stack() -> None:
             host_key=host_key(),
             ssh_cidrs=["10.0.0.1/32"],
         )
-
-
-def test_the_host_key_must_be_ed25519_in_openssh_format() -> None:
-    rsa = generate_rsa(2048)
-    with pytest.raises(ValidationError, match="ssh-ed25519"):
-        HostKeyPair(private_openssh=rsa.private_openssh, public_openssh=rsa.public_openssh)
-    pair = host_key()
-    assert pair.public_key_only == " ".join(pair.public_openssh.split()[:2])
-    assert "PRIVATE" not in repr(pair)
-
-
-def test_generated_keys_load_and_match(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-
-    for pair, algorithm in (
-        (generate_ed25519("c"), "ssh-ed25519"),
-        (generate_rsa(2048), "ssh-rsa"),
-    ):
-        assert pair.algorithm == algorithm
-        key = serialization.load_ssh_private_key(pair.private_openssh.encode(), None)
-        public = key.public_key().public_bytes(  # type: ignore[union-attr]
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-        assert pair.public_openssh.startswith(public.decode())
-    assert generate_ed25519() != generate_ed25519()
-
-
-def test_private_keys_are_written_0600(tmp_path: Path) -> None:
-    pair = generate_ed25519("run")
-    path = write_private_key(tmp_path / "runs" / "r-1" / "id_ed25519", pair)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.read_text() == pair.private_openssh
-    assert (tmp_path / "runs" / "r-1" / "id_ed25519.pub").read_text() == pair.public_openssh + "\n"
