@@ -1,24 +1,25 @@
-"""The typed input of a stack program: the chosen offer and the run, and nothing else.
+"""The typed input of a stack program: the chosen machine and the run's job, and nothing else.
 
 A stack program (`stacks.aws.program`, `stacks.azure.program`) is a pure function of one
 `StackSpec`: the same spec always declares the same resources with the same inputs, which is what
-the tests under `pulumi.runtime.set_mocks` check and what `iacrun up --dry-run` shows.
+the tests under `pulumi.runtime.set_mocks` check and what `iacrun up --dry-run` shows. `stacks`
+depends only on this spec; the cloud backend builds it from an offer and a run
+(`orchestrator/backends/stack_spec.py`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iacrun.orchestrator.offers.model import Offer
 from iacrun.stacks.keys import KeyPair
 
+#: the clouds that have a stack program (the orchestrator's set of clouds is built on this)
 Cloud = Literal["aws", "azure"]
-CLOUDS: tuple[Cloud, ...] = ("aws", "azure")
 
 #: seconds after boot + max_duration at which the VM ends itself (boot, setup and upload time)
 DEFAULT_SELF_DESTRUCT_MARGIN = 1800
@@ -32,7 +33,7 @@ _KEY_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-nistp256 ", "ecdsa-sha2
 
 
 class StackSpec(BaseModel):
-    """Everything a stack program needs. Built by `build_stack_spec` from an offer and a job."""
+    """Everything a stack program needs. The cloud backend builds it from an offer and a job."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -154,51 +155,3 @@ class StackSpec(BaseModel):
             ),
             "managed-by": "iacrun",
         }
-
-
-def build_stack_spec(
-    offer: Offer,
-    job: dict[str, Any],
-    *,
-    stack_name: str,
-    ssh_public_key: str,
-    host_key: KeyPair,
-    ssh_cidrs: list[str],
-    disk_gb: int | None = None,
-    max_price: float | None = None,
-    now: datetime | None = None,
-    **options: Any,
-) -> StackSpec:
-    """The spec of the stack that runs `job` on `offer`.
-
-    `disk_gb` defaults to the offer's disk (the requested size), else 100 GB. `options` are the
-    remaining `StackSpec` fields (machine_image, network, aws_profile, azure_subscription_id...).
-    """
-    if offer.backend not in CLOUDS:
-        raise ValueError(f"{offer.backend!r} is not a cloud backend with a stack program")
-    max_duration = job.get("max_duration")
-    margin = int(options.get("self_destruct_margin", DEFAULT_SELF_DESTRUCT_MARGIN))
-    now = now or datetime.now(UTC)
-    expires_at = now + timedelta(seconds=max_duration + margin) if max_duration else None
-    size = disk_gb if disk_gb is not None else offer.resources.disk_gb
-    return StackSpec(
-        run_name=job["run_name"],
-        stack_name=stack_name,
-        cloud=offer.backend,
-        region=offer.region,
-        instance_type=offer.instance_type,
-        spot=offer.spot,
-        max_price=max_price if offer.spot else None,
-        disk_gb=round(size) if size else 100,
-        gpu=bool(offer.resources.gpus),
-        cpu_arch=offer.resources.cpu_arch,
-        python=job.get("python"),
-        image=job.get("image"),
-        ssh_public_key=ssh_public_key,
-        host_key=host_key,
-        ssh_cidrs=ssh_cidrs,
-        expires_at=expires_at,
-        max_duration=max_duration,
-        job=job,
-        **options,
-    )
