@@ -109,9 +109,11 @@ def run_offers(
 ) -> str:
     """Everything `iacrun offers` does, returning the text it prints (tests call this)."""
     from iacrun.cli.tables import groups_table, offers_json, offers_table, parse_group_by
+    from iacrun.orchestrator.api import Orchestrator
+    from iacrun.orchestrator.backends.assemble import comparison_note
     from iacrun.orchestrator.errors import InputError
-    from iacrun.orchestrator.models.settings import load_settings
-    from iacrun.orchestrator.offers.plan import catalog_notes, collect_offers, offer_sources
+    from iacrun.orchestrator.offers.model import is_cloud
+    from iacrun.orchestrator.offers.plan import catalog_notes, collect_offers
 
     try:
         keys = parse_group_by(group_by)
@@ -119,19 +121,18 @@ def run_offers(
         raise InputError(f"--group-by: {exc}") from exc
     if max_offers < 1:
         raise InputError("--max-offers must be at least 1")
-    settings = settings or load_settings()
+    orch = Orchestrator(settings=settings)
     if refresh:
-        _refresh(settings, progress)
+        _refresh(orch.settings, progress)
     req = requirements(
         file, flags or {}, spot_policy, max_price, backends, regions, instance_types, profile
     )
     notes: list[str] = []
     if sources is None:
-        sources, notes = offer_sources(
-            settings, include_unconfigured=not configured_only, local=_local_source
-        )
-    clouds = [s.name for s in sources if s.name in ("aws", "azure")]
-    notes += catalog_notes(clouds)
+        sources = list(orch.backends(include_unconfigured=not configured_only))
+        note = None if configured_only else comparison_note(orch.settings)
+        notes += [note] if note else []
+    notes += catalog_notes([s.name for s in sources if is_cloud(s.name)])
     plan = collect_offers(sources, req, notes=notes)  # raises NoOfferError, explained
     if json_out:
         return offers_json(plan.offers, max_offers, notes=plan.notes)
@@ -196,15 +197,6 @@ class _AnyEnvironment(dict[str, str]):
 
     def __missing__(self, key: str) -> str:
         return ""
-
-
-def _local_source() -> OfferSource | None:
-    try:
-        from iacrun.orchestrator.backends.local import LocalBackend
-        from iacrun.orchestrator.paths import runs_dir
-    except ImportError:
-        return None
-    return LocalBackend(runs_dir())
 
 
 def _refresh(settings: Settings, progress: Callable[[str], None] | None) -> None:
