@@ -14,8 +14,9 @@ import typer
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from iacrun.orchestrator.models.runspec import Overrides
     from iacrun.orchestrator.models.settings import Settings
-    from iacrun.orchestrator.offers.model import Requirements
+    from iacrun.orchestrator.offers.model import SpotPolicy
     from iacrun.orchestrator.offers.plan import OfferSource
 
 HELP = """Show the offers a task could run on, cheapest first, with no cloud account needed.
@@ -62,20 +63,29 @@ def offers(
     ] = False,
 ) -> None:
     from iacrun.orchestrator.errors import IacrunError, InputError
+    from iacrun.orchestrator.models.runspec import Overrides
 
     try:
         if sum((spot, on_demand, spot_auto)) > 1:
             raise InputError("choose one of --spot, --on-demand and --spot-auto")
-        policy = "spot" if spot else "on-demand" if on_demand else "auto" if spot_auto else None
-        text = run_offers(
-            file=file,
-            flags={"gpu": gpu, "cpu": cpu, "memory": memory, "disk": disk},
+        policy: SpotPolicy | None = (
+            "spot" if spot else "on-demand" if on_demand else "auto" if spot_auto else None
+        )
+        overrides = Overrides(
+            gpu=gpu,
+            cpu=cpu,
+            memory=memory,
+            disk=disk,
             spot_policy=policy,
             max_price=max_price,
             backends=backend or None,
             regions=region or None,
             instance_types=instance_type or None,
             profile=profile,
+        )
+        text = run_offers(
+            overrides,
+            file=file,
             max_offers=max_offers,
             group_by=group_by,
             json_out=json_out,
@@ -89,15 +99,9 @@ def offers(
 
 
 def run_offers(
+    overrides: Overrides,
     *,
     file: Path | None = None,
-    flags: dict[str, str | None] | None = None,
-    spot_policy: str | None = None,
-    max_price: float | None = None,
-    backends: list[str] | None = None,
-    regions: list[str] | None = None,
-    instance_types: list[str] | None = None,
-    profile: str | None = None,
     max_offers: int = 20,
     group_by: str | None = None,
     json_out: bool = False,
@@ -107,11 +111,14 @@ def run_offers(
     sources: list[OfferSource] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> str:
-    """Everything `iacrun offers` does, returning the text it prints (tests call this)."""
+    """Everything `iacrun offers` does, returning the text it prints."""
     from iacrun.cli.tables import groups_table, offers_json, offers_table, parse_group_by
+    from iacrun.orchestrator.api import Orchestrator
+    from iacrun.orchestrator.backends.assemble import comparison_note
     from iacrun.orchestrator.errors import InputError
-    from iacrun.orchestrator.models.settings import load_settings
-    from iacrun.orchestrator.offers.plan import catalog_notes, collect_offers, offer_sources
+    from iacrun.orchestrator.models.runspec import requirements_for
+    from iacrun.orchestrator.offers.model import is_cloud
+    from iacrun.orchestrator.offers.plan import catalog_notes, collect_offers
 
     try:
         keys = parse_group_by(group_by)
@@ -119,19 +126,17 @@ def run_offers(
         raise InputError(f"--group-by: {exc}") from exc
     if max_offers < 1:
         raise InputError("--max-offers must be at least 1")
-    settings = settings or load_settings()
+    orch = Orchestrator(settings=settings)
+    settings = orch.settings  # a bad config.yml is reported before anything else is done
     if refresh:
         _refresh(settings, progress)
-    req = requirements(
-        file, flags or {}, spot_policy, max_price, backends, regions, instance_types, profile
-    )
+    req = requirements_for(file, overrides)
     notes: list[str] = []
     if sources is None:
-        sources, notes = offer_sources(
-            settings, include_unconfigured=not configured_only, local=_local_source
-        )
-    clouds = [s.name for s in sources if s.name in ("aws", "azure")]
-    notes += catalog_notes(clouds)
+        sources = list(orch.backends(include_unconfigured=not configured_only))
+        note = None if configured_only else comparison_note(settings)
+        notes += [note] if note else []
+    notes += catalog_notes([s.name for s in sources if is_cloud(s.name)])
     plan = collect_offers(sources, req, notes=notes)  # raises NoOfferError, explained
     if json_out:
         return offers_json(plan.offers, max_offers, notes=plan.notes)
@@ -142,81 +147,17 @@ def run_offers(
     return "\n".join([body, "", *plan.notes] if plan.notes else [body])
 
 
-def requirements(
-    file: Path | None,
-    flags: dict[str, str | None],
-    spot_policy: str | None,
-    max_price: float | None,
-    backends: list[str] | None,
-    regions: list[str] | None,
-    instance_types: list[str] | None,
-    profile: str | None,
-) -> Requirements:
-    """Requirements from the task file (with its profile) and the flags, flags winning."""
-    from pydantic import ValidationError
-
-    from iacrun.orchestrator.errors import InputError
-    from iacrun.orchestrator.models.resources import ResourcesSpec
-    from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
-    from iacrun.orchestrator.offers.model import Requirements
-
-    given = {k: v for k, v in flags.items() if v is not None}
-    if file is not None:
-        overrides = Overrides(
-            **given,
-            spot_policy=spot_policy,
-            max_price=max_price,
-            backends=backends,
-            regions=regions,
-            instance_types=instance_types,
-            profile=profile,
-        )
-        # offers never runs the task: a variable it takes from this shell may be unset here
-        return build_run_spec(file, overrides, environ=_AnyEnvironment()).requirements
-    try:
-        resources = ResourcesSpec.model_validate(given)
-        return Requirements(
-            resources=resources,
-            spot_policy=spot_policy or "on-demand",
-            max_price=max_price,
-            backends=backends,
-            regions=regions,
-            instance_types=instance_types,
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"][:1])
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise InputError(f"--{where or 'resources'}: {message}") from exc
-
-
-class _AnyEnvironment(dict[str, str]):
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-def _local_source() -> OfferSource | None:
-    try:
-        from iacrun.orchestrator.backends.local import LocalBackend
-        from iacrun.orchestrator.paths import runs_dir
-    except ImportError:
-        return None
-    return LocalBackend(runs_dir())
-
-
 def _refresh(settings: Settings, progress: Callable[[str], None] | None) -> None:
     import sys
 
     from iacrun.orchestrator.offers.catalog import refresh
+    from iacrun.orchestrator.offers.model import CLOUDS
 
     def say(message: str) -> None:
         print(message, file=sys.stderr)
 
     regions: dict[str, list[str] | None] = {}
-    for cloud in ("aws", "azure"):
+    for cloud in CLOUDS:
         conf = getattr(settings.backends, cloud)
         regions[cloud] = conf.regions if conf is not None else None
     azure = settings.backends.azure

@@ -94,10 +94,21 @@ class Orchestrator:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
-    def backends(self) -> list[Backend]:
+    def backends(self, *, include_unconfigured: bool = False) -> list[Backend]:
+        """The backends `up` may use (given to the constructor, or made from config.yml).
+
+        With `include_unconfigured`, also the clouds config.yml does not set up, shown for
+        comparison by `iacrun offers` and `up --dry-run` (see `backends/assemble.py`)."""
+        from iacrun.orchestrator.backends.assemble import make_backends
+        from iacrun.orchestrator.offers.model import is_cloud
+
         if self._backends is None:
-            self._backends = configured_backends(self.settings, self.runs_root, self.registry)
-        return self._backends
+            self._backends = make_backends(self.settings, self.runs_root, registry=self.registry)
+        if not include_unconfigured:
+            return self._backends
+        names = {b.name for b in self._backends}
+        shown = make_backends(self.settings, self.runs_root, include_unconfigured=True)
+        return [*self._backends, *(b for b in shown if is_cloud(b.name) and b.name not in names)]
 
     def backend(self, name: str) -> Backend:
         return backend_named(self.backends(), name)
@@ -125,16 +136,7 @@ class Orchestrator:
         before setting them up; no credentials are needed."""
         from iacrun.orchestrator.offers.plan import collect_offers
 
-        backends = list(self.backends())
-        names = {b.name for b in backends}
-        if "aws" not in names:
-            from iacrun.orchestrator.backends.aws import AWSBackend
-
-            backends.append(AWSBackend(home=self.home))
-        if "azure" not in names:
-            from iacrun.orchestrator.backends.azure import AzureBackend
-
-            backends.append(AzureBackend(home=self.home))
+        backends = self.backends(include_unconfigured=True)
         plan = collect_offers(backends, spec.requirements)
         offer = plan.available[0]
         backend = next(b for b in backends if b.name == offer.backend)
@@ -425,37 +427,6 @@ def _saved_offset(run: RunRecord) -> int:
         return int((Path(run.local_dir) / ATTACH_OFFSET).read_text())
     except (OSError, ValueError):
         return 0
-
-
-def configured_backends(settings: Settings, runs_root: Path, registry: Registry) -> list[Backend]:
-    """The backends `up` may use: this machine unless disabled, and what config.yml lists."""
-    backends: list[Backend] = []
-    conf = settings.backends
-    if conf.local.enabled:
-        from iacrun.orchestrator.backends.local import LocalBackend
-
-        backends.append(LocalBackend(runs_root))
-    if conf.ssh is not None and conf.ssh.enabled and conf.ssh.hosts:
-        from iacrun.orchestrator.backends.ssh import SSHBackend
-
-        backends.append(SSHBackend(conf.ssh, registry=registry))
-    state_url = settings.state.backend_url
-    if conf.aws is not None and conf.aws.enabled:
-        from iacrun.orchestrator.backends.aws import AWSBackend
-
-        backends.append(AWSBackend(conf.aws, home=runs_root.parent, backend_url=state_url))
-    if conf.azure is not None and conf.azure.enabled:
-        from iacrun.orchestrator.backends.azure import AzureBackend
-
-        backends.append(
-            AzureBackend(
-                conf.azure,
-                self_delete=conf.azure.self_delete,
-                home=runs_root.parent,
-                backend_url=state_url,
-            )
-        )
-    return backends
 
 
 def _alive(pid: int) -> bool:

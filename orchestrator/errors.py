@@ -15,7 +15,9 @@
     │   ├── QuotaError             an account limit (vCPUs, spot count): try another region/cloud
     │   ├── CredentialsError       missing or rejected credentials
     │   ├── ToolMissingError       a program iacrun needs is not installed (`pulumi`, docker)
-    │   └── HostUnreachableError   an SSH host or a VM cannot be reached
+    │   ├── HostUnreachableError   an SSH host or a VM cannot be reached
+    │   ├── StackTimeoutError      a stack's `up` or `destroy` ran past its time limit
+    │   └── StackLockedError       another update holds a stack's lock, not shown to be stale
     └── RunnerError                the runner on a host could not start or answer
 
 Foreign errors (yaml, pydantic, asyncssh, pulumi) are translated at the seam where they occur and
@@ -111,6 +113,14 @@ class ToolMissingError(BackendError):
 
 class HostUnreachableError(BackendError):
     pass
+
+
+class StackTimeoutError(BackendError):
+    """`up` or `destroy` ran past its time limit and was cancelled."""
+
+
+class StackLockedError(BackendError):
+    """Another update holds the stack's lock, and it cannot be shown to be stale."""
 
 
 class RunnerError(IacrunError):

@@ -72,8 +72,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iacrun.orchestrator.errors import BackendError, IacrunError, ToolMissingError
-from iacrun.stacks.errors import StackLockedError, StackTimeoutError, translate
+from iacrun.orchestrator.errors import (
+    BackendError,
+    IacrunError,
+    StackLockedError,
+    StackTimeoutError,
+    ToolMissingError,
+)
+from iacrun.stacks.errors import translate
 from iacrun.stacks.progress import (
     EventRecord,
     Progress,

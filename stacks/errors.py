@@ -42,14 +42,6 @@ Kind = Literal["capacity", "quota", "credentials", "plugin", "other"]
 Source = BaseException | str | Iterable[BaseException | str]
 
 
-class StackTimeoutError(BackendError):
-    """`up` or `destroy` ran past its time limit and was cancelled."""
-
-
-class StackLockedError(BackendError):
-    """Another update holds the stack's lock, and it cannot be shown to be stale."""
-
-
 CAPACITY_CODES = (
     "InsufficientInstanceCapacity",
     "SpotMaxPriceTooLow",

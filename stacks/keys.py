@@ -1,28 +1,53 @@
 """Key pairs for a run: the SSH key iacrun logs in with, and the VM's host key it pins.
 
-Both are generated here, on the user's machine, for every run. The host key's private half only
-travels inside the VM's cloud-init (a Pulumi secret in the stack's state); its public half goes
-into the `Host` so that the first connection already checks it (no trust on first use).
+Both are generated here, on the user's machine, for every run, as the one `KeyPair` type. The
+host key's private half only travels inside the VM's cloud-init (a Pulumi secret in the stack's
+state); its public half goes into the `Host` so that the first connection already checks it (no
+trust on first use). The login key's private half is written under the run's folder
+(`write_private_key`) and never leaves this machine.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-@dataclass(frozen=True)
-class KeyPair:
-    """An SSH key pair in OpenSSH formats."""
 
-    private_openssh: str = field(repr=False)
+class KeyPair(BaseModel):
+    """An SSH key pair in OpenSSH formats (a `StackSpec` carries the host key as one)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    private_openssh: str = Field(repr=False)
     #: "ssh-ed25519 AAAA... comment"
     public_openssh: str
 
+    @field_validator("public_openssh")
+    @classmethod
+    def _public(cls, value: str) -> str:
+        value = value.strip()
+        if len(value.split()) < 2 or "\n" in value:
+            raise ValueError("the public key must be one line in OpenSSH format")
+        return value
+
+    @field_validator("private_openssh")
+    @classmethod
+    def _private(cls, value: str) -> str:
+        if "BEGIN OPENSSH PRIVATE KEY" not in value:
+            raise ValueError("the private key must be in OpenSSH format")
+        return value if value.endswith("\n") else value + "\n"
+
     @property
     def algorithm(self) -> str:
+        """`ssh-ed25519`, `ssh-rsa`..."""
         return self.public_openssh.split()[0]
+
+    @property
+    def public_key_only(self) -> str:
+        """`ssh-ed25519 AAAA...` without the comment, as `Host.host_key` takes it."""
+        return " ".join(self.public_openssh.split()[:2])
 
 
 def generate_ed25519(comment: str = "iacrun") -> KeyPair:

@@ -1,23 +1,25 @@
-"""The typed input of a stack program: the chosen offer and the run, and nothing else.
+"""The typed input of a stack program: the chosen machine and the run's job, and nothing else.
 
 A stack program (`stacks.aws.program`, `stacks.azure.program`) is a pure function of one
 `StackSpec`: the same spec always declares the same resources with the same inputs, which is what
-the tests under `pulumi.runtime.set_mocks` check and what `iacrun up --dry-run` shows.
+the tests under `pulumi.runtime.set_mocks` check and what `iacrun up --dry-run` shows. `stacks`
+depends only on this spec; the cloud backend builds it from an offer and a run
+(`orchestrator/backends/stack_spec.py`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iacrun.orchestrator.offers.model import Offer
+from iacrun.stacks.keys import KeyPair
 
+#: the clouds that have a stack program (the orchestrator's set of clouds is built on this)
 Cloud = Literal["aws", "azure"]
-CLOUDS: tuple[Cloud, ...] = ("aws", "azure")
 
 #: seconds after boot + max_duration at which the VM ends itself (boot, setup and upload time)
 DEFAULT_SELF_DESTRUCT_MARGIN = 1800
@@ -30,36 +32,8 @@ _STACK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _KEY_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-nistp256 ", "ecdsa-sha2-nistp384 ")
 
 
-class HostKeyPair(BaseModel):
-    """The VM's SSH host key, generated locally so iacrun can pin it. Ed25519 only."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    private_openssh: str = Field(repr=False)
-    public_openssh: str
-
-    @field_validator("public_openssh")
-    @classmethod
-    def _ed25519(cls, value: str) -> str:
-        if not value.startswith("ssh-ed25519 "):
-            raise ValueError("the host key must be an ssh-ed25519 key")
-        return value.strip()
-
-    @field_validator("private_openssh")
-    @classmethod
-    def _private(cls, value: str) -> str:
-        if "BEGIN OPENSSH PRIVATE KEY" not in value:
-            raise ValueError("the private host key must be in OpenSSH format")
-        return value if value.endswith("\n") else value + "\n"
-
-    @property
-    def public_key_only(self) -> str:
-        """`ssh-ed25519 AAAA...` without the comment, as `Host.host_key` takes it."""
-        return " ".join(self.public_openssh.split()[:2])
-
-
 class StackSpec(BaseModel):
-    """Everything a stack program needs. Built by `build_stack_spec` from an offer and a job."""
+    """Everything a stack program needs. The cloud backend builds it from an offer and a job."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -79,7 +53,8 @@ class StackSpec(BaseModel):
     image: str | None = None
     #: the run's SSH public key ("ssh-ed25519 AAAA..." or "ssh-rsa AAAA...")
     ssh_public_key: str
-    host_key: HostKeyPair
+    #: the VM's SSH host key, generated locally so iacrun can pin it; Ed25519 only
+    host_key: KeyPair
     #: who may reach port 22; by default the caller's public address as a /32
     ssh_cidrs: list[str] = Field(min_length=1)
     #: when the machine is expected to be gone; tagged on every resource (None: no max_duration)
@@ -112,6 +87,13 @@ class StackSpec(BaseModel):
         value = value.strip()
         if not value.startswith(_KEY_PREFIXES) or "\n" in value:
             raise ValueError("the SSH public key must be one line in OpenSSH format")
+        return value
+
+    @field_validator("host_key")
+    @classmethod
+    def _ed25519_host_key(cls, value: KeyPair) -> KeyPair:
+        if value.algorithm != "ssh-ed25519":
+            raise ValueError("the host key must be an ssh-ed25519 key")
         return value
 
     @field_validator("ssh_cidrs")
@@ -173,51 +155,3 @@ class StackSpec(BaseModel):
             ),
             "managed-by": "iacrun",
         }
-
-
-def build_stack_spec(
-    offer: Offer,
-    job: dict[str, Any],
-    *,
-    stack_name: str,
-    ssh_public_key: str,
-    host_key: HostKeyPair,
-    ssh_cidrs: list[str],
-    disk_gb: int | None = None,
-    max_price: float | None = None,
-    now: datetime | None = None,
-    **options: Any,
-) -> StackSpec:
-    """The spec of the stack that runs `job` on `offer`.
-
-    `disk_gb` defaults to the offer's disk (the requested size), else 100 GB. `options` are the
-    remaining `StackSpec` fields (machine_image, network, aws_profile, azure_subscription_id...).
-    """
-    if offer.backend not in CLOUDS:
-        raise ValueError(f"{offer.backend!r} is not a cloud backend with a stack program")
-    max_duration = job.get("max_duration")
-    margin = int(options.get("self_destruct_margin", DEFAULT_SELF_DESTRUCT_MARGIN))
-    now = now or datetime.now(UTC)
-    expires_at = now + timedelta(seconds=max_duration + margin) if max_duration else None
-    size = disk_gb if disk_gb is not None else offer.resources.disk_gb
-    return StackSpec(
-        run_name=job["run_name"],
-        stack_name=stack_name,
-        cloud=offer.backend,
-        region=offer.region,
-        instance_type=offer.instance_type,
-        spot=offer.spot,
-        max_price=max_price if offer.spot else None,
-        disk_gb=round(size) if size else 100,
-        gpu=bool(offer.resources.gpus),
-        cpu_arch=offer.resources.cpu_arch,
-        python=job.get("python"),
-        image=job.get("image"),
-        ssh_public_key=ssh_public_key,
-        host_key=host_key,
-        ssh_cidrs=ssh_cidrs,
-        expires_at=expires_at,
-        max_duration=max_duration,
-        job=job,
-        **options,
-    )

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from iacrun.orchestrator.backends.base import Backend, ProgressCallback
+from iacrun.orchestrator.backends.stack_spec import build_stack_spec, stack_name_for
 from iacrun.orchestrator.errors import (
     BackendError,
     ToolMissingError,
@@ -38,7 +39,7 @@ from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.offers.model import Offer, Requirements, pick_gpus
 from iacrun.stacks.cloudinit import RUN_DIR, SSH_USER
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
-from iacrun.stacks.spec import Cloud, HostKeyPair, StackSpec, build_stack_spec
+from iacrun.stacks.spec import Cloud, StackSpec
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
@@ -294,7 +295,7 @@ class PulumiCloudBackend(Backend):
 
     @staticmethod
     def stack_name(run: RunRecord) -> str:
-        return f"{run.name}-{run.id}"
+        return stack_name_for(run.name, run.id)
 
     def caller_cidrs(self) -> list[str]:
         if self.ssh_cidrs:
@@ -309,16 +310,13 @@ class PulumiCloudBackend(Backend):
         host = Host(kind="ssh", run_dir=self.run_dir, gpus=gpu_indices(offer))
         job = build_job(run.name, run.spec, host)
         requirements = run.spec.requirements
-        pair = generate_ed25519(f"iacrun-{run.name}-host")
         disk = offer.resources.disk_gb or requirements.resources.disk.min
         return build_stack_spec(
             offer,
             job,
             stack_name=self.stack_name(run),
             ssh_public_key=ssh_public_key,
-            host_key=HostKeyPair(
-                private_openssh=pair.private_openssh, public_openssh=pair.public_openssh
-            ),
+            host_key=generate_ed25519(f"iacrun-{run.name}-host"),
             ssh_cidrs=ssh_cidrs,
             disk_gb=int(disk) if disk else None,
             max_price=requirements.max_price,
@@ -350,7 +348,8 @@ class PulumiCloudBackend(Backend):
         data = cloudinit.user_data(stack_spec)
         result = preview(self.program(stack_spec))
         notes.append(f"SSH (port 22) open to {', '.join(cidrs)} only")
-        notes += self.plan_notes(stack_spec, f"{run_name}-<id>")
+        stack_label = stack_name_for(run_name, "<id>")
+        notes += self.plan_notes(stack_spec, stack_label)
         limit = (
             cloudinit.AWS_USER_DATA_LIMIT
             if self.cloud == "aws"
@@ -359,7 +358,7 @@ class PulumiCloudBackend(Backend):
         notes.append(f"cloud-init: {len(data)} of {limit} bytes")
         return StackPlan(
             offer=offer,
-            stack_name=f"{run_name}-<id>",
+            stack_name=stack_label,
             spec=stack_spec,
             resources=result.cloud_resources,
             outputs=result.outputs,

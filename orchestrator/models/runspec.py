@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,14 +111,7 @@ def build_run_spec(
     retry = _retry(task, profile, overrides)
     max_duration_flag = _duration_flag(overrides.max_duration)
     max_duration = max_duration_flag[0] if max_duration_flag else pick(None, "max_duration")
-    requirements = Requirements(
-        resources=_resources(task.resources, overrides),
-        spot_policy=pick(overrides.spot_policy, "spot_policy") or "on-demand",
-        max_price=pick(overrides.max_price, "max_price"),
-        backends=pick(overrides.backends, "backends"),
-        regions=pick(overrides.regions, "regions"),
-        instance_types=pick(overrides.instance_types, "instance_types"),
-    )
+    requirements = build_requirements(overrides, task.resources, lambda field: pick(None, field))
     working_dir = task.working_dir or "."
     if Path(working_dir).is_absolute() or ".." in Path(working_dir).parts:
         raise ConfigError(
@@ -170,24 +163,71 @@ def _retry(task: TaskConfig, profile: Profile | None, overrides: Overrides) -> R
     return base
 
 
-def _resources(spec: ResourcesSpec, o: Overrides) -> ResourcesSpec:
+def requirements_for(config_path: str | Path | None, overrides: Overrides) -> Requirements:
+    """What `iacrun offers` looks for: the task file's (with its profile) and the flags, flags
+    winning; without a file, the flags alone on dstack's defaults. Nothing runs, so a variable
+    the task takes from this shell may be unset here."""
+    if config_path is not None:
+        return build_run_spec(config_path, overrides, environ=_AnyEnvironment()).requirements
+    return build_requirements(overrides)
+
+
+def build_requirements(
+    overrides: Overrides,
+    resources: ResourcesSpec | None = None,
+    fallback: Callable[[str], Any] | None = None,
+) -> Requirements:
+    """The flags over `resources` (default: dstack's) and over what `fallback(field)` gives for
+    the policies (the task file, then its profile); on-demand unless something says otherwise."""
+
+    def pick(field: str) -> Any:
+        flag = getattr(overrides, field)
+        return flag if flag is not None or fallback is None else fallback(field)
+
+    return Requirements(
+        resources=apply_resource_flags(resources or ResourcesSpec(), overrides),
+        spot_policy=pick("spot_policy") or "on-demand",
+        max_price=pick("max_price"),
+        backends=pick("backends"),
+        regions=pick("regions"),
+        instance_types=pick("instance_types"),
+    )
+
+
+def apply_resource_flags(spec: ResourcesSpec, o: Overrides) -> ResourcesSpec:
+    """`--gpu`, `--cpu`, `--memory` and `--disk` over `spec`: the one parser of these flags."""
     update: dict[str, object] = {}
+    flag = ""
     try:
         if o.gpu is not None:
+            flag = "--gpu"
             update["gpu"] = GPUSpec.model_validate(o.gpu)
         if o.cpu is not None:
+            flag = "--cpu"
             update["cpu"] = CPUSpec.model_validate(o.cpu)
         if o.memory is not None:
+            flag = "--memory"
             update["memory"] = parse_range(o.memory, size=True, what="memory")
         if o.disk is not None:
+            flag = "--disk"
             update["disk"] = parse_range(o.disk, size=True, what="disk")
     except ValueError as exc:
-        raise InputError(f"resources flag: {_first_line(exc)}") from exc
+        raise InputError(f"resources flag {flag}: {_first_line(exc)}") from exc
     if not update:
         return spec
     data = spec.model_dump(exclude_unset=True)
     data.update({k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in update.items()})
     return ResourcesSpec.model_validate(data)
+
+
+class _AnyEnvironment(dict[str, str]):
+    """An environment in which every variable is set (to "")."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 def _first_line(exc: Exception) -> str:

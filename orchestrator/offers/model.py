@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeGuard, get_args
 
 from pydantic import BaseModel, ConfigDict
 
 from iacrun.orchestrator.models.resources import GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.units import Range, format_size_gb
+from iacrun.stacks.spec import Cloud
 
 SpotPolicy = Literal["spot", "on-demand", "auto"]
+#: the clouds iacrun knows: each has a backend, a price catalog and a stack program
+CLOUDS: tuple[Cloud, ...] = get_args(Cloud)
+
+
+def is_cloud(backend: str) -> TypeGuard[Cloud]:
+    """Whether `backend` names a cloud (a Pulumi stack per run) rather than `local` or `ssh`."""
+    return backend in CLOUDS
 
 
 class Gpu(BaseModel):

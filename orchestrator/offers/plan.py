@@ -18,7 +18,6 @@ from iacrun.orchestrator.offers.model import Offer, Requirements
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.models.resources import ResourcesSpec
-    from iacrun.orchestrator.models.settings import Settings
     from iacrun.orchestrator.offers.catalog.match import Shortfall
 
 
@@ -268,43 +267,6 @@ def describe_need(spec: ResourcesSpec) -> str:
     if gpu.total_memory is not None:
         text += f" with {gpu.total_memory.render(size=True)} in total"
     return text
-
-
-def offer_sources(
-    settings: Settings,
-    *,
-    include_unconfigured: bool,
-    local: Callable[[], OfferSource | None] | None = None,
-) -> tuple[list[OfferSource], list[str]]:
-    """The sources `iacrun offers` asks, and notes on what is shown without being configured.
-
-    The local machine (when enabled and its backend exists), then AWS and Azure from the
-    catalog: narrowed to the configured regions when configured, all catalog regions when shown
-    only for comparison (`include_unconfigured`).
-    """
-    from iacrun.orchestrator.offers.catalog import CatalogOfferSource
-
-    sources: list[OfferSource] = []
-    notes: list[str] = []
-    if settings.backends.local.enabled and local is not None:
-        source = local()
-        if source is not None:
-            sources.append(source)
-    unconfigured = []
-    for cloud in ("aws", "azure"):
-        conf = getattr(settings.backends, cloud)
-        if conf is not None and conf.enabled:
-            sources.append(CatalogOfferSource(cloud, regions=conf.regions))
-        elif include_unconfigured:
-            sources.append(CatalogOfferSource(cloud))
-            unconfigured.append(cloud)
-    if unconfigured:
-        notes.append(
-            f"{' and '.join(unconfigured)} {'is' if len(unconfigured) == 1 else 'are'} not "
-            "configured in ~/.iacrun/config.yml: shown for comparison, `iacrun up` will not use "
-            f"{'it' if len(unconfigured) == 1 else 'them'}"
-        )
-    return sources, notes
 
 
 def catalog_notes(clouds: Sequence[str]) -> list[str]:

@@ -1,28 +1,30 @@
-"""Specs for the stack tests: offers and jobs as the orchestrator builds them."""
+"""Specs for the stack tests, built directly: `stacks` knows only its own spec, not offers."""
 
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer
 from iacrun.stacks.keys import KeyPair, generate_ed25519
-from iacrun.stacks.spec import HostKeyPair, StackSpec, build_stack_spec
+from iacrun.stacks.spec import DEFAULT_SELF_DESTRUCT_MARGIN, Cloud, StackSpec
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 CALLER = "198.51.100.7/32"
 
-GPU_RESOURCES = InstanceResources(
-    cpus=8, memory_gb=32, gpus=(Gpu(name="A10G", memory_gb=24),), disk_gb=150
-)
-CPU_RESOURCES = InstanceResources(cpus=4, memory_gb=16, disk_gb=100)
+#: instance types by (cloud, has a GPU): the GPU ones have an A10G and a 150 GB disk
+INSTANCE_TYPES = {
+    ("aws", True): "g5.2xlarge",
+    ("aws", False): "m6i.xlarge",
+    ("azure", True): "Standard_NV36ads_A10_v5",
+    ("azure", False): "Standard_D4s_v5",
+}
+REGIONS = {"aws": "us-east-1", "azure": "eastus"}
 
 
 @functools.cache
-def host_key() -> HostKeyPair:
-    pair = generate_ed25519("iacrun-host")
-    return HostKeyPair(private_openssh=pair.private_openssh, public_openssh=pair.public_openssh)
+def host_key() -> KeyPair:
+    return generate_ed25519("iacrun-host")
 
 
 @functools.cache
@@ -56,35 +58,8 @@ def job(
     }
 
 
-def offer(
-    backend: str = "aws",
-    *,
-    gpu: bool = True,
-    spot: bool = False,
-    instance_type: str | None = None,
-    region: str | None = None,
-    arm: bool = False,
-) -> Offer:
-    if instance_type is None:
-        if backend == "aws":
-            instance_type = "g5.2xlarge" if gpu else "m6i.xlarge"
-        else:
-            instance_type = "Standard_NV36ads_A10_v5" if gpu else "Standard_D4s_v5"
-    resources = GPU_RESOURCES if gpu else CPU_RESOURCES
-    if arm:
-        resources = resources.model_copy(update={"cpu_arch": "arm"})
-    return Offer(
-        backend=backend,
-        region=region or ("us-east-1" if backend == "aws" else "eastus"),
-        instance_type=instance_type,
-        resources=resources,
-        spot=spot,
-        price=1.2,
-    )
-
-
 def make_spec(
-    backend: str = "aws",
+    backend: Cloud = "aws",
     *,
     gpu: bool = True,
     spot: bool = False,
@@ -93,14 +68,28 @@ def make_spec(
     arm: bool = False,
     **options: Any,
 ) -> StackSpec:
-    return build_stack_spec(
-        offer(backend, gpu=gpu, spot=spot, arm=arm),
-        job_ if job_ is not None else job(),
+    """The spec of run train-1 (stack train-1-7) on a GPU (A10G) or CPU machine, as of NOW."""
+    job_ = job_ if job_ is not None else job()
+    max_duration = job_.get("max_duration")
+    margin = int(options.get("self_destruct_margin", DEFAULT_SELF_DESTRUCT_MARGIN))
+    return StackSpec(
+        run_name=job_["run_name"],
         stack_name="train-1-7",
+        cloud=backend,
+        region=REGIONS[backend],
+        instance_type=INSTANCE_TYPES[(backend, gpu)],
+        spot=spot,
+        max_price=max_price if spot else None,
+        disk_gb=150 if gpu else 100,
+        gpu=gpu,
+        cpu_arch="arm" if arm else "x86",
+        python=job_.get("python"),
+        image=job_.get("image"),
         ssh_public_key=client_key().public_openssh,
         host_key=host_key(),
         ssh_cidrs=[CALLER],
-        max_price=max_price,
-        now=NOW,
+        expires_at=NOW + timedelta(seconds=max_duration + margin) if max_duration else None,
+        max_duration=max_duration,
+        job=job_,
         **options,
     )

@@ -20,8 +20,8 @@ import pytest
 from iacrun.orchestrator.host.transport import Host
 from iacrun.stacks.cloudinit import VmLayout
 from iacrun.stacks.engine import StackEngine
-from iacrun.stacks.keys import generate_ed25519, write_private_key
-from iacrun.stacks.spec import HostKeyPair, StackSpec
+from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
+from iacrun.stacks.spec import StackSpec
 from tests.standin.boot import boot_script
 from tests.standin.vm import StandinVM, vm_pids
 
@@ -63,9 +63,7 @@ def job_for(run_name: str, port: int) -> dict[str, Any]:
     }
 
 
-def spec_for(
-    run_name: str, job: dict[str, Any], client_public: str, host: HostKeyPair
-) -> StackSpec:
+def spec_for(run_name: str, job: dict[str, Any], client_public: str, host: KeyPair) -> StackSpec:
     return StackSpec(
         run_name=run_name,
         stack_name=f"{run_name}-1",
@@ -136,8 +134,7 @@ def test_a_task_runs_end_to_end_on_the_standin_vm(engine: StackEngine, tmp_path:
     job = job_for(run_name, port)
     client = generate_ed25519("iacrun-standin-run")
     key_path = write_private_key(tmp_path / "id_ed25519", client)
-    pair = generate_ed25519("iacrun-standin-run-host")
-    host_key = HostKeyPair(private_openssh=pair.private_openssh, public_openssh=pair.public_openssh)
+    host_key = generate_ed25519("iacrun-standin-run-host")
     spec = spec_for(run_name, job, client.public_openssh, host_key)
     root = tmp_path / "vm"
     layout = VmLayout(

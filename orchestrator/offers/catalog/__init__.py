@@ -22,12 +22,12 @@ from iacrun.orchestrator.offers.catalog.match import (
 )
 from iacrun.orchestrator.offers.catalog.model import Catalog, InstanceType, PriceRow, Source
 from iacrun.orchestrator.offers.catalog.store import (
-    CLOUDS,
     catalog_path,
     load_catalog,
     shipped_catalog_path,
     user_catalog_dir,
 )
+from iacrun.orchestrator.offers.model import CLOUDS
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.offers.catalog.refresh import RefreshResult

@@ -17,7 +17,8 @@ from iacrun.orchestrator.errors import BackendError, InputError
 from iacrun.orchestrator.offers.catalog.check import check_catalog
 from iacrun.orchestrator.offers.catalog.http import Http, UrllibHttp
 from iacrun.orchestrator.offers.catalog.model import Catalog
-from iacrun.orchestrator.offers.catalog.store import CLOUDS, save_catalog, user_catalog_dir
+from iacrun.orchestrator.offers.catalog.store import save_catalog, user_catalog_dir
+from iacrun.orchestrator.offers.model import CLOUDS
 
 DEFAULT_REGIONS: dict[str, tuple[str, ...]] = {
     "aws": (

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from iacrun.orchestrator.errors import ConfigError, InputError
 from iacrun.orchestrator.offers.catalog.model import Catalog, dump_catalog, parse_catalog
+from iacrun.orchestrator.offers.model import CLOUDS
 
-CLOUDS = ("aws", "azure")
 SHIPPED_DIR = Path(__file__).resolve().parent / "data"
 
 _cache: dict[str, tuple[tuple[int, int], Catalog]] = {}

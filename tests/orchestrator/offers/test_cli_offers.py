@@ -164,3 +164,24 @@ def test_refresh_failure_is_reported_and_nothing_else_runs(
     code, out, err = run(app, "--refresh", "--gpu", "80GB")
     assert code == 1 and out == ""
     assert "could not reach https://website.spot.ec2.aws.a2z.com/spot.js" in err
+
+
+def test_configured_ssh_hosts_are_offered_too(app: typer.Typer, isolated_home: Path) -> None:
+    """`iacrun offers` asks the backends `iacrun up` would: an SSH host that is down shows why."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFqJ0i1Zf2m3nKp5e3Yc3JHt0n7f8d2V4n3kq5ZbYw8x"
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    (isolated_home / "config.yml").write_text(
+        "backends:\n  ssh:\n    hosts:\n"
+        f"      - {{name: box, host: 127.0.0.1, port: {port}, host_key: '{key}'}}\n"
+    )
+    code, out, err = run(app, "--cpu", "1..", "--configured-only", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    box = [o for o in doc["offers"] if o["backend"] == "ssh"]
+    assert [(o["region"], o["available"]) for o in box] == [("box", False)]
+    assert box[0]["note"] == "unreachable: connection refused"

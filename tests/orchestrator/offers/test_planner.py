@@ -6,13 +6,11 @@ import pytest
 
 from iacrun.orchestrator.errors import NoOfferError
 from iacrun.orchestrator.models.resources import ResourcesSpec
-from iacrun.orchestrator.models.settings import Settings
 from iacrun.orchestrator.offers.catalog import CatalogOfferSource
 from iacrun.orchestrator.offers.model import InstanceResources, Offer, Requirements
 from iacrun.orchestrator.offers.plan import (
     collect_offers,
     describe_need,
-    offer_sources,
     policy_filter,
 )
 
@@ -157,25 +155,3 @@ def test_policy_filter_keeps_the_lead_contract() -> None:
 )
 def test_describe_need(resources: dict[str, object], text: str) -> None:
     assert describe_need(ResourcesSpec.model_validate(resources)) == text
-
-
-def test_offer_sources_narrow_configured_clouds_and_note_the_others() -> None:
-    settings = Settings.model_validate({"backends": {"aws": {"regions": ["us-west-2"]}}})
-    sources, notes = offer_sources(settings, include_unconfigured=True, local=lambda: None)
-    by_name = {s.name: s for s in sources}
-    assert set(by_name) == {"aws", "azure"}
-    assert by_name["aws"].regions == ["us-west-2"]  # type: ignore[attr-defined]
-    assert notes == [
-        "azure is not configured in ~/.iacrun/config.yml: shown for comparison, "
-        "`iacrun up` will not use it"
-    ]
-    configured, none = offer_sources(settings, include_unconfigured=False, local=lambda: None)
-    assert [s.name for s in configured] == ["aws"] and none == []
-
-
-def test_offer_sources_include_the_local_machine_unless_disabled() -> None:
-    local = Fixed("local", [])
-    sources, _ = offer_sources(Settings(), include_unconfigured=False, local=lambda: local)
-    assert sources == [local]
-    off = Settings.model_validate({"backends": {"local": {"enabled": False}}})
-    assert offer_sources(off, include_unconfigured=False, local=lambda: local)[0] == []

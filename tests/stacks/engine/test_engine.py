@@ -20,9 +20,14 @@ from typing import Any
 import pulumi
 import pytest
 
-from iacrun.orchestrator.errors import BackendError, CapacityError, ToolMissingError
+from iacrun.orchestrator.errors import (
+    BackendError,
+    CapacityError,
+    StackLockedError,
+    StackTimeoutError,
+    ToolMissingError,
+)
 from iacrun.stacks.engine import INSTALL_HINT, StackEngine, check_stack_name
-from iacrun.stacks.errors import StackLockedError, StackTimeoutError
 from iacrun.stacks.progress import Progress
 from tests.stacks.engine.resources import Failing, Marker, Slow
 from tests.stacks.engine.support import REPO

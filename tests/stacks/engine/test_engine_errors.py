@@ -9,9 +9,10 @@ from iacrun.orchestrator.errors import (
     CapacityError,
     CredentialsError,
     QuotaError,
+    StackTimeoutError,
     ToolMissingError,
 )
-from iacrun.stacks.errors import StackTimeoutError, classify, translate
+from iacrun.stacks.errors import classify, translate
 
 
 def aws(code: str, message: str, status: int = 400) -> str:

@@ -1,0 +1,68 @@
+"""From an offer and a run to the `StackSpec` a stack program takes, and the stack's name.
+
+This is the one step between the orchestrator's models (`Offer`, the run) and `stacks`, which
+knows only its own spec: the cloud backend calls `build_stack_spec`, never a stack program.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from iacrun.orchestrator.offers.model import Offer, is_cloud
+from iacrun.stacks.keys import KeyPair
+from iacrun.stacks.spec import DEFAULT_SELF_DESTRUCT_MARGIN, StackSpec
+
+
+def stack_name_for(run_name: str, run_id: int | str) -> str:
+    """The Pulumi stack of a run: `<run name>-<run id>`, unique in this iacrun home."""
+    return f"{run_name}-{run_id}"
+
+
+def build_stack_spec(
+    offer: Offer,
+    job: dict[str, Any],
+    *,
+    stack_name: str,
+    ssh_public_key: str,
+    host_key: KeyPair,
+    ssh_cidrs: list[str],
+    disk_gb: int | None = None,
+    max_price: float | None = None,
+    now: datetime | None = None,
+    **options: Any,
+) -> StackSpec:
+    """The spec of the stack that runs `job` on `offer`.
+
+    `disk_gb` defaults to the offer's disk (the requested size), else 100 GB. `options` are the
+    remaining `StackSpec` fields (machine_image, network, aws_profile, azure_subscription_id...).
+    """
+    cloud = offer.backend
+    if not is_cloud(cloud):
+        raise ValueError(f"{cloud!r} is not a cloud backend with a stack program")
+    max_duration = job.get("max_duration")
+    margin = int(options.get("self_destruct_margin", DEFAULT_SELF_DESTRUCT_MARGIN))
+    now = now or datetime.now(UTC)
+    expires_at = now + timedelta(seconds=max_duration + margin) if max_duration else None
+    size = disk_gb if disk_gb is not None else offer.resources.disk_gb
+    return StackSpec(
+        run_name=job["run_name"],
+        stack_name=stack_name,
+        cloud=cloud,
+        region=offer.region,
+        instance_type=offer.instance_type,
+        spot=offer.spot,
+        max_price=max_price if offer.spot else None,
+        disk_gb=round(size) if size else 100,
+        gpu=bool(offer.resources.gpus),
+        cpu_arch=offer.resources.cpu_arch,
+        python=job.get("python"),
+        image=job.get("image"),
+        ssh_public_key=ssh_public_key,
+        host_key=host_key,
+        ssh_cidrs=ssh_cidrs,
+        expires_at=expires_at,
+        max_duration=max_duration,
+        job=job,
+        **options,
+    )

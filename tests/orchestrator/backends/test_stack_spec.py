@@ -1,0 +1,109 @@
+"""The cloud backend's step from an offer and a job to a StackSpec, and the stack's name."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from iacrun.orchestrator.backends.stack_spec import build_stack_spec, stack_name_for
+from iacrun.stacks.spec import StackSpec
+from tests.stacks.conftest import CALLER, NOW, client_key, host_key, job
+
+from .conftest import offer
+
+
+def spec_from_offer(
+    backend: str = "aws",
+    *,
+    gpu: bool = True,
+    spot: bool = False,
+    max_price: float | None = None,
+    job_: dict[str, Any] | None = None,
+    **options: Any,
+) -> StackSpec:
+    return build_stack_spec(
+        offer(backend, gpu=gpu, spot=spot),
+        job_ if job_ is not None else job(),
+        stack_name="train-1-7",
+        ssh_public_key=client_key().public_openssh,
+        host_key=host_key(),
+        ssh_cidrs=[CALLER],
+        max_price=max_price,
+        now=NOW,
+        **options,
+    )
+
+
+def test_the_stack_of_a_run_is_named_after_the_run_and_its_id() -> None:
+    assert stack_name_for("train-1", 7) == "train-1-7"
+    assert stack_name_for("train-1", "<id>") == "train-1-<id>"
+
+
+def test_the_same_offer_and_job_give_the_spec_the_stack_tests_use() -> None:
+    from tests.stacks.conftest import make_spec
+
+    for cloud in ("aws", "azure"):
+        for gpu in (True, False):
+            assert spec_from_offer(cloud, gpu=gpu) == make_spec(cloud, gpu=gpu)  # type: ignore[arg-type]
+    assert spec_from_offer("aws", spot=True, max_price=0.7) == make_spec(
+        "aws", spot=True, max_price=0.7
+    )
+
+
+def test_built_from_an_offer_and_a_job() -> None:
+    spec = spec_from_offer("aws", spot=True, max_price=0.7)
+    assert (spec.cloud, spec.region, spec.instance_type) == ("aws", "us-east-1", "g5.2xlarge")
+    assert spec.spot and spec.max_price == 0.7
+    assert spec.gpu and spec.disk_gb == 150
+    assert spec.python == "3.11" and spec.image is None
+    assert spec.max_duration == 7200
+    assert spec.deadline == 7200 + 1800
+    assert spec.expires_at == datetime.fromisoformat("2025-01-02T05:34:05+00:00")
+    assert spec.tags == {
+        "Name": "iacrun-train-1",
+        "iacrun:run": "train-1",
+        "iacrun:stack": "train-1-7",
+        "iacrun:expires-at": "2025-01-02T05:34:05Z",
+        "managed-by": "iacrun",
+    }
+
+
+def test_max_price_only_for_spot() -> None:
+    assert spec_from_offer("aws", spot=False, max_price=0.7).max_price is None
+
+
+def test_without_max_duration_there_is_no_deadline_and_no_expiry() -> None:
+    spec = spec_from_offer("azure", job_=job(max_duration=None))
+    assert spec.deadline is None and spec.expires_at is None
+    assert spec.tags["iacrun:expires-at"] == "none"
+
+
+def test_disk_defaults_to_the_offer_then_100_gb() -> None:
+    bare = offer("aws", gpu=False).model_copy(
+        update={"resources": offer("aws", gpu=False).resources.model_copy(update={"disk_gb": None})}
+    )
+    spec = build_stack_spec(
+        bare,
+        job(),
+        stack_name="s-1",
+        ssh_public_key=client_key().public_openssh,
+        host_key=host_key(),
+        ssh_cidrs=["203.0.113.9"],
+        now=NOW,
+    )
+    assert spec.disk_gb == 100
+    assert spec.ssh_cidrs == ["203.0.113.9/32"]  # an address becomes its /32
+
+
+def test_only_cloud_offers_have_a_stack() -> None:
+    with pytest.raises(ValueError, match="not a cloud backend"):
+        build_stack_spec(
+            offer("aws").model_copy(update={"backend": "local"}),
+            job(),
+            stack_name="s",
+            ssh_public_key=client_key().public_openssh,
+            host_key=host_key(),
+            ssh_cidrs=["10.0.0.1/32"],
+        )
