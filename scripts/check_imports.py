@@ -139,7 +139,8 @@ def _resolve(base: str, name: str, modules: dict[str, Module]) -> str:
 
 def imports_of(module: Module, root: Path, modules: dict[str, Module]) -> Iterator[Import]:
     tree = ast.parse((root / module.path).read_text(), str(module.path))
-    for node in ast.walk(tree):
+    statements = (n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom))
+    for node in sorted(statements, key=lambda n: n.lineno):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield Import(module, alias.name, node.lineno, alias.name)
