@@ -5,14 +5,15 @@
     iacrun state RUN [--json]     the run's stack: resources (type, name, id), outputs (secrets
                                   masked), the last update's result, pending operations
 
-Thin: ``register(app)`` adds the two commands; rows and text are built by the functions below,
-which tests call without a terminal. Only typer is imported at start-up.
+Thin: ``register(app)`` adds the two commands, which ask the Orchestrator (`stacks`,
+`stack_state`; the leak rule lives in orchestrator/backends/stack_inventory.py) and render its
+answer with the functions below, which tests call without a terminal. Only typer is imported at
+start-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -20,8 +21,10 @@ import typer
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from iacrun.orchestrator.registry import Registry, RunRecord
-    from iacrun.stacks.engine import StackEngine, StackState, StackSummary
+    from iacrun.orchestrator.api import Orchestrator
+    from iacrun.orchestrator.backends.stack_inventory import StackRow
+    from iacrun.orchestrator.registry import RunRecord
+    from iacrun.stacks.engine import StackState
 
 _DONE = {
     "create": "created",
@@ -31,39 +34,23 @@ _DONE = {
     "replace": "replaced",
 }
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts and CI.")]
-EngineFactory = Callable[[], "StackEngine"]
-RegistryFactory = Callable[[], "Registry"]
+OrchestratorFactory = Callable[[], "Orchestrator"]
 
 
-def default_engine() -> StackEngine:
-    """The engine on the configured state backend (`state.backend_url` in config.yml)."""
-    from iacrun.orchestrator.models.settings import load_settings
-    from iacrun.orchestrator.paths import iacrun_home
-    from iacrun.stacks.engine import StackEngine
+def default_orchestrator() -> Orchestrator:
+    from iacrun.orchestrator.api import Orchestrator
 
-    return StackEngine(iacrun_home(), load_settings().state.backend_url)
+    return Orchestrator()
 
 
-def default_registry() -> Registry:
-    from iacrun.orchestrator.paths import iacrun_home
-    from iacrun.orchestrator.registry import Registry
-
-    return Registry(iacrun_home() / "registry.db")
-
-
-def register(
-    app: typer.Typer,
-    *,
-    engine: EngineFactory = default_engine,
-    registry: RegistryFactory = default_registry,
-) -> None:
-    """Add `stacks` and `state` to `app`. Tests inject the engine and the registry."""
+def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_orchestrator) -> None:
+    """Add `stacks` and `state` to `app`. Tests inject an Orchestrator with their own engine."""
 
     @app.command("stacks", help="List the stacks in the Pulumi state backend; flag leaks.")
     def stacks(json_out: Json = False) -> None:
         import json
 
-        rows = link_runs(engine().list_stacks(), registry().runs(all_runs=True))
+        rows = orchestrator().stacks()
         if json_out:
             typer.echo(json.dumps([row_json(row) for row in rows], indent=2))
             return
@@ -76,67 +63,14 @@ def register(
     ) -> None:
         import json
 
-        eng = engine()
-        record, stack_name = find_stack(run, eng.stack_names(), registry())
-        found = eng.state(stack_name)
+        found = orchestrator().stack_state(run)
         if json_out:
-            typer.echo(json.dumps(state_json(found, record, eng.backend_url), indent=2))
+            typer.echo(json.dumps(state_json(found.state, found.run, found.backend_url), indent=2))
             return
-        typer.echo(state_text(found, record, eng.backend_url))
+        typer.echo(state_text(found.state, found.run, found.backend_url))
 
 
 # ----------------------------------------------------------------------------- stacks
-
-
-@dataclass(frozen=True)
-class StackRow:
-    stack: StackSummary
-    run: RunRecord | None
-
-    @property
-    def leak(self) -> bool:
-        """No live run owns the stack: its run is unknown here, or over."""
-        from iacrun.orchestrator.registry import FINAL_STATUSES
-
-        return self.run is None or self.run.status in FINAL_STATUSES
-
-    @property
-    def note(self) -> str:
-        if self.run is None:
-            return "leak: no run"
-        if self.leak:
-            return f"leak: run {self.run.status}"
-        return ""
-
-
-def stack_keys(run: RunRecord) -> list[str]:
-    """The stack names a run may own: the recorded one, else `<name>-<id>` (the cloud backends'
-    choice), else the run's name."""
-    keys = [run.stack_name] if run.stack_name else []
-    return [*keys, f"{run.name}-{run.id}", run.name]
-
-
-def owners(runs: Sequence[RunRecord]) -> dict[str, RunRecord]:
-    """Stack name → the run it belongs to (the latest such run)."""
-    latest_first = sorted(runs, key=lambda r: r.id, reverse=True)
-    owner: dict[str, RunRecord] = {}
-    for run in latest_first:  # a recorded stack name beats a derived one
-        if run.stack_name:
-            owner.setdefault(run.stack_name, run)
-    for derive in (lambda r: f"{r.name}-{r.id}", lambda r: r.name):
-        for run in latest_first:
-            owner.setdefault(derive(run), run)
-    return owner
-
-
-def link_runs(summaries: Sequence[StackSummary], runs: Sequence[RunRecord]) -> list[StackRow]:
-    """Each stack with the run it belongs to, or None."""
-    owner = owners(runs)
-    return [StackRow(stack=s, run=owner.get(s.name)) for s in sorted(summaries, key=_name)]
-
-
-def _name(summary: StackSummary) -> str:
-    return summary.name
 
 
 def stacks_text(rows: Sequence[StackRow], now: float | None = None) -> str:
@@ -194,30 +128,6 @@ def _ago(when: datetime | None, now: float | None) -> str:
 
 
 # ----------------------------------------------------------------------------- state
-
-
-def find_stack(
-    name: str, stacks: Sequence[str], registry: Registry
-) -> tuple[RunRecord | None, str]:
-    """The run called `name` and its stack; else the stack called `name` and its run, if any."""
-    from iacrun.orchestrator.errors import BackendError, RunNotFoundError
-
-    try:
-        run: RunRecord | None = registry.get(name)
-    except RunNotFoundError:
-        run = None
-    if run is not None:
-        for candidate in stack_keys(run):
-            if candidate in stacks:
-                return run, candidate
-    if name in stacks:
-        return owners(registry.runs(all_runs=True)).get(name), name
-    if run is None:
-        raise RunNotFoundError(f"no run and no stack named {name!r}; see iacrun stacks")
-    raise BackendError(
-        f"run {name} has no stack in the state backend (a local or SSH run has none, and a "
-        "cloud run's stack is removed at teardown)"
-    )
 
 
 def state_text(state: StackState, run: RunRecord | None, backend_url: str) -> str:

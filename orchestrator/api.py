@@ -51,11 +51,18 @@ from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord
 from iacrun.orchestrator.supervisor import EventLog, Supervisor
 
 if TYPE_CHECKING:  # planning needs models that listing runs does not: imported where used
+    from iacrun.orchestrator.backends.stack_inventory import (
+        StackDetail,
+        StackEngineFactory,
+        StackRow,
+    )
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.models.settings import Settings
     from iacrun.orchestrator.models.taskfile import PortMapping
     from iacrun.orchestrator.offers.model import Offer
     from iacrun.orchestrator.offers.plan import OfferPlan
+    from iacrun.stacks.engine import StackEngine
+
 #: the file in a run's folder where the last attach stopped in its log
 ATTACH_OFFSET = "attach.offset"
 
@@ -66,11 +73,14 @@ class Orchestrator:
         home: Path | None = None,
         settings: Settings | None = None,
         backends: list[Backend] | None = None,
+        stack_engine: StackEngineFactory | None = None,
     ) -> None:
         self.home = home or iacrun_home()
         self._settings = settings
         self._backends = backends
         self._registry: Registry | None = None
+        self._stack_engine_factory = stack_engine
+        self._stack_engine: StackEngine | None = None
 
     # ------------------------------------------------------------------ collaborators
 
@@ -316,13 +326,44 @@ class Orchestrator:
 
     def destroy_stack(self, stack_name: str) -> str:
         """Destroy and remove a stack that no recorded run owns (a leak `iacrun stacks` found)."""
-        from iacrun.stacks.engine import StackEngine
-
-        engine = StackEngine(self.home, self.settings.state.backend_url)
+        engine = self.stack_engine()
         if stack_name not in engine.stack_names():
             raise RunNotFoundError(f"no run or stack named {stack_name!r}; see iacrun ps -a")
         engine.destroy(stack_name)
         return f"{stack_name}: stack destroyed and removed"
+
+    # ------------------------------------------------------------------ stacks in the state backend
+    # What `iacrun stacks` and `iacrun state` show: every stack with the run that owns it, leaks
+    # flagged (see backends/stack_inventory.py), and one stack's resources and outputs.
+
+    def stack_engine(self) -> StackEngine:
+        """The engine on the configured state backend (`state.backend_url`), made on first use;
+        the constructor's `stack_engine` factory replaces it (tests use a temporary backend)."""
+        if self._stack_engine is None:
+            if self._stack_engine_factory is not None:
+                self._stack_engine = self._stack_engine_factory()
+            else:
+                from iacrun.stacks.engine import StackEngine
+
+                self._stack_engine = StackEngine(self.home, self.settings.state.backend_url)
+        return self._stack_engine
+
+    def stacks(self) -> list[StackRow]:
+        """Every stack in the state backend, sorted by name, with the run that owns it (if any);
+        `StackRow.leak` marks a stack no live run owns."""
+        from iacrun.orchestrator.backends.stack_inventory import link_runs
+
+        return link_runs(self.stack_engine().list_stacks(), self.registry.runs(all_runs=True))
+
+    def stack_state(self, run_or_stack: str) -> StackDetail:
+        """The stack of the run called `run_or_stack`, else the stack of that name, with its run.
+
+        Raises RunNotFoundError when neither exists, BackendError when the run has no stack."""
+        from iacrun.orchestrator.backends.stack_inventory import StackDetail, find_stack
+
+        engine = self.stack_engine()
+        run, stack_name = find_stack(run_or_stack, engine.stack_names(), self.registry)
+        return StackDetail(state=engine.state(stack_name), run=run, backend_url=engine.backend_url)
 
 
 class _Follow:

@@ -46,7 +46,8 @@ from iacrun.orchestrator.host.transport import Host, Transport
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, FINAL_STATUSES, Registry, RunRecord
 
 if TYPE_CHECKING:
-    from iacrun.orchestrator.offers.model import Offer, Requirements
+    from iacrun.orchestrator.models.requirements import Requirements
+    from iacrun.orchestrator.offers.model import Offer
 
 #: seconds past max_duration after which any iacrun command tears a run down itself
 REAPER_MARGIN = 120.0
@@ -154,7 +155,7 @@ class Supervisor:
         """Try the offers in failover order; each attempt is recorded before it starts.
 
         None when the run was stopped meanwhile (nothing is left to watch)."""
-        from iacrun.orchestrator.offers.failover import provision_with_failover
+        from iacrun.orchestrator.backends.failover import provision_with_failover
 
         recording = {b.name: _Recording(b, self.registry) for b in self.backends}
 
@@ -356,9 +357,19 @@ def _human(size: int) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from iacrun.orchestrator.api import Orchestrator
+    from iacrun.orchestrator.backends.assemble import make_backends
+    from iacrun.orchestrator.models.settings import load_settings
+    from iacrun.orchestrator.paths import iacrun_home, runs_dir
 
-    supervisor = Orchestrator().supervisor()
+    home = iacrun_home()
+    settings = load_settings(home / "config.yml")
+    registry = Registry(home / "registry.db")
+    supervisor = Supervisor(
+        registry,
+        make_backends(settings, runs_dir(), registry=registry),
+        home=home,
+        upload_limit_gb=settings.upload_limit_gb,
+    )
     if "--resume" in argv:
         supervisor.resume(int(argv[0]))
     else:

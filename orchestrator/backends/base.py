@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from iacrun.orchestrator.errors import InputError
 from iacrun.orchestrator.host.transport import Host
-from iacrun.orchestrator.offers.model import Offer, Requirements
+from iacrun.orchestrator.models.requirements import Requirements
+from iacrun.orchestrator.offers.model import Offer
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.models.runspec import RunSpec

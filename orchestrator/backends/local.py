@@ -12,11 +12,11 @@ from iacrun.orchestrator.backends.base import Backend, ProgressCallback
 from iacrun.orchestrator.errors import ToolMissingError
 from iacrun.orchestrator.host.gpus import NVIDIA_SMI_ARGS, parse_nvidia_smi
 from iacrun.orchestrator.host.transport import Host
+from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.offers.model import (
     Gpu,
     InstanceResources,
     Offer,
-    Requirements,
     pick_gpus,
     unmet_requirement,
 )

@@ -36,7 +36,8 @@ from iacrun.orchestrator.errors import (
     ToolMissingError,
 )
 from iacrun.orchestrator.host.transport import Host
-from iacrun.orchestrator.offers.model import Offer, Requirements, pick_gpus
+from iacrun.orchestrator.models.requirements import Requirements
+from iacrun.orchestrator.offers.model import Offer, pick_gpus
 from iacrun.stacks.cloudinit import RUN_DIR, SSH_USER
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
 from iacrun.stacks.spec import Cloud, StackSpec

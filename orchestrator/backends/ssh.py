@@ -42,15 +42,10 @@ from iacrun.orchestrator.errors import (
 from iacrun.orchestrator.host.detect import HostFacts, HostFactsCache
 from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
 from iacrun.orchestrator.host.transport import Host
+from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.settings import SSHHostSettings, SSHSettings
-from iacrun.orchestrator.offers.model import (
-    InstanceResources,
-    Offer,
-    Requirements,
-    pick_gpus,
-    unmet_requirement,
-)
+from iacrun.orchestrator.offers.model import InstanceResources, Offer, pick_gpus, unmet_requirement
 from iacrun.orchestrator.paths import iacrun_home
 
 if TYPE_CHECKING:

@@ -12,10 +12,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from iacrun.orchestrator.errors import ConfigError, InputError
+from iacrun.orchestrator.models.requirements import Requirements, SpotPolicy
 from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.taskfile import PortMapping, Profile, RetrySpec, TaskConfig
 from iacrun.orchestrator.models.units import parse_duration, parse_range
-from iacrun.orchestrator.offers.model import Requirements, SpotPolicy
 
 _ARGS_RE = re.compile(r"\$\{\{\s*run\.args\s*\}\}")
 _ANY_EXPR_RE = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")

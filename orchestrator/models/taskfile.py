@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from iacrun.orchestrator.models.common import CoreModel
+from iacrun.orchestrator.models.requirements import SpotPolicy
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.units import parse_duration
-from iacrun.orchestrator.offers.model import SpotPolicy
 
 PYTHON_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 RetryEvent = Literal["no-capacity", "interruption", "error"]

@@ -11,7 +11,6 @@ from iacrun.orchestrator.models.resources import GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.units import Range, format_size_gb
 from iacrun.stacks.spec import Cloud
 
-SpotPolicy = Literal["spot", "on-demand", "auto"]
 #: the clouds iacrun knows: each has a backend, a price catalog and a stack program
 CLOUDS: tuple[Cloud, ...] = get_args(Cloud)
 
@@ -67,17 +66,6 @@ class Offer(BaseModel):
     @property
     def key(self) -> str:
         return f"{self.backend}/{self.region}/{self.instance_type}/{'spot' if self.spot else 'od'}"
-
-
-class Requirements(BaseModel):
-    """The resources and the offer-selecting policies of a run."""
-
-    resources: ResourcesSpec = ResourcesSpec()
-    spot_policy: SpotPolicy = "on-demand"
-    max_price: float | None = None
-    backends: list[str] | None = None
-    regions: list[str] | None = None
-    instance_types: list[str] | None = None
 
 
 def unmet_requirement(spec: ResourcesSpec, res: InstanceResources, *, own_host: bool) -> str | None:

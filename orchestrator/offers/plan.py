@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from pydantic import BaseModel
 
 from iacrun.orchestrator.errors import NoOfferError
+from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.units import format_price
-from iacrun.orchestrator.offers.model import Offer, Requirements
+from iacrun.orchestrator.offers.model import Offer
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.models.resources import ResourcesSpec

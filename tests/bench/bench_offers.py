@@ -50,9 +50,9 @@ def median_ms(fn: object, repeat: int) -> float:
 
 def in_process(repeat: int) -> None:
     sys.path.insert(0, str(ROOT))
+    from iacrun.orchestrator.models.requirements import Requirements
     from iacrun.orchestrator.models.resources import ResourcesSpec
     from iacrun.orchestrator.offers.catalog import CatalogOfferSource, load_catalog, store
-    from iacrun.orchestrator.offers.model import Requirements
     from iacrun.orchestrator.offers.plan import collect_offers
 
     def cold() -> None:

@@ -23,10 +23,11 @@ from iacrun.orchestrator.host.local import LocalTransport
 from iacrun.orchestrator.host.runner_client import build_job, read_state, ship_and_start
 from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.host.workdir import pack
+from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.models.settings import Settings
 from iacrun.orchestrator.models.taskfile import RetrySpec
-from iacrun.orchestrator.offers.model import InstanceResources, Offer, Requirements
+from iacrun.orchestrator.offers.model import InstanceResources, Offer
 from iacrun.orchestrator.offers.plan import OfferPlan
 from iacrun.orchestrator.registry import Registry, RunRecord, RunStatus
 from iacrun.orchestrator.runner.runner import pid_alive

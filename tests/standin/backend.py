@@ -18,7 +18,8 @@ from typing import Any
 import pulumi
 
 from iacrun.orchestrator.backends.pulumi_cloud import PulumiCloudBackend
-from iacrun.orchestrator.offers.model import InstanceResources, Offer, Requirements
+from iacrun.orchestrator.models.requirements import Requirements
+from iacrun.orchestrator.offers.model import InstanceResources, Offer
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.cloudinit import VmLayout
 from iacrun.stacks.spec import StackSpec

@@ -11,15 +11,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.resources import GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.units import Range, format_size_gb
 from iacrun.orchestrator.offers.catalog.store import load_catalog
-from iacrun.orchestrator.offers.model import (
-    InstanceResources,
-    Offer,
-    Requirements,
-    unmet_requirement,
-)
+from iacrun.orchestrator.offers.model import InstanceResources, Offer, unmet_requirement
 
 if TYPE_CHECKING:
     from pathlib import Path

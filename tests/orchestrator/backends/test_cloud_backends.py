@@ -17,10 +17,11 @@ from iacrun.orchestrator.backends.aws import AWSBackend, aws_credentials_source
 from iacrun.orchestrator.backends.azure import AzureBackend, azure_credentials_source
 from iacrun.orchestrator.backends.pulumi_cloud import PLACEHOLDER_CIDR, STACK_MARK
 from iacrun.orchestrator.errors import BackendError, CredentialsError, ToolMissingError
+from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.models.settings import AWSSettings, AzureSettings
 from iacrun.orchestrator.models.taskfile import RetrySpec
-from iacrun.orchestrator.offers.model import Offer, Requirements
+from iacrun.orchestrator.offers.model import Offer
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.cloudinit import RUN_DIR
 from iacrun.stacks.preview import PreviewResult, preview

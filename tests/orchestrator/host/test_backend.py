@@ -12,9 +12,10 @@ from iacrun.orchestrator.backends.ssh import SSHBackend, host_key
 from iacrun.orchestrator.errors import CapacityError, ConfigError
 from iacrun.orchestrator.host.detect import HostFacts, HostFactsCache
 from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
+from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.settings import SSHHostSettings, SSHSettings
-from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer, Requirements
+from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer
 from iacrun.orchestrator.registry import Registry, RunRecord
 from tests.orchestrator.host.sshd import Sshd, free_port, keygen, login_home
 

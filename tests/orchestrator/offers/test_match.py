@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.offers.catalog import (
     Catalog,
@@ -14,7 +15,6 @@ from iacrun.orchestrator.offers.catalog import (
     root_disk_gb,
     shortfall,
 )
-from iacrun.orchestrator.offers.model import Requirements
 
 
 def small_catalog() -> Catalog:

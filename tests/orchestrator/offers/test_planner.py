@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from iacrun.orchestrator.errors import NoOfferError
+from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.offers.catalog import CatalogOfferSource
-from iacrun.orchestrator.offers.model import InstanceResources, Offer, Requirements
+from iacrun.orchestrator.offers.model import InstanceResources, Offer
 from iacrun.orchestrator.offers.plan import (
     collect_offers,
     describe_need,

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.offers.catalog import (
     CLOUDS,
@@ -20,7 +21,7 @@ from iacrun.orchestrator.offers.catalog.families import (
     cpu_family,
     gpu_spec,
 )
-from iacrun.orchestrator.offers.model import Offer, Requirements
+from iacrun.orchestrator.offers.model import Offer
 
 
 def req(**kw: object) -> Requirements:

@@ -11,7 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from iacrun.cli.stacks import StackRow, find_stack, link_runs, register, stacks_text
+from iacrun.cli.stacks import register, stacks_text
+from iacrun.orchestrator.api import Orchestrator
+from iacrun.orchestrator.backends.stack_inventory import StackRow, link_runs
 from iacrun.orchestrator.errors import RunNotFoundError
 from iacrun.orchestrator.registry import Registry, RunRecord
 from iacrun.stacks.engine import StackEngine, StackSummary
@@ -73,20 +75,6 @@ def test_no_stacks() -> None:
     assert StackRow(stack=summary("x"), run=None).leak
 
 
-def test_find_stack(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "registry.db")
-    record = registry.create("brave-otter-1", {}, tmp_path)
-    assert find_stack("brave-otter-1", [f"brave-otter-1-{record.id}"], registry) == (
-        record,
-        f"brave-otter-1-{record.id}",
-    )
-    assert find_stack("leftover", ["leftover"], registry) == (None, "leftover")
-    found, _ = find_stack(f"brave-otter-1-{record.id}", [f"brave-otter-1-{record.id}"], registry)
-    assert found is not None and found.id == record.id
-    with pytest.raises(RunNotFoundError):
-        find_stack("nothing", ["leftover"], registry)
-
-
 @pytest.mark.engine
 def test_stacks_and_state_commands(engine: StackEngine, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "registry.db")
@@ -105,7 +93,7 @@ def test_stacks_and_state_commands(engine: StackEngine, tmp_path: Path) -> None:
     engine.up("old-leak-9", lambda: pulumi.export("n", 1))
 
     app = typer.Typer()
-    register(app, engine=lambda: engine, registry=lambda: registry)
+    register(app, orchestrator=lambda: Orchestrator(home=tmp_path, stack_engine=lambda: engine))
     cli = CliRunner()
 
     result = cli.invoke(app, ["stacks"])

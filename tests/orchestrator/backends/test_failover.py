@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 
 from iacrun.orchestrator.backends.base import Backend, ProgressCallback
-from iacrun.orchestrator.errors import CapacityError, CredentialsError, NoOfferError, QuotaError
-from iacrun.orchestrator.host.transport import Host
-from iacrun.orchestrator.models.taskfile import RetrySpec
-from iacrun.orchestrator.offers.failover import (
+from iacrun.orchestrator.backends.failover import (
     Backoff,
     failover_order,
     instance_family,
     provision_with_failover,
 )
-from iacrun.orchestrator.offers.model import InstanceResources, Offer, Requirements
+from iacrun.orchestrator.errors import CapacityError, CredentialsError, NoOfferError, QuotaError
+from iacrun.orchestrator.host.transport import Host
+from iacrun.orchestrator.models.requirements import Requirements
+from iacrun.orchestrator.models.taskfile import RetrySpec
+from iacrun.orchestrator.offers.model import InstanceResources, Offer
 from iacrun.orchestrator.registry import RunRecord
 
 

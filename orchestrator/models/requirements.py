@@ -1,0 +1,22 @@
+"""What a run asks of a machine: its resources and the policies that choose among offers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from iacrun.orchestrator.models.resources import ResourcesSpec
+
+SpotPolicy = Literal["spot", "on-demand", "auto"]
+
+
+class Requirements(BaseModel):
+    """The resources and the offer-selecting policies of a run."""
+
+    resources: ResourcesSpec = ResourcesSpec()
+    spot_policy: SpotPolicy = "on-demand"
+    max_price: float | None = None
+    backends: list[str] | None = None
+    regions: list[str] | None = None
+    instance_types: list[str] | None = None
