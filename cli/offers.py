@@ -14,9 +14,9 @@ import typer
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from iacrun.orchestrator.models.requirements import SpotPolicy
     from iacrun.orchestrator.models.runspec import Overrides
     from iacrun.orchestrator.models.settings import Settings
-    from iacrun.orchestrator.offers.model import SpotPolicy
     from iacrun.orchestrator.offers.plan import OfferSource
 
 HELP = """Show the offers a task could run on, cheapest first, with no cloud account needed.
