@@ -48,7 +48,6 @@ from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.names import generate_name
 from iacrun.orchestrator.paths import iacrun_home
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord
-from iacrun.orchestrator.supervisor import EventLog, Supervisor
 
 if TYPE_CHECKING:  # planning needs models that listing runs does not: imported where used
     from iacrun.orchestrator.backends.stack_inventory import (
@@ -61,6 +60,7 @@ if TYPE_CHECKING:  # planning needs models that listing runs does not: imported 
     from iacrun.orchestrator.models.taskfile import PortMapping
     from iacrun.orchestrator.offers.model import Offer
     from iacrun.orchestrator.offers.plan import OfferPlan
+    from iacrun.orchestrator.supervisor import Supervisor
     from iacrun.stacks.engine import StackEngine
 
 #: the file in a run's folder where the last attach stopped in its log
@@ -125,6 +125,8 @@ class Orchestrator:
 
     def supervisor(self) -> Supervisor:
         """The state machine of runs, over this orchestrator's registry and backends."""
+        from iacrun.orchestrator.supervisor import Supervisor
+
         return Supervisor(
             self.registry,
             self.backends(),
@@ -279,6 +281,8 @@ class Orchestrator:
 
     def stop(self, name: str, *, reason: str = "stopped by user", wait: float = 60.0) -> RunRecord:
         """Stop the job and tear the run down. Idempotent: a finished run is left as it is."""
+        from iacrun.orchestrator.supervisor import EventLog
+
         run = self.registry.get(name)
         if not run.active:
             return run
@@ -383,6 +387,8 @@ class _Follow:
         self._sink = sink
         self.on_event = on_event
         self.offset = offset
+        from iacrun.orchestrator.supervisor import EventLog
+
         self.events = EventLog.of(run)
         self.events_offset = 0
         self.poll = poll
