@@ -11,6 +11,21 @@ from pathlib import Path
 
 import pytest
 
+#: the real home's tool cache (the pulumi CLI built by tests/tools/get-pulumi), found before any
+#: test gets a home of its own
+os.environ.setdefault(
+    "IACRUN_TOOLS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "iacrun-tools")
+)
+
+
+@pytest.fixture(autouse=True)
+def _own_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets a temporary HOME and IACRUN_HOME: nothing a test runs (iacrun itself, a
+    CLI subprocess, pulumi) can write into the real `~/.ssh/config`, `~/.iacrun` or `~/.dstack`."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("IACRUN_HOME", str(home / ".iacrun"))
+
 
 class Cli:
     """Runs `iacrun` as a user would: a separate process with its own environment."""
