@@ -73,8 +73,9 @@ RULES = (
     ),
     Rule(
         "iacrun.orchestrator.offers",
-        _orch("host", "api", "supervisor", "registry"),
-        reason="planning is pure: offers are priced and matched without a machine or a record",
+        _orch("host", "backends", "api", "supervisor", "registry"),
+        reason="planning is pure: offers are priced and matched without a machine, a backend's "
+        "code or a record (backends hand their offers in through the OfferSource protocol)",
     ),
     Rule(
         "iacrun.orchestrator.backends",
