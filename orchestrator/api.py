@@ -34,7 +34,6 @@ from iacrun.orchestrator.errors import (
     IacrunError,
     NoOfferError,
     RunError,
-    RunNameTakenError,
     RunNotFoundError,
 )
 from iacrun.orchestrator.host.ports import free_local_port
@@ -46,8 +45,8 @@ from iacrun.orchestrator.host.runner_client import (
 )
 from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.names import generate_name
-from iacrun.orchestrator.paths import iacrun_home
-from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord
+from iacrun.orchestrator.paths import config_file, iacrun_home, registry_file, runs_dir
+from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord, name_taken
 
 if TYPE_CHECKING:  # planning needs models that listing runs does not: imported where used
     from iacrun.orchestrator.backends.stack_inventory import (
@@ -89,20 +88,18 @@ class Orchestrator:
         if self._settings is None:
             from iacrun.orchestrator.models.settings import load_settings
 
-            self._settings = load_settings(self.home / "config.yml")
+            self._settings = load_settings(config_file(self.home))
         return self._settings
 
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = Registry(self.home / "registry.db")
+            self._registry = Registry(registry_file(self.home))
         return self._registry
 
     @property
     def runs_root(self) -> Path:
-        path = self.home / "runs"
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return path
+        return runs_dir(self.home)
 
     def backends(self, *, include_unconfigured: bool = False) -> list[Backend]:
         """The backends `up` may use (given to the constructor, or made from config.yml).
@@ -164,10 +161,7 @@ class Orchestrator:
         except RunNotFoundError:
             return
         if run.active:
-            raise RunNameTakenError(
-                f"a run named {name!r} is still active; stop it first (iacrun stop {name}) "
-                "or choose another name with -n"
-            )
+            raise name_taken(name)
 
     def submit(self, spec: RunSpec, plan: OfferPlan, *, supervise: bool = True) -> RunRecord:
         """Record the run, then hand it to a detached supervisor that provisions and watches it."""

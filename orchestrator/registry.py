@@ -283,10 +283,7 @@ class Registry:
                     (run_id, now, "submitted"),
                 )
         except sqlite3.IntegrityError:
-            raise RunNameTakenError(
-                f"a run named {name!r} is still active; stop it first (iacrun stop {name}) "
-                "or choose another name with -n"
-            ) from None
+            raise name_taken(name) from None
         return self.get_by_id(run_id)
 
     def update(self, run_id: int, **fields: Any) -> RunRecord:
@@ -362,6 +359,14 @@ class Registry:
             "SELECT at, status, reason FROM run_events WHERE run_id = ? ORDER BY rowid", (run_id,)
         )
         return [RunEvent(at=r["at"], status=r["status"], reason=r["reason"]) for r in rows]
+
+
+def name_taken(name: str) -> RunNameTakenError:
+    """The one way of saying that an active run holds `name`."""
+    return RunNameTakenError(
+        f"a run named {name!r} is still active; stop it first (iacrun stop {name}) "
+        "or choose another name with -n"
+    )
 
 
 def _column(key: str, value: Any) -> Any:

@@ -359,14 +359,15 @@ def _human(size: int) -> str:
 def main(argv: list[str]) -> int:
     from iacrun.orchestrator.backends.assemble import make_backends
     from iacrun.orchestrator.models.settings import load_settings
-    from iacrun.orchestrator.paths import iacrun_home, runs_dir
+    from iacrun.orchestrator.paths import config_file, iacrun_home, registry_file, runs_dir
 
+    # the same home, settings and backends as the Orchestrator that spawned this process
     home = iacrun_home()
-    settings = load_settings(home / "config.yml")
-    registry = Registry(home / "registry.db")
+    settings = load_settings(config_file(home))
+    registry = Registry(registry_file(home))
     supervisor = Supervisor(
         registry,
-        make_backends(settings, runs_dir(), registry=registry),
+        make_backends(settings, runs_dir(home), registry=registry),
         home=home,
         upload_limit_gb=settings.upload_limit_gb,
     )

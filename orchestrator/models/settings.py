@@ -24,7 +24,7 @@ from pydantic import BeforeValidator, Field
 from iacrun.orchestrator.models.common import CoreModel
 from iacrun.orchestrator.models.loader import PositionedYaml, read_text
 from iacrun.orchestrator.models.units import parse_size_gb
-from iacrun.orchestrator.paths import iacrun_home
+from iacrun.orchestrator.paths import config_file, iacrun_home
 
 
 class LocalSettings(CoreModel):
@@ -92,7 +92,7 @@ class Settings(CoreModel):
 
 
 def settings_path() -> Path:
-    return iacrun_home() / "config.yml"
+    return config_file(iacrun_home())
 
 
 def load_settings(path: Path | None = None) -> Settings:
