@@ -12,16 +12,41 @@ from typing import Annotated
 
 import typer
 
+from iacrun.cli.options import (
+    Backends,
+    Cpu,
+    Disk,
+    Gpu,
+    InstanceTypes,
+    Json,
+    MaxPrice,
+    Memory,
+    OnDemand,
+    Ports,
+    Profile,
+    Regions,
+    Run,
+    Spot,
+    SpotAuto,
+)
+from iacrun.cli.usage import Command
+
+UP_HELP = """Plan and run a task: show the offers, ask, then follow its log until it ends.
+
+Everything after FILE belongs to the task: it fills ${{ run.args }} in its commands (iacrun's
+options go before FILE, as in `docker run IMAGE ARGS`). `iacrun up -f FILE` and dstack's
+`iacrun up . -f FILE` work too. An attached `up` exits with the job's exit code; Ctrl-C asks
+whether to stop the run, and without a terminal (CI) Ctrl-C, SIGTERM and SIGHUP stop it.
+"""
+
 app = typer.Typer(
     name="iacrun",
     help="Run tasks on this machine, your SSH hosts, or ephemeral cloud GPU machines.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts and CI.")]
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -29,36 +54,87 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"iacrun {version('iacrun')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_version, help="Print the version."),
+    ] = False,
+) -> None:
+    """Run tasks on this machine, your SSH hosts, or ephemeral cloud GPU machines."""
+
+
 @app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    help="Plan and run a task. Extra arguments fill ${{ run.args }} in its commands.",
+    cls=Command,
+    help=UP_HELP,
+    short_help="Plan and run a task, then follow it.",
+    context_settings={"allow_interspersed_args": False},
 )
 def up(
     ctx: typer.Context,
-    file: Annotated[str, typer.Argument(help="The task file, NAME.dstack.yml.")],
-    yes: Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")] = False,
-    detach: Annotated[bool, typer.Option("-d", "--detach", help="Submit and return.")] = False,
-    name: Annotated[str | None, typer.Option("-n", "--name", help="The run's name.")] = None,
-    env: Annotated[
-        list[str] | None, typer.Option("-e", "--env", help="K=V, or K from here.")
+    file: Annotated[
+        str | None,
+        typer.Argument(metavar="FILE", help="The task file, NAME.dstack.yml.", show_default=False),
     ] = None,
-    port: Annotated[list[str] | None, typer.Option("--port", help="LOCAL:TASK port.")] = None,
-    gpu: Annotated[str | None, typer.Option("--gpu", help="e.g. 80GB, A100:2.")] = None,
-    cpu: Annotated[str | None, typer.Option("--cpu", help="e.g. 4..")] = None,
-    memory: Annotated[str | None, typer.Option("--memory", help="e.g. 16GB..")] = None,
-    disk: Annotated[str | None, typer.Option("--disk", help="e.g. 200GB..")] = None,
-    spot: Annotated[bool, typer.Option("--spot", help="Spot instances only.")] = False,
-    on_demand: Annotated[bool, typer.Option("--on-demand", help="On-demand only.")] = False,
-    spot_auto: Annotated[bool, typer.Option("--spot-auto", help="Spot or on-demand.")] = False,
-    max_price: Annotated[float | None, typer.Option("--max-price", help="$/hour.")] = None,
-    max_duration: Annotated[str | None, typer.Option("--max-duration", help="e.g. 2h.")] = None,
-    retry: Annotated[bool | None, typer.Option("--retry/--no-retry", help="Retry.")] = None,
-    retry_duration: Annotated[str | None, typer.Option("--retry-duration")] = None,
-    backend: Annotated[list[str] | None, typer.Option("-b", "--backend")] = None,
-    region: Annotated[list[str] | None, typer.Option("-r", "--region")] = None,
-    instance_type: Annotated[list[str] | None, typer.Option("--instance-type")] = None,
-    profile: Annotated[str | None, typer.Option("--profile")] = None,
-    max_offers: Annotated[int, typer.Option("--max-offers", help="Offers to show.")] = 3,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="ARGS", help="The task's arguments: ${{ run.args }}.", show_default=False
+        ),
+    ] = None,
+    file_option: Annotated[
+        str | None,
+        typer.Option("-f", "--file", metavar="FILE", help="The task file (dstack's habit)."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")] = False,
+    detach: Annotated[
+        bool, typer.Option("-d", "--detach", help="Submit the run and return.")
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option("-n", "--name", metavar="NAME", help="The run's name.")
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("-e", "--env", metavar="K=V", help="Set K=V, or pass K from here."),
+    ] = None,
+    port: Ports = None,
+    gpu: Gpu = None,
+    cpu: Cpu = None,
+    memory: Memory = None,
+    disk: Disk = None,
+    spot: Spot = False,
+    on_demand: OnDemand = False,
+    spot_auto: SpotAuto = False,
+    max_price: MaxPrice = None,
+    max_duration: Annotated[
+        str | None,
+        typer.Option(
+            "--max-duration", metavar="DURATION", help="End the run after this: 90s, 30m, 2h."
+        ),
+    ] = None,
+    retry: Annotated[
+        bool | None,
+        typer.Option("--retry/--no-retry", help="Retry on no capacity, interruption, error."),
+    ] = None,
+    retry_duration: Annotated[
+        str | None,
+        typer.Option("--retry-duration", metavar="DURATION", help="How long to keep retrying: 1h."),
+    ] = None,
+    backend: Backends = None,
+    region: Regions = None,
+    instance_type: InstanceTypes = None,
+    profile: Profile = None,
+    max_offers: Annotated[
+        int, typer.Option("--max-offers", metavar="N", help="Offers to show.")
+    ] = 3,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Show what would be created; run nothing."),
@@ -71,6 +147,7 @@ def up(
     from iacrun.orchestrator.api import Orchestrator
     from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
 
+    file, task_args = _task_file(file, file_option, list(args or []))
     if sum((spot, on_demand, spot_auto)) > 1:
         raise _fail("choose one of --spot, --on-demand and --spot-auto", 2)
     policy = "spot" if spot else "on-demand" if on_demand else "auto" if spot_auto else None
@@ -92,7 +169,9 @@ def up(
         instance_types=instance_type,
         profile=profile,
     )
-    spec = build_run_spec(file, overrides, args=list(ctx.args))
+    spec = build_run_spec(file, overrides, args=task_args)
+    for word in sorted(set(task_args) & _option_names(ctx)):
+        note(f"note: {word} comes after the task file, so it goes to the task, not to iacrun")
     orch = Orchestrator()
     if spec.run_name is not None:
         orch.ensure_name_free(spec.run_name)
@@ -126,10 +205,39 @@ def up(
     raise typer.Exit(attach(orch, run, spec.ports, 0))
 
 
-@app.command(help="List runs.")
+def _task_file(file: str | None, file_option: str | None, args: list[str]) -> tuple[str, list[str]]:
+    """The task file and the task's arguments, from `up FILE`, `up -f FILE` or `up . -f FILE`."""
+    from pathlib import Path
+
+    if file is not None and Path(file).is_dir():
+        if file_option is None and args[:1] in (["-f"], ["--file"]) and len(args) > 1:
+            file_option, args = args[1], args[2:]  # dstack's `run . -f FILE`: options after "."
+        if file_option is not None:
+            file = None  # iacrun ships the task file's repository; the folder adds nothing
+        else:
+            found = sorted(p.name for p in Path(file).glob("*.dstack.yml"))
+            hint = f" (there: {', '.join(found)})" if found else ""
+            raise _fail(f"{file} is a folder; name the task file: iacrun up FILE{hint}", 2)
+    if file is not None and file_option is not None:
+        raise _fail(f"two task files ({file} and -f {file_option}); name one", 2)
+    chosen = file if file is not None else file_option
+    if chosen is None:
+        raise _fail("name the task file: iacrun up [OPTIONS] FILE [ARGS]...", 2)
+    if args[:1] == ["--"]:
+        args = args[1:]  # `up FILE -- ARGS`: the habit from before everything after FILE was ARGS
+    return chosen, args
+
+
+def _option_names(ctx: typer.Context) -> set[str]:
+    return {name for p in ctx.command.params for name in (*p.opts, *p.secondary_opts)}
+
+
+@app.command(cls=Command, help="List runs: the active ones, or all with -a.")
 def ps(
     all_runs: Annotated[bool, typer.Option("-a", "--all", help="Include old runs.")] = False,
-    watch: Annotated[bool, typer.Option("-w", "--watch", help="Refresh every 2s.")] = False,
+    watch: Annotated[
+        bool, typer.Option("-w", "--watch", help="Refresh every 2 seconds until Ctrl-C.")
+    ] = False,
     json_out: Json = False,
 ) -> None:
     from iacrun.cli.render import run_json, runs_table
@@ -152,13 +260,15 @@ def ps(
             return
 
 
-@app.command(help="Print a run's log; -f follows it live.")
+@app.command(cls=Command, help="Print a run's log; -f follows it live.")
 def logs(
-    run_name: Annotated[str, typer.Argument(metavar="RUN")],
+    run_name: Run,
     follow: Annotated[
         bool, typer.Option("-f", "--follow", help="Follow until the run ends.")
     ] = False,
-    offset: Annotated[int, typer.Option("--offset", help="Start at this byte.")] = 0,
+    offset: Annotated[
+        int, typer.Option("--offset", metavar="BYTES", help="Start at this byte of the log.")
+    ] = 0,
 ) -> None:
     from iacrun.orchestrator.api import Orchestrator
 
@@ -174,11 +284,17 @@ def logs(
         raise typer.Exit(130) from None
 
 
-@app.command(help="Follow a running run again: its log from where you left it, and its ports.")
+@app.command(
+    cls=Command,
+    help="Follow a run again: its log from where you left it, its ports, its exit code.",
+    short_help="Follow a run again: its log from where you left it, and its ports.",
+)
 def attach(
-    run_name: Annotated[str, typer.Argument(metavar="RUN")],
-    port: Annotated[list[str] | None, typer.Option("--port", help="LOCAL:TASK port.")] = None,
-    from_start: Annotated[bool, typer.Option("--from-start", help="Replay the log.")] = False,
+    run_name: Run,
+    port: Ports = None,
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="Replay the log from its start.")
+    ] = False,
 ) -> None:
     from iacrun.cli.attach import attach as do_attach
     from iacrun.orchestrator.api import Orchestrator
@@ -200,9 +316,11 @@ def _names(names: list[str] | None, all_runs: bool) -> list[str]:
     return names
 
 
-@app.command(help="Stop runs and tear down their machines. Safe to repeat.")
+@app.command(cls=Command, help="Stop runs and tear down their machines. Safe to repeat.")
 def stop(
-    runs: Annotated[list[str] | None, typer.Argument(metavar="RUN...")] = None,
+    runs: Annotated[
+        list[str] | None, typer.Argument(metavar="RUN", help="Runs to stop.", show_default=False)
+    ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every active run.")] = False,
 ) -> None:
     from iacrun.orchestrator.api import Orchestrator
@@ -213,9 +331,17 @@ def stop(
         typer.echo(f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else ""))
 
 
-@app.command(help="Stop runs and destroy what they created, or a leftover stack. Repeatable.")
+@app.command(
+    cls=Command,
+    help="Stop runs and destroy what they created, or a leftover stack. Safe to repeat.",
+)
 def down(
-    runs: Annotated[list[str] | None, typer.Argument(metavar="RUN|STACK...")] = None,
+    runs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="RUN|STACK", help="Runs or stacks to take down.", show_default=False
+        ),
+    ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every active run.")] = False,
 ) -> None:
     from iacrun.orchestrator.api import Orchestrator

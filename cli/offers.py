@@ -11,6 +11,23 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from iacrun.cli.options import (
+    Backends,
+    Cpu,
+    Disk,
+    Gpu,
+    InstanceTypes,
+    Json,
+    MaxPrice,
+    Memory,
+    OnDemand,
+    Profile,
+    Regions,
+    Spot,
+    SpotAuto,
+)
+from iacrun.cli.usage import Command
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -29,31 +46,43 @@ backends not configured in ~/.iacrun/config.yml are shown for comparison unless 
 
 def register(app: typer.Typer) -> None:
     """Add `iacrun offers` to the CLI."""
-    app.command("offers", help=HELP)(offers)
+    app.command(
+        "offers",
+        cls=Command,
+        help=HELP,
+        short_help="Show what a task could run on, cheapest first.",
+    )(offers)
 
 
 def offers(
     file: Annotated[
-        Path | None, typer.Option("-f", "--file", help="A task file, NAME.dstack.yml.")
+        Path | None,
+        typer.Option("-f", "--file", metavar="FILE", help="A task file, NAME.dstack.yml."),
     ] = None,
-    gpu: Annotated[str | None, typer.Option("--gpu", help="e.g. 80GB, A100:8, 24GB...")] = None,
-    cpu: Annotated[str | None, typer.Option("--cpu", help="e.g. 4.., arm:8")] = None,
-    memory: Annotated[str | None, typer.Option("--memory", help="e.g. 16GB..")] = None,
-    disk: Annotated[str | None, typer.Option("--disk", help="Root volume, e.g. 200GB..")] = None,
-    spot: Annotated[bool, typer.Option("--spot", help="Spot offers only.")] = False,
-    on_demand: Annotated[bool, typer.Option("--on-demand", help="On-demand only.")] = False,
-    spot_auto: Annotated[bool, typer.Option("--spot-auto", help="Spot and on-demand.")] = False,
-    max_price: Annotated[float | None, typer.Option("--max-price", help="$/hour.")] = None,
-    backend: Annotated[list[str] | None, typer.Option("-b", "--backend")] = None,
-    region: Annotated[list[str] | None, typer.Option("-r", "--region")] = None,
-    instance_type: Annotated[list[str] | None, typer.Option("--instance-type")] = None,
-    profile: Annotated[str | None, typer.Option("--profile", help="A profile name.")] = None,
-    max_offers: Annotated[int, typer.Option("--max-offers", "-n", help="Rows to show.")] = 20,
+    gpu: Gpu = None,
+    cpu: Cpu = None,
+    memory: Memory = None,
+    disk: Disk = None,
+    spot: Spot = False,
+    on_demand: OnDemand = False,
+    spot_auto: SpotAuto = False,
+    max_price: MaxPrice = None,
+    backend: Backends = None,
+    region: Regions = None,
+    instance_type: InstanceTypes = None,
+    profile: Profile = None,
+    max_offers: Annotated[
+        int, typer.Option("--max-offers", "-n", metavar="N", help="Rows to show.")
+    ] = 20,
     group_by: Annotated[
         str | None,
-        typer.Option("--group-by", help="gpu, backend, region, instance; comma-separated."),
+        typer.Option(
+            "--group-by",
+            metavar="KEYS",
+            help="gpu, backend, region, instance; comma-separated.",
+        ),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    json_out: Json = False,
     refresh: Annotated[
         bool,
         typer.Option("--refresh", help="Rebuild the catalog from the clouds' price lists first."),

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from iacrun.cli.options import Json
+from iacrun.cli.usage import Command
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -33,7 +36,6 @@ _DONE = {
     "same": "unchanged",
     "replace": "replaced",
 }
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts and CI.")]
 OrchestratorFactory = Callable[[], "Orchestrator"]
 
 
@@ -46,7 +48,9 @@ def default_orchestrator() -> Orchestrator:
 def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_orchestrator) -> None:
     """Add `stacks` and `state` to `app`. Tests inject an Orchestrator with their own engine."""
 
-    @app.command("stacks", help="List the stacks in the Pulumi state backend; flag leaks.")
+    @app.command(
+        "stacks", cls=Command, help="List the stacks in the Pulumi state backend; flag leaks."
+    )
     def stacks(json_out: Json = False) -> None:
         import json
 
@@ -56,9 +60,11 @@ def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_or
             return
         typer.echo(stacks_text(rows))
 
-    @app.command("state", help="Show a run's stack: resources, outputs, last update.")
+    @app.command("state", cls=Command, help="Show a run's stack: resources, outputs, last update.")
     def state(
-        run: Annotated[str, typer.Argument(help="The run's name (or a stack's name).")],
+        run: Annotated[
+            str, typer.Argument(metavar="RUN", help="The run's name (or a stack's name).")
+        ],
         json_out: Json = False,
     ) -> None:
         import json

@@ -240,6 +240,12 @@ def _first_line(exc: Exception) -> str:
 def interpolate_commands(commands: Sequence[str], args: Sequence[str], file: str) -> list[str]:
     """`${{ run.args }}` becomes the extra arguments, shell-quoted; other expressions are errors."""
     quoted = shlex.join(args)
+    if args and not any(_ARGS_RE.search(command) for command in commands):
+        raise InputError(
+            f"{file}: {quoted} after the task file would go to the task, but its commands do "
+            "not use ${{ run.args }}; iacrun's options go before the file: "
+            "iacrun up [OPTIONS] FILE [ARGS]..."
+        )
     out = []
     for command in commands:
         for match in _ANY_EXPR_RE.finditer(command):

@@ -83,7 +83,7 @@ def test_bad_flags_are_one_line(cli: Cli, project: Path) -> None:
         (["--spot", "--on-demand"], "choose one of"),
         (["--profile", "missing"], "no profile named"),
     ):
-        done = cli("up", "-y", "task.dstack.yml", *args)
+        done = cli("up", "-y", *args, "task.dstack.yml")
         assert done.returncode == 2, (args, done.stderr)
         assert expected in done.stderr and "Traceback" not in done.stderr
 

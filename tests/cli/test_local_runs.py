@@ -227,8 +227,8 @@ def test_retry_gives_up_when_its_duration_ends(cli: Cli, project: Path) -> None:
 
 def test_two_runs_at_once_and_names(cli: Cli, project: Path) -> None:
     write_task(project, "commands: ['sleep 30']\n")
-    first = cli("up", "-y", "-d", "task.dstack.yml", "--json")
-    second = cli("up", "-y", "-d", "task.dstack.yml", "--json")
+    first = cli("up", "-y", "-d", "--json", "task.dstack.yml")
+    second = cli("up", "-y", "-d", "--json", "task.dstack.yml")
     assert first.returncode == 0 and second.returncode == 0
     names = [json.loads(first.stdout)["name"], json.loads(second.stdout)["name"]]
     assert names[0] != names[1]

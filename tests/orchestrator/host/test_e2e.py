@@ -193,7 +193,7 @@ def test_task_port_reached_through_the_forward(ssh_cli: Cli, project: Path) -> N
         """,
     )
     attached = ssh_cli.popen(
-        "up", "-y", "-n", "web", "task.dstack.yml", "--port", f"{local_port}:{task_port}"
+        "up", "-y", "-n", "web", "--port", f"{local_port}:{task_port}", "task.dstack.yml"
     )
 
     def fetch() -> bytes | None:
@@ -217,7 +217,7 @@ def test_busy_local_port_refused_before_the_job_starts(ssh_cli: Cli, project: Pa
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = ssh_cli("up", "-y", "-n", "busy", "task.dstack.yml", "--port", f"{port}:8000")
+        done = ssh_cli("up", "-y", "-n", "busy", "--port", f"{port}:8000", "task.dstack.yml")
     assert done.returncode == 2
     assert f"local port {port} is already in use" in done.stderr
     assert remote_run_dirs(ssh_cli) == []
