@@ -182,7 +182,8 @@ def up(
         typer.echo(created)
         return
     plan = orch.plan(spec)
-    orch.ready_offers(o for o in plan.offers if o.available)  # credentials, tools: before we talk
+    # credentials, tools, provider plugins: before anything is recorded
+    orch.ready_offers((o for o in plan.offers if o.available), note)
     if not json_out:
         note(plan_text(spec) + "\n")
         note(offers_table(plan.offers, max_offers) + "\n")

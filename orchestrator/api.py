@@ -176,15 +176,19 @@ class Orchestrator:
             self._spawn_supervisor(run)
         return run
 
-    def ready_offers(self, offers: Iterable[Offer]) -> list[Offer]:
-        """The offers whose backend passes its preflight; the first failure when none does."""
+    def ready_offers(
+        self, offers: Iterable[Offer], on_progress: Callable[[str], None] | None = None
+    ) -> list[Offer]:
+        """The offers whose backend passes its preflight; the first failure when none does.
+
+        What a preflight sets up on the way (a provider plugin) is told to `on_progress`."""
         offers = list(offers)
         problems: dict[str, IacrunError | None] = {}
         for name in dict.fromkeys(o.backend for o in offers):
             backend = self.backend(name)
             try:
                 if isinstance(backend, Preflight):
-                    backend.preflight()
+                    backend.preflight(on_progress)
                 problems[name] = None
             except IacrunError as exc:
                 problems[name] = exc

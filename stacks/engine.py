@@ -87,14 +87,18 @@ from iacrun.stacks.progress import (
     counts,
     urn_name,
 )
+from iacrun.stacks.toolchain import (
+    Plugin,
+    find_pulumi,
+    installed_cli,
+    missing_cli_hint,
+    parse_plugin_list,
+    sdk_version,
+)
 
 if TYPE_CHECKING:
     from pulumi.automation import CommandResult, LocalWorkspace, Stack
 
-INSTALL_HINT = (
-    "the `pulumi` CLI is not on PATH; install it with `curl -fsSL https://get.pulumi.com | sh` "
-    "(or see https://www.pulumi.com/docs/install/), then open a new shell"
-)
 PROJECT = "iacrun"
 SECRET_MASK = "[secret]"
 _STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -105,9 +109,30 @@ OnProgress = Callable[[Progress], None]
 Program = Callable[[], None]
 
 
-def pulumi_path() -> str | None:
-    """The `pulumi` CLI on PATH, if any (cheap: no process is started)."""
-    return shutil.which("pulumi")
+def pulumi_path(home: Path | None = None) -> str | None:
+    """The `pulumi` CLI to use, if any (cheap: no process is started). See stacks/toolchain."""
+    return find_pulumi(home)
+
+
+def install_cli(home: Path) -> str:
+    """Download and install the `pulumi` CLI matching the SDK under `home` (needs internet).
+
+    Returns the path of the installed binary; a failure is one ToolMissingError line."""
+    from pulumi.automation import PulumiCommand
+    from semver import VersionInfo
+
+    target = installed_cli(home)
+    try:
+        PulumiCommand.install(
+            root=str(target.parent.parent), version=VersionInfo.parse(sdk_version())
+        )
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ToolMissingError(
+            f"could not install pulumi {sdk_version()} into {target.parent.parent}: {reason}; "
+            "install it yourself: https://www.pulumi.com/docs/install/"
+        ) from exc
+    return str(target)
 
 
 @dataclass(frozen=True)
@@ -335,9 +360,9 @@ class StackEngine:
         env: Mapping[str, str] | None = None,
         cancel_grace: float = 60.0,
     ) -> None:
-        found = pulumi_path()
+        found = pulumi_path(Path(home))
         if found is None:
-            raise ToolMissingError(INSTALL_HINT)
+            raise ToolMissingError(missing_cli_hint(Path(home)))
         self.pulumi = found
         self.home = Path(home)
         self.project = project
@@ -395,11 +420,11 @@ class StackEngine:
                 from pulumi.automation import InvalidVersionError, PulumiCommand
 
                 try:
-                    probe = PulumiCommand(root=None)  # checks the CLI's version once
+                    probe = PulumiCommand(root=_cli_root(self.pulumi))  # checks its version once
                 except (InvalidVersionError, OSError, subprocess.CalledProcessError) as exc:
                     raise ToolMissingError(
                         f"the `pulumi` CLI at {self.pulumi} cannot be used ({exc}); "
-                        f"{INSTALL_HINT.split('; ', 1)[1]}"
+                        f"{missing_cli_hint(self.home).split('; ', 1)[1]}"
                     ) from exc
                 self._command = _command_class()(self.pulumi, probe.version)
             return self._command
@@ -416,6 +441,38 @@ class StackEngine:
             project_settings=ProjectSettings(name=self.project, runtime="python"),
             pulumi_command=self._cmd(),
         )
+
+    def plugins(self) -> list[Plugin]:
+        """The resource plugins installed in this engine's PULUMI_HOME."""
+        return parse_plugin_list(self._cli(["plugin", "ls", "--json"]).stdout)
+
+    def install_plugins(
+        self,
+        plugins: list[Plugin],
+        *,
+        server: str | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
+        """Install `plugins` (exact versions) into PULUMI_HOME, from `server` when given (a
+        mirror) else from Pulumi's; a failure is one ToolMissingError line naming the plugin."""
+        from pulumi.automation import CommandError
+
+        for plugin in plugins:
+            if on_progress is not None:
+                on_progress(f"installing the pulumi {plugin} plugin (once per iacrun home)")
+            args = ["plugin", "install", "resource", plugin.name, f"v{plugin.version}"]
+            if server:
+                args += ["--server", server]
+            try:
+                self._cli(args)
+            except CommandError as exc:
+                lines = [line for line in str(exc).splitlines() if "error:" in line]
+                reason = lines[-1].split("error:", 1)[1].strip() if lines else "see the log"
+                raise ToolMissingError(
+                    f"the pulumi {plugin} plugin could not be installed ({reason}); run "
+                    "`iacrun doctor --fix` where the internet is reachable, or set "
+                    "state.plugin_server in config.yml to a mirror"
+                ) from exc
 
     def _cli(self, args: list[str], stack_name: str | None = None) -> CommandResult:
         """Run one `pulumi` command in the stack's workspace when there is one, else in the
@@ -793,6 +850,12 @@ class StackEngine:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _cli_root(binary: str) -> str | None:
+    """The root PulumiCommand expects (ROOT/bin/pulumi), or None to look on PATH."""
+    path = Path(binary)
+    return str(path.parent.parent) if path.parent.name == "bin" else None
 
 
 def check_stack_name(name: str) -> str:

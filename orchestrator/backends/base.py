@@ -60,9 +60,10 @@ def backend_named(backends: Iterable[Backend], name: str) -> Backend:
 @runtime_checkable
 class Preflight(Protocol):
     """A backend that can tell, cheaply and before a run is recorded, that it cannot work
-    (missing credentials or tools): `up` then says so in one line, or uses other offers."""
+    (missing credentials or tools): `up` then says so in one line, or uses other offers.
+    What it sets up on the way (a provider plugin installed once) is told to `on_progress`."""
 
-    def preflight(self) -> None: ...
+    def preflight(self, on_progress: Callable[[str], None] | None = None) -> None: ...
 
 
 @runtime_checkable

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from iacrun.orchestrator.offers.catalog.match import Shortfall
     from iacrun.orchestrator.registry import RunRecord
     from iacrun.stacks.preview import PlannedResource
+    from iacrun.stacks.toolchain import Plugin
 
 #: written in the run's folder just before the stack's first update: a stack may exist
 STACK_MARK = "stack.started"
@@ -89,6 +90,16 @@ class StackEngineLike(Protocol):
         timeout: float = ...,
         force: bool = ...,
     ) -> Any: ...
+
+    def plugins(self) -> list[Plugin]: ...
+
+    def install_plugins(
+        self,
+        plugins: list[Plugin],
+        *,
+        server: str | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None: ...
 
 
 EngineFactory = Callable[[], StackEngineLike]
@@ -231,13 +242,34 @@ class PulumiCloudBackend(Backend):
             self._catalog = CatalogOfferSource(self.name, regions=self.regions)
         return self._catalog
 
-    def preflight(self) -> None:
-        """What `up` checks before it records a run: the cloud's credentials, and `pulumi`."""
-        from iacrun.stacks.engine import INSTALL_HINT, pulumi_path
+    def preflight(self, on_progress: Callable[[str], None] | None = None) -> None:
+        """What `up` checks before it records a run: the cloud's credentials, `pulumi`, and the
+        provider plugin at exactly its version (installed now, not inside the first update)."""
+        from iacrun.stacks.toolchain import find_pulumi, missing_cli_hint
 
         self.check_credentials()
-        if self._engine is None and pulumi_path() is None:
-            raise ToolMissingError(INSTALL_HINT)
+        if self._engine is None and find_pulumi(self.home) is None:
+            raise ToolMissingError(missing_cli_hint(self.home))
+        self.ensure_plugin(on_progress)
+
+    def provider_plugin(self) -> Plugin | None:
+        """The provider plugin this cloud's program needs, at the SDK's exact version."""
+        from iacrun.stacks.toolchain import required_plugin
+
+        return required_plugin(self.cloud)
+
+    def ensure_plugin(self, on_progress: Callable[[str], None] | None = None) -> None:
+        """Install the provider plugin into the engine's PULUMI_HOME when it is missing."""
+        from iacrun.stacks.toolchain import missing_plugins
+
+        plugin = self.provider_plugin()
+        if plugin is None:
+            return
+        engine = self.engine()
+        missing = missing_plugins([plugin], engine.plugins())
+        if missing:
+            server = self.environ.get("IACRUN_PULUMI_PLUGIN_SERVER") or None
+            engine.install_plugins(missing, server=server, on_progress=on_progress)
 
     def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
         from iacrun.stacks.cloudinit import user_data

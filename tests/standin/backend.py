@@ -23,6 +23,7 @@ from iacrun.orchestrator.offers.model import InstanceResources, Offer
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.cloudinit import VmLayout
 from iacrun.stacks.spec import StackSpec
+from iacrun.stacks.toolchain import Plugin
 from tests.stacks.engine.resources import Slow
 from tests.standin.boot import boot_script
 from tests.standin.vm import StandinVM
@@ -47,6 +48,9 @@ class StandinBackend(PulumiCloudBackend):
 
     def check_credentials(self) -> str:
         return "the stand-in needs none"
+
+    def provider_plugin(self) -> Plugin | None:
+        return None  # its program creates dynamic resources only: no provider plugin
 
     def offers(self, requirements: Requirements) -> list[Offer]:
         resources = InstanceResources(cpus=2, memory_gb=8, disk_gb=100)

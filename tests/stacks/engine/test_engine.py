@@ -27,8 +27,9 @@ from iacrun.orchestrator.errors import (
     StackTimeoutError,
     ToolMissingError,
 )
-from iacrun.stacks.engine import INSTALL_HINT, StackEngine, check_stack_name
+from iacrun.stacks.engine import StackEngine, check_stack_name
 from iacrun.stacks.progress import Progress
+from iacrun.stacks.toolchain import missing_cli_hint
 from tests.stacks.engine.resources import Failing, Marker, Slow
 from tests.stacks.engine.support import REPO
 
@@ -384,9 +385,10 @@ def test_without_pulumi_a_cloud_backend_says_how_to_install_it(
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ToolMissingError) as caught:
         StackEngine(tmp_path / "home")
-    assert str(caught.value) == INSTALL_HINT
-    assert "\n" not in INSTALL_HINT
-    assert "get.pulumi.com" in INSTALL_HINT
+    hint = missing_cli_hint(tmp_path / "home")
+    assert str(caught.value) == hint
+    assert "\n" not in hint
+    assert "get.pulumi.com" in hint and "iacrun doctor --fix" in hint
     assert not (tmp_path / "home").exists()  # checked before anything else
 
 
