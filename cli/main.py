@@ -353,10 +353,11 @@ def down(
 
 
 def _register_groups() -> None:
-    from iacrun.cli import offers, stacks
+    from iacrun.cli import doctor, offers, stacks
 
     offers.register(app)
     stacks.register(app)
+    doctor.register(app)
 
 
 _register_groups()

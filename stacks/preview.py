@@ -23,6 +23,9 @@ PLACEHOLDER_AMI = "ami-0123456789abcdef0"
 PLACEHOLDER_IP = "203.0.113.10"
 PLACEHOLDER_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 
+#: answers an invoke: (token, args) -> result
+Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
+
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
@@ -77,8 +80,12 @@ def preview(
     default_vpc: bool = True,
     project: str = "iacrun",
     stack: str = "dry-run",
+    answer: Answer | None = None,
 ) -> PreviewResult:
-    """What `program` would create, under mocks. Raises what the program raises."""
+    """What `program` would create, under mocks. Raises what the program raises.
+
+    `answer(token, args)` gives the result of an invoke (a function call such as getAmi);
+    the default answers the lookups the AWS program makes with placeholders."""
     result = PreviewResult()
     failure: list[BaseException] = []
 
@@ -86,7 +93,14 @@ def preview(
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
-            _run(program, result, default_vpc=default_vpc, project=project, stack=stack)
+            _run(
+                program,
+                result,
+                default_vpc=default_vpc,
+                project=project,
+                stack=stack,
+                answer=answer,
+            )
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
         finally:
@@ -108,6 +122,7 @@ def _run(
     default_vpc: bool,
     project: str,
     stack: str,
+    answer: Answer | None,
 ) -> None:
     import pulumi
     from pulumi.runtime.settings import get_root_resource
@@ -127,6 +142,8 @@ def _run(
             self, args: pulumi.runtime.MockCallArgs
         ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
             result.calls.append(PlannedCall(args.token, dict(args.args)))
+            if answer is not None:
+                return answer(args.token, dict(args.args)), []
             return _answer(args.token, default_vpc), []
 
     pulumi.runtime.set_mocks(Mocks(), project=project, stack=stack, preview=False)

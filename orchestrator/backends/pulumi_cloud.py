@@ -226,8 +226,13 @@ class PulumiCloudBackend(Backend):
     # ------------------------------------------------------------------ Backend
 
     def offers(self, requirements: Requirements) -> list[Offer]:
-        """The catalog's offers for this cloud, in the configured regions."""
-        return [o for o in self.catalog().offers(requirements) if o.backend == self.name]
+        """The catalog's offers for this cloud, in the configured regions; those the vCPU
+        quotas `iacrun doctor` last read rule out are marked unavailable, with the reason."""
+        from iacrun.orchestrator.offers.quotas import mark_quota_shortfalls
+        from iacrun.orchestrator.paths import iacrun_home
+
+        offers = [o for o in self.catalog().offers(requirements) if o.backend == self.name]
+        return mark_quota_shortfalls(offers, self.cloud, self.home or iacrun_home())
 
     def shortfall(self, requirements: Requirements) -> Shortfall | None:
         """Which resource requirement ruled out every instance type (for the planner)."""
