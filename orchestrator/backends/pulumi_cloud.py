@@ -251,12 +251,7 @@ class PulumiCloudBackend(Backend):
         user_data(spec)  # the size check, with its clear error, before any resource
         progress(f"creating stack {self.stack_name(run)} ({self.name} {offer.region})")
         (local / STACK_MARK).write_text(self.stack_name(run))  # from here on, terminate destroys
-        outputs = engine.up(
-            self.stack_name(run),
-            self.program(spec),
-            on_progress=lambda p: progress(p.render() if hasattr(p, "render") else str(p)),
-            timeout=self.up_timeout,
-        )
+        outputs = self.up_stack(engine, self.stack_name(run), spec, progress)
         address, user = self.host_from_outputs(outputs)
         host = Host(
             kind="ssh",
@@ -272,6 +267,17 @@ class PulumiCloudBackend(Backend):
         )
         self.ssh_config().add(run.name, host)  # `ssh RUN-NAME` while the run lives
         return host
+
+    def up_stack(
+        self, engine: StackEngineLike, stack_name: str, spec: StackSpec, progress: ProgressCallback
+    ) -> dict[str, Any]:
+        """Create the run's stack from `spec`; its outputs. AWS tries zone after zone here."""
+        return engine.up(
+            stack_name,
+            self.program(spec),
+            on_progress=lambda p: progress(p.render() if hasattr(p, "render") else str(p)),
+            timeout=self.up_timeout,
+        )
 
     def terminate(self, run: RunRecord) -> None:
         if (Path(run.local_dir) / STACK_MARK).exists():

@@ -13,10 +13,16 @@ from typing import Any
 import pytest
 import yaml
 
-from iacrun.orchestrator.backends.aws import AWSBackend, aws_credentials_source
+from iacrun.orchestrator.backends.aws import AWSBackend, aws_credentials_source, next_zone
 from iacrun.orchestrator.backends.azure import AzureBackend, azure_credentials_source
+from iacrun.orchestrator.backends.failover import provision_with_failover
 from iacrun.orchestrator.backends.pulumi_cloud import PLACEHOLDER_CIDR, STACK_MARK
-from iacrun.orchestrator.errors import BackendError, CredentialsError, ToolMissingError
+from iacrun.orchestrator.errors import (
+    BackendError,
+    CapacityError,
+    CredentialsError,
+    ToolMissingError,
+)
 from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.models.settings import AWSSettings, AzureSettings
@@ -178,6 +184,105 @@ def test_aws_provision_runs_the_stack_and_returns_a_pinned_host(tmp_path: Path) 
     # the job carries the run's commands, not its env values
     job_file = next(f for f in document["write_files"] if f["path"] == f"{RUN_DIR}/job.json")
     assert "python train.py" in job_file["content"] and "hf-secret" not in job_file["content"]
+
+
+class ZonalEngine(RecordingEngine):
+    """EC2 without capacity in some zones: `up` fails there as the engine reports it."""
+
+    def __init__(self, full: set[tuple[str, str]]) -> None:
+        super().__init__()
+        self.full = full
+        self.zones: list[tuple[str, str | None]] = []
+
+    def up(
+        self,
+        stack_name: str,
+        program: Callable[[], None],
+        config: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        outputs = super().up(stack_name, program, config, **kwargs)
+        region = self.previews[-1].one("pulumi:providers:aws").inputs["region"]
+        zone = outputs.get("zone")
+        self.zones.append((region, zone))
+        if (region, zone) in self.full:
+            raise CapacityError(f"InsufficientInstanceCapacity in {zone}")
+        return outputs
+
+
+def test_aws_tries_the_next_zone_on_no_capacity(tmp_path: Path) -> None:
+    engine = ZonalEngine({("us-east-1", "zone-a")})
+    lines: list[str] = []
+    host = aws_backend(tmp_path, engine).provision(record(tmp_path), offer("aws"), lines.append)
+    assert engine.zones == [("us-east-1", "zone-a"), ("us-east-1", "zone-b")]
+    assert host.address == "203.0.113.10"
+    vm = engine.previews[-1].one("aws:ec2/instance:Instance").inputs
+    assert (vm["availabilityZone"], vm["subnetId"]) == ("zone-b", "subnet-b")
+    assert any(
+        "no capacity for g5.2xlarge in zone-a" in line and "trying zone-b" in line for line in lines
+    )
+
+
+def test_aws_every_zone_full_is_no_capacity_for_the_offer(tmp_path: Path) -> None:
+    engine = ZonalEngine({("us-east-1", "zone-a"), ("us-east-1", "zone-b")})
+    with pytest.raises(CapacityError, match="zone-b"):
+        aws_backend(tmp_path, engine).provision(record(tmp_path), offer("aws"), lambda _: None)
+    assert engine.zones == [("us-east-1", "zone-a"), ("us-east-1", "zone-b")]
+
+
+def test_aws_a_type_offered_in_no_zone_is_no_capacity(tmp_path: Path) -> None:
+    class NowhereEngine(RecordingEngine):
+        def up(self, stack_name: str, program: Callable[[], None], *a: Any, **k: Any) -> Any:
+            self.calls.append(("up", stack_name))
+            result = preview(
+                program,
+                answers=lambda token, args: (
+                    {"id": "o", "locations": []} if "InstanceTypeOfferings" in token else None
+                ),
+            )
+            self.previews.append(result)
+            return dict(result.outputs)
+
+    engine = NowhereEngine()
+    with pytest.raises(CapacityError, match=r"g5\.2xlarge is not offered in any availability zone"):
+        aws_backend(tmp_path, engine).provision(record(tmp_path), offer("aws"), lambda _: None)
+    assert engine.previews[0].cloud_resources == []
+
+
+def test_aws_next_zone_before_next_region(tmp_path: Path) -> None:
+    engine = ZonalEngine({("us-east-1", "zone-a"), ("us-east-1", "zone-b")})
+    backend = aws_backend(tmp_path, engine)
+    offers = [offer("aws", region="us-east-1"), offer("aws", region="us-west-2")]
+    offers[1] = offers[1].model_copy(update={"price": 1.3})
+    chosen, _ = provision_with_failover(
+        {"aws": backend}, offers, record(tmp_path), None, lambda _: None
+    )
+    assert chosen.region == "us-west-2"
+    assert engine.zones == [
+        ("us-east-1", "zone-a"),
+        ("us-east-1", "zone-b"),
+        ("us-west-2", "zone-a"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("zone", "candidates", "avoided", "expected"),
+    [
+        ("a", ("a", "b", "c"), [], ("a", "b")),
+        ("b", ("a", "b", "c"), ["a"], ("b", "c")),
+        ("c", ("a", "b", "c"), ["a", "b"], None),
+        (None, (), [], None),
+    ],
+)
+def test_next_zone_as_data(
+    zone: str | None,
+    candidates: tuple[str, ...],
+    avoided: list[str],
+    expected: tuple[str, str] | None,
+) -> None:
+    from iacrun.stacks.aws import ZoneChoice
+
+    assert next_zone(ZoneChoice(zone, None, candidates), avoided) == expected
 
 
 def test_aws_configured_cidrs_and_profile(tmp_path: Path) -> None:
