@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import stat
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,12 @@ import pytest
 import yaml
 
 from iacrun.orchestrator.backends.aws import AWSBackend, aws_credentials_source, next_zone
-from iacrun.orchestrator.backends.azure import AzureBackend, azure_credentials_source
+from iacrun.orchestrator.backends.azure import (
+    AzureBackend,
+    azure_credentials_source,
+    caller_permissions,
+    decide_self_delete,
+)
 from iacrun.orchestrator.backends.failover import provision_with_failover
 from iacrun.orchestrator.backends.pulumi_cloud import PLACEHOLDER_CIDR, STACK_MARK
 from iacrun.orchestrator.errors import (
@@ -135,9 +144,41 @@ def aws_backend(tmp_path: Path, engine: Any = None, **kwargs: Any) -> AWSBackend
     )
 
 
+#: Resource Manager's permission entries of built-in roles, as the permissions list gives them
+OWNER = [{"actions": ["*"], "notActions": []}]
+CONTRIBUTOR = [
+    {
+        "actions": ["*"],
+        "notActions": [
+            "Microsoft.Authorization/*/Delete",
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/elevateAccess/Action",
+            "Microsoft.Blueprint/blueprintAssignments/write",
+            "Microsoft.Blueprint/blueprintAssignments/delete",
+            "Microsoft.Compute/galleries/share/action",
+        ],
+    }
+]
+USER_ACCESS_ADMINISTRATOR = [
+    {"actions": ["*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"], "notActions": []}
+]
+RBAC_ADMINISTRATOR = [
+    {
+        "actions": [
+            "Microsoft.Authorization/roleAssignments/write",
+            "Microsoft.Authorization/roleAssignments/delete",
+            "*/read",
+        ],
+        "notActions": [],
+    }
+]
+READER = [{"actions": ["*/read"], "notActions": []}]
+
+
 def azure_backend(tmp_path: Path, engine: Any = None, **kwargs: Any) -> AzureBackend:
     kwargs.setdefault("environ", AZURE_ENV)
     kwargs.setdefault("public_ip", lambda: "198.51.100.23")
+    kwargs.setdefault("rights", lambda subscription: OWNER)
     return AzureBackend(
         kwargs.pop("settings", AzureSettings()),
         engine=engine,
@@ -414,6 +455,137 @@ def test_azure_self_delete_can_be_turned_off(tmp_path: Path) -> None:
     assert engine.previews[0].of_type("azure-native:authorization:RoleAssignment") == []
 
 
+@pytest.mark.parametrize(
+    ("permissions", "enabled", "says"),
+    [
+        (OWNER, True, None),
+        (USER_ACCESS_ADMINISTRATOR, True, None),
+        (RBAC_ADMINISTRATOR, True, None),
+        (CONTRIBUTOR + READER, False, "may not assign roles"),
+        (READER, False, "may not assign roles"),
+        (None, False, "could not check whether you may assign roles"),
+    ],
+)
+def test_azure_self_delete_decision_as_data(
+    permissions: list[dict[str, Any]] | None, enabled: bool, says: str | None
+) -> None:
+    got, note = decide_self_delete(True, permissions)
+    assert got is enabled
+    if says is None:
+        assert note is None
+    else:
+        assert note is not None and says in note and "power it off" in note
+    assert decide_self_delete(False, OWNER) == (False, None)  # turned off: nothing to say
+
+
+def test_a_contributor_runs_without_the_vm_side_delete_and_is_told_once(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    asked: list[str | None] = []
+
+    def contributor(subscription: str | None) -> list[dict[str, Any]]:
+        asked.append(subscription)
+        return CONTRIBUTOR
+
+    backend = azure_backend(tmp_path, engine, rights=contributor)
+    lines: list[str] = []
+    backend.provision(record(tmp_path), offer("azure"), lines.append)
+    backend.provision(record(tmp_path), offer("azure", region="westeurope"), lines.append)
+    assert asked == [AZURE_ENV["ARM_SUBSCRIPTION_ID"]]  # checked once
+    notes = [line for line in lines if "may not assign roles" in line]
+    assert len(notes) == 1
+    for result in engine.previews:
+        vm = result.one("azure-native:compute:VirtualMachine").inputs
+        assert "identity" not in vm
+        assert result.of_type("azure-native:authorization:RoleAssignment") == []
+
+
+def test_an_owner_gets_the_vm_side_delete(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    lines: list[str] = []
+    azure_backend(tmp_path, engine).provision(record(tmp_path), offer("azure"), lines.append)
+    (assignment,) = engine.previews[0].of_type("azure-native:authorization:RoleAssignment")
+    assert assignment.inputs["roleDefinitionId"].endswith("b24988ac-6180-42a0-ab88-20f7382dd24c")
+    assert not any("assign roles" in line for line in lines)
+
+
+def test_preflight_checks_the_role_rights(tmp_path: Path) -> None:
+    asked: list[str | None] = []
+
+    def rights(subscription: str | None) -> list[dict[str, Any]]:
+        asked.append(subscription)
+        return READER
+
+    backend = azure_backend(tmp_path, RecordingEngine(), rights=rights)
+    backend.preflight()
+    assert asked == [AZURE_ENV["ARM_SUBSCRIPTION_ID"]]
+    assert backend.self_delete_decision()[0] is False
+
+
+def test_the_az_cli_reads_the_callers_permissions(tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    def az(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        seen.append(argv)
+        if argv[1:3] == ["account", "show"]:
+            return subprocess.CompletedProcess(argv, 0, "sub-9\n", "")
+        return subprocess.CompletedProcess(argv, 0, json.dumps({"value": CONTRIBUTOR}), "")
+
+    got = caller_permissions({}, None, which=lambda _: "/usr/bin/az", run=az)
+    assert got == CONTRIBUTOR
+    assert seen[1][:4] == ["/usr/bin/az", "rest", "--method", "get"]
+    assert seen[1][5] == (
+        "https://management.azure.com/subscriptions/sub-9/providers/"
+        "Microsoft.Authorization/permissions?api-version=2022-04-01"
+    )
+    assert caller_permissions({}, "s", which=lambda _: None) is None  # no az: unknown
+
+    def refused(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 1, "", "AuthorizationFailed")
+
+    assert caller_permissions({}, "s", which=lambda _: "/usr/bin/az", run=refused) is None
+
+
+def test_a_service_principal_reads_its_permissions_with_its_secret() -> None:
+    requests: list[tuple[str, str, str]] = []
+
+    class Entra(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            requests.append(("POST", self.path, body))
+            self._json({"access_token": "sp-token"})
+
+        def do_GET(self) -> None:
+            requests.append(("GET", self.path, self.headers.get("Authorization", "")))
+            self._json({"value": OWNER})
+
+        def _json(self, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Entra)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        got = caller_permissions(AZURE_ENV, "sub-1", login_url=url, arm_url=url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got == OWNER
+    (post, get) = requests
+    assert post[1] == "/tenant/oauth2/v2.0/token"
+    assert "grant_type=client_credentials" in post[2] and "client_id=client" in post[2]
+    assert get[1] == (
+        "/subscriptions/sub-1/providers/Microsoft.Authorization/permissions?api-version=2022-04-01"
+    )
+    assert get[2] == "Bearer sp-token"
+
+
 def test_azure_without_credentials_says_what_to_set(tmp_path: Path) -> None:
     backend = azure_backend(tmp_path, RecordingEngine(), environ={})
     with pytest.raises(CredentialsError, match=r"run `az login`, or set ARM_CLIENT_ID"):
@@ -473,7 +645,7 @@ def test_a_dry_run_shows_when_the_public_address_is_unknown(tmp_path: Path) -> N
     assert "could not find this machine's public address" in text
     assert "azure-native:compute:VirtualMachine" in text
     assert "resource group iacrun-train-1-<id>; image microsoft-dsvm:ubuntu-hpc:2204:latest" in text
-    assert "self-destruct: the VM's identity may only delete this VM" in text
+    assert "the built-in Contributor role on this resource group only" in text
 
 
 class ListCatalog:
