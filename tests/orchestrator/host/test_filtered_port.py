@@ -166,3 +166,28 @@ def test_only_a_cloud_vms_first_connection_is_watched() -> None:
     finally:
         connect_module.connect = original  # type: ignore[assignment]
     assert seen == [connect_module.FILTERED_AFTER, None, None]
+
+
+def test_a_filtered_port_ends_the_run_as_failed_and_tears_down(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor's side: the reason is the run's, and the machine is given back."""
+    from iacrun.orchestrator import supervisor
+    from iacrun.orchestrator.registry import RunStatus
+    from tests.orchestrator.test_supervisor import World
+
+    message = connect_module.filtered_message(vm(), 300)
+
+    async def filtered(host: Host) -> Any:
+        raise PortFilteredError(message)
+
+    monkeypatch.setattr(supervisor, "open_transport", filtered)
+    world = World(tmp_path)
+    try:
+        run = world.submit("true")
+        world.supervisor.supervise(run.id)
+        final = world.record(run)
+        assert (final.status, final.reason) == (RunStatus.FAILED, message)
+        assert world.backend.terminated == [RunStatus.TERMINATING]
+    finally:
+        world.orch.registry.close()
