@@ -189,6 +189,8 @@ async def connect(
                     f"{label} rejected the key{_key_hint(host)}; check user and identity_file"
                 ) from exc
             last = exc
+            if watch is not None:
+                watch.observe(True, tried_at, clock())  # sshd answered: not filtered
         except (OSError, TimeoutError, asyncssh.DisconnectError, asyncssh.ChannelOpenError) as exc:
             await _close_all(tunnels)
             last = exc

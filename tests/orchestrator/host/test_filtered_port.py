@@ -48,6 +48,9 @@ class Network:
         if outcome == "refused":
             self.now += 0.01
             raise ConnectionRefusedError(111, "Connection refused")
+        if outcome == "denied":  # sshd up, the run's key not installed yet
+            self.now += 0.5
+            raise connect_module.asyncssh.PermissionDenied("no key")
         self.now += limit
         raise TimeoutError()
 
@@ -106,6 +109,15 @@ def test_a_booting_vm_that_refuses_is_not_filtered(monkeypatch: pytest.MonkeyPat
     assert not isinstance(error, PortFilteredError)
     assert "gave up after" in str(error)
     assert net.now - started >= CONNECT_TIMEOUT
+
+
+def test_sshd_refusing_the_key_for_a_while_is_not_filtered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    net = Network((["timeout"] * 4 + ["denied"]) * 40)
+    error = attempt(net, monkeypatch, filtered_after=FILTERED_AFTER)
+    assert not isinstance(error, PortFilteredError)
+    assert "gave up after" in str(error)
 
 
 def test_a_slow_handshake_on_an_open_port_is_not_filtered(
