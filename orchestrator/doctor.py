@@ -162,6 +162,15 @@ class Doctor:
             checks.append(Check(f"{name} credentials", True, f"from {source}"))
             credentials_ok = True
         checks.append(self._caller(backend))
+        decide = getattr(backend, "self_delete_decision", None)
+        if decide is not None and credentials_ok:
+            try:
+                allowed, why = decide()
+            except IacrunError as exc:
+                checks.append(Check(f"{name} role rights", False, str(exc)))
+            else:
+                detail = "may give the VM its self-delete role" if allowed else str(why)
+                checks.append(Check(f"{name} role rights", True, detail))
         if not (cli_ok and plugin_ok and credentials_ok):
             checks.append(
                 Check(f"{name} account", None, "not probed: needs the CLI, plugin and credentials")

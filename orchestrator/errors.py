@@ -16,6 +16,7 @@
     │   ├── CredentialsError       missing or rejected credentials
     │   ├── ToolMissingError       a program iacrun needs is not installed (`pulumi`, docker)
     │   ├── HostUnreachableError   an SSH host or a VM cannot be reached
+    │   │   └── PortFilteredError  a running VM's SSH port never answers: a firewall drops it
     │   ├── StackTimeoutError      a stack's `up` or `destroy` ran past its time limit
     │   └── StackLockedError       another update holds a stack's lock, not shown to be stale
     └── RunnerError                the runner on a host could not start or answer
@@ -113,6 +114,10 @@ class ToolMissingError(BackendError):
 
 class HostUnreachableError(BackendError):
     pass
+
+
+class PortFilteredError(HostUnreachableError):
+    """A running VM's SSH port only ever times out: something between drops the packets."""
 
 
 class StackTimeoutError(BackendError):

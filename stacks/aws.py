@@ -1,8 +1,14 @@
 """The AWS stack of a run: networking, SSH access, a key pair and one EC2 instance.
 
 - networking: the region's default VPC when it has one with default subnets; otherwise (or with
-  `network="new-vpc"`) a VPC 10.0.0.0/16 with one public subnet, an internet gateway and a
-  default route. The stack output `network` says which (`default-vpc` or `new-vpc`);
+  `network="iacrun-vpc"`) the region's iacrun VPC, found by its tag `iacrun:network=shared`, or,
+  the first time, created with one public subnet per zone, an internet gateway and a default
+  route, and kept (`retain_on_delete`: no run's `down` deletes it; no VPC per run). The stack
+  output `network` says which (`default-vpc` or `iacrun-vpc`);
+- the zone: the first one (by name) that offers the instance type (EC2's instance-type
+  offerings per zone) and has a subnet, leaving out `avoid_zones` (zones that had no capacity for
+  this run); the subnet and the public address are passed explicitly. Output `zone`; with no
+  zone left the program declares no machine and `zone` is None;
 - a security group: TCP 22 from `ssh_cidrs` only, all egress; no task port is opened (iacrun
   reaches task ports through SSH tunnels);
 - a key pair from the run's public key;
@@ -13,15 +19,16 @@
   own power-off ends it; one-time spot through market options for spot offers; the gzip'd
   cloud-init as user data (a Pulumi secret: it holds the host key).
 
-Every resource carries `spec.tags`. Outputs: `public_ip`, `ssh_user`, `instance_id`, `network`,
-`image_id`.
+Every resource of the run carries `spec.tags` (the kept VPC carries `shared_network_tags`).
+Outputs: `public_ip`, `ssh_user`, `instance_id`, `network`, `zone`, `image_id`.
 """
 
 from __future__ import annotations
 
 import base64
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from iacrun.stacks.cloudinit import SSH_USER, user_data
@@ -45,7 +52,11 @@ UBUNTU_NAMES = {
 }
 ARCHITECTURES = {"x86": "x86_64", "arm": "arm64"}
 VPC_CIDR = "10.0.0.0/16"
-SUBNET_CIDR = "10.0.0.0/24"
+#: the iacrun VPC's subnets, one per zone (a /20 each: 4091 addresses)
+SUBNET_CIDRS = tuple(f"10.0.{16 * i}.0/20" for i in range(16))
+#: the tag that marks the region's kept iacrun VPC and its subnets
+NETWORK_TAG = "iacrun:network"
+NETWORK_TAG_VALUE = "shared"
 
 
 def image_query(spec: StackSpec) -> dict[str, Any]:
@@ -75,14 +86,19 @@ def market_options(spec: StackSpec) -> InstanceInstanceMarketOptionsArgsDict | N
     return {"market_type": "spot", "spot_options": options}
 
 
-def program(spec: StackSpec) -> Callable[[], None]:
-    """The Pulumi program of `spec`, for the stack engine or `preview`."""
+def program(
+    spec: StackSpec, on_zone: Callable[[ZoneChoice], None] | None = None
+) -> Callable[[], None]:
+    """The Pulumi program of `spec`, for the stack engine or `preview`.
+
+    `on_zone` hears which zone the program chose and which others could take the type (the
+    backend tries the next one when this one has no capacity); it changes nothing declared."""
     if spec.cloud != "aws":
         raise ValueError(f"the AWS program got a spec for {spec.cloud}")
-    return lambda: build(spec)
+    return lambda: build(spec, on_zone)
 
 
-def build(spec: StackSpec) -> None:
+def build(spec: StackSpec, on_zone: Callable[[ZoneChoice], None] | None = None) -> None:
     import pulumi
     import pulumi_aws as aws
 
@@ -93,7 +109,17 @@ def build(spec: StackSpec) -> None:
     opts = pulumi.ResourceOptions(provider=provider)
     invoke = pulumi.InvokeOptions(provider=provider)
 
-    network, vpc_id, subnet_id, ready = _network(spec, aws, opts, invoke)
+    network, vpc_id, subnets, ready = _network(spec, aws, opts, invoke)
+    offered = aws.ec2.get_instance_type_offerings(**offering_query(spec), opts=invoke).locations
+    choice = choose_zone(offered, subnets, spec.avoid_zones)
+    if on_zone is not None:
+        on_zone(choice)
+    pulumi.export("network", network)
+    pulumi.export("zone", choice.zone)
+    if choice.zone is None:
+        # no zone of the region offers the type (or all had no capacity): declare no machine;
+        # the backend says so and moves to the next offer
+        return
     v4 = [c for c in spec.ssh_cidrs if ipaddress.ip_network(c).version == 4]
     v6 = [c for c in spec.ssh_cidrs if ipaddress.ip_network(c).version == 6]
     ssh_rule: aws.ec2.SecurityGroupIngressArgsDict = {
@@ -146,7 +172,10 @@ def build(spec: StackSpec) -> None:
         ami=image_id,
         instance_type=spec.instance_type,
         key_name=key.key_name,
-        subnet_id=subnet_id,
+        availability_zone=choice.zone,
+        # the subnet and the public address are explicit: an account that turned off public
+        # addresses by default (or a subnet that does not map them) still gets one
+        subnet_id=choice.subnet,
         vpc_security_group_ids=[group.id],
         associate_public_ip_address=True,
         user_data_base64=pulumi.Output.secret(base64.b64encode(data).decode()),
@@ -161,49 +190,144 @@ def build(spec: StackSpec) -> None:
     pulumi.export("public_ip", instance.public_ip)
     pulumi.export("ssh_user", SSH_USER)
     pulumi.export("instance_id", instance.id)
-    pulumi.export("network", network)
     pulumi.export("image_id", image_id)
 
 
-def _network(spec: StackSpec, aws: Any, opts: Any, invoke: Any) -> tuple[str, Any, Any, list[Any]]:
-    """(kind, vpc id, subnet id or None, resources the instance must wait for)."""
+@dataclass(frozen=True)
+class ZoneChoice:
+    """Where the instance goes: the chosen zone and subnet, and every zone that could take it."""
+
+    zone: str | None
+    subnet: Any
+    #: the zones offering the type that have a subnet, in the order they are tried
+    candidates: tuple[str, ...]
+
+
+def choose_zone(
+    offered: Iterable[str], subnets: Mapping[str, Any], avoid: Iterable[str] = ()
+) -> ZoneChoice:
+    """The first zone (by name) that offers the type, has a subnet and is not to be avoided.
+
+    `offered`: the zones where EC2 offers the instance type (DescribeInstanceTypeOfferings);
+    `subnets`: zone → subnet of the network in use; `avoid`: zones that already had no capacity
+    for this run. `zone` is None when no candidate is left."""
+    offered_set = set(offered)
+    candidates = tuple(z for z in sorted(subnets) if z in offered_set)
+    skipped = set(avoid)
+    left = [z for z in candidates if z not in skipped]
+    if not left:
+        return ZoneChoice(None, None, candidates)
+    return ZoneChoice(left[0], subnets[left[0]], candidates)
+
+
+def offering_query(spec: StackSpec) -> dict[str, Any]:
+    """The `aws.ec2.get_instance_type_offerings` arguments: the zones that offer the type."""
+    return {
+        "location_type": "availability-zone",
+        "filters": [{"name": "instance-type", "values": [spec.instance_type]}],
+    }
+
+
+def _network(
+    spec: StackSpec, aws: Any, opts: Any, invoke: Any
+) -> tuple[str, Any, dict[str, Any], list[Any]]:
+    """(kind, vpc id, zone → subnet id, resources the instance must wait for).
+
+    The region's default VPC and its default subnets when it has one; else the region's iacrun
+    VPC (tag `iacrun:network=shared`), found by its tag, or created once and kept."""
     if spec.network == "auto":
         found = aws.ec2.get_vpcs(filters=[{"name": "is-default", "values": ["true"]}], opts=invoke)
         if found.ids:
-            subnets = aws.ec2.get_subnets(
-                filters=[
-                    {"name": "vpc-id", "values": [found.ids[0]]},
+            vpc_id = sorted(found.ids)[0]
+            subnets = _subnets_by_zone(
+                aws,
+                invoke,
+                [
+                    {"name": "vpc-id", "values": [vpc_id]},
                     {"name": "default-for-az", "values": ["true"]},
                 ],
-                opts=invoke,
             )
-            if subnets.ids:
-                # no subnet_id: EC2 picks a default subnet (an availability zone) itself
-                return "default-vpc", found.ids[0], None, []
-    tags = spec.tags
-    prefix = spec.name_prefix
+            if subnets:
+                return "default-vpc", vpc_id, subnets, []
+    shared = aws.ec2.get_vpcs(
+        filters=[{"name": f"tag:{NETWORK_TAG}", "values": [NETWORK_TAG_VALUE]}], opts=invoke
+    )
+    if shared.ids:
+        vpc_id = sorted(shared.ids)[0]
+        subnets = _subnets_by_zone(
+            aws,
+            invoke,
+            [
+                {"name": "vpc-id", "values": [vpc_id]},
+                {"name": f"tag:{NETWORK_TAG}", "values": [NETWORK_TAG_VALUE]},
+            ],
+        )
+        return "iacrun-vpc", vpc_id, subnets, []
+    return _create_shared_vpc(spec, aws, opts, invoke)
+
+
+def _subnets_by_zone(aws: Any, invoke: Any, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    ids = aws.ec2.get_subnets(filters=filters, opts=invoke).ids
+    by_zone: dict[str, Any] = {}
+    for subnet_id in sorted(ids):
+        zone = aws.ec2.get_subnet(id=subnet_id, opts=invoke).availability_zone
+        by_zone.setdefault(zone, subnet_id)
+    return by_zone
+
+
+def shared_network_tags(region: str) -> dict[str, str]:
+    """The tags of the kept iacrun VPC: no run's tags, so nothing calls it a run's leftover."""
+    return {
+        "Name": f"iacrun-{region}",
+        NETWORK_TAG: NETWORK_TAG_VALUE,
+        "managed-by": "iacrun",
+    }
+
+
+def _create_shared_vpc(
+    spec: StackSpec, aws: Any, opts: Any, invoke: Any
+) -> tuple[str, Any, dict[str, Any], list[Any]]:
+    """The region's iacrun VPC with one public subnet per zone, kept when the run's stack goes.
+
+    `retain_on_delete`: destroying this run's stack forgets these resources without deleting
+    them, so the next run in the region finds the VPC by its tag instead of making another."""
+    import pulumi
+
+    tags = shared_network_tags(spec.region)
+    prefix = f"iacrun-{spec.region}"
+    kept = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True))
     vpc = aws.ec2.Vpc(
         f"{prefix}-vpc",
         cidr_block=VPC_CIDR,
         enable_dns_hostnames=True,
         enable_dns_support=True,
         tags=tags,
-        opts=opts,
+        opts=kept,
     )
-    gateway = aws.ec2.InternetGateway(f"{prefix}-igw", vpc_id=vpc.id, tags=tags, opts=opts)
-    subnet = aws.ec2.Subnet(
-        f"{prefix}-subnet",
-        vpc_id=vpc.id,
-        cidr_block=SUBNET_CIDR,
-        map_public_ip_on_launch=True,
-        tags=tags,
-        opts=opts,
-    )
+    gateway = aws.ec2.InternetGateway(f"{prefix}-igw", vpc_id=vpc.id, tags=tags, opts=kept)
     route = aws.ec2.Route(
         f"{prefix}-internet",
         route_table_id=vpc.main_route_table_id,
         destination_cidr_block="0.0.0.0/0",
         gateway_id=gateway.id,
-        opts=opts,
+        opts=kept,
     )
-    return "new-vpc", vpc.id, subnet.id, [route]
+    zones = aws.get_availability_zones(
+        state="available",
+        filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
+        opts=invoke,
+    ).names
+    subnets: dict[str, Any] = {}
+    for index, zone in enumerate(sorted(zones)[: len(SUBNET_CIDRS)]):
+        subnet = aws.ec2.Subnet(
+            f"{prefix}-{zone}",
+            vpc_id=vpc.id,
+            cidr_block=SUBNET_CIDRS[index],
+            availability_zone=zone,
+            # the instance asks for its public address itself (associate_public_ip_address)
+            map_public_ip_on_launch=False,
+            tags={**tags, "Name": f"iacrun-{zone}"},
+            opts=kept,
+        )
+        subnets[zone] = subnet.id
+    return "iacrun-vpc", vpc.id, subnets, [route]

@@ -11,10 +11,13 @@
   (Premium SSD where the size supports it, else Standard SSD; encrypted at rest by Azure);
   the OS disk, NIC and public IP deleted with the VM; for spot offers `priority="Spot"`,
   `eviction_policy="Delete"` and `billing_profile.max_price` (-1: up to the on-demand price);
-- with `azure_self_delete` (the default): a system-assigned identity on the VM, and a custom role
-  on the resource group that may only read, deallocate and delete the VM and delete its disk,
-  NIC and IP, assigned to that identity. The VM's self-destruct timer uses it, because a VM that
-  only powers itself off is still billed on Azure.
+- with `azure_self_delete`: a system-assigned identity on the VM, given the built-in
+  Contributor role on the run's resource group only (no custom role: creating one and assigning
+  it at once races Azure's replication, `RoleDefinitionDoesNotExist`). The VM's self-destruct
+  timer uses it to delete the whole resource group, because a VM that only powers itself off is
+  still billed on Azure. Assigning a role needs `Microsoft.Authorization/roleAssignments/write`
+  (Owner, User Access Administrator, Role Based Access Control Administrator): the backend turns
+  this off for callers without it (`backends/azure.py`).
 
 Every resource that takes tags carries `spec.tags`. Outputs: `public_ip`, `ssh_user`,
 `instance_id` (the VM's resource id), `resource_group`.
@@ -56,18 +59,8 @@ UBUNTU_IMAGES = {
 }
 VNET_CIDR = "10.0.0.0/16"
 SUBNET_CIDR = "10.0.0.0/24"
-#: what the VM's own identity may do, on its resource group only
-SELF_DELETE_ACTIONS = [
-    "Microsoft.Compute/virtualMachines/read",
-    "Microsoft.Compute/virtualMachines/deallocate/action",
-    "Microsoft.Compute/virtualMachines/delete",
-    "Microsoft.Compute/disks/read",
-    "Microsoft.Compute/disks/delete",
-    "Microsoft.Network/networkInterfaces/read",
-    "Microsoft.Network/networkInterfaces/delete",
-    "Microsoft.Network/publicIPAddresses/read",
-    "Microsoft.Network/publicIPAddresses/delete",
-]
+#: the built-in Contributor role: on the run's resource group, it may delete that group
+CONTRIBUTOR_ROLE = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 _NAMESPACE = uuid.UUID("5c0f3a52-8f0e-4d55-9a43-7b6f3e1c2d10")
 _SIZE_RE = re.compile(r"^Standard_[A-Za-z]+\d+(?:-\d+)?([a-z]*)", re.IGNORECASE)
 
@@ -256,35 +249,25 @@ def build(spec: StackSpec) -> None:
     pulumi.export("resource_group", rg)
 
 
+def self_delete_role_id(resource_group_id: str) -> str:
+    """The subscription-scoped id of the built-in Contributor role, from the group's id."""
+    subscription = "/".join(resource_group_id.split("/")[:3])
+    return f"{subscription}/providers/Microsoft.Authorization/roleDefinitions/{CONTRIBUTOR_ROLE}"
+
+
 def _self_delete_role(
     spec: StackSpec, az: Any, pulumi: Any, group: Any, vm: Any, opts: Any
 ) -> None:
-    """A role on the run's resource group that may only end the VM, for the VM's identity."""
-    role_guid = str(uuid.uuid5(_NAMESPACE, f"{spec.stack_name}/role"))
-    role = az.authorization.RoleDefinition(
-        f"{spec.name_prefix}-self-delete-role",
-        role_definition_id=role_guid,
-        scope=group.id,
-        role_name=f"iacrun self-delete {spec.stack_name}",
-        description=f"lets the VM of iacrun run {spec.run_name} delete itself",
-        role_type="CustomRole",
-        permissions=[{"actions": list(SELF_DELETE_ACTIONS), "not_actions": []}],
-        assignable_scopes=[group.id],
-        opts=opts,
-    )
-    subscription_role_id = group.id.apply(
-        lambda rg_id: (
-            "/".join(rg_id.split("/")[:3])
-            + f"/providers/Microsoft.Authorization/roleDefinitions/{role_guid}"
-        )
-    )
+    """The built-in Contributor role on the run's resource group, for the VM's identity."""
     az.authorization.RoleAssignment(
         f"{spec.name_prefix}-self-delete",
         role_assignment_name=str(uuid.uuid5(_NAMESPACE, f"{spec.stack_name}/assignment")),
         scope=group.id,
-        role_definition_id=subscription_role_id,
+        role_definition_id=group.id.apply(self_delete_role_id),
         principal_id=vm.identity.apply(lambda identity: identity.principal_id),
+        # a new identity may not have reached every directory replica yet: with the type given,
+        # Resource Manager does not look the principal up (no PrincipalNotFound)
         principal_type="ServicePrincipal",
-        description=f"the VM of iacrun run {spec.run_name} may delete itself",
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])),
+        description=f"the VM of iacrun run {spec.run_name} may delete its resource group",
+        opts=opts,
     )

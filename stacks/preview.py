@@ -7,8 +7,10 @@ outputs. The tests assert on it; `iacrun up --dry-run` prints `render_resources`
 Each call runs in a fresh thread, whose context holds Pulumi's settings and root stack, so calls
 can follow each other in one process and never leak mock settings into a real engine run.
 
-The mocks answer data sources with placeholders: an AMI `ami-0123456789abcdef0`, and a default VPC
-with default subnets unless `default_vpc=False` (AWS chooses its networking from that answer).
+The mocks answer data sources with placeholders: an AMI `ami-0123456789abcdef0`, a default VPC
+with a default subnet in each of two zones (`zone-a`, `zone-b`) unless `default_vpc=False`, no
+kept iacrun VPC, and the instance type offered in both zones (AWS chooses its networking and zone
+from these answers). `answers(token, args)` may answer a call instead (None: the placeholder).
 """
 
 from __future__ import annotations
@@ -22,9 +24,6 @@ from typing import Any
 PLACEHOLDER_AMI = "ami-0123456789abcdef0"
 PLACEHOLDER_IP = "203.0.113.10"
 PLACEHOLDER_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-
-#: answers an invoke: (token, args) -> result
-Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -74,18 +73,20 @@ class PreviewResult:
         return [c for c in self.calls if c.token == token]
 
 
+#: what the mocks answer a data-source call with, instead of the placeholder (None: placeholder)
+Answers = Callable[[str, dict[str, Any]], dict[str, Any] | None]
+PLACEHOLDER_ZONES = ("zone-a", "zone-b")
+
+
 def preview(
     program: Callable[[], None],
     *,
     default_vpc: bool = True,
+    answers: Answers | None = None,
     project: str = "iacrun",
     stack: str = "dry-run",
-    answer: Answer | None = None,
 ) -> PreviewResult:
-    """What `program` would create, under mocks. Raises what the program raises.
-
-    `answer(token, args)` gives the result of an invoke (a function call such as getAmi);
-    the default answers the lookups the AWS program makes with placeholders."""
+    """What `program` would create, under mocks. Raises what the program raises."""
     result = PreviewResult()
     failure: list[BaseException] = []
 
@@ -97,9 +98,9 @@ def preview(
                 program,
                 result,
                 default_vpc=default_vpc,
+                answers=answers,
                 project=project,
                 stack=stack,
-                answer=answer,
             )
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
@@ -120,9 +121,9 @@ def _run(
     result: PreviewResult,
     *,
     default_vpc: bool,
+    answers: Answers | None,
     project: str,
     stack: str,
-    answer: Answer | None,
 ) -> None:
     import pulumi
     from pulumi.runtime.settings import get_root_resource
@@ -141,10 +142,10 @@ def _run(
         def call(
             self, args: pulumi.runtime.MockCallArgs
         ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-            result.calls.append(PlannedCall(args.token, dict(args.args)))
-            if answer is not None:
-                return answer(args.token, dict(args.args)), []
-            return _answer(args.token, default_vpc), []
+            call = dict(args.args)
+            result.calls.append(PlannedCall(args.token, call))
+            given = answers(args.token, call) if answers is not None else None
+            return (given if given is not None else _answer(args.token, call, default_vpc)), []
 
     pulumi.runtime.set_mocks(Mocks(), project=project, stack=stack, preview=False)
 
@@ -197,13 +198,30 @@ def _computed(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _answer(token: str, default_vpc: bool) -> dict[str, Any]:
+def _answer(token: str, args: dict[str, Any], default_vpc: bool) -> dict[str, Any]:
     if token == "aws:ec2/getAmi:getAmi":
         return {"id": PLACEHOLDER_AMI, "imageId": PLACEHOLDER_AMI, "name": "(looked up at up)"}
     if token == "aws:ec2/getVpcs:getVpcs":
-        return {"id": "vpcs", "ids": ["vpc-default"] if default_vpc else []}
+        names = {f.get("name") for f in args.get("filters") or []}
+        default = "is-default" in names and default_vpc
+        return {"id": "vpcs", "ids": ["vpc-default"] if default else []}
     if token == "aws:ec2/getSubnets:getSubnets":
         return {"id": "subnets", "ids": ["subnet-a", "subnet-b"] if default_vpc else []}
+    if token == "aws:ec2/getSubnet:getSubnet":
+        subnet = str(args.get("id"))
+        return {"id": subnet, "availabilityZone": f"zone-{subnet.rsplit('-', 1)[-1]}"}
+    if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+        filters = {f.get("name"): f.get("values") for f in args.get("filters") or []}
+        types = list(filters.get("instance-type") or [])
+        zones = list(PLACEHOLDER_ZONES)
+        return {
+            "id": "offerings",
+            "locations": [z for z in zones for _ in types],
+            "locationTypes": ["availability-zone" for _ in zones for _ in types],
+            "instanceTypes": [t for _ in zones for t in types],
+        }
+    if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+        return {"id": "zones", "names": list(PLACEHOLDER_ZONES), "zoneIds": ["az1", "az2"]}
     return {}
 
 

@@ -64,8 +64,11 @@ class StackSpec(BaseModel):
     job: dict[str, Any]
     #: an AMI id (`ami-...`) or an Azure image URN (`publisher:offer:sku:version`) to use instead
     machine_image: str | None = None
-    #: AWS networking: the default VPC when the region has one ("auto"), or always a new VPC
-    network: Literal["auto", "new-vpc"] = "auto"
+    #: AWS networking: the default VPC when the region has one ("auto"), else (or always, with
+    #: "iacrun-vpc") the region's kept iacrun VPC
+    network: Literal["auto", "iacrun-vpc"] = "auto"
+    #: AWS availability zones that already had no capacity for this run: the next one is tried
+    avoid_zones: tuple[str, ...] = ()
     self_destruct_margin: int = Field(default=DEFAULT_SELF_DESTRUCT_MARGIN, ge=60)
     code_wait: int = Field(default=DEFAULT_CODE_WAIT, ge=60)
     linger: int = Field(default=DEFAULT_LINGER, ge=0)

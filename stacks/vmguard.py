@@ -17,9 +17,10 @@ at boot, so a reboot does not reset it):
 `destroy` notes the reason in the run's log, asks the runner to stop the job (so it records
 why), and powers the machine off. On AWS the instance's shutdown behaviour is `terminate`, so a
 power-off ends the billing. On Azure a powered-off VM is still billed: with `self_delete` the
-guard first deletes its own VM through Azure Resource Manager, with a token of the VM's managed
-identity (whose only permissions are reading, deallocating and deleting this VM and the disk,
-NIC and IP that go with it), and falls back to deallocating it.
+guard first deletes the run's whole resource group (VM, disk, NIC, IP, network, security group)
+through Azure Resource Manager, with a token of the VM's managed identity (the built-in
+Contributor role on that resource group only). A refusal is retried over `retry_waits` (a role
+assignment takes minutes to reach every Resource Manager replica); then it deallocates the VM.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from typing import Any
 
 FINAL = ("done", "failed", "terminated")
 COMPUTE_API = "2024-07-01"
+RESOURCES_API = "2021-04-01"
+#: seconds between the attempts to delete the resource group (the role may still propagate)
+RETRY_WAITS = (30, 60, 120)
 
 
 def load(path: str) -> dict[str, Any]:
@@ -123,7 +127,7 @@ def destroy(cfg: dict[str, Any], reason: str) -> int:
     if cfg.get("cloud") == "azure" and azure.get("self_delete"):
         try:
             azure_delete_self(azure)
-            say(cfg, "asked Azure to delete this VM")
+            say(cfg, "asked Azure to delete this run's resource group")
         except Exception as exc:  # power off whatever went wrong
             say(
                 cfg,
@@ -141,7 +145,7 @@ def _request(method: str, url: str, headers: dict[str, str], timeout: float = 20
 
 
 def azure_delete_self(azure: dict[str, Any]) -> None:
-    """Delete this VM through Resource Manager with its managed identity; else deallocate it."""
+    """Delete this run's resource group with the VM's managed identity; else deallocate the VM."""
     imds = azure["imds"].rstrip("/")
     meta = json.loads(
         _request(
@@ -152,23 +156,30 @@ def azure_delete_self(azure: dict[str, Any]) -> None:
     )
     resource = urllib.parse.quote(azure["resource"], safe="")
     token_url = f"{imds}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}"
-    token = json.loads(_request("GET", token_url, {"Metadata": "true"}))["access_token"]
-    vm = "/".join(
+    group = "/".join(
         [
             azure["arm"].rstrip("/"),
             "subscriptions",
             meta["subscriptionId"],
             "resourceGroups",
             meta["resourceGroupName"],
-            "providers/Microsoft.Compute/virtualMachines",
-            meta["name"],
         ]
     )
-    auth = {"Authorization": "Bearer " + token}
-    try:
-        _request("DELETE", f"{vm}?api-version={COMPUTE_API}", auth)
-    except Exception:  # deallocating still ends the compute bill
-        _request("POST", f"{vm}/deallocate?api-version={COMPUTE_API}", auth)
+    vm = f"{group}/providers/Microsoft.Compute/virtualMachines/{meta['name']}"
+    waits = list(azure.get("retry_waits", RETRY_WAITS))
+    while True:
+        # a fresh token each time: one taken before the role assignment arrived lacks it
+        token = json.loads(_request("GET", token_url, {"Metadata": "true"}))["access_token"]
+        auth = {"Authorization": "Bearer " + token}
+        try:
+            _request("DELETE", f"{group}?api-version={RESOURCES_API}", auth)
+            return
+        except Exception:
+            if not waits:
+                break
+            time.sleep(waits.pop(0))
+    # deallocating still ends the compute bill
+    _request("POST", f"{vm}/deallocate?api-version={COMPUTE_API}", auth)
 
 
 def main(argv: list[str]) -> int:

@@ -19,12 +19,16 @@ from __future__ import annotations
 import configparser
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from iacrun.orchestrator.backends.pulumi_cloud import PulumiCloudBackend
-from iacrun.orchestrator.errors import CredentialsError
+from iacrun.orchestrator.backends.base import ProgressCallback
+from iacrun.orchestrator.backends.pulumi_cloud import PulumiCloudBackend, StackEngineLike
+from iacrun.orchestrator.errors import CapacityError, CredentialsError
 from iacrun.orchestrator.models.settings import AWSSettings
 from iacrun.stacks.spec import StackSpec
+
+if TYPE_CHECKING:
+    from iacrun.stacks.aws import ZoneChoice
 
 NO_CREDENTIALS = (
     "no AWS credentials found: run `aws configure` (or `aws sso login`) and set AWS_PROFILE, "
@@ -92,6 +96,15 @@ def _has_keys(path: Path, section: str) -> bool:
     return any(parser.has_option(section, key) for key in _PROFILE_KEYS)
 
 
+def next_zone(choice: ZoneChoice | None, avoided: list[str]) -> tuple[str, str] | None:
+    """After no capacity in `choice.zone`: (that zone, the zone tried next), or None when the
+    region has no other candidate (failover then moves to the next offer)."""
+    if choice is None or choice.zone is None:
+        return None
+    left = [z for z in choice.candidates if z != choice.zone and z not in avoided]
+    return (choice.zone, left[0]) if left else None
+
+
 class AWSBackend(PulumiCloudBackend):
     """EC2 through Pulumi. See the module docstring for the configuration."""
 
@@ -109,20 +122,62 @@ class AWSBackend(PulumiCloudBackend):
             raise CredentialsError(NO_CREDENTIALS)
         return source
 
-    def program(self, spec: StackSpec) -> Callable[[], None]:
+    def program(
+        self, spec: StackSpec, on_zone: Callable[[ZoneChoice], None] | None = None
+    ) -> Callable[[], None]:
         from iacrun.stacks import aws
 
-        return aws.program(spec)
+        return aws.program(spec, on_zone)
+
+    def up_stack(
+        self, engine: StackEngineLike, stack_name: str, spec: StackSpec, progress: ProgressCallback
+    ) -> dict[str, Any]:
+        """The stack in the first zone that offers the type; on no capacity, the next zone.
+
+        Capacity is per availability zone, so a zone without it is left out (`avoid_zones`) and
+        the stack is made again in the next candidate zone, before failover moves on to the next
+        region. A QuotaError (regional) or any other error is not retried here."""
+        avoided: list[str] = []
+        while True:
+            heard: list[ZoneChoice] = []
+            attempt = spec.model_copy(update={"avoid_zones": tuple(avoided)})
+            try:
+                outputs = engine.up(
+                    stack_name,
+                    self.program(attempt, heard.append),
+                    on_progress=lambda p: progress(p.render() if hasattr(p, "render") else str(p)),
+                    timeout=self.up_timeout,
+                )
+            except CapacityError as exc:
+                choice = heard[-1] if heard else None
+                step = next_zone(choice, avoided)
+                if step is None:
+                    raise
+                avoided.append(step[0])
+                progress(
+                    f"no capacity for {spec.instance_type} in {step[0]} ({exc}); trying {step[1]}"
+                )
+                continue
+            if outputs.get("zone"):
+                return outputs
+            tried = f" (no capacity in {', '.join(avoided)})" if avoided else ""
+            raise CapacityError(
+                f"{spec.instance_type} is not offered in any availability zone of {spec.region} "
+                f"that has a subnet{tried}"
+            )
 
     def spec_options(self) -> dict[str, Any]:
         return {"aws_profile": self.settings.profile}
 
     def plan_notes(self, spec: StackSpec, stack_label: str) -> list[str]:
-        from iacrun.stacks.aws import SUBNET_CIDR, VPC_CIDR
+        from iacrun.stacks.aws import VPC_CIDR
 
         return [
-            f"network: the default VPC of {spec.region}; where the region has none, a new VPC "
-            f"{VPC_CIDR} with a public subnet {SUBNET_CIDR}, an internet gateway and a route",
+            f"network: the default VPC of {spec.region}; where the region has none, the "
+            f"region's iacrun VPC {VPC_CIDR} (tag iacrun:network=shared), made by the first "
+            "run there and kept",
+            f"zone: the first zone of {spec.region} that offers {spec.instance_type}; on no "
+            "capacity the next zone, then the next region; public IP assigned explicitly",
             "image: the newest Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)"
             if spec.gpu
             else "image: the newest Canonical Ubuntu 22.04 AMI",

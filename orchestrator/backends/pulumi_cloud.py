@@ -5,7 +5,7 @@
 1. checks the cloud's credentials where its tools look for them (one clear line when none);
 2. makes the run's SSH key (`<run folder>/id_ed25519` or `id_rsa` on Azure, 0600) and the VM's
    host key, and builds the `StackSpec` (SSH open to `ssh_cidrs` from the config, else to this
-   machine's public address as a /32);
+   machine's public address as a /32, as two services agree on it: `caller_address`);
 3. checks the cloud-init's size, then runs the stack program through the stack engine
    (`stacks/engine.py`, which needs the `pulumi` CLI) in the stack `<run name>-<run id>`;
 4. returns the `Host`: the VM's public address, user `ubuntu`, the run's key, the pinned host key
@@ -20,16 +20,15 @@ After `provision`, iacrun follows the start-up contract in `stacks/cloudinit.py`
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from iacrun.orchestrator.backends.base import Backend, ProgressCallback
+from iacrun.orchestrator.backends.caller_address import caller_address, host_cidr
 from iacrun.orchestrator.backends.stack_spec import build_stack_spec, stack_name_for
 from iacrun.orchestrator.errors import (
     BackendError,
@@ -56,7 +55,6 @@ STACK_MARK = "stack.started"
 UP_TIMEOUT = 1800.0
 #: how long the first SSH connection keeps trying (a GPU image boots in a few minutes)
 CONNECT_TIMEOUT = 900.0
-PUBLIC_IP_URL = "https://checkip.amazonaws.com"
 #: shown in a dry run when this machine's public address is unknown
 PLACEHOLDER_CIDR = "192.0.2.1/32"
 
@@ -118,25 +116,6 @@ def default_engine_factory(home: Path | None, backend_url: str | None) -> Engine
     return make
 
 
-def public_ip_from_web(url: str = PUBLIC_IP_URL, timeout: float = 10.0) -> str:
-    """This machine's public address, as a web service sees it."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            text: str = resp.read().decode().strip()
-        ipaddress.ip_address(text)
-    except (OSError, ValueError) as exc:
-        raise BackendError(
-            f"could not find this machine's public address ({url}: {exc}); set ssh_cidrs "
-            "for the backend in ~/.iacrun/config.yml"
-        ) from exc
-    return text
-
-
-def host_cidr(address: str) -> str:
-    ip = ipaddress.ip_address(address)
-    return f"{ip}/{32 if ip.version == 4 else 128}"
-
-
 @dataclass
 class StackPlan:
     """What `iacrun up --dry-run` shows for a cloud offer."""
@@ -185,7 +164,7 @@ class PulumiCloudBackend(Backend):
         backend_url: str | None = None,
         environ: Mapping[str, str] | None = None,
         user_home: Path | None = None,
-        public_ip: Callable[[], str] = public_ip_from_web,
+        public_ip: Callable[[], str] = caller_address,
         catalog: OfferCatalog | None = None,
         regions: list[str] | None = None,
         up_timeout: float = UP_TIMEOUT,
@@ -288,12 +267,7 @@ class PulumiCloudBackend(Backend):
         user_data(spec)  # the size check, with its clear error, before any resource
         progress(f"creating stack {self.stack_name(run)} ({self.name} {offer.region})")
         (local / STACK_MARK).write_text(self.stack_name(run))  # from here on, terminate destroys
-        outputs = engine.up(
-            self.stack_name(run),
-            self.program(spec),
-            on_progress=lambda p: progress(p.render() if hasattr(p, "render") else str(p)),
-            timeout=self.up_timeout,
-        )
+        outputs = self.up_stack(engine, self.stack_name(run), spec, progress)
         address, user = self.host_from_outputs(outputs)
         host = Host(
             kind="ssh",
@@ -309,6 +283,17 @@ class PulumiCloudBackend(Backend):
         )
         self.ssh_config().add(run.name, host)  # `ssh RUN-NAME` while the run lives
         return host
+
+    def up_stack(
+        self, engine: StackEngineLike, stack_name: str, spec: StackSpec, progress: ProgressCallback
+    ) -> dict[str, Any]:
+        """Create the run's stack from `spec`; its outputs. AWS tries zone after zone here."""
+        return engine.up(
+            stack_name,
+            self.program(spec),
+            on_progress=lambda p: progress(p.render() if hasattr(p, "render") else str(p)),
+            timeout=self.up_timeout,
+        )
 
     def terminate(self, run: RunRecord) -> None:
         if (Path(run.local_dir) / STACK_MARK).exists():

@@ -10,12 +10,18 @@ The host key is never learned on first use. It is checked against, in order:
 An unknown or changed key is refused with a `BackendError` that names both fingerprints. A host
 that refuses connections, resets them or times out (a VM still booting) is retried with backoff
 until the deadline, then reported as `HostUnreachableError` with the last failure.
+
+With `filtered_after` (a cloud VM's first connection, once the provider says it runs), each try
+is bounded and a timed-out try is checked with a bare TCP probe: a port that never answers at
+all (no connection, no refusal) for that long is filtered by a firewall, not booting, and is
+reported at once as `PortFilteredError` instead of after the whole connect timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import getpass
 import os
 import time
@@ -26,7 +32,12 @@ from typing import Any
 
 import asyncssh
 
-from iacrun.orchestrator.errors import BackendError, CredentialsError, HostUnreachableError
+from iacrun.orchestrator.errors import (
+    BackendError,
+    CredentialsError,
+    HostUnreachableError,
+    PortFilteredError,
+)
 from iacrun.orchestrator.host.ssh import SSHTransport
 from iacrun.orchestrator.host.transport import Host
 
@@ -35,8 +46,58 @@ KEEPALIVE_COUNT_MAX = 4
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
 
+#: a running VM whose SSH port gives no answer at all for this long is behind a firewall (a
+#: booting one refuses connections once its network is up, well within this)
+FILTERED_AFTER = 300.0
+#: one try's limit while filtering is watched, so that a dropped SYN is noticed in time
+ATTEMPT_TIMEOUT = 20.0
+PROBE_TIMEOUT = 10.0
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+#: whether anything answers on (address, port): a connection or a refusal (not a timeout)
+Probe = Callable[[str, int, float], Awaitable[bool]]
+
+
+async def tcp_answers(address: str, port: int, timeout: float) -> bool:
+    """True when `address:port` accepts or refuses a TCP connection within `timeout`."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout)
+    except ConnectionRefusedError:
+        return True
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    return True
+
+
+class SilenceWatch:
+    """Tells a filtered port from a booting machine: tries that got no answer at all, without
+    one that did in between, for `limit` seconds."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.since: float | None = None
+
+    def observe(self, answered: bool, tried_at: float, now: float) -> bool:
+        """Record one try (started at `tried_at`); True when the port counts as filtered."""
+        if answered:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = tried_at
+        return now - self.since >= self.limit
+
+
+def filtered_message(host: Host, silent_for: float) -> str:
+    return (
+        f"port {host.port} of {host.address} is filtered: no answer at all for "
+        f"{silent_for:.0f}s while the VM runs. Check that ssh_cidrs in ~/.iacrun/config.yml "
+        f"(default: this machine's public address) holds the address your SSH leaves from, that "
+        f"your network lets SSH (TCP {host.port}) out, and the security group / NSG of the run"
+    )
 
 
 @dataclass(frozen=True)
@@ -79,11 +140,14 @@ async def connect(
     keepalive_interval: float = KEEPALIVE_SECONDS,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
+    filtered_after: float | None = None,
+    probe: Probe = tcp_answers,
 ) -> SSHTransport:
     """Connect to `host`, retrying until `deadline`, a `clock()` time (default: connect_timeout).
 
     `retry_auth` also retries a rejected key until the deadline: a cloud VM's sshd may answer
     before cloud-init has installed the run's key. For your own hosts a rejected key fails at once.
+    `filtered_after`: raise PortFilteredError once the port gave no answer at all for so long.
     """
     if host.kind != "ssh" or not host.address:
         raise BackendError(f"host of kind {host.kind!r} has no SSH address")
@@ -93,6 +157,7 @@ async def connect(
     started = clock()
     delay = FIRST_BACKOFF
     last: BaseException | None = None
+    watch = SilenceWatch(filtered_after) if filtered_after and not host.proxy_jump else None
     while True:
         remaining = end - clock()
         if remaining <= 0:
@@ -101,6 +166,8 @@ async def connect(
                 f"cannot reach {label} (gave up after {clock() - started:.0f}s){why}"
             ) from last
         tunnels: list[asyncssh.SSHClientConnection] = []
+        tried_at = clock()
+        limit = min(remaining, ATTEMPT_TIMEOUT) if watch is not None else remaining
         try:
             tunnels = await _open_tunnels(host, options, remaining)
             conn = await asyncssh.connect(
@@ -108,7 +175,7 @@ async def connect(
                 host.port,
                 tunnel=tunnels[-1] if tunnels else (),
                 known_hosts=_known_hosts(host),
-                connect_timeout=max(remaining, 0.1),
+                connect_timeout=max(limit, 0.1),
                 **options,
             )
             return SSHTransport(conn, label=label, tunnels=tunnels)
@@ -122,9 +189,20 @@ async def connect(
                     f"{label} rejected the key{_key_hint(host)}; check user and identity_file"
                 ) from exc
             last = exc
+            if watch is not None:
+                watch.observe(True, tried_at, clock())  # sshd answered: not filtered
         except (OSError, TimeoutError, asyncssh.DisconnectError, asyncssh.ChannelOpenError) as exc:
             await _close_all(tunnels)
             last = exc
+            if watch is not None:
+                # a refusal or a reset is an answer (a booting VM); a timeout may be the SSH
+                # handshake, so the bare TCP port is asked before it counts as silence
+                answered = not _timed_out(exc) or await probe(
+                    str(host.address), host.port, PROBE_TIMEOUT
+                )
+                if watch.observe(answered, tried_at, clock()):
+                    silent_for = clock() - (watch.since or tried_at)
+                    raise PortFilteredError(filtered_message(host, silent_for)) from exc
         await sleep(max(0.0, min(delay, end - clock())))
         delay = min(delay * 2, MAX_BACKOFF)
 
@@ -275,6 +353,12 @@ async def _key_refused(host: Host) -> BackendError:
 
 def _key_hint(host: Host) -> str:
     return f" {host.identity_file}" if host.identity_file else " (default keys and ssh-agent)"
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or (
+        isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT
+    )
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -32,16 +32,22 @@ class ReconnectingTransport:
         self.host = host
         self._inner: Transport | None = None
         self._forwards: dict[int, int] = {}
+        self._connected = False
 
     async def connect(self) -> Transport:
-        from iacrun.orchestrator.host.connect import connect
+        from iacrun.orchestrator.host.connect import FILTERED_AFTER, connect
 
-        # a VM's sshd may answer before cloud-init installed the run's key: retry that too
+        booted = self.host.boot == "cloud-init"
+        # a VM's sshd may answer before cloud-init installed the run's key: retry that too; a
+        # new VM whose port never answers at all is behind a firewall: say so early (only on
+        # the first connection: later, silence is more likely our own network going away)
         self._inner = await connect(
             self.host,
             deadline=time.monotonic() + self.host.connect_timeout,
-            retry_auth=self.host.boot == "cloud-init",
+            retry_auth=booted,
+            filtered_after=FILTERED_AFTER if booted and not self._connected else None,
         )
+        self._connected = True
         for local, remote in self._forwards.items():
             await self._inner.forward(local, remote)
         return self._inner

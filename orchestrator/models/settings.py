@@ -44,7 +44,8 @@ class AzureSettings(CoreModel):
     regions: list[str] | None = None
     subscription_id: str | None = None
     ssh_cidrs: list[str] | None = None
-    #: let the VM delete itself at its deadline (a custom role on the run's resource group);
+    #: let the VM delete its resource group at its deadline (the built-in Contributor role on
+    #: that group; only when this identity may assign roles, which iacrun checks and reports);
     #: without it a VM that powers itself off keeps billing until iacrun tears it down
     self_delete: bool = True
 

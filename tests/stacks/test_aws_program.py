@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -67,7 +68,8 @@ def test_on_demand_gpu_python_in_the_default_vpc() -> None:
         "tags": spec.tags,
     }
     assert vm["associatePublicIpAddress"] is True
-    assert "subnetId" not in vm  # EC2 picks a default subnet of the default VPC
+    assert vm["subnetId"] == "subnet-a"  # the default subnet of the first zone offering g5
+    assert vm["availabilityZone"] == "zone-a"
     assert vm["keyName"] == result.one(KEY).name
     assert vm["vpcSecurityGroupIds"] == [f"{result.one(GROUP).name}-id"]
     assert vm["userDataReplaceOnChange"] is True
@@ -77,6 +79,7 @@ def test_on_demand_gpu_python_in_the_default_vpc() -> None:
         "ssh_user": "ubuntu",
         "instance_id": "i-0123456789abcdef0",
         "network": "default-vpc",
+        "zone": "zone-a",
         "image_id": PLACEHOLDER_AMI,
     }
 
@@ -155,32 +158,134 @@ def test_several_cidrs_split_into_ipv4_and_ipv6() -> None:
     assert rule["ipv6CidrBlocks"] == ["2001:db8::/64"]
 
 
-def test_without_a_default_vpc_it_builds_a_small_public_one() -> None:
+def test_without_a_default_vpc_it_makes_the_regions_iacrun_vpc_once_and_keeps_it() -> None:
     result = run(default_vpc=False)
     assert {r.type for r in result.resources} >= NETWORK_TYPES
-    vpc = result.one("aws:ec2/vpc:Vpc").inputs
-    assert vpc["cidrBlock"] == "10.0.0.0/16"
-    subnet = result.one("aws:ec2/subnet:Subnet").inputs
-    assert subnet["cidrBlock"] == "10.0.0.0/24"
-    assert subnet["mapPublicIpOnLaunch"] is True
+    vpc = result.one("aws:ec2/vpc:Vpc")
+    assert vpc.name == "iacrun-us-east-1-vpc"  # the region's, not the run's
+    assert vpc.inputs["cidrBlock"] == "10.0.0.0/16"
+    # the kept network carries no run's tags: nothing calls it a run's leftover
+    assert vpc.inputs["tags"] == {
+        "Name": "iacrun-us-east-1",
+        "iacrun:network": "shared",
+        "managed-by": "iacrun",
+    }
+    subnets = {r.inputs["availabilityZone"]: r for r in result.of_type("aws:ec2/subnet:Subnet")}
+    assert sorted(subnets) == ["zone-a", "zone-b"]  # one per zone of the region
+    assert subnets["zone-a"].inputs["cidrBlock"] == "10.0.0.0/20"
+    assert subnets["zone-b"].inputs["cidrBlock"] == "10.0.16.0/20"
+    assert all(s.inputs["mapPublicIpOnLaunch"] is False for s in subnets.values())
     route = result.one("aws:ec2/route:Route").inputs
     assert route["destinationCidrBlock"] == "0.0.0.0/0"
     assert route["gatewayId"] == f"{result.one('aws:ec2/internetGateway:InternetGateway').name}-id"
     assert route["routeTableId"] == "rtb-main"
-    assert instance(result)["subnetId"] == f"{result.one('aws:ec2/subnet:Subnet').name}-id"
+    vm = instance(result)
+    assert vm["subnetId"] == f"{subnets['zone-a'].name}-id"
+    assert vm["availabilityZone"] == "zone-a"
+    assert vm["associatePublicIpAddress"] is True  # explicit: the subnets do not map one
     assert result.one(GROUP).inputs["vpcId"] == "vpc-new"
-    assert result.outputs["network"] == "new-vpc"
+    assert result.outputs["network"] == "iacrun-vpc"
+    (zones,) = result.calls_to("aws:index/getAvailabilityZones:getAvailabilityZones")
+    assert zones.args["state"] == "available"
+    assert zones.args["filters"] == [{"name": "opt-in-status", "values": ["opt-in-not-required"]}]
 
 
-def test_new_vpc_can_be_forced() -> None:
-    result = run(network="new-vpc")
-    assert result.calls_to("aws:ec2/getVpcs:getVpcs") == []
-    assert result.outputs["network"] == "new-vpc"
+def shared_vpc(token: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """A region without a default VPC whose iacrun VPC exists, with subnets in 1a and 1c."""
+    filters = {f["name"]: f["values"] for f in args.get("filters") or []}
+    if token == "aws:ec2/getVpcs:getVpcs":
+        return {"id": "v", "ids": ["vpc-iacrun"] if "tag:iacrun:network" in filters else []}
+    if token == "aws:ec2/getSubnets:getSubnets":
+        if filters.get("tag:iacrun:network") == ["shared"]:
+            return {"id": "s", "ids": ["subnet-1c", "subnet-1a"]}
+        return {"id": "s", "ids": []}
+    if token == "aws:ec2/getSubnet:getSubnet":
+        return {"id": args["id"], "availabilityZone": "us-east-" + args["id"].split("-")[1]}
+    if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+        return {"id": "o", "locations": ["us-east-1a", "us-east-1b", "us-east-1c"]}
+    return None
+
+
+def test_the_kept_iacrun_vpc_is_found_by_its_tag_and_nothing_is_made() -> None:
+    result = preview(aws.program(make_spec("aws")), default_vpc=False, answers=shared_vpc)
+    assert not {r.type for r in result.resources} & NETWORK_TYPES
+    vpc_lookups = [c.args["filters"] for c in result.calls_to("aws:ec2/getVpcs:getVpcs")]
+    assert vpc_lookups == [
+        [{"name": "is-default", "values": ["true"]}],
+        [{"name": "tag:iacrun:network", "values": ["shared"]}],
+    ]
+    assert result.one(GROUP).inputs["vpcId"] == "vpc-iacrun"
+    assert instance(result)["subnetId"] == "subnet-1a"
+    assert instance(result)["availabilityZone"] == "us-east-1a"
+    assert result.outputs["network"] == "iacrun-vpc"
+
+
+def test_the_iacrun_vpc_can_be_forced() -> None:
+    result = run(network="iacrun-vpc")
+    vpc_lookups = [c.args["filters"] for c in result.calls_to("aws:ec2/getVpcs:getVpcs")]
+    assert vpc_lookups == [[{"name": "tag:iacrun:network", "values": ["shared"]}]]
+    assert result.outputs["network"] == "iacrun-vpc"
+
+
+def offered_in(*zones: str) -> Callable[[str, dict[str, Any]], dict[str, Any] | None]:
+    def answer(token: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        if token != "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            return None
+        return {"id": "o", "locations": list(zones), "instanceTypes": ["g5.2xlarge"] * len(zones)}
+
+    return answer
+
+
+def test_the_zone_is_one_that_offers_the_type() -> None:
+    result = preview(aws.program(make_spec("aws")), answers=offered_in("zone-b", "zone-z"))
+    (call,) = result.calls_to("aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings")
+    assert call.args["locationType"] == "availability-zone"
+    assert call.args["filters"] == [{"name": "instance-type", "values": ["g5.2xlarge"]}]
+    vm = instance(result)
+    assert (vm["availabilityZone"], vm["subnetId"]) == ("zone-b", "subnet-b")
+    assert result.outputs["zone"] == "zone-b"
+
+
+def test_zones_without_capacity_are_left_out() -> None:
+    seen: list[aws.ZoneChoice] = []
+    spec = make_spec("aws", avoid_zones=("zone-a",))
+    result = preview(aws.program(spec, seen.append))
+    assert instance(result)["subnetId"] == "subnet-b"
+    assert seen == [aws.ZoneChoice("zone-b", "subnet-b", ("zone-a", "zone-b"))]
+
+
+def test_with_no_zone_left_no_machine_is_declared() -> None:
+    seen: list[aws.ZoneChoice] = []
+    result = preview(aws.program(make_spec("aws"), seen.append), answers=offered_in("zone-q"))
+    assert result.cloud_resources == []
+    assert result.outputs == {"network": "default-vpc", "zone": None}
+    assert seen == [aws.ZoneChoice(None, None, ())]
+
+
+@pytest.mark.parametrize(
+    ("offered", "subnets", "avoid", "expected"),
+    [
+        (["b", "a"], {"a": "s-a", "b": "s-b"}, [], ("a", "s-a", ("a", "b"))),
+        (["b", "a"], {"a": "s-a", "b": "s-b"}, ["a"], ("b", "s-b", ("a", "b"))),
+        (["a", "b"], {"a": "s-a", "b": "s-b"}, ["a", "b"], (None, None, ("a", "b"))),
+        (["c"], {"a": "s-a", "b": "s-b"}, [], (None, None, ())),  # offered where no subnet is
+        (["a", "b", "c"], {"c": "s-c", "b": "s-b"}, [], ("b", "s-b", ("b", "c"))),
+        ([], {"a": "s-a"}, [], (None, None, ())),
+    ],
+)
+def test_choose_zone_as_data(
+    offered: list[str],
+    subnets: dict[str, str],
+    avoid: list[str],
+    expected: tuple[str | None, str | None, tuple[str, ...]],
+) -> None:
+    choice = aws.choose_zone(offered, subnets, avoid)
+    assert (choice.zone, choice.subnet, choice.candidates) == expected
 
 
 def test_the_default_vpc_lookup_filters() -> None:
     result = run()
-    (vpcs,) = result.calls_to("aws:ec2/getVpcs:getVpcs")
+    (vpcs,) = result.calls_to("aws:ec2/getVpcs:getVpcs")  # found: no iacrun VPC lookup
     assert vpcs.args["filters"] == [{"name": "is-default", "values": ["true"]}]
     (subnets,) = result.calls_to("aws:ec2/getSubnets:getSubnets")
     assert {"name": "default-for-az", "values": ["true"]} in subnets.args["filters"]
@@ -191,8 +296,8 @@ def test_the_default_vpc_lookup_filters() -> None:
 def test_every_resource_carries_the_run_and_its_expiry(default_vpc: bool) -> None:
     result = run(default_vpc=default_vpc)
     for resource in result.cloud_resources:
-        if resource.type in UNTAGGED:
-            continue
+        if resource.type in UNTAGGED or resource.type in NETWORK_TYPES:
+            continue  # the kept network is the region's, tagged as such (above)
         tags = resource.inputs["tags"]
         assert tags["iacrun:run"] == "train-1", resource.type
         assert tags["iacrun:stack"] == "train-1-7"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import uuid
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -19,10 +21,10 @@ NSG = "azure-native:network:NetworkSecurityGroup"
 IP = "azure-native:network:PublicIPAddress"
 NIC = "azure-native:network:NetworkInterface"
 RG = "azure-native:resources:ResourceGroup"
-ROLE = "azure-native:authorization:RoleDefinition"
+ROLE_DEFINITION = "azure-native:authorization:RoleDefinition"
 ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 #: resources that take no tags
-UNTAGGED = {"azure-native:network:Subnet", ROLE, ASSIGNMENT}
+UNTAGGED = {"azure-native:network:Subnet", ASSIGNMENT}
 
 
 def run(**kwargs: Any) -> PreviewResult:
@@ -52,8 +54,7 @@ def test_on_demand_gpu_python() -> None:
             IP,
             NIC,
             VM,
-            ROLE,
-            ASSIGNMENT,
+            ASSIGNMENT,  # of a built-in role: no role definition is created
         ]
     )
     group = result.one(RG).inputs
@@ -161,32 +162,38 @@ def test_every_resource_carries_the_run_and_its_expiry() -> None:
         assert tags["iacrun:expires-at"] == "2025-01-02T05:34:05Z"
 
 
-def test_the_vm_identity_may_only_delete_itself_on_its_resource_group() -> None:
+def test_the_vm_identity_gets_the_builtin_contributor_role_on_its_resource_group_only() -> None:
     result = run()
     assert vm(result)["identity"] == {"type": "SystemAssigned"}
+    assert result.of_type(ROLE_DEFINITION) == []  # no custom role, no replication race
     group_id = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/iacrun-train-1-7"
-    role = result.one(ROLE).inputs
-    assert role["scope"] == group_id
-    assert role["assignableScopes"] == [group_id]
-    (permission,) = role["permissions"]
-    assert permission["actions"] == azure.SELF_DELETE_ACTIONS
-    assert all(
-        a.endswith(("/read", "/delete", "/deallocate/action")) for a in permission["actions"]
-    )
     assignment = result.one(ASSIGNMENT).inputs
     assert assignment["scope"] == group_id
     assert assignment["principalId"] == "principal-of-the-vm"
     assert assignment["principalType"] == "ServicePrincipal"
     assert assignment["roleDefinitionId"] == (
         "/subscriptions/00000000-0000-0000-0000-000000000000/providers/"
-        f"Microsoft.Authorization/roleDefinitions/{role['roleDefinitionId']}"
+        "Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c"
     )
+    # one name per stack, the same on every update of it
+    assert assignment["roleAssignmentName"] == str(
+        uuid.uuid5(azure._NAMESPACE, "train-1-7/assignment")
+    )
+
+
+def test_the_guard_on_the_vm_deletes_the_whole_resource_group() -> None:
+    doc = custom_data(run())
+    guard = next(f for f in doc["write_files"] if f["path"].endswith("bin/iacrun-guard"))
+    source = guard["content"]
+    assert source == resources.files("iacrun.stacks").joinpath("vmguard.py").read_text()
+    # what it does with it is run for real against a fake Resource Manager: test_vmguard.py
+    assert '_request("DELETE", f"{group}?api-version={RESOURCES_API}", auth)' in source
 
 
 def test_without_self_delete_no_identity_and_no_role() -> None:
     result = run(azure_self_delete=False)
     assert "identity" not in vm(result)
-    assert result.of_type(ROLE) == [] and result.of_type(ASSIGNMENT) == []
+    assert result.of_type(ROLE_DEFINITION) == [] and result.of_type(ASSIGNMENT) == []
     guard = next(f for f in custom_data(result)["write_files"] if f["path"].endswith("guard.json"))
     assert '"self_delete": false' in guard["content"]
 

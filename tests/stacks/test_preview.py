@@ -45,7 +45,8 @@ def test_the_callers_context_keeps_no_mock_settings() -> None:
 def test_render_lists_type_and_name_of_each_cloud_resource() -> None:
     text = render_resources(preview(aws.program(make_spec("aws")), default_vpc=False))
     lines = text.splitlines()
-    assert len(lines) == 7
+    # VPC, gateway, route, a subnet in each of the two placeholder zones; group, key, instance
+    assert len(lines) == 8
     assert any(line.split() == ["aws:ec2/instance:Instance", "iacrun-train-1-vm"] for line in lines)
     assert "pulumi:providers" not in text
 

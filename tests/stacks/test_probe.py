@@ -25,7 +25,7 @@ def aws_answer(token: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_aws_probe_asks_for_identity_and_every_family_quota_per_region() -> None:
-    result = preview(aws_program(["us-east-1", "eu-west-1"]), answer=aws_answer)
+    result = preview(aws_program(["us-east-1", "eu-west-1"]), answers=aws_answer)
     assert len(result.calls_to(IDENTITY)) == 1
     asked = sorted((c.args["region"], c.args["quotaCode"]) for c in result.calls_to(QUOTA))
     codes = [code for family in AWS_QUOTA_CODES.values() for code in family.values()]
@@ -99,7 +99,7 @@ def test_azure_probe_reads_usages_and_sku_families_with_the_providers_token() ->
             return {"token": "token-abc"}
         raise AssertionError(f"unexpected invoke {token}")
 
-    result = preview(azure_program(["eastus"], fetch=fetch), answer=answer)
+    result = preview(azure_program(["eastus"], fetch=fetch), answers=answer)
     assert result.resources == []
     base = "https://management.azure.com/subscriptions/sub-1/providers/Microsoft.Compute"
     assert fetched == [

@@ -191,17 +191,19 @@ def azure_config(tmp_path: Path, url: str) -> Path:
             "imds": url,
             "arm": url,
             "resource": "https://management.azure.com/",
+            "retry_waits": [0, 0],
         },
     )
 
 
+GROUP_PATH = "/subscriptions/sub-1/resourceGroups/iacrun-r-1"
 VM_PATH = (
     "/subscriptions/sub-1/resourceGroups/iacrun-r-1/providers/Microsoft.Compute/virtualMachines/"
     "vm-1"
 )
 
 
-def test_azure_deletes_its_own_vm_with_its_identity_then_powers_off(
+def test_azure_deletes_its_resource_group_with_its_identity_then_powers_off(
     tmp_path: Path, azure: str
 ) -> None:
     done = guard(azure_config(tmp_path, azure), "destroy", "max duration exceeded")
@@ -210,19 +212,26 @@ def test_azure_deletes_its_own_vm_with_its_identity_then_powers_off(
     assert methods == [
         ("GET", "/metadata/instance/compute"),
         ("GET", "/metadata/identity/oauth2/token"),
-        ("DELETE", VM_PATH),
+        ("DELETE", GROUP_PATH),  # the whole group: VM, disk, NIC, IP, network
     ]
+    assert "api-version=2021-04-01" in FakeAzure.requests[2][1]
     token_path = FakeAzure.requests[1][1]
     assert "resource=https%3A%2F%2Fmanagement.azure.com%2F" in token_path
     assert FakeAzure.requests[2][2]["Authorization"] == "Bearer token-of-the-vm"
     assert (tmp_path / "off").exists()
-    assert "asked Azure to delete this VM" in (tmp_path / "run" / "log").read_text()
+    assert (
+        "asked Azure to delete this run's resource group" in (tmp_path / "run" / "log").read_text()
+    )
 
 
-def test_azure_deallocates_when_the_delete_is_refused(tmp_path: Path, azure: str) -> None:
-    FakeAzure.delete_status = 403
+def test_azure_retries_a_refused_delete_then_deallocates(tmp_path: Path, azure: str) -> None:
+    FakeAzure.delete_status = 403  # the role assignment has not reached Resource Manager
     guard(azure_config(tmp_path, azure), "destroy", "test")
-    assert [m for m, _, _ in FakeAzure.requests][-2:] == ["DELETE", "POST"]
+    deletes = [p.split("?")[0] for m, p, _ in FakeAzure.requests if m == "DELETE"]
+    assert deletes == [GROUP_PATH] * 3  # first try + one per retry wait
+    tokens = [p for m, p, _ in FakeAzure.requests if "oauth2/token" in p]
+    assert len(tokens) == 3  # a fresh token for each try
+    assert FakeAzure.requests[-1][0] == "POST"
     assert FakeAzure.requests[-1][1].startswith(VM_PATH + "/deallocate?")
     assert (tmp_path / "off").exists()
 

@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import stat
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from iacrun.orchestrator.backends.aws import AWSBackend, aws_credentials_source
-from iacrun.orchestrator.backends.azure import AzureBackend, azure_credentials_source
+from iacrun.orchestrator.backends.aws import AWSBackend, aws_credentials_source, next_zone
+from iacrun.orchestrator.backends.azure import (
+    AzureBackend,
+    azure_credentials_source,
+    caller_permissions,
+    decide_self_delete,
+)
+from iacrun.orchestrator.backends.failover import provision_with_failover
 from iacrun.orchestrator.backends.pulumi_cloud import PLACEHOLDER_CIDR, STACK_MARK
-from iacrun.orchestrator.errors import BackendError, CredentialsError, ToolMissingError
+from iacrun.orchestrator.errors import (
+    BackendError,
+    CapacityError,
+    CredentialsError,
+    ToolMissingError,
+)
 from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.models.settings import AWSSettings, AzureSettings
@@ -25,6 +40,7 @@ from iacrun.orchestrator.offers.model import Offer
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.cloudinit import RUN_DIR
 from iacrun.stacks.preview import PreviewResult, preview
+from iacrun.stacks.toolchain import Plugin, required_plugin
 
 from .conftest import offer
 
@@ -49,6 +65,14 @@ class RecordingEngine:
         self.calls: list[tuple[str, str]] = []
         self.previews: list[PreviewResult] = []
         self.kwargs: list[dict[str, Any]] = []
+        #: the provider plugins are there already; `installed` records what was installed
+        self.installed: list[Plugin] = []
+
+    def plugins(self) -> list[Plugin]:
+        return [p for p in (required_plugin("aws"), required_plugin("azure")) if p is not None]
+
+    def install_plugins(self, plugins: list[Plugin], **_: Any) -> None:
+        self.installed += plugins
 
     def up(
         self,
@@ -129,9 +153,41 @@ def aws_backend(tmp_path: Path, engine: Any = None, **kwargs: Any) -> AWSBackend
     )
 
 
+#: Resource Manager's permission entries of built-in roles, as the permissions list gives them
+OWNER = [{"actions": ["*"], "notActions": []}]
+CONTRIBUTOR = [
+    {
+        "actions": ["*"],
+        "notActions": [
+            "Microsoft.Authorization/*/Delete",
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/elevateAccess/Action",
+            "Microsoft.Blueprint/blueprintAssignments/write",
+            "Microsoft.Blueprint/blueprintAssignments/delete",
+            "Microsoft.Compute/galleries/share/action",
+        ],
+    }
+]
+USER_ACCESS_ADMINISTRATOR = [
+    {"actions": ["*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"], "notActions": []}
+]
+RBAC_ADMINISTRATOR = [
+    {
+        "actions": [
+            "Microsoft.Authorization/roleAssignments/write",
+            "Microsoft.Authorization/roleAssignments/delete",
+            "*/read",
+        ],
+        "notActions": [],
+    }
+]
+READER = [{"actions": ["*/read"], "notActions": []}]
+
+
 def azure_backend(tmp_path: Path, engine: Any = None, **kwargs: Any) -> AzureBackend:
     kwargs.setdefault("environ", AZURE_ENV)
     kwargs.setdefault("public_ip", lambda: "198.51.100.23")
+    kwargs.setdefault("rights", lambda subscription: OWNER)
     return AzureBackend(
         kwargs.pop("settings", AzureSettings()),
         engine=engine,
@@ -178,6 +234,105 @@ def test_aws_provision_runs_the_stack_and_returns_a_pinned_host(tmp_path: Path) 
     # the job carries the run's commands, not its env values
     job_file = next(f for f in document["write_files"] if f["path"] == f"{RUN_DIR}/job.json")
     assert "python train.py" in job_file["content"] and "hf-secret" not in job_file["content"]
+
+
+class ZonalEngine(RecordingEngine):
+    """EC2 without capacity in some zones: `up` fails there as the engine reports it."""
+
+    def __init__(self, full: set[tuple[str, str]]) -> None:
+        super().__init__()
+        self.full = full
+        self.zones: list[tuple[str, str | None]] = []
+
+    def up(
+        self,
+        stack_name: str,
+        program: Callable[[], None],
+        config: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        outputs = super().up(stack_name, program, config, **kwargs)
+        region = self.previews[-1].one("pulumi:providers:aws").inputs["region"]
+        zone = outputs.get("zone")
+        self.zones.append((region, zone))
+        if (region, zone) in self.full:
+            raise CapacityError(f"InsufficientInstanceCapacity in {zone}")
+        return outputs
+
+
+def test_aws_tries_the_next_zone_on_no_capacity(tmp_path: Path) -> None:
+    engine = ZonalEngine({("us-east-1", "zone-a")})
+    lines: list[str] = []
+    host = aws_backend(tmp_path, engine).provision(record(tmp_path), offer("aws"), lines.append)
+    assert engine.zones == [("us-east-1", "zone-a"), ("us-east-1", "zone-b")]
+    assert host.address == "203.0.113.10"
+    vm = engine.previews[-1].one("aws:ec2/instance:Instance").inputs
+    assert (vm["availabilityZone"], vm["subnetId"]) == ("zone-b", "subnet-b")
+    assert any(
+        "no capacity for g5.2xlarge in zone-a" in line and "trying zone-b" in line for line in lines
+    )
+
+
+def test_aws_every_zone_full_is_no_capacity_for_the_offer(tmp_path: Path) -> None:
+    engine = ZonalEngine({("us-east-1", "zone-a"), ("us-east-1", "zone-b")})
+    with pytest.raises(CapacityError, match="zone-b"):
+        aws_backend(tmp_path, engine).provision(record(tmp_path), offer("aws"), lambda _: None)
+    assert engine.zones == [("us-east-1", "zone-a"), ("us-east-1", "zone-b")]
+
+
+def test_aws_a_type_offered_in_no_zone_is_no_capacity(tmp_path: Path) -> None:
+    class NowhereEngine(RecordingEngine):
+        def up(self, stack_name: str, program: Callable[[], None], *a: Any, **k: Any) -> Any:
+            self.calls.append(("up", stack_name))
+            result = preview(
+                program,
+                answers=lambda token, args: (
+                    {"id": "o", "locations": []} if "InstanceTypeOfferings" in token else None
+                ),
+            )
+            self.previews.append(result)
+            return dict(result.outputs)
+
+    engine = NowhereEngine()
+    with pytest.raises(CapacityError, match=r"g5\.2xlarge is not offered in any availability zone"):
+        aws_backend(tmp_path, engine).provision(record(tmp_path), offer("aws"), lambda _: None)
+    assert engine.previews[0].cloud_resources == []
+
+
+def test_aws_next_zone_before_next_region(tmp_path: Path) -> None:
+    engine = ZonalEngine({("us-east-1", "zone-a"), ("us-east-1", "zone-b")})
+    backend = aws_backend(tmp_path, engine)
+    offers = [offer("aws", region="us-east-1"), offer("aws", region="us-west-2")]
+    offers[1] = offers[1].model_copy(update={"price": 1.3})
+    chosen, _ = provision_with_failover(
+        {"aws": backend}, offers, record(tmp_path), None, lambda _: None
+    )
+    assert chosen.region == "us-west-2"
+    assert engine.zones == [
+        ("us-east-1", "zone-a"),
+        ("us-east-1", "zone-b"),
+        ("us-west-2", "zone-a"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("zone", "candidates", "avoided", "expected"),
+    [
+        ("a", ("a", "b", "c"), [], ("a", "b")),
+        ("b", ("a", "b", "c"), ["a"], ("b", "c")),
+        ("c", ("a", "b", "c"), ["a", "b"], None),
+        (None, (), [], None),
+    ],
+)
+def test_next_zone_as_data(
+    zone: str | None,
+    candidates: tuple[str, ...],
+    avoided: list[str],
+    expected: tuple[str, str] | None,
+) -> None:
+    from iacrun.stacks.aws import ZoneChoice
+
+    assert next_zone(ZoneChoice(zone, None, candidates), avoided) == expected
 
 
 def test_aws_configured_cidrs_and_profile(tmp_path: Path) -> None:
@@ -309,6 +464,137 @@ def test_azure_self_delete_can_be_turned_off(tmp_path: Path) -> None:
     assert engine.previews[0].of_type("azure-native:authorization:RoleAssignment") == []
 
 
+@pytest.mark.parametrize(
+    ("permissions", "enabled", "says"),
+    [
+        (OWNER, True, None),
+        (USER_ACCESS_ADMINISTRATOR, True, None),
+        (RBAC_ADMINISTRATOR, True, None),
+        (CONTRIBUTOR + READER, False, "may not assign roles"),
+        (READER, False, "may not assign roles"),
+        (None, False, "could not check whether you may assign roles"),
+    ],
+)
+def test_azure_self_delete_decision_as_data(
+    permissions: list[dict[str, Any]] | None, enabled: bool, says: str | None
+) -> None:
+    got, note = decide_self_delete(True, permissions)
+    assert got is enabled
+    if says is None:
+        assert note is None
+    else:
+        assert note is not None and says in note and "power it off" in note
+    assert decide_self_delete(False, OWNER) == (False, None)  # turned off: nothing to say
+
+
+def test_a_contributor_runs_without_the_vm_side_delete_and_is_told_once(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    asked: list[str | None] = []
+
+    def contributor(subscription: str | None) -> list[dict[str, Any]]:
+        asked.append(subscription)
+        return CONTRIBUTOR
+
+    backend = azure_backend(tmp_path, engine, rights=contributor)
+    lines: list[str] = []
+    backend.provision(record(tmp_path), offer("azure"), lines.append)
+    backend.provision(record(tmp_path), offer("azure", region="westeurope"), lines.append)
+    assert asked == [AZURE_ENV["ARM_SUBSCRIPTION_ID"]]  # checked once
+    notes = [line for line in lines if "may not assign roles" in line]
+    assert len(notes) == 1
+    for result in engine.previews:
+        vm = result.one("azure-native:compute:VirtualMachine").inputs
+        assert "identity" not in vm
+        assert result.of_type("azure-native:authorization:RoleAssignment") == []
+
+
+def test_an_owner_gets_the_vm_side_delete(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    lines: list[str] = []
+    azure_backend(tmp_path, engine).provision(record(tmp_path), offer("azure"), lines.append)
+    (assignment,) = engine.previews[0].of_type("azure-native:authorization:RoleAssignment")
+    assert assignment.inputs["roleDefinitionId"].endswith("b24988ac-6180-42a0-ab88-20f7382dd24c")
+    assert not any("assign roles" in line for line in lines)
+
+
+def test_preflight_checks_the_role_rights(tmp_path: Path) -> None:
+    asked: list[str | None] = []
+
+    def rights(subscription: str | None) -> list[dict[str, Any]]:
+        asked.append(subscription)
+        return READER
+
+    backend = azure_backend(tmp_path, RecordingEngine(), rights=rights)
+    backend.preflight()
+    assert asked == [AZURE_ENV["ARM_SUBSCRIPTION_ID"]]
+    assert backend.self_delete_decision()[0] is False
+
+
+def test_the_az_cli_reads_the_callers_permissions(tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    def az(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        seen.append(argv)
+        if argv[1:3] == ["account", "show"]:
+            return subprocess.CompletedProcess(argv, 0, "sub-9\n", "")
+        return subprocess.CompletedProcess(argv, 0, json.dumps({"value": CONTRIBUTOR}), "")
+
+    got = caller_permissions({}, None, which=lambda _: "/usr/bin/az", run=az)
+    assert got == CONTRIBUTOR
+    assert seen[1][:4] == ["/usr/bin/az", "rest", "--method", "get"]
+    assert seen[1][5] == (
+        "https://management.azure.com/subscriptions/sub-9/providers/"
+        "Microsoft.Authorization/permissions?api-version=2022-04-01"
+    )
+    assert caller_permissions({}, "s", which=lambda _: None) is None  # no az: unknown
+
+    def refused(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 1, "", "AuthorizationFailed")
+
+    assert caller_permissions({}, "s", which=lambda _: "/usr/bin/az", run=refused) is None
+
+
+def test_a_service_principal_reads_its_permissions_with_its_secret() -> None:
+    requests: list[tuple[str, str, str]] = []
+
+    class Entra(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            requests.append(("POST", self.path, body))
+            self._json({"access_token": "sp-token"})
+
+        def do_GET(self) -> None:
+            requests.append(("GET", self.path, self.headers.get("Authorization", "")))
+            self._json({"value": OWNER})
+
+        def _json(self, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Entra)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        got = caller_permissions(AZURE_ENV, "sub-1", login_url=url, arm_url=url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got == OWNER
+    (post, get) = requests
+    assert post[1] == "/tenant/oauth2/v2.0/token"
+    assert "grant_type=client_credentials" in post[2] and "client_id=client" in post[2]
+    assert get[1] == (
+        "/subscriptions/sub-1/providers/Microsoft.Authorization/permissions?api-version=2022-04-01"
+    )
+    assert get[2] == "Bearer sp-token"
+
+
 def test_azure_without_credentials_says_what_to_set(tmp_path: Path) -> None:
     backend = azure_backend(tmp_path, RecordingEngine(), environ={})
     with pytest.raises(CredentialsError, match=r"run `az login`, or set ARM_CLIENT_ID"):
@@ -368,7 +654,7 @@ def test_a_dry_run_shows_when_the_public_address_is_unknown(tmp_path: Path) -> N
     assert "could not find this machine's public address" in text
     assert "azure-native:compute:VirtualMachine" in text
     assert "resource group iacrun-train-1-<id>; image microsoft-dsvm:ubuntu-hpc:2204:latest" in text
-    assert "self-destruct: the VM's identity may only delete this VM" in text
+    assert "the built-in Contributor role on this resource group only" in text
 
 
 class ListCatalog:
