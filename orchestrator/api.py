@@ -279,22 +279,48 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ stopping
 
-    def stop(self, name: str, *, reason: str = "stopped by user", wait: float = 60.0) -> RunRecord:
-        """Stop the job and tear the run down. Idempotent: a finished run is left as it is."""
-        from iacrun.orchestrator.supervisor import EventLog
-
+    def request_stop(self, name: str, *, reason: str = "stopped by user") -> RunRecord:
+        """Record that the run must stop, and return at once: its supervisor stops the job and
+        tears the run down, even if this process is killed the next moment (a supervisor that
+        died is replaced by the next `iacrun` command, and takes the stop over). A finished
+        run is returned as it is."""
         run = self.registry.get(name)
         if not run.active:
             return run
-        self.registry.transition(run.id, ACTIVE_STATUSES, status="terminating", reason=reason)
-        supervised = run.supervisor_pid is not None and _alive(run.supervisor_pid)
-        end = time.time() + wait
-        while supervised and time.time() < end:
-            run = self.registry.get_by_id(run.id)
-            if not run.active:
-                return run
-            supervised = run.supervisor_pid is not None and _alive(run.supervisor_pid)
+        stopping = self.registry.transition(
+            run.id, ACTIVE_STATUSES, status="terminating", reason=reason
+        )
+        return stopping or self.registry.get_by_id(run.id)
+
+    def supervised(self, run: RunRecord) -> bool:
+        """Whether the run's supervisor process is alive (and so acts on a stop request)."""
+        return run.supervisor_pid is not None and _alive(run.supervisor_pid)
+
+    def wait_stopped(
+        self, run: RunRecord, timeout: float, *, give_up: Callable[[], bool] = lambda: False
+    ) -> RunRecord:
+        """Wait until the run has ended, for at most `timeout` seconds, while its supervisor
+        works on it (or until `give_up()`); returns the latest record."""
+        end = time.monotonic() + timeout
+        run = self.registry.get_by_id(run.id)
+        while run.active and self.supervised(run) and time.monotonic() < end and not give_up():
             time.sleep(0.1)
+            run = self.registry.get_by_id(run.id)
+        return run
+
+    def stop(self, name: str, *, reason: str = "stopped by user", wait: float = 60.0) -> RunRecord:
+        """Stop the job and tear the run down. Idempotent: a finished run is left as it is.
+
+        The stop goes to the run's supervisor first (`request_stop`); when it has not ended the
+        run within `wait` seconds, or there is none, it is done from here."""
+        from iacrun.orchestrator.supervisor import EventLog
+
+        run = self.request_stop(name, reason=reason)
+        if not run.active:
+            return run
+        run = self.wait_stopped(run, wait)
+        if not run.active:
+            return run
         # no supervisor (or it hung): stop and tear down from here
         run = self.registry.get_by_id(run.id)
         host = run.host
