@@ -72,6 +72,8 @@ def attach(
         note(f"\nGot {sig.name}: stopping {run.name}")
         _stop(orch, run, f"stopped: iacrun got {sig.name}", SIGNAL_STOP_WAIT)
         return sig.exit_code
+    finally:
+        signals.release()
 
 
 def _follow(
