@@ -143,6 +143,7 @@ def up(
 ) -> None:
     from iacrun.cli.attach import attach, check_ports, note
     from iacrun.cli.render import plan_text, run_json
+    from iacrun.cli.signals import catch as catch_stop_signals
     from iacrun.cli.tables import offers_table
     from iacrun.orchestrator.api import Orchestrator
     from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
@@ -195,6 +196,8 @@ def up(
         if not typer.confirm("Continue?", default=False):
             raise typer.Exit(1)
     check_ports(spec.ports, {o.backend for o in plan.offers})
+    if not detach:
+        catch_stop_signals()  # from the submit on, SIGTERM and SIGHUP stop the run
     run = orch.submit(spec, plan)
     if detach:
         if json_out:
@@ -203,7 +206,7 @@ def up(
             note(f"Submitted run {run.name}; follow it with: iacrun attach {run.name}")
         return
     note(f"Submitted run {run.name}")
-    raise typer.Exit(attach(orch, run, spec.ports, 0))
+    raise typer.Exit(attach(orch, run, spec.ports, 0, started=True))
 
 
 def _task_file(file: str | None, file_option: str | None, args: list[str]) -> tuple[str, list[str]]:

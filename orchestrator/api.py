@@ -8,13 +8,15 @@ final = orch.attach(run.name, sys.stdout.buffer.write)  # live log until the run
 print(final.status, final.exit_code)   # done 0
 orch.down(run.name)                    # stop and tear down; safe to repeat
 
-`attach` can be left (Ctrl-C) and called again: it goes on from the last byte the sink got.
+`attach` can be left (Ctrl-C, or even kill -9) and called again: it goes on from the last chunk the
+sink got.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import subprocess
@@ -36,7 +38,7 @@ from iacrun.orchestrator.errors import (
     RunError,
     RunNotFoundError,
 )
-from iacrun.orchestrator.host.ports import free_local_port
+from iacrun.orchestrator.host.ports import LocalPortBusyError, free_local_port
 from iacrun.orchestrator.host.reconnecting import open_transport
 from iacrun.orchestrator.host.runner_client import (
     follow_log,
@@ -244,8 +246,13 @@ class Orchestrator:
         While the machine is provisioned, the run's progress lines go to `on_event` (a dead
         supervisor is replaced meanwhile); then the log, from `offset` (default: where the last
         attach to this run stopped), with `ports` forwarded to 127.0.0.1. The offset reached is
-        kept in the run folder however this returns, a KeyboardInterrupt included, counted by
-        what `sink` received. A remote run's last lines come from the copy kept at teardown."""
+        saved in the run folder after every chunk `sink` returns from, so an attach killed
+        with SIGKILL is followed again from there: nothing is lost, and at most the chunk being
+        handed on when it died comes again. A remote run's last lines come from the copy kept
+        at teardown.
+
+        Raises LocalPortBusyError when a local port cannot be forwarded because something here
+        took it; the run goes on (the caller stops it, or tells how to attach elsewhere)."""
         run = self.registry.get(name)
         follow = _Follow(
             self, run, sink, on_event, _saved_offset(run) if offset is None else offset
@@ -253,8 +260,7 @@ class Orchestrator:
         try:
             return asyncio.run(follow.follow(ports))
         finally:
-            with contextlib.suppress(OSError):
-                (Path(run.local_dir) / ATTACH_OFFSET).write_text(str(follow.offset))
+            _save_offset(run, follow.offset)
 
     def logs(
         self,
@@ -277,22 +283,48 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ stopping
 
-    def stop(self, name: str, *, reason: str = "stopped by user", wait: float = 60.0) -> RunRecord:
-        """Stop the job and tear the run down. Idempotent: a finished run is left as it is."""
-        from iacrun.orchestrator.supervisor import EventLog
-
+    def request_stop(self, name: str, *, reason: str = "stopped by user") -> RunRecord:
+        """Record that the run must stop, and return at once: its supervisor stops the job and
+        tears the run down, even if this process is killed the next moment (a supervisor that
+        died is replaced by the next `iacrun` command, and takes the stop over). A finished
+        run is returned as it is."""
         run = self.registry.get(name)
         if not run.active:
             return run
-        self.registry.transition(run.id, ACTIVE_STATUSES, status="terminating", reason=reason)
-        supervised = run.supervisor_pid is not None and _alive(run.supervisor_pid)
-        end = time.time() + wait
-        while supervised and time.time() < end:
-            run = self.registry.get_by_id(run.id)
-            if not run.active:
-                return run
-            supervised = run.supervisor_pid is not None and _alive(run.supervisor_pid)
+        stopping = self.registry.transition(
+            run.id, ACTIVE_STATUSES, status="terminating", reason=reason
+        )
+        return stopping or self.registry.get_by_id(run.id)
+
+    def supervised(self, run: RunRecord) -> bool:
+        """Whether the run's supervisor process is alive (and so acts on a stop request)."""
+        return run.supervisor_pid is not None and _alive(run.supervisor_pid)
+
+    def wait_stopped(
+        self, run: RunRecord, timeout: float, *, give_up: Callable[[], bool] = lambda: False
+    ) -> RunRecord:
+        """Wait until the run has ended, for at most `timeout` seconds, while its supervisor
+        works on it (or until `give_up()`); returns the latest record."""
+        end = time.monotonic() + timeout
+        run = self.registry.get_by_id(run.id)
+        while run.active and self.supervised(run) and time.monotonic() < end and not give_up():
             time.sleep(0.1)
+            run = self.registry.get_by_id(run.id)
+        return run
+
+    def stop(self, name: str, *, reason: str = "stopped by user", wait: float = 60.0) -> RunRecord:
+        """Stop the job and tear the run down. Idempotent: a finished run is left as it is.
+
+        The stop goes to the run's supervisor first (`request_stop`); when it has not ended the
+        run within `wait` seconds, or there is none, it is done from here."""
+        from iacrun.orchestrator.supervisor import EventLog
+
+        run = self.request_stop(name, reason=reason)
+        if not run.active:
+            return run
+        run = self.wait_stopped(run, wait)
+        if not run.active:
+            return run
         # no supervisor (or it hung): stop and tear down from here
         run = self.registry.get_by_id(run.id)
         host = run.host
@@ -394,6 +426,9 @@ class _Follow:
     def sink(self, data: bytes) -> None:
         self._sink(data)
         self.offset += len(data)
+        # saved once the data was handed on: a kill before this line repeats this chunk on the
+        # next attach, it never loses it (a chunk is what one read of the log returned)
+        _save_offset(self.run, self.offset)
 
     def _show_events(self) -> None:
         self.events_offset, lines = self.events.read_from(self.events_offset)
@@ -418,7 +453,14 @@ class _Follow:
         try:
             for port in ports:
                 local = port.local_port or free_local_port()
-                stops.append(await transport.forward(local, port.container_port))
+                try:
+                    stops.append(await transport.forward(local, port.container_port))
+                except OSError as exc:  # a transport's listener found the port taken
+                    if exc.errno != errno.EADDRINUSE:
+                        raise
+                    raise LocalPortBusyError([local], task_port=port.container_port) from exc
+                except LocalPortBusyError as exc:  # checked before listening
+                    raise LocalPortBusyError([local], task_port=port.container_port) from exc
                 self.on_event(
                     f"port {port.container_port} of the task is at http://127.0.0.1:{local}"
                 )
@@ -472,6 +514,15 @@ def _saved_offset(run: RunRecord) -> int:
         return int((Path(run.local_dir) / ATTACH_OFFSET).read_text())
     except (OSError, ValueError):
         return 0
+
+
+def _save_offset(run: RunRecord, offset: int) -> None:
+    """Write the attach offset whole or not at all (a temporary file renamed over it)."""
+    path = Path(run.local_dir) / ATTACH_OFFSET
+    partial = path.with_name(f"{ATTACH_OFFSET}.{os.getpid()}")
+    with contextlib.suppress(OSError):
+        partial.write_text(str(offset))
+        os.replace(partial, path)
 
 
 def _alive(pid: int) -> bool:

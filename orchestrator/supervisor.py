@@ -139,7 +139,10 @@ class Supervisor:
         events = EventLog.of(run)
         events.write("the previous supervisor exited; taking the run over")
         try:
-            if run.host is None or run.status == "provisioning":
+            if run.host is None and run.status == "terminating":
+                if not (Path(run.local_dir) / "final").exists():  # stopped before it started
+                    self.finish(run.id, "terminated", run.reason or "stopped by user", None)
+            elif run.host is None or run.status == "provisioning":
                 self.finish(run.id, "failed", "interrupted while provisioning", None)
             else:
                 asyncio.run(self._resume_watch(run, run.host))
@@ -176,6 +179,8 @@ class Supervisor:
     async def _start_and_watch(self, run: RunRecord, host: Host, events: EventLog) -> None:
         from iacrun.orchestrator.host.workdir import pack
 
+        if self._stop_requested(run):  # stopped while the machine came up: no job starts
+            return
         transport = await open_transport(host)
         try:
             archive = Path(run.local_dir) / "code.tar.gz"
@@ -185,6 +190,9 @@ class Supervisor:
                 self.upload_limit_gb,
                 exclude=(self.home,),
             )
+            if self._stop_requested(run):
+                archive.unlink(missing_ok=True)
+                return
             events.write(f"uploading {files} files ({_human(size)})")
             await ship_and_start(transport, host, build_job(run.name, run.spec, host), str(archive))
             archive.unlink(missing_ok=True)
@@ -200,6 +208,10 @@ class Supervisor:
             await self._watch(run, host, transport)
         finally:
             await transport.close()
+
+    def _stop_requested(self, run: RunRecord) -> bool:
+        """`iacrun stop` (or a signalled CLI) asked for the run to end: see `request_stop`."""
+        return self.registry.get_by_id(run.id).status == "terminating"
 
     async def _resume_watch(self, run: RunRecord, host: Host) -> None:
         transport = await open_transport(host)

@@ -1,10 +1,11 @@
-"""Local ports: refuse a busy one before a run starts, rather than after its job is up."""
+"""Local ports: refuse a busy one before a run starts, rather than after its job is up; and say
+which one, and for which task port, when one is taken between that check and the forward."""
 
 from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from iacrun.orchestrator.errors import InputError
 
@@ -24,16 +25,36 @@ def local_port_busy(port: int, address: str = "127.0.0.1") -> bool:
     return False
 
 
+class LocalPortBusyError(InputError):
+    """Local ports that something on this machine already listens on.
+
+    `task_port` is the task's port that was to be forwarded there, when one was."""
+
+    def __init__(
+        self, ports: Sequence[int], *, address: str = "127.0.0.1", task_port: int | None = None
+    ) -> None:
+        self.ports = list(ports)
+        self.address = address
+        self.task_port = task_port
+        listed = ", ".join(str(p) for p in self.ports)
+        many = len(self.ports) > 1
+        busy = f"local port{'s' if many else ''} {listed} {'are' if many else 'is'} already in use"
+        if task_port is not None:
+            super().__init__(
+                f"{busy} on {address}, so the task's port {task_port} cannot be forwarded there"
+            )
+        else:
+            super().__init__(
+                f"{busy} on {address}; stop what listens there or map the task's port elsewhere "
+                "with --port LOCAL:TASK"
+            )
+
+
 def check_local_ports_free(ports: Iterable[int], address: str = "127.0.0.1") -> None:
-    """Raise InputError naming every local port that is already in use."""
+    """Raise LocalPortBusyError naming every local port that is already in use."""
     busy = [port for port in ports if local_port_busy(port, address)]
     if busy:
-        listed = ", ".join(str(p) for p in busy)
-        raise InputError(
-            f"local port{'s' if len(busy) > 1 else ''} {listed} "
-            f"{'are' if len(busy) > 1 else 'is'} already in use on {address}; stop what "
-            "listens there or map the task's port elsewhere with --port LOCAL:TASK"
-        )
+        raise LocalPortBusyError(busy, address=address)
 
 
 def free_local_port(address: str = "127.0.0.1") -> int:
