@@ -164,7 +164,7 @@ class Supervisor:
         offers each round, until one works or the retry duration is spent (see
         backends/failover.py). A waiting run holds no machine, and a stop ends the wait at once.
         None when the run was stopped meanwhile (nothing is left to watch)."""
-        from iacrun.orchestrator.backends.failover import Backoff, provision_with_failover
+        from iacrun.orchestrator.backends.failover import provision_with_failover
         from iacrun.orchestrator.offers.plan import collect_offers
 
         recording = {b.name: _Recording(b, self.registry) for b in self.backends}
@@ -196,7 +196,7 @@ class Supervisor:
                 replan=replan,
                 sleep=lambda seconds: self._sleep_unless_stopped(run.id, seconds),
                 clock=self.clock,
-                backoff=self.backoff or Backoff(),
+                backoff=self.backoff,
             )
         except _Stopped:
             return None

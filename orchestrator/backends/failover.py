@@ -5,7 +5,8 @@ instance type in its other regions (cheapest region first), then that cloud's ot
 types, then the other clouds. A QuotaError also skips the other sizes of the same family in the
 same region and cloud, which share the quota. When every offer has failed, or none is available
 now (every SSH host busy or unreachable), and the run's retry policy includes `no-capacity`, the
-loop waits (5 s doubling to 60 s, jittered), re-plans the offers and starts again until the retry
+loop waits (for own hosts 5 s doubling to 60 s; when clouds take part, whose every try may create
+a stack, 30 s doubling to 5 min; jittered), re-plans the offers and starts again until the retry
 duration has passed; each wait says what it waits for. Clock, sleep and jitter are injected, so
 tests run the whole loop instantly.
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from iacrun.orchestrator.errors import CapacityError, NoOfferError, QuotaError
 from iacrun.orchestrator.models.units import format_duration, format_price
+from iacrun.orchestrator.offers.model import is_cloud
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.backends.base import Backend, ProgressCallback
@@ -48,6 +50,12 @@ class Backoff:
         if not self.jitter:
             return base
         return round(base * (1 + self.jitter * (2 * spread() - 1)), 1)
+
+
+#: waiting for your own hosts: they free up when a run ends, so ask often
+HOSTS = Backoff()
+#: waiting for a cloud: each round may create (and destroy) a stack per offer, so ask less often
+CLOUD_BACKOFF = Backoff(first=30.0, most=300.0)
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,7 @@ def provision_with_failover(
     *,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
-    backoff: Backoff = Backoff(),
+    backoff: Backoff | None = None,
     on_wait: Callable[[float, str], None] | None = None,
     replan: Callable[[], Sequence[Offer]] | None = None,
     wall: Callable[[], float] = time.time,
@@ -133,7 +141,8 @@ def provision_with_failover(
         now = clock()
         if deadline is None or now >= deadline:
             raise CapacityError(_give_up(failures, now - started if deadline else None))
-        wait = min(backoff.delay(rounds), deadline - now)
+        pace = backoff or (CLOUD_BACKOFF if any(is_cloud(o.backend) for o in current) else HOSTS)
+        wait = min(pace.delay(rounds), deadline - now)
         what = _waiting_for(failures)
         until = time.strftime("%H:%M:%S", time.localtime(wall() + deadline - now))
         progress(f"waiting {format_duration(wait)} for a machine: {what} (retry until {until})")

@@ -292,3 +292,34 @@ def test_no_offer_available_without_retry_is_refused_at_once() -> None:
     busy = offer("ssh", "gpu1", "gpu1", 0.0, available=False)
     with pytest.raises(NoOfferError):
         provision_with_failover({}, [busy], RUN, None, lambda _m: None)
+
+
+def test_the_pace_of_waiting_depends_on_what_is_waited_for() -> None:
+    """Own hosts are asked again within seconds; clouds, where a try may create a stack, less."""
+    full = CapacityError("full")
+    clock = FakeClock()
+    with pytest.raises(CapacityError):
+        provision_with_failover(
+            {"aws": Scripted("aws", {("g5.xlarge", "us-east-1"): [full]})},
+            [offer("aws", "g5.xlarge", "us-east-1", 1.0)],
+            RUN,
+            RetrySpec(on_events=["no-capacity"], duration=40),
+            lambda _m: None,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+    assert 24 <= clock.slept[0] <= 36  # 30s ±20%
+    clock = FakeClock()
+    busy = offer("ssh", "gpu1", "gpu1", 0.0, available=False)
+    with pytest.raises(CapacityError, match="^no capacity after retrying for 40s: ssh gpu1"):
+        provision_with_failover(
+            {"ssh": Scripted("ssh")},
+            [busy],
+            RUN,
+            RetrySpec(on_events=["no-capacity"], duration=40),
+            lambda _m: None,
+            sleep=clock.sleep,
+            clock=clock,
+            replan=lambda: [busy],
+        )
+    assert 4 <= clock.slept[0] <= 6  # 5s ±20%
