@@ -311,7 +311,7 @@ def test_the_pace_of_waiting_depends_on_what_is_waited_for() -> None:
     assert 24 <= clock.slept[0] <= 36  # 30s ±20%
     clock = FakeClock()
     busy = offer("ssh", "gpu1", "gpu1", 0.0, available=False)
-    with pytest.raises(CapacityError, match="^no capacity after retrying for 40s: ssh gpu1"):
+    with pytest.raises(CapacityError, match=r"^no capacity after retrying for 40s: ssh gpu1"):
         provision_with_failover(
             {"ssh": Scripted("ssh")},
             [busy],
