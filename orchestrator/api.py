@@ -136,9 +136,12 @@ class Orchestrator:
     # ------------------------------------------------------------------ planning and submitting
 
     def plan(self, spec: RunSpec) -> OfferPlan:
+        """The offers for `spec`; NoOfferError when none is available now, unless the run
+        waits for capacity (`retry` on `no-capacity`): then busy or unreachable machines are a
+        plan too, and the run is submitted and waits for one of them."""
         from iacrun.orchestrator.offers.plan import collect_offers
 
-        return collect_offers(self.backends(), spec.requirements)
+        return collect_offers(self.backends(), spec.requirements, listing=waits_for_capacity(spec))
 
     def dry_run(self, spec: RunSpec) -> tuple[OfferPlan, str]:
         """The plan, and what the first offer's backend would create for it.
@@ -168,6 +171,10 @@ class Orchestrator:
     def submit(self, spec: RunSpec, plan: OfferPlan, *, supervise: bool = True) -> RunRecord:
         """Record the run, then hand it to a detached supervisor that provisions and watches it."""
         offers = self.ready_offers(o for o in plan.offers if o.available)
+        if not offers and waits_for_capacity(spec):
+            offers = list(plan.offers)  # none available now: the supervisor waits for one
+        elif not offers:
+            raise NoOfferError("no offer is available")
         name = spec.run_name or generate_name(self.registry.names_in_use)
         spec = spec.model_copy(update={"run_name": name})
         run = self.registry.create(name, spec, self.runs_root)
@@ -181,9 +188,9 @@ class Orchestrator:
     def ready_offers(
         self, offers: Iterable[Offer], on_progress: Callable[[str], None] | None = None
     ) -> list[Offer]:
-        """The offers whose backend passes its preflight; the first failure when none does.
-
-        What a preflight sets up on the way (a provider plugin) is told to `on_progress`."""
+        """The offers whose backend passes its preflight; the first failure when none does
+        (none given, none returned). What a preflight sets up on the way (a provider plugin) is
+        told to `on_progress`."""
         offers = list(offers)
         problems: dict[str, IacrunError | None] = {}
         for name in dict.fromkeys(o.backend for o in offers):
@@ -195,8 +202,8 @@ class Orchestrator:
             except IacrunError as exc:
                 problems[name] = exc
         ready = [o for o in offers if problems[o.backend] is None]
-        if not ready:
-            raise next((p for p in problems.values() if p), NoOfferError("no offer is available"))
+        if offers and not ready:
+            raise next(p for p in problems.values() if p)
         return ready
 
     def _spawn_supervisor(self, run: RunRecord, *, resume: bool = False) -> None:
@@ -523,6 +530,11 @@ def _save_offset(run: RunRecord, offset: int) -> None:
     with contextlib.suppress(OSError):
         partial.write_text(str(offset))
         os.replace(partial, path)
+
+
+def waits_for_capacity(spec: RunSpec) -> bool:
+    """Whether the run waits when no machine is free (its retry covers `no-capacity`)."""
+    return spec.retry is not None and "no-capacity" in spec.retry.on_events
 
 
 def _alive(pid: int) -> bool:

@@ -46,6 +46,7 @@ from iacrun.orchestrator.host.transport import Host, Transport
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, FINAL_STATUSES, Registry, RunRecord
 
 if TYPE_CHECKING:
+    from iacrun.orchestrator.backends.failover import Backoff
     from iacrun.orchestrator.models.requirements import Requirements
     from iacrun.orchestrator.offers.model import Offer
 
@@ -94,6 +95,8 @@ class Supervisor:
         sleep: Callable[[float], None] = time.sleep,
         teardown_retries: Sequence[float] = TEARDOWN_RETRIES,
         poll: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+        backoff: Backoff | None = None,
     ) -> None:
         self.registry = registry
         self.backends = list(backends)
@@ -102,6 +105,8 @@ class Supervisor:
         self.sleep = sleep
         self.teardown_retries = tuple(teardown_retries)
         self.poll = poll
+        self.clock = clock
+        self.backoff = backoff
 
     def backend(self, name: str) -> Backend:
         return backend_named(self.backends, name)
@@ -157,22 +162,60 @@ class Supervisor:
     def provision(self, run: RunRecord, offers: list[Offer], events: EventLog) -> Host | None:
         """Try the offers in failover order; each attempt is recorded before it starts.
 
+        With `retry` on `no-capacity`, a run none of whose offers is available (every host busy
+        or unreachable, every cloud out of capacity) goes `pending` and waits, re-planning its
+        offers each round, until one works or the retry duration is spent (see
+        backends/failover.py). A waiting run holds no machine, and a stop ends the wait at once.
         None when the run was stopped meanwhile (nothing is left to watch)."""
         from iacrun.orchestrator.backends.failover import provision_with_failover
+        from iacrun.orchestrator.offers.plan import collect_offers
 
         recording = {b.name: _Recording(b, self.registry) for b in self.backends}
 
         def waiting(seconds: float, reason: str) -> None:
-            self.registry.transition(run.id, ("provisioning",), status="pending", reason=reason)
+            # no machine is held while waiting: other runs' plans must not count this one
+            pending = self.registry.transition(
+                run.id,
+                ("submitted", "provisioning", "pending"),
+                status="pending",
+                reason=reason,
+                **_NO_MACHINE,
+            )
+            if pending is None:
+                raise _Stopped()
+
+        def replan() -> list[Offer]:
+            plan = collect_offers(self.backends, run.spec.requirements, raise_on_empty=False)
+            return plan.offers
 
         try:
             _, host = provision_with_failover(
-                recording, offers, run, run.spec.retry, events.write, on_wait=waiting
+                recording,
+                offers,
+                run,
+                run.spec.retry,
+                events.write,
+                on_wait=waiting,
+                replan=replan,
+                sleep=lambda seconds: self._sleep_unless_stopped(run.id, seconds),
+                clock=self.clock,
+                backoff=self.backoff,
             )
         except _Stopped:
             return None
         self.registry.update(run.id, host=host)
         return host
+
+    def _sleep_unless_stopped(self, run_id: int, seconds: float) -> None:
+        """Sleep, a second at a time, ending early with _Stopped once a stop is recorded."""
+        end = self.clock() + seconds
+        while True:
+            if self.registry.get_by_id(run_id).status == "terminating":
+                raise _Stopped()
+            left = end - self.clock()
+            if left <= 0:
+                return
+            self.sleep(min(1.0, left))
 
     # ------------------------------------------------------------------ running
 
@@ -318,6 +361,16 @@ class Supervisor:
             finished_at=time.time(),
         )
         events.write(f"{final.get('status', 'terminated')}: {final.get('reason', run.reason)}")
+
+
+#: the fields of a run that say which machine it holds, cleared while it waits for one
+_NO_MACHINE: dict[str, Any] = {
+    "backend": None,
+    "region": None,
+    "instance_type": None,
+    "price": None,
+    "offer": None,
+}
 
 
 class _Stopped(Exception):

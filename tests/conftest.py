@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,36 @@ import pytest
 os.environ.setdefault(
     "IACRUN_TOOLS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "iacrun-tools")
 )
+
+
+#: the real home's files no test may change, looked up before any test gets a home of its own
+_REAL_FILES = sorted(
+    {
+        os.path.join(home, ".ssh", "config")
+        for home in (os.path.expanduser("~"), pwd.getpwuid(os.getuid()).pw_dir)
+    }
+)
+
+
+def _snapshot(paths: list[str]) -> dict[str, tuple[int, bytes] | None]:
+    out: dict[str, tuple[int, bytes] | None] = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                out[path] = (os.stat(path).st_mtime_ns, f.read())
+        except FileNotFoundError:
+            out[path] = None
+    return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _real_home_untouched() -> Iterator[None]:
+    """Fails the run if any test wrote the real `~/.ssh/config` (as iacrun's Include lines once
+    did): every test must use the temporary HOME that `_own_home` gives it."""
+    before = _snapshot(_REAL_FILES)
+    yield
+    changed = [p for p, v in _snapshot(_REAL_FILES).items() if v != before[p]]
+    assert not changed, f"tests changed the real {', '.join(changed)}"
 
 
 @pytest.fixture(autouse=True)

@@ -13,12 +13,16 @@
             proxy_jump: ubuntu@bastion.example.com   # optional, [user@]host[:port][,...]
             host_key: ssh-ed25519 AAAA...     # optional; otherwise known_hosts is checked
             known_hosts: ~/.ssh/known_hosts   # optional, the default
+            keep_run_dirs: 24h                # optional; the section's below by default
+        keep_run_dirs: 24h                  # how long ended runs' folders stay on the hosts
 
 Each host is one offer at price 0, with the resources detected over SSH (CPUs, memory, free disk
 in the home folder, NVIDIA GPUs) and cached for ten minutes. A host runs one run at a time, unless
 both runs take some of its GPUs: then each gets its own `CUDA_VISIBLE_DEVICES`. A host that cannot
 be reached, or that is busy, is still offered, as unavailable with the reason, so one dead host
-never hides the others. Runs live in `~/.iacrun/runs/NAME-ID` on the host.
+never hides the others. Runs live in `~/.iacrun/runs/NAME-ID` on the host; the next run on a host
+removes the folders of runs that ended more than `keep_run_dirs` ago (their logs were copied to
+the local run folder when they ended).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.settings import SSHHostSettings, SSHSettings
+from iacrun.orchestrator.models.units import format_duration
 from iacrun.orchestrator.offers.model import InstanceResources, Offer, pick_gpus, unmet_requirement
 from iacrun.orchestrator.paths import iacrun_home
 
@@ -239,11 +244,57 @@ class SSHBackend(Backend):
             raise CapacityError(f"{entry.label} is {busy}")
         free = self._free_gpu_indices(entry, facts, run.id)
         gpus = pick_gpus(facts.resources.gpus, spec.gpu, "split", free)
-        run_dir = posixpath.join(facts.home, ".iacrun", "runs", f"{run.name}-{run.id}")
+        runs_root = posixpath.join(facts.home, ".iacrun", "runs")
+        run_dir = posixpath.join(runs_root, f"{run.name}-{run.id}")
+        self._remove_old_run_dirs(entry, facts, runs_root, keep=run_dir, progress=progress)
         host = host_for(entry, run_dir=run_dir).model_copy(update={"gpus": gpus})
         self.ssh_config.add(run.name, host)
         progress(f"{entry.label}: {facts.resources.render()}" + (f", GPUs {gpus}" if gpus else ""))
         return host
+
+    def _remove_old_run_dirs(
+        self,
+        entry: SSHHostSettings,
+        facts: HostFacts,
+        runs_root: str,
+        *,
+        keep: str,
+        progress: ProgressCallback,
+    ) -> None:
+        """Remove the folders of runs that ended more than `keep_run_dirs` ago; say which.
+
+        Only direct subfolders of iacrun's runs root, never through a link, and only those
+        whose runner state is final and was last written before the keep time: a running
+        job's folder is never touched. A failure here is reported, and the run goes on."""
+        seconds = self.settings.keep_for(entry)
+        python = facts.python3 or "python3"
+        argv = [python, "-c", _CLEAN_RUNS, runs_root, str(seconds), posixpath.basename(keep)]
+        try:
+            code, out, err = _run_sync(self._run_on(entry, argv))
+        except BackendError as exc:
+            progress(f"{entry.label}: could not look for old run folders ({_short(exc)})")
+            return
+        if code != 0:
+            why = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {code}"]
+            progress(f"{entry.label}: could not look for old run folders ({why[0]})")
+            return
+        removed = out.decode(errors="replace").split()
+        if removed:
+            progress(
+                f"{entry.label}: removed the folders of {len(removed)} "
+                f"run{'s' if len(removed) > 1 else ''} that ended more than "
+                f"{format_duration(seconds)} ago: {', '.join(removed)}"
+            )
+
+    async def _run_on(self, entry: SSHHostSettings, argv: list[str]) -> tuple[int, bytes, bytes]:
+        from iacrun.orchestrator.host.connect import connect
+
+        deadline = time.monotonic() + self.connect_seconds
+        transport = await connect(host_for(entry, run_dir=""), deadline=deadline)
+        try:
+            return await transport.run(argv)
+        finally:
+            await transport.close()
 
     def terminate(self, run: RunRecord) -> None:
         """Remove the run's `ssh RUN-NAME` entry. The host itself is yours: nothing else to do."""
@@ -251,6 +302,31 @@ class SSHBackend(Backend):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+#: run on the host with python3 (any 3.x): ROOT KEEP_SECONDS SKIP; prints the names removed
+_CLEAN_RUNS = """
+import json, os, shutil, sys, time
+root, keep, skip = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+try:
+    names = sorted(os.listdir(root))
+except OSError:
+    names = []
+for name in names:
+    path = os.path.join(root, name)
+    if name == skip or os.path.islink(path) or not os.path.isdir(path):
+        continue
+    state = os.path.join(path, "state.json")
+    try:
+        with open(state) as f:
+            status = json.load(f).get("status")
+        age = time.time() - os.stat(state).st_mtime
+    except (OSError, ValueError, AttributeError):
+        continue
+    if status in ("done", "failed", "terminated") and age > keep:
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            print(name)
+"""
 
 
 def host_for(entry: SSHHostSettings, *, run_dir: str) -> Host:

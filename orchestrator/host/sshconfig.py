@@ -2,8 +2,14 @@
 includes.
 
 The include line is added once, at the top of `~/.ssh/config` (an `Include` further down would
-only apply inside the `Host` block above it). The user's file is otherwise left as it is: it is
-rewritten only to add that line, through a symlink to its target if it is one, keeping its mode.
+only apply inside the `Host` block above it), under a marker comment (`# added by iacrun: ...`).
+Each iacrun home (`$IACRUN_HOME`) has its own line: one line for all homes would need a place
+outside every home to gather them, which no home owns. So that the lines of homes that are gone
+(a deleted temporary `IACRUN_HOME`, a test's) do not pile up, each time iacrun writes its line it
+also removes the marked lines whose included file no longer exists; only a marker comment and
+the `Include` right under it are ever removed, with the blank line iacrun put after them. The
+user's file is otherwise left as it is, byte for byte: it is rewritten only for these lines,
+through a symlink to its target if it is one, keeping its mode.
 Each run's pinned host key goes in its own known_hosts file, so `ssh RUN-NAME` checks the same
 key iacrun does (`StrictHostKeyChecking yes`: never trust on first use).
 """
@@ -25,6 +31,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _BEGIN = "# >>> iacrun run {name}"
 _END = "# <<< iacrun run {name}"
 _BLOCK_RE = re.compile(r"^# >>> iacrun run (\S+)\n.*?^# <<< iacrun run \1\n", re.M | re.S)
+_MARK = "# added by iacrun: `ssh RUN-NAME` for live runs"
 _HEADER = "# Runs of iacrun, written by iacrun while they live (`ssh RUN-NAME`). Do not edit.\n"
 
 
@@ -132,10 +139,40 @@ class SSHConfigEntries:
         wanted = {self.include_line}
         with contextlib.suppress(ValueError):
             wanted.add(f"Include ~/{self.include_path.relative_to(self.home)}")
-        if any(line.strip() in wanted for line in current.splitlines()):
-            return
-        added = f"# added by iacrun: `ssh RUN-NAME` for live runs\n{self.include_line}\n"
-        _write_atomic(target, added + ("\n" + current if current else ""), mode)
+        text = self._without_stale_includes(current)
+        if not any(line.strip() in wanted for line in text.splitlines()):
+            added = f"{_MARK}\n{self.include_line}\n"
+            text = added + ("\n" + text if text else "")
+        if text != current:
+            _write_atomic(target, text, mode)
+
+    def _without_stale_includes(self, text: str) -> str:
+        """`text` less the marked Include lines (iacrun's) whose file no longer exists."""
+        lines = text.splitlines(keepends=True)
+        out: list[str] = []
+        i = 0
+        while i < len(lines):
+            pair = lines[i : i + 2]
+            if len(pair) == 2 and pair[0].rstrip("\n") == _MARK:
+                included = self._included_file(pair[1])
+                if included is not None and not included.exists():
+                    i += 2
+                    if i < len(lines) and not lines[i].strip():
+                        i += 1  # the blank line written after it
+                    continue
+            out.append(lines[i])
+            i += 1
+        return "".join(out)
+
+    def _included_file(self, line: str) -> Path | None:
+        """The one file an `Include PATH` line names (`~` as this home), else None."""
+        match = re.fullmatch(r'\s*Include\s+(?:"([^"]+)"|(\S+))\s*', line.rstrip("\n"))
+        if match is None:
+            return None
+        path = match.group(1) or match.group(2)
+        if path.startswith("~/"):
+            return self.home / path[2:]
+        return Path(path) if os.path.isabs(path) else None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

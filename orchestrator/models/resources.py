@@ -12,7 +12,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    model_serializer,
+    model_validator,
+)
 
 from iacrun.orchestrator.models.common import CoreModel
 from iacrun.orchestrator.models.units import Range, format_size_gb, parse_range, parse_size_gb
@@ -171,6 +178,14 @@ class ResourcesSpec(CoreModel):
     def disk_is_explicit(self) -> bool:
         """Hosts that cannot grow a disk filter on it only when the user asked for one."""
         return "disk" in self.model_fields_set
+
+    @model_serializer(mode="wrap")
+    def _default_disk_unwritten(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A default disk is left out of what is stored, so it reads back as a default."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.disk_is_explicit:
+            data.pop("disk", None)
+        return data
 
     def render(self) -> str:
         parts = [f"cpu={self.cpu.render()}", f"mem={self.memory.render(size=True)}"]

@@ -23,7 +23,7 @@ from pydantic import BeforeValidator, Field
 
 from iacrun.orchestrator.models.common import CoreModel
 from iacrun.orchestrator.models.loader import PositionedYaml, read_text
-from iacrun.orchestrator.models.units import parse_size_gb
+from iacrun.orchestrator.models.units import parse_duration, parse_size_gb
 from iacrun.orchestrator.paths import config_file, iacrun_home
 
 
@@ -62,6 +62,8 @@ class SSHHostSettings(CoreModel):
     #: pinned public key ("ssh-ed25519 AAAA..."); otherwise checked against known_hosts
     host_key: str | None = None
     known_hosts: str | None = None
+    #: how long folders of ended runs stay on this host (default: the `ssh:` section's)
+    keep_run_dirs: Annotated[int | None, BeforeValidator(parse_duration)] = None
 
     @property
     def label(self) -> str:
@@ -71,6 +73,12 @@ class SSHHostSettings(CoreModel):
 class SSHSettings(CoreModel):
     enabled: bool = True
     hosts: list[SSHHostSettings] = Field(default_factory=list)
+    #: ended runs' folders older than this are removed by the next run on their host
+    keep_run_dirs: Annotated[int, BeforeValidator(parse_duration)] = 24 * 3600
+
+    def keep_for(self, host: SSHHostSettings) -> int:
+        """Seconds an ended run's folder stays on `host`."""
+        return self.keep_run_dirs if host.keep_run_dirs is None else host.keep_run_dirs
 
 
 class BackendsSettings(CoreModel):

@@ -108,23 +108,27 @@ def collect_offers(
     *,
     notes: Sequence[str] = (),
     raise_on_empty: bool = True,
+    listing: bool = False,
 ) -> OfferPlan:
     """Offers of every backend that meet `req`, cheapest first.
 
     Raises NoOfferError with one line naming the requirement that left nothing, unless
-    `raise_on_empty` is false (then the plan is simply empty).
+    `raise_on_empty` is false (then the plan is simply empty). Runs need an offer available
+    now; a `listing` (`iacrun offers`) also shows what is unavailable, with why, and raises
+    only when nothing at all is left to show.
     """
     asked = [b for b in backends if req.backends is None or b.name in req.backends]
     notes = list(notes)
     missing = [n for n in req.backends or () if n not in {b.name for b in backends}]
     if missing:
-        notes.append(f"backends not configured: {', '.join(missing)}")
+        notes.append(f"{_backends(missing)} not configured")
     candidates: list[Offer] = []
     loose = relaxed(req)
     for backend in asked:
         candidates.extend(backend.offers(loose))
     selected = policy_filter(candidates, req)
-    if raise_on_empty and not any(o.available for o in selected):
+    empty = not selected if listing else not any(o.available for o in selected)
+    if raise_on_empty and empty:
         shortfalls = []
         if not candidates:
             shortfalls = [
@@ -184,8 +188,12 @@ def _explain_resources(
     missing: Sequence[str],
 ) -> str:
     if asked is not None and not asked:
-        what = ", ".join(missing) if missing else "none"
-        return f"no backend to ask for {need}: backends {what} are not configured"
+        if missing:
+            return f"no backend to ask for {need}: {_backends(missing)} not configured"
+        return (
+            "no backend is configured: enable `local`, list `ssh` hosts or set up a cloud "
+            "in config.yml (`iacrun offers` without --configured-only compares cloud prices)"
+        )
     where = f" on {', '.join(asked)}" if asked else ""
     if not shortfalls:
         # the backends could not say which requirement it was: show them all
@@ -195,6 +203,13 @@ def _explain_resources(
     hints = [s.hint for s in shortfalls if s.hint]
     text = f"no offer has {need}{where}: no instance type meets {reason}"
     return text + (f"; {hints[0]}" if hints else "")
+
+
+def _backends(names: Sequence[str]) -> str:
+    """`backend ssh is` / `backends aws, azure are`."""
+    if len(names) == 1:
+        return f"backend {names[0]} is"
+    return f"backends {', '.join(names)} are"
 
 
 def _cheapest(offers: Sequence[Offer]) -> Offer:

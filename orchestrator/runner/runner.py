@@ -88,28 +88,51 @@ def docker_argv(job: dict[str, Any], run_dir: str) -> list[str]:
 
 
 def find_python(version: str) -> str | None:
-    """An interpreter of exactly `version` (like "3.11") on this host, or None."""
+    """An interpreter of exactly `version` (like "3.11") on this host, or None.
+
+    Looked for, in order: `pythonX.Y` on PATH; pyenv's (`$PYENV_ROOT`, default `~/.pyenv`:
+    `versions/X.Y.Z/bin/pythonX.Y`); uv's managed ones (`$UV_PYTHON_INSTALL_DIR`, default
+    `$XDG_DATA_HOME/uv/python` or `~/.local/share/uv/python`, on macOS too:
+    `cpython-X.Y.Z-PLATFORM/bin/pythonX.Y`), the newest patch release first; then /usr/bin and
+    /usr/local/bin. Each candidate is run to check its version.
+    """
     name = "python%s" % version
     candidates = []
     found = shutil.which(name)
     if found:
         candidates.append(found)
-    home = os.path.expanduser("~")
-    candidates += sorted(
-        glob.glob(os.path.join(home, ".pyenv", "versions", version + ".*", "bin", name))
-    )
-    candidates += sorted(
-        glob.glob(
-            os.path.join(
-                home, ".local", "share", "uv", "python", "cpython-%s.*" % version, "bin", name
-            )
-        )
-    )
+    for root, pattern in python_trees(version):
+        candidates += _newest_first(glob.glob(os.path.join(root, pattern, "bin", name)))
     candidates += ["/usr/bin/" + name, "/usr/local/bin/" + name]
     for candidate in candidates:
         if os.path.isfile(candidate) and _python_is(candidate, version):
             return candidate
     return None
+
+
+def python_trees(version: str) -> list[tuple[str, str]]:
+    """(folder, glob of an install's folder in it) for pyenv's and uv's interpreters."""
+    home = os.path.expanduser("~")
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.join(home, ".pyenv")
+    uv = os.environ.get("UV_PYTHON_INSTALL_DIR")
+    if not uv:
+        data = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
+        uv = os.path.join(data, "uv", "python")
+    return [
+        (os.path.join(pyenv, "versions"), version + ".*"),
+        (uv, "cpython-%s.*-*" % version),
+    ]
+
+
+def _newest_first(paths: list[str]) -> list[str]:
+    """Interpreter paths ordered by the patch release in their install folder, newest first."""
+
+    def patch(path: str) -> int:
+        folder = os.path.basename(os.path.dirname(os.path.dirname(path)))
+        digits = folder.replace("cpython-", "").split("-")[0].split(".")
+        return int(digits[2]) if len(digits) > 2 and digits[2].isdigit() else -1
+
+    return sorted(paths, key=lambda p: (-patch(p), p))
 
 
 def _python_is(executable: str, version: str) -> bool:

@@ -18,7 +18,8 @@ import pytest
 
 from iacrun.orchestrator.api import Orchestrator
 from iacrun.orchestrator.backends.base import Backend, ProgressCallback
-from iacrun.orchestrator.errors import BackendError, CapacityError
+from iacrun.orchestrator.backends.failover import Backoff
+from iacrun.orchestrator.errors import BackendError, CapacityError, NoOfferError
 from iacrun.orchestrator.host.local import LocalTransport
 from iacrun.orchestrator.host.runner_client import build_job, read_state, ship_and_start
 from iacrun.orchestrator.host.transport import Host
@@ -47,8 +48,13 @@ class Scripted(Backend):
         self.provisioned: list[str] = []
         self.terminated: list[RunStatus] = []  # the run's status at each terminate call
         self.registry_path: Path | None = None
+        #: per offers() call, the note of machines busy right now, or None for free (last repeats)
+        self.busy: list[str | None] = [None]
 
     def offers(self, requirements: Requirements) -> list[Offer]:
+        note = self.busy.pop(0) if len(self.busy) > 1 else self.busy[0]
+        if note is not None:
+            return [offer("box").model_copy(update={"available": False, "note": note})]
         return [offer("box"), offer("other")]
 
     def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
@@ -107,7 +113,13 @@ class World:
         )
 
     def submit(self, *commands: str, retry: RetrySpec | None = None) -> RunRecord:
-        spec = RunSpec(
+        return self.orch.submit(self.spec(*commands, retry=retry), self.plan(), supervise=False)
+
+    def plan(self) -> OfferPlan:
+        return OfferPlan(offers=self.backend.offers(Requirements()))
+
+    def spec(self, *commands: str, retry: RetrySpec | None = None) -> RunSpec:
+        return RunSpec(
             run_name=None,
             config_path=str(self.project / "task.dstack.yml"),
             repo_dir=str(self.project),
@@ -122,17 +134,43 @@ class World:
             max_duration=None,
             stop_duration=2,
         )
-        plan = OfferPlan(offers=self.backend.offers(spec.requirements))
-        return self.orch.submit(spec, plan, supervise=False)
 
     def record(self, run: RunRecord) -> RunRecord:
         return self.orch.registry.get_by_id(run.id)
+
+    def waiting_supervisor(self, clock: FakeClock) -> Supervisor:
+        """A supervisor whose waits for capacity pass on `clock` at once, without jitter."""
+        return Supervisor(
+            self.orch.registry,
+            [self.backend],
+            home=self.home,
+            upload_limit_gb=1.0,
+            sleep=clock.sleep,
+            clock=clock,
+            backoff=Backoff(first=5, most=60, jitter=0),
+            poll=0.05,
+        )
 
     def events(self, run: RunRecord) -> list[str]:
         return EventLog.of(run).read_from(0)[1]
 
     def history(self, run: RunRecord) -> list[tuple[str, str | None]]:
         return [(e.status.value, e.reason) for e in self.orch.registry.history(run.id)]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+        self.on_sleep: Callable[[], None] = lambda: None
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        self.on_sleep()
 
 
 @pytest.fixture
@@ -337,3 +375,70 @@ def test_attach_follows_a_live_run_then_resumes_from_where_it_stopped(world: Wor
     assert again == []
     world.orch.attach(run.name, again.append, offset=4)  # or from where it is asked
     assert b"".join(again) == log[4:] and offset_file.read_text() == str(len(log))
+
+
+# ----------------------------------------------------------------------------- waiting for capacity
+
+NO_CAPACITY = RetrySpec(on_events=["no-capacity"], duration=600)
+
+
+def test_no_capacity_waits_with_backoff_until_the_machine_is_free(world: World) -> None:
+    world.backend.busy = ["busy with first", "busy with first", None]  # the plan, round 2
+    run = world.submit("echo ran after waiting", retry=NO_CAPACITY)  # every offer busy
+    assert world.record(run).status == RunStatus.SUBMITTED
+    clock = FakeClock()
+    world.waiting_supervisor(clock).supervise(run.id)
+    final = world.record(run)
+    assert (final.status, final.exit_code) == (RunStatus.DONE, 0)
+    assert world.backend.provisioned == ["box"]  # re-planned before each round: free on the third
+    waits = [e for e in world.events(run) if e.startswith("waiting")]
+    assert [w.split()[1] for w in waits] == ["5s", "10s"] and sum(clock.slept) == 15
+    assert waits[0].startswith(
+        "waiting 5s for a machine: scripted box here: busy with first (retry until "
+    )
+    assert (
+        "pending",
+        "waiting for a machine: scripted box here: busy with first",
+    ) in world.history(run)
+    assert b"ran after waiting" in (Path(run.local_dir) / "log").read_bytes()
+
+
+def test_no_capacity_fails_when_the_retry_duration_runs_out(world: World) -> None:
+    world.backend.busy = ["busy with first"]
+    run = world.submit("true", retry=RetrySpec(on_events=["no-capacity"], duration=30))
+    clock = FakeClock()
+    world.waiting_supervisor(clock).supervise(run.id)
+    final = world.record(run)
+    assert final.status == RunStatus.FAILED
+    assert final.reason is not None and final.reason.startswith("no capacity"), final.reason
+    assert "busy with first" in final.reason
+    waits = [e.split()[1] for e in world.events(run) if e.startswith("waiting")]
+    assert waits == ["5s", "10s", "15s"] and sum(clock.slept) == 30  # the last one cut short
+    assert world.backend.provisioned == []
+
+
+def test_a_stop_while_waiting_ends_the_run_at_once(world: World) -> None:
+    world.backend.busy = ["busy with first"]
+    run = world.submit("true", retry=NO_CAPACITY)
+    clock = FakeClock()
+
+    def stop() -> None:  # as `iacrun stop` records it from another process
+        world.orch.registry.transition(run.id, None, status="terminating", reason="stopped by user")
+
+    clock.on_sleep = stop
+    world.waiting_supervisor(clock).supervise(run.id)
+    final = world.record(run)
+    assert (final.status, final.reason) == (RunStatus.TERMINATED, "stopped by user")
+    assert clock.slept == [1.0] and world.backend.provisioned == []  # the stop ended the wait
+
+
+def test_submit_with_every_offer_busy_needs_retry_on_no_capacity(world: World) -> None:
+    world.backend.busy = ["busy with first"]
+    with pytest.raises(NoOfferError, match="no offer is available"):
+        world.orch.plan(world.spec("true"))
+    spec = world.spec("true", retry=NO_CAPACITY)
+    plan = world.orch.plan(spec)
+    assert plan.offers and not plan.available
+    world.orch.ready_offers(plan.available)  # nothing to check: no error
+    run = world.orch.submit(spec, plan, supervise=False)
+    assert world.record(run).status == RunStatus.SUBMITTED

@@ -193,13 +193,14 @@ def test_retry_on_no_capacity_backs_off_until_capacity_appears() -> None:
         lambda _m: None,
         sleep=clock.sleep,
         clock=clock,
-        backoff=Backoff(first=30, most=300),
+        backoff=Backoff(first=30, most=300, jitter=0),
         on_wait=lambda s, why: waits.append((s, why)),
     )
     assert (got.instance_type, got.region) == ("g6.xlarge", "us-east-1")
     assert host.address == "g6.xlarge.us-east-1"
     assert clock.slept == [30.0, 60.0]
-    assert waits[0] == (30.0, "no capacity for any of 4 offers")
+    assert waits[0][0] == 30.0
+    assert waits[0][1].startswith("waiting for a machine: aws g6.xlarge us-east-1: no capacity")
     assert len(aws.attempts) == 4 + 4 + 1
 
 
@@ -216,7 +217,7 @@ def test_retry_stops_when_the_duration_is_spent() -> None:
             lambda _m: None,
             sleep=clock.sleep,
             clock=clock,
-            backoff=Backoff(first=120, most=600),
+            backoff=Backoff(first=120, most=600, jitter=0),
         )
     assert clock.slept == [120.0, 180.0]  # the last wait is cut to the time left
     assert len(aws.attempts) == 3
@@ -255,4 +256,70 @@ def test_nothing_available_and_unknown_backends() -> None:
 
 
 def test_backoff_doubles_up_to_the_ceiling() -> None:
-    assert [Backoff(30, 300).delay(n) for n in range(1, 7)] == [30, 60, 120, 240, 300, 300]
+    assert [Backoff(30, 300, 0).delay(n) for n in range(1, 7)] == [30, 60, 120, 240, 300, 300]
+    assert [Backoff().delay(n, lambda: 0.5) for n in range(1, 6)] == [5, 10, 20, 40, 60]
+
+
+def test_backoff_is_jittered_within_its_spread() -> None:
+    assert Backoff().delay(2, lambda: 0.0) == 8.0 and Backoff().delay(2, lambda: 1.0) == 12.0
+
+
+def test_no_offer_available_waits_with_replanning_when_retrying() -> None:
+    busy = offer("ssh", "gpu1", "gpu1", 0.0, available=False).model_copy(
+        update={"note": "busy with train-1"}
+    )
+    free = busy.model_copy(update={"available": True, "note": None})
+    plans = [[busy], [free]]
+    ssh = Scripted("ssh")
+    clock = FakeClock()
+    lines: list[str] = []
+    got, _ = provision_with_failover(
+        {"ssh": ssh},
+        [busy],
+        RUN,
+        RetrySpec(on_events=["no-capacity"], duration=600),
+        lines.append,
+        sleep=clock.sleep,
+        clock=clock,
+        backoff=Backoff(jitter=0),
+        replan=lambda: plans.pop(0),
+    )
+    assert got == free and clock.slept == [5.0, 10.0] and ssh.attempts == [("gpu1", "gpu1")]
+    assert lines[0].startswith("waiting 5s for a machine: ssh gpu1: busy with train-1 (retry until")
+
+
+def test_no_offer_available_without_retry_is_refused_at_once() -> None:
+    busy = offer("ssh", "gpu1", "gpu1", 0.0, available=False)
+    with pytest.raises(NoOfferError):
+        provision_with_failover({}, [busy], RUN, None, lambda _m: None)
+
+
+def test_the_pace_of_waiting_depends_on_what_is_waited_for() -> None:
+    """Own hosts are asked again within seconds; clouds, where a try may create a stack, less."""
+    full = CapacityError("full")
+    clock = FakeClock()
+    with pytest.raises(CapacityError):
+        provision_with_failover(
+            {"aws": Scripted("aws", {("g5.xlarge", "us-east-1"): [full]})},
+            [offer("aws", "g5.xlarge", "us-east-1", 1.0)],
+            RUN,
+            RetrySpec(on_events=["no-capacity"], duration=40),
+            lambda _m: None,
+            sleep=clock.sleep,
+            clock=clock,
+        )
+    assert 24 <= clock.slept[0] <= 36  # 30s ±20%
+    clock = FakeClock()
+    busy = offer("ssh", "gpu1", "gpu1", 0.0, available=False)
+    with pytest.raises(CapacityError, match=r"^no capacity after retrying for 40s: ssh gpu1"):
+        provision_with_failover(
+            {"ssh": Scripted("ssh")},
+            [busy],
+            RUN,
+            RetrySpec(on_events=["no-capacity"], duration=40),
+            lambda _m: None,
+            sleep=clock.sleep,
+            clock=clock,
+            replan=lambda: [busy],
+        )
+    assert 4 <= clock.slept[0] <= 6  # 5s ±20%

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +177,70 @@ def test_a_host_gone_between_plan_and_provision_lets_the_run_move_on(
     own_sshd.stop()
     with pytest.raises(CapacityError, match="flaky cannot be reached now"):
         world.backend.provision(world.run("late"), offer, lambda _: None)
+
+
+# ----------------------------------------------------------------------------- old run folders
+
+
+def fake_run_dir(root: Path, name: str, status: str, age_s: float) -> Path:
+    """A run folder as the runner leaves it, its state written `age_s` seconds ago."""
+    folder = root / name
+    (folder / "code").mkdir(parents=True)
+    (folder / "log").write_text("a line\n")
+    state = folder / "state.json"
+    state.write_text(f'{{"status": "{status}"}}')
+    then = time.time() - age_s
+    os.utime(state, (then, then))
+    return folder
+
+
+def test_old_run_folders_of_final_runs_are_removed_by_the_next_run(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    root = Path(login_home()) / ".iacrun" / "runs"  # where the sshd user's runs land
+    tag = f"cleanup{os.getpid()}"
+    made = [
+        fake_run_dir(root, f"{tag}-old-1", "done", 25 * 3600),
+        fake_run_dir(root, f"{tag}-failed-2", "failed", 3 * 86400),
+        fake_run_dir(root, f"{tag}-recent-3", "done", 3600),
+        fake_run_dir(root, f"{tag}-live-4", "running", 30 * 86400),
+    ]
+    outside = tmp_path / "elsewhere"
+    fake_run_dir(outside, f"{tag}-outside-5", "done", 30 * 86400)
+    (root / f"{tag}-link-6").symlink_to(outside / f"{tag}-outside-5")
+    world = World(tmp_path, [sshd.host_settings(name="loop")])
+    lines: list[str] = []
+    run = world.run("next")
+    host = None
+    try:
+        host = world.backend.provision(run, world.offers()["loop"], lines.append)
+        left = {p.name for p in root.iterdir() if p.name.startswith(tag)}
+        assert left == {f"{tag}-recent-3", f"{tag}-live-4", f"{tag}-link-6"}
+        assert (outside / f"{tag}-outside-5" / "log").exists()  # never through a link
+        removed = [line for line in lines if "removed" in line]
+        assert len(removed) == 1, lines
+        assert f"{tag}-old-1" in removed[0] and f"{tag}-failed-2" in removed[0]
+        assert "that ended more than 1d ago" in removed[0]  # the default keep time
+    finally:
+        world.backend.terminate(run)
+        for folder in [*made, root / f"{tag}-link-6"]:
+            if folder.is_symlink():
+                folder.unlink()
+            elif folder.exists():
+                shutil.rmtree(folder)
+        if host is not None:
+            shutil.rmtree(host.run_dir, ignore_errors=True)
+
+
+def test_keep_run_dirs_per_host_wins_over_the_ssh_section(tmp_path: Path) -> None:
+    settings = SSHSettings(
+        keep_run_dirs="2d",
+        hosts=[
+            SSHHostSettings(host="a", keep_run_dirs="1h"),
+            SSHHostSettings(host="b"),
+        ],
+    )
+    assert [settings.keep_for(h) for h in settings.hosts] == [3600, 2 * 86400]
+    assert SSHSettings().keep_run_dirs == 86400
+    with pytest.raises(ValueError):
+        SSHSettings(keep_run_dirs="soon")

@@ -319,3 +319,31 @@ def test_ps_json_lists_the_ssh_run(ssh_cli: Cli, project: Path) -> None:
     assert ssh_cli("up", "-y", "-n", "listed", "task.dstack.yml").returncode == 0
     rows = json.loads(ssh_cli("ps", "-a", "--json").stdout)
     assert [(r["name"], r["backend"], r["status"]) for r in rows] == [("listed", "ssh", "done")]
+
+
+# ----------------------------------------------------------------------------- waiting for a host
+
+
+def test_retry_waits_for_a_busy_host_then_runs(ssh_cli: Cli, project: Path) -> None:
+    write_task(project, "type: task\ncommands:\n  - sleep 300\n", name="hold.dstack.yml")
+    write_task(project, "type: task\ncommands:\n  - echo got the host\n", name="next.dstack.yml")
+    first = ssh_cli("up", "-y", "-d", "-n", "holder", "hold.dstack.yml")
+    assert first.returncode == 0, first.stderr
+    wait_for(lambda: record(ssh_cli, "holder")["status"] == "running", what="holder running")
+
+    refused = ssh_cli("up", "-y", "-d", "-n", "nowait", "next.dstack.yml")
+    assert refused.returncode != 0 and "no offer is available right now" in refused.stderr
+
+    second = ssh_cli(
+        "up", "-y", "-d", "-n", "waiter", "--retry", "--retry-duration", "60s", "next.dstack.yml"
+    )
+    assert second.returncode == 0, second.stderr
+    wait_for(lambda: record(ssh_cli, "waiter")["status"] == "pending", what="waiter pending")
+    waiting = record(ssh_cli, "waiter")["reason"]
+    assert waiting == "waiting for a machine: ssh loop: busy with holder", waiting
+    assert ssh_cli("stop", "holder").returncode == 0
+    wait_for(lambda: record(ssh_cli, "waiter")["status"] == "done", timeout=60, what="done")
+    logs = ssh_cli("logs", "waiter")
+    assert logs.stdout.splitlines()[0] == "got the host", logs.stderr
+    events = (Path(record(ssh_cli, "waiter")["local_dir"]) / "events").read_text()
+    assert "for a machine: ssh loop: busy with holder (retry until " in events

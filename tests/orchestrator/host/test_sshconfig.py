@@ -141,3 +141,44 @@ def test_an_include_the_user_wrote_with_a_tilde_counts(tmp_path: Path) -> None:
     user_config.write_text("Include ~/.iacrun/ssh/config\n\nHost a\n")
     cfg.add("r", HOST)
     assert user_config.read_text() == "Include ~/.iacrun/ssh/config\n\nHost a\n"
+
+
+def test_include_lines_of_homes_that_are_gone_are_removed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    user_config = home / ".ssh" / "config"
+    user_config.parent.mkdir(parents=True)
+    mine_top = "# my own comment\nInclude ~/.ssh/work.conf\n"
+    mine_rest = "Host *\n    ServerAliveInterval 30\n\nHost work\n    HostName w.example.com\n"
+    user_config.write_bytes((mine_top + "\n" + mine_rest).encode())
+    first = SSHConfigEntries(iacrun_dir=tmp_path / "first" / ".iacrun", home=home)
+    second = SSHConfigEntries(iacrun_dir=tmp_path / "second" / ".iacrun", home=home)
+    first.add("a", HOST)
+    second.add("b", HOST)
+    both = user_config.read_text()
+    assert both.count("# added by iacrun") == 2
+    assert first.include_line in both and second.include_line in both
+
+    shutil.rmtree(tmp_path / "first")  # a temporary home goes away
+    second.add("c", HOST)  # any iacrun command that touches ssh config
+    text = user_config.read_text()
+    assert first.include_line not in text
+    assert text.count(second.include_line) == 1 and text.count("# added by iacrun") == 1
+    # the user's own lines are kept byte for byte, the Include of theirs too
+    assert text.endswith(mine_top + "\n" + mine_rest)
+    assert text == f"# added by iacrun: `ssh RUN-NAME` for live runs\n{second.include_line}\n\n" + (
+        mine_top + "\n" + mine_rest
+    )
+
+
+def test_a_stale_include_goes_even_when_this_homes_line_is_there(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    gone = SSHConfigEntries(iacrun_dir=tmp_path / "gone" / ".iacrun", home=home)
+    here = SSHConfigEntries(iacrun_dir=tmp_path / "here" / ".iacrun", home=home)
+    here.add("a", HOST)
+    gone.add("b", HOST)  # now on top, above this home's line
+    shutil.rmtree(tmp_path / "gone")
+    before = (home / ".ssh" / "config").read_text()
+    here.add("a", HOST)
+    after = (home / ".ssh" / "config").read_text()
+    assert gone.include_line in before and gone.include_line not in after
+    assert after.count(here.include_line) == 1

@@ -120,12 +120,12 @@ def test_resources_nothing_has_name_the_requirement_and_the_nearest() -> None:
 def test_backends_filter_and_unconfigured_backends() -> None:
     a = Fixed("a", [offer("a", 1.0)])
     with pytest.raises(
-        NoOfferError, match=r"no backend to ask for .*: backends gcp are not configured"
+        NoOfferError, match=r"no backend to ask for .*: backend gcp is not configured"
     ):
         collect_offers([a], req(backends=["gcp"]))
     plan = collect_offers([a, Fixed("b", [offer("b", 0.1)])], req(backends=["a", "gcp"]))
     assert [o.backend for o in plan.offers] == ["a"]
-    assert plan.notes == ["backends not configured: gcp"]
+    assert plan.notes == ["backend gcp is not configured"]
 
 
 def test_only_unavailable_offers() -> None:

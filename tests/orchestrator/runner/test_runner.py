@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from iacrun.orchestrator.runner import runner
 
 RUNNER = Path(runner.__file__)
@@ -70,3 +72,73 @@ def test_find_python(tmp_path: Path) -> None:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert runner.find_python(version) is not None
     assert runner.find_python("2.1") is None
+
+
+# ----------------------------------------------------------------------------- python discovery
+
+#: the running interpreter's version: fake trees link to it, so the version check passes for real
+VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def fake_interpreter(bin_dir: Path) -> Path:
+    """A symlink to this interpreter named `pythonX.Y` in `bin_dir`, as the real layouts have."""
+    bin_dir.mkdir(parents=True)
+    link = bin_dir / f"python{VERSION}"
+    link.symlink_to(sys.executable)
+    return link
+
+
+@pytest.fixture
+def bare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No pythonX.Y on PATH, and none of the variables set: only the tree a test makes counts
+    (before /usr/bin, which is the last place looked)."""
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    for name in ("PYENV_ROOT", "UV_PYTHON_INSTALL_DIR", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def test_find_python_in_pyenv_root(bare: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = bare / "elsewhere" / "pyenv"
+    link = fake_interpreter(root / "versions" / f"{VERSION}.4" / "bin")
+    monkeypatch.setenv("PYENV_ROOT", str(root))
+    assert runner.find_python(VERSION) == str(link)
+
+
+def test_find_python_in_the_default_pyenv(bare: Path) -> None:
+    link = fake_interpreter(Path.home() / ".pyenv" / "versions" / f"{VERSION}.1" / "bin")
+    assert runner.find_python(VERSION) == str(link)
+
+
+def test_find_python_in_uv_install_dir(bare: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = bare / "uv-pythons"
+    link = fake_interpreter(root / f"cpython-{VERSION}.2-linux-x86_64-gnu" / "bin")
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(root))
+    assert runner.find_python(VERSION) == str(link)
+
+
+def test_find_python_in_uv_under_xdg_data_home(bare: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = bare / "xdg-data"
+    link = fake_interpreter(
+        data / "uv" / "python" / f"cpython-{VERSION}.9-macos-aarch64-none" / "bin"
+    )
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    assert runner.find_python(VERSION) == str(link)
+
+
+def test_find_python_in_uv_default_dir(bare: Path) -> None:
+    base = Path.home() / ".local" / "share" / "uv" / "python"
+    link = fake_interpreter(base / f"cpython-{VERSION}.0-linux-x86_64-gnu" / "bin")
+    assert runner.find_python(VERSION) == str(link)
+
+
+def test_find_python_prefers_the_newest_patch_release(
+    bare: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = bare / "pyenv"
+    fake_interpreter(root / "versions" / f"{VERSION}.2" / "bin")
+    newest = fake_interpreter(root / "versions" / f"{VERSION}.10" / "bin")
+    monkeypatch.setenv("PYENV_ROOT", str(root))
+    assert runner.find_python(VERSION) == str(newest)
