@@ -110,6 +110,12 @@ def pulumi_path() -> str | None:
     return shutil.which("pulumi")
 
 
+def default_state_dir(home: Path) -> Path:
+    """The folder of the default state backend (`file://`), used when no `backend_url` is set;
+    it exists once a stack engine has been made on it."""
+    return home / "state"
+
+
 @dataclass(frozen=True)
 class StackSummary:
     """A stack in the state backend."""
@@ -360,7 +366,7 @@ class StackEngine:
 
     def _backend_url(self, url: str | None) -> str:
         if not url:
-            state = self.home / "state"
+            state = default_state_dir(self.home)
             state.mkdir(parents=True, exist_ok=True, mode=0o700)
             return state.resolve().as_uri()
         if url.startswith("file://"):

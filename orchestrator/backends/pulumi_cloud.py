@@ -38,6 +38,7 @@ from iacrun.orchestrator.errors import (
 from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.offers.model import Offer, pick_gpus
+from iacrun.orchestrator.paths import shown_config_file
 from iacrun.stacks.cloudinit import RUN_DIR, SSH_USER
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
 from iacrun.stacks.spec import Cloud, StackSpec
@@ -116,7 +117,7 @@ def public_ip_from_web(url: str = PUBLIC_IP_URL, timeout: float = 10.0) -> str:
     except (OSError, ValueError) as exc:
         raise BackendError(
             f"could not find this machine's public address ({url}: {exc}); set ssh_cidrs "
-            "for the backend in ~/.iacrun/config.yml"
+            f"for the backend in {shown_config_file()}"
         ) from exc
     return text
 

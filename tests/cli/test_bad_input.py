@@ -223,3 +223,39 @@ def test_empty_resources_mean_the_defaults(cli: Cli, project: Path) -> None:
     done = cli("up", "-y", "--dry-run", "task.dstack.yml")
     assert done.returncode == 0, done.stderr
     assert "cpu=2.. mem=8GB.. disk=100GB.." in done.stdout
+
+
+def _without_pulumi(env: dict[str, str]) -> None:
+    import shutil
+
+    keep = [d for d in env["PATH"].split(":") if not shutil.which("pulumi", path=d)]
+    env["PATH"] = ":".join(keep)
+
+
+def test_stack_commands_without_a_cloud_need_no_pulumi(cli: Cli, project: Path) -> None:
+    _without_pulumi(cli.env)
+    down = cli("down", "nosuchrun")
+    assert down.returncode == 1
+    assert down.stderr.strip() == "error: no run or stack named 'nosuchrun'; see iacrun ps -a"
+    write_task(project, "commands: [echo hi]\n")
+    assert cli("up", "-y", "-n", "here", "task.dstack.yml").returncode == 0
+    state = cli("state", "here")
+    assert state.returncode == 1
+    assert state.stderr.strip() == "error: run 'here' runs on the local backend; it has no stack"
+    missing = cli("state", "nosuchrun")
+    assert missing.stderr.strip() == "error: no run or stack named 'nosuchrun'; see iacrun ps -a"
+    stacks = cli("stacks")
+    assert stacks.returncode == 0, stacks.stderr
+    assert stacks.stdout.strip().startswith("no stacks: no cloud backend is configured in ")
+    assert cli("stacks", "--json").stdout.strip() == "[]"
+    assert cli("down", "here").returncode == 0  # a finished local run: nothing to destroy
+
+
+def test_a_cloud_run_without_pulumi_still_says_pulumi(cli: Cli, project: Path) -> None:
+    """Where a stack is really touched, the missing tool is the problem, and said so."""
+    _without_pulumi(cli.env)
+    home = Path(cli.env["IACRUN_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.yml").write_text("backends:\n  aws: {regions: [us-east-1]}\n")
+    done = cli("stacks")
+    assert done.returncode == 1 and "the `pulumi` CLI is not on PATH" in done.stderr

@@ -98,3 +98,28 @@ def test_empty_sections_mean_their_defaults(tmp_path: Path) -> None:
     task = load_task(path)
     assert task.resources.render() == "cpu=2.. mem=8GB.. disk=100GB.."
     assert task.ports == [] and task.env == {}
+
+
+def test_an_unconfigured_backend_names_the_config_file_read(tmp_path: Path) -> None:
+    from iacrun.orchestrator.api import Orchestrator
+
+    home = tmp_path / "elsewhere"
+    home.mkdir()
+    with pytest.raises(InputError) as caught:
+        Orchestrator(home=home).backend("ssh")
+    assert str(caught.value) == f"backend 'ssh' is not configured in {home / 'config.yml'}"
+    with pytest.raises(InputError, match="unknown backend 'gcp'; known: aws, azure, local, ssh"):
+        Orchestrator(home=home).backend("gcp")
+
+
+def test_messages_name_the_config_file_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iacrun.orchestrator.backends.assemble import comparison_note
+    from iacrun.orchestrator.models.settings import Settings
+
+    note = comparison_note(Settings(), tmp_path)
+    assert note is not None and f"not configured in {tmp_path / 'config.yml'}:" in note
+    monkeypatch.setenv("IACRUN_HOME", str(Path.home() / "alt"))
+    note = comparison_note(Settings())
+    assert note is not None and "not configured in ~/alt/config.yml:" in note
