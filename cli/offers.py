@@ -40,7 +40,8 @@ HELP = """Show the offers a task could run on, cheapest first, with no cloud acc
 
 Requirements come from -f TASK.dstack.yml (and its profile) and/or the flags, which win.
 AWS and Azure offers come from the price catalog shipped with iacrun (refresh it with --refresh);
-backends not configured in ~/.iacrun/config.yml are shown for comparison unless --configured-only.
+backends not configured in config.yml ($IACRUN_HOME, default ~/.iacrun) are shown for
+comparison unless --configured-only.
 """
 
 

@@ -54,7 +54,11 @@ def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_or
     def stacks(json_out: Json = False) -> None:
         import json
 
-        rows = orchestrator().stacks()
+        orch = orchestrator()
+        if not orch.stacks_possible():
+            typer.echo("[]" if json_out else no_cloud_note())
+            return
+        rows = orch.stacks()
         if json_out:
             typer.echo(json.dumps([row_json(row) for row in rows], indent=2))
             return
@@ -77,6 +81,15 @@ def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_or
 
 
 # ----------------------------------------------------------------------------- stacks
+
+
+def no_cloud_note() -> str:
+    from iacrun.orchestrator.paths import shown_config_file
+
+    return (
+        f"no stacks: no cloud backend is configured in {shown_config_file()}, and only aws and "
+        "azure runs make stacks"
+    )
 
 
 def stacks_text(rows: Sequence[StackRow], now: float | None = None) -> str:

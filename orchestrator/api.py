@@ -33,6 +33,7 @@ from iacrun.orchestrator.backends.base import (
     backend_named,
 )
 from iacrun.orchestrator.errors import (
+    BackendError,
     IacrunError,
     NoOfferError,
     RunError,
@@ -120,7 +121,7 @@ class Orchestrator:
         return [*self._backends, *(b for b in shown if is_cloud(b.name) and b.name not in names)]
 
     def backend(self, name: str) -> Backend:
-        return backend_named(self.backends(), name)
+        return backend_named(self.backends(), name, config_file(self.home))
 
     def supervisor(self) -> Supervisor:
         """The state machine of runs, over this orchestrator's registry and backends."""
@@ -358,6 +359,10 @@ class Orchestrator:
         try:
             run = self.registry.get(name)
         except RunNotFoundError:
+            if not self.stacks_possible():  # then no stack to look for, and no pulumi needed
+                from iacrun.orchestrator.backends.stack_inventory import no_run_or_stack
+
+                raise no_run_or_stack(name, stacks=False) from None
             return self.destroy_stack(name)
         if run.active:
             run = self.stop(name, reason=reason)
@@ -367,15 +372,34 @@ class Orchestrator:
 
     def destroy_stack(self, stack_name: str) -> str:
         """Destroy and remove a stack that no recorded run owns (a leak `iacrun stacks` found)."""
+        from iacrun.orchestrator.backends.stack_inventory import no_run_or_stack
+
         engine = self.stack_engine()
         if stack_name not in engine.stack_names():
-            raise RunNotFoundError(f"no run or stack named {stack_name!r}; see iacrun ps -a")
+            raise no_run_or_stack(stack_name, stacks=True)
         engine.destroy(stack_name)
         return f"{stack_name}: stack destroyed and removed"
 
     # ------------------------------------------------------------------ stacks in the state backend
     # What `iacrun stacks` and `iacrun state` show: every stack with the run that owns it, leaks
     # flagged (see backends/stack_inventory.py), and one stack's resources and outputs.
+
+    def stacks_possible(self) -> bool:
+        """Whether iacrun may have stacks here: a cloud backend is configured, a state backend
+        is named, or the default one's folder exists (a cloud was used before). Only then do
+        `down`, `stacks` and `state` look for stacks, and need the `pulumi` CLI."""
+        if self._stack_engine_factory is not None or self._stack_engine is not None:
+            return True
+        from iacrun.orchestrator.backends.assemble import unconfigured_clouds
+        from iacrun.orchestrator.offers.model import CLOUDS
+        from iacrun.stacks.engine import default_state_dir
+
+        settings = self.settings
+        return (
+            len(unconfigured_clouds(settings)) < len(CLOUDS)
+            or settings.state.backend_url is not None
+            or default_state_dir(self.home).exists()
+        )
 
     def stack_engine(self) -> StackEngine:
         """The engine on the configured state backend (`state.backend_url`), made on first use;
@@ -391,17 +415,34 @@ class Orchestrator:
 
     def stacks(self) -> list[StackRow]:
         """Every stack in the state backend, sorted by name, with the run that owns it (if any);
-        `StackRow.leak` marks a stack no live run owns."""
+        `StackRow.leak` marks a stack no live run owns. None without `stacks_possible()`."""
         from iacrun.orchestrator.backends.stack_inventory import link_runs
 
+        if not self.stacks_possible():
+            return []
         return link_runs(self.stack_engine().list_stacks(), self.registry.runs(all_runs=True))
 
     def stack_state(self, run_or_stack: str) -> StackDetail:
         """The stack of the run called `run_or_stack`, else the stack of that name, with its run.
 
-        Raises RunNotFoundError when neither exists, BackendError when the run has no stack."""
-        from iacrun.orchestrator.backends.stack_inventory import StackDetail, find_stack
+        Raises RunNotFoundError when neither exists, BackendError when the run has no stack
+        (a local or SSH run never has one: said without asking the state backend)."""
+        from iacrun.orchestrator.backends.stack_inventory import (
+            StackDetail,
+            find_stack,
+            no_run_or_stack,
+            stackless_reason,
+        )
 
+        try:
+            run: RunRecord | None = self.registry.get(run_or_stack)
+        except RunNotFoundError:
+            run = None
+        reason = stackless_reason(run) if run is not None else None
+        if reason is not None:
+            raise BackendError(reason)
+        if run is None and not self.stacks_possible():
+            raise no_run_or_stack(run_or_stack, stacks=False)
         engine = self.stack_engine()
         run, stack_name = find_stack(run_or_stack, engine.stack_names(), self.registry)
         return StackDetail(state=engine.state(stack_name), run=run, backend_url=engine.backend_url)

@@ -13,6 +13,20 @@ def iacrun_home() -> Path:
     return path
 
 
+def shown_path(path: Path) -> str:
+    """`path` as messages show it: with `~` for the home folder when it lies under it."""
+    home = Path.home()
+    try:
+        return str(Path("~") / path.relative_to(home))
+    except ValueError:
+        return str(path)
+
+
+def shown_config_file(home: Path | None = None) -> str:
+    """The config file messages point to: `$IACRUN_HOME/config.yml`, shortened with `~`."""
+    return shown_path(config_file(home or iacrun_home()))
+
+
 def config_file(home: Path) -> Path:
     """`config.yml`: the backends, their regions and hosts, the state backend."""
     return home / "config.yml"

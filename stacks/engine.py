@@ -135,6 +135,12 @@ def install_cli(home: Path) -> str:
     return str(target)
 
 
+def default_state_dir(home: Path) -> Path:
+    """The folder of the default state backend (`file://`), used when no `backend_url` is set;
+    it exists once a stack engine has been made on it."""
+    return home / "state"
+
+
 @dataclass(frozen=True)
 class StackSummary:
     """A stack in the state backend."""
@@ -385,7 +391,7 @@ class StackEngine:
 
     def _backend_url(self, url: str | None) -> str:
         if not url:
-            state = self.home / "state"
+            state = default_state_dir(self.home)
             state.mkdir(parents=True, exist_ok=True, mode=0o700)
             return state.resolve().as_uri()
         if url.startswith("file://"):

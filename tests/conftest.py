@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import subprocess
 import sys
 import textwrap
@@ -122,7 +123,14 @@ def cli(tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     )
 
 
-def write_task(folder: Path, text: str, name: str = "task.dstack.yml") -> Path:
+def write_task(
+    folder: Path, text: str, name: str = "task.dstack.yml", *, typed: bool = True
+) -> Path:
+    """Write a task file; like dstack, iacrun needs `type: task`, added here unless the text has
+    a `type:` line of its own or `typed` is False (to test a file without it)."""
+    text = textwrap.dedent(text).lstrip()
+    if typed and not re.search(r"^type:", text, re.MULTILINE):
+        text = "type: task\n" + text
     path = folder / name
-    path.write_text(textwrap.dedent(text).lstrip())
+    path.write_text(text)
     return path

@@ -1,4 +1,4 @@
-"""The backends iacrun asks, made from `~/.iacrun/config.yml` in one place.
+"""The backends iacrun asks, made from `config.yml` (in `$IACRUN_HOME`) in one place.
 
 `make_backends` is what `Orchestrator.backends()` (and so `iacrun up`, `iacrun offers` and
 `iacrun up --dry-run`) uses: this machine unless `backends.local.enabled` is false, SSH hosts when
@@ -82,14 +82,17 @@ def unconfigured_clouds(settings: Settings) -> list[Cloud]:
     return out
 
 
-def comparison_note(settings: Settings) -> str | None:
-    """The note under a table that shows clouds `include_unconfigured` added; None if none."""
+def comparison_note(settings: Settings, home: Path | None = None) -> str | None:
+    """The note under a table that shows clouds `include_unconfigured` added; None if none.
+    It names the config file of `home` (default: iacrun's home), the one actually read."""
+    from iacrun.orchestrator.paths import shown_config_file
+
     clouds = unconfigured_clouds(settings)
     if not clouds:
         return None
     one = len(clouds) == 1
     return (
         f"{' and '.join(clouds)} {'is' if one else 'are'} not configured in "
-        f"~/.iacrun/config.yml: shown for comparison, `iacrun up` will not use "
+        f"{shown_config_file(home)}: shown for comparison, `iacrun up` will not use "
         f"{'it' if one else 'them'}"
     )

@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from iacrun.orchestrator.errors import InputError
 from iacrun.orchestrator.host.transport import Host
-from iacrun.orchestrator.models.requirements import Requirements
+from iacrun.orchestrator.models.requirements import BACKEND_NAMES, Requirements
 from iacrun.orchestrator.offers.model import Offer
+from iacrun.orchestrator.paths import config_file, iacrun_home, shown_path
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.registry import RunRecord
 
@@ -49,12 +52,16 @@ class Backend(ABC):
         """Give the machine back. Idempotent: calling it again, or for nothing, is no error."""
 
 
-def backend_named(backends: Iterable[Backend], name: str) -> Backend:
-    """The backend called `name`; an InputError when none is configured."""
+def backend_named(backends: Iterable[Backend], name: str, config: Path | None = None) -> Backend:
+    """The backend called `name`; an InputError when there is no such backend, or when
+    `config` (default: the home's config.yml) does not configure it."""
     for backend in backends:
         if backend.name == name:
             return backend
-    raise InputError(f"backend {name!r} is not configured; see ~/.iacrun/config.yml")
+    if name not in BACKEND_NAMES:
+        raise InputError(f"unknown backend {name!r}; known: {', '.join(BACKEND_NAMES)}")
+    where = shown_path(config or config_file(iacrun_home()))
+    raise InputError(f"backend {name!r} is not configured in {where}")
 
 
 @runtime_checkable

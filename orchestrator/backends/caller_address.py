@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 
 from iacrun.orchestrator.errors import BackendError
+from iacrun.orchestrator.paths import shown_config_file
 
 #: two services run by different companies, each answering with the caller's address as text
 SOURCES = ("https://checkip.amazonaws.com", "https://api.ipify.org")
@@ -42,21 +43,23 @@ def caller_address(
         except (OSError, ValueError) as exc:
             raise BackendError(
                 f"could not find this machine's public address ({url}: {_short(exc)}); "
-                + ASK_FOR_CIDRS
+                + ask_for_cidrs()
             ) from exc
     found = set(answers.values())
     if len(found) != 1:
         listed = ", ".join(f"{url} says {ip}" for url, ip in answers.items())
         raise BackendError(
-            f"this machine's public address is ambiguous ({listed}); " + ASK_FOR_CIDRS
+            f"this machine's public address is ambiguous ({listed}); " + ask_for_cidrs()
         )
     return found.pop()
 
 
-ASK_FOR_CIDRS = (
-    "set ssh_cidrs for the backend in ~/.iacrun/config.yml to the address (or block) your SSH "
-    "connections leave from"
-)
+def ask_for_cidrs() -> str:
+    """What to do when the address cannot be told: name the config file actually read."""
+    return (
+        f"set ssh_cidrs for the backend in {shown_config_file()} to the address (or block) your "
+        "SSH connections leave from"
+    )
 
 
 def _short(exc: BaseException) -> str:

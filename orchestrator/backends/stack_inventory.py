@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from iacrun.orchestrator.backends.stack_spec import stack_name_for
+from iacrun.orchestrator.errors import RunNotFoundError
+from iacrun.orchestrator.offers.model import is_cloud
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.registry import Registry, RunRecord
@@ -87,11 +89,24 @@ def _name(summary: StackSummary) -> str:
     return summary.name
 
 
+def no_run_or_stack(name: str, *, stacks: bool) -> RunNotFoundError:
+    """`down`/`state` of a name that is neither a run nor (where stacks may be) a stack."""
+    where = "iacrun ps -a and iacrun stacks" if stacks else "iacrun ps -a"
+    return RunNotFoundError(f"no run or stack named {name!r}; see {where}")
+
+
+def stackless_reason(run: RunRecord) -> str | None:
+    """Why `run` has no stack, known from the registry alone; None when it may have one."""
+    if run.stack_name or run.backend is None or is_cloud(run.backend):
+        return None  # a run not placed yet may be getting a cloud stack right now
+    return f"run {run.name!r} runs on the {run.backend} backend; it has no stack"
+
+
 def find_stack(
     name: str, stacks: Sequence[str], registry: Registry
 ) -> tuple[RunRecord | None, str]:
     """The run called `name` and its stack; else the stack called `name` and its run, if any."""
-    from iacrun.orchestrator.errors import BackendError, RunNotFoundError
+    from iacrun.orchestrator.errors import BackendError
 
     try:
         run: RunRecord | None = registry.get(name)
@@ -104,7 +119,7 @@ def find_stack(
     if name in stacks:
         return owners(registry.runs(all_runs=True)).get(name), name
     if run is None:
-        raise RunNotFoundError(f"no run and no stack named {name!r}; see iacrun stacks")
+        raise no_run_or_stack(name, stacks=True)
     raise BackendError(
         f"run {name} has no stack in the state backend (a local or SSH run has none, and a "
         "cloud run's stack is removed at teardown)"

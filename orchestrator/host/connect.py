@@ -40,6 +40,7 @@ from iacrun.orchestrator.errors import (
 )
 from iacrun.orchestrator.host.ssh import SSHTransport
 from iacrun.orchestrator.host.transport import Host
+from iacrun.orchestrator.paths import shown_config_file
 
 KEEPALIVE_SECONDS = 15.0
 KEEPALIVE_COUNT_MAX = 4
@@ -248,7 +249,7 @@ def _known_hosts(host: Host) -> Any:
             f"cannot check the host key of {where(host)}: {path} does not exist and no host_key "
             "is configured; iacrun never trusts a key on first use. Add the host's key with "
             f"ssh-keyscan -p {host.port} {host.address} >> {path} (after checking it), "
-            "or set host_key in ~/.iacrun/config.yml"
+            f"or set host_key in {shown_config_file()}"
         )
     return str(path)
 
@@ -347,7 +348,7 @@ async def _key_refused(host: Host) -> BackendError:
     return BackendError(
         f"host key of {label} is unknown: no entry in {path} (the host presented {shown}); "
         "refusing to connect. iacrun never trusts a key on first use: add the key to "
-        "known_hosts or set host_key in ~/.iacrun/config.yml"
+        f"known_hosts or set host_key in {shown_config_file()}"
     )
 
 

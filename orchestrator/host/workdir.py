@@ -11,6 +11,7 @@ import pathspec
 
 from iacrun.orchestrator.errors import InputError
 from iacrun.orchestrator.models.units import format_size_gb
+from iacrun.orchestrator.paths import shown_config_file
 
 IGNORE_FILES = (".gitignore", ".dstackignore")
 ALWAYS_IGNORED = (".git/",)
@@ -88,7 +89,7 @@ def pack(
                 raise InputError(
                     f"the working folder {root} is over the upload limit of "
                     f"{format_size_gb(limit_gb)}; add what the job does not need to "
-                    ".dstackignore, or raise upload_limit in ~/.iacrun/config.yml"
+                    f".dstackignore, or raise upload_limit in {shown_config_file()}"
                 )
             tar.add(str(path), arcname=rel, recursive=False)
             files += 1

@@ -18,6 +18,7 @@ from iacrun.orchestrator.models.taskfile import (
     ProfilesFile,
     TaskConfig,
 )
+from iacrun.orchestrator.models.validation import first_error, problem
 
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
@@ -53,11 +54,19 @@ class PositionedYaml:
         self.value_marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue  # a complex key: pydantic refuses it, without a position
                 key = key_node.value
-                self.key_marks[(*path, key)] = (
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
-                )
+                mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if (*path, key) in self.key_marks:
+                    # YAML keeps the last of two equal keys; a dstack user meant one of them
+                    raise ConfigError(
+                        f'key "{_render_loc((*path, key))}" repeats line '
+                        f"{self.key_marks[(*path, key)][0]}; keep one of them",
+                        file=self.file,
+                        line=mark[0],
+                    )
+                self.key_marks[(*path, key)] = mark
                 self._index(value_node, (*path, key))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
@@ -86,21 +95,10 @@ class PositionedYaml:
             raise self._translate(exc, model) from exc
 
     def _translate(self, exc: ValidationError, model: type[BaseModel]) -> ConfigError:
-        err = exc.errors()[0]
-        loc: Loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
-        kind = err["type"]
-        if kind == "extra_forbidden" and loc:
+        loc, err = first_error(exc)
+        if err["type"] == "extra_forbidden" and loc:
             return self.error(_unknown_field_message(model, loc), loc, at_key=True)
-        message = str(err["msg"])
-        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        if kind == "missing":
-            message = "is required"
-        elif kind == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            message = f"{err['input']!r} is not allowed; use one of {expected}"
-        elif kind.endswith("_type") or kind.endswith("_parsing"):
-            message = f"{message.lower()}, got {err['input']!r}"
-        return self.error(message, loc)
+        return self.error(problem(err), loc)
 
 
 def _nearest(marks: dict[Loc, tuple[int, int]], loc: Loc) -> tuple[int, int] | None:
@@ -178,7 +176,9 @@ def load_task(path: str | Path) -> TaskConfig:
             file=str(path),
         )
     doc = PositionedYaml(read_text(path, "task file"), str(path))
-    if isinstance(doc.data, dict) and doc.data.get("type", "task") != "task":
+    if isinstance(doc.data, dict) and "type" not in doc.data:
+        raise ConfigError('missing "type: task" (iacrun runs tasks)', file=str(path))
+    if isinstance(doc.data, dict) and doc.data.get("type") != "task":
         kind = doc.data.get("type")
         raise doc.error(
             f"type {kind!r} is not supported: iacrun runs dstack tasks (type: task)", ("type",)

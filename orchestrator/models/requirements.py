@@ -9,6 +9,8 @@ from pydantic import BaseModel
 from iacrun.orchestrator.models.resources import ResourcesSpec
 
 SpotPolicy = Literal["spot", "on-demand", "auto"]
+#: every backend iacrun has; `backends:` and `-b` name some of them
+BACKEND_NAMES = ("aws", "azure", "local", "ssh")
 
 
 class Requirements(BaseModel):

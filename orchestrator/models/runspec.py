@@ -9,13 +9,30 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
 
 from iacrun.orchestrator.errors import ConfigError, InputError
 from iacrun.orchestrator.models.requirements import Requirements, SpotPolicy
 from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
-from iacrun.orchestrator.models.taskfile import PortMapping, Profile, RetrySpec, TaskConfig
+from iacrun.orchestrator.models.taskfile import (
+    BackendName,
+    PortMapping,
+    Price,
+    Profile,
+    RetrySpec,
+    TaskConfig,
+    local_port_twice,
+    repeated_local_port,
+)
 from iacrun.orchestrator.models.units import parse_duration, parse_range
+from iacrun.orchestrator.models.validation import flag_error
+from iacrun.orchestrator.paths import shown_path
 
 _ARGS_RE = re.compile(r"\$\{\{\s*run\.args\s*\}\}")
 _ANY_EXPR_RE = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
@@ -32,14 +49,34 @@ class Overrides(BaseModel):
     memory: str | None = None
     disk: str | None = None
     spot_policy: SpotPolicy | None = None
-    max_price: float | None = None
+    max_price: Price | None = None
     max_duration: str | None = None
     retry: bool | None = None
     retry_duration: str | None = None
-    backends: list[str] | None = None
+    backends: list[BackendName] | None = None
     regions: list[str] | None = None
     instance_types: list[str] | None = None
     profile: str | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """A bad flag value is an InputError naming the flag, never pydantic's report."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise flag_error(exc, FLAGS) from None
+
+
+#: the `iacrun up` flag behind each Overrides field, for messages
+FLAGS = {
+    "name": "-n/--name",
+    "env": "-e/--env",
+    "ports": "--port",
+    "spot_policy": "--spot/--on-demand/--spot-auto",
+    "backends": "-b/--backend",
+    "regions": "-r/--region",
+}
 
 
 class RunSpec(BaseModel):
@@ -61,26 +98,45 @@ class RunSpec(BaseModel):
     args: list[str] = Field(default_factory=list)
 
 
-def profile_paths(repo_dir: Path) -> list[Path]:
-    return [repo_dir / ".dstack" / "profiles.yml", Path.home() / ".dstack" / "profiles.yml"]
+PROFILES_FILE = Path(".dstack") / "profiles.yml"
+
+
+def profile_paths(config_path: str | Path, cwd: Path | None = None) -> list[Path]:
+    """Where profiles are looked for, in this order: `.dstack/profiles.yml` in the current
+    folder, in the repository's root (the nearest folder above the task file holding `.git`),
+    in the task file's folder, then `~/.dstack/profiles.yml`; each folder once."""
+    task_folder = Path(config_path).resolve().parent
+    root = git_root(Path(config_path))
+    folders = [(cwd or Path.cwd()).resolve(), root, task_folder, Path.home()]
+    seen: dict[Path, None] = {}
+    for folder in folders:
+        if folder is not None:
+            seen.setdefault(folder, None)
+    return [folder / PROFILES_FILE for folder in seen]
+
+
+def git_root(config_path: Path) -> Path | None:
+    """The nearest folder above the task file that holds `.git`, if any."""
+    folder = config_path.resolve().parent
+    return next((c for c in (folder, *folder.parents) if (c / ".git").exists()), None)
 
 
 def repo_root(config_path: Path) -> Path:
     """The git repository holding the task file, or the task file's folder."""
-    folder = config_path.resolve().parent
-    for candidate in (folder, *folder.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return folder
+    return git_root(config_path) or config_path.resolve().parent
 
 
-def select_profile(profiles: Sequence[Profile], name: str | None) -> Profile | None:
+def select_profile(
+    profiles: Sequence[Profile], name: str | None, searched: Sequence[Path] = ()
+) -> Profile | None:
+    """The profile called `name`, else the first marked `default: true`, else None."""
     if name is not None:
         for profile in profiles:
             if profile.name == name:
                 return profile
         known = ", ".join(p.name for p in profiles) or "none"
-        raise InputError(f"no profile named {name!r} in .dstack/profiles.yml (known: {known})")
+        files = ", ".join(shown_path(p) for p in searched) or ".dstack/profiles.yml"
+        raise InputError(f"no profile named {name!r} (known: {known}); searched {files}")
     return next((p for p in profiles if p.default), None)
 
 
@@ -97,7 +153,8 @@ def build_run_spec(
     task = load_task(config_path)
     overrides = overrides or Overrides()
     repo = repo_root(config_path)
-    profile = select_profile(load_profiles(*profile_paths(repo)), overrides.profile)
+    searched = profile_paths(config_path)
+    profile = select_profile(load_profiles(*searched), overrides.profile, searched)
     environ = os.environ if environ is None else environ
 
     def pick(flag: Any, field: str) -> Any:
@@ -295,12 +352,43 @@ def _valid_env_name(key: str) -> bool:
 
 
 def merge_ports(task_ports: Sequence[PortMapping], flags: Sequence[str]) -> list[PortMapping]:
-    """`--port LOCAL:TASK` changes where a task port is reachable, or adds one."""
+    """`--port LOCAL:TASK` changes the local port a task port is reachable on. The task port must
+    be one of the task's `ports:`, and no local port may serve two task ports; both are refused
+    here, before anything is created (`up`, `up --dry-run` and `attach --port` all come here)."""
     ports = {p.container_port: p for p in task_ports}
+    listens = list(ports)
+    typed: dict[int, str] = {}  # task port → the flag that moved it
     for flag in flags:
+        shown = f"--port {flag.strip()}"
         try:
             mapping = PortMapping.parse(flag)
         except ValueError as exc:
-            raise InputError(f"--port {flag}: {exc}") from exc
+            raise InputError(f"{shown}: {exc}") from exc
+        if mapping.container_port not in ports:
+            raise InputError(_not_a_task_port(shown, mapping, listens))
         ports[mapping.container_port] = mapping
-    return list(ports.values())
+        typed[mapping.container_port] = shown
+    merged = list(ports.values())
+    twice = repeated_local_port(merged)
+    if twice is not None:
+        first, second = twice
+        flag = typed.get(second.container_port) or typed[first.container_port]
+        raise InputError(f"{flag}: {local_port_twice(first, second)}")
+    return merged
+
+
+def _not_a_task_port(typed: str, mapping: PortMapping, listens: Sequence[int]) -> str:
+    task = mapping.container_port
+    if not listens:
+        return f"{typed}: the task lists no ports; add ports: [{task}] to the task file"
+    local = (
+        "a free local port" if mapping.local_port is None else f"local port {mapping.local_port}"
+    )
+    ports = ", ".join(str(p) for p in listens)
+    text = (
+        f"{typed} forwards {local} to task port {task}, "
+        f"but the task listens on {ports} (ports: [{ports}])"
+    )
+    if mapping.local_port in listens:
+        return f"{text}; did you mean --port {task}:{mapping.local_port}?"
+    return f"{text}; add {task} to its ports or forward one of those"

@@ -13,6 +13,7 @@ def task_schema() -> dict[str, Any]:
     schema = TaskConfig.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "iacrun task (dstack .dstack.yml, type: task)"
+    schema["required"] = ["type"]  # as in dstack; load_task refuses a file without it
     return schema
 
 

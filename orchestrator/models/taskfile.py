@@ -5,10 +5,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from iacrun.orchestrator.models.common import CoreModel
-from iacrun.orchestrator.models.requirements import SpotPolicy
+from iacrun.orchestrator.models.requirements import BACKEND_NAMES, SpotPolicy
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.units import parse_duration
 
@@ -84,24 +92,60 @@ class PortMapping(CoreModel):
 
     @classmethod
     def parse(cls, value: Any) -> PortMapping:
+        """`6000`, `"8080:6000"` (LOCAL:TASK, as in dstack's code and Docker) or `"*:6000"`;
+        a ValueError of one line otherwise."""
         if isinstance(value, PortMapping):
             return value
+        local: int | None
+        task: int
         if isinstance(value, int) and not isinstance(value, bool):
-            return cls(local_port=value, container_port=value)
-        if isinstance(value, dict):
-            return cls.model_validate(value)
-        if isinstance(value, str):
-            text = value.strip()
-            if re.fullmatch(r"\d+", text):
-                return cls(local_port=int(text), container_port=int(text))
-            match = re.fullmatch(r"(\d+|\*):(\d+)", text)
-            if match:
-                local = None if match.group(1) == "*" else int(match.group(1))
-                return cls(local_port=local, container_port=int(match.group(2)))
-        raise ValueError(f'{value!r} is not a port; write it like 6000 or "8080:6000"')
+            local = task = value
+        elif isinstance(value, dict) and set(value) <= {"local_port", "container_port"}:
+            given_local, given_task = value.get("local_port"), value.get("container_port")
+            if not isinstance(given_task, int) or not isinstance(given_local, int | None):
+                raise ValueError(f'{value!r} is not a port mapping; write it like "8080:6000"')
+            local, task = given_local, given_task
+        elif isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+            local = task = int(value)
+        elif isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+|\*):(\d+)\s*", value)):
+            local = None if match.group(1) == "*" else int(match.group(1))
+            task = int(match.group(2))
+        else:
+            raise ValueError(f'{value!r} is not a port; write it like 6000 or "8080:6000"')
+        for port in (local, task):
+            if port is not None and not 1 <= port <= 65535:
+                raise ValueError(f"port {port} is out of range 1..65535")
+        return cls(local_port=local, container_port=task)
 
     def render(self) -> str:
         return f"{self.local_port or '*'}:{self.container_port}"
+
+
+def check_distinct_ports(ports: list[PortMapping]) -> None:
+    """Each task port once, and each local port for one task port only."""
+    tasks: set[int] = set()
+    for port in ports:
+        if port.container_port in tasks:
+            raise ValueError(f"port {port.container_port} is listed twice")
+        tasks.add(port.container_port)
+    twice = repeated_local_port(ports)
+    if twice is not None:
+        raise ValueError(local_port_twice(*twice))
+
+
+def repeated_local_port(ports: list[PortMapping]) -> tuple[PortMapping, PortMapping] | None:
+    """The first two mappings that take the same local port, if any."""
+    owner: dict[int, PortMapping] = {}
+    for port in ports:
+        if port.local_port is not None:
+            first = owner.setdefault(port.local_port, port)
+            if first is not port:
+                return first, port
+    return None
+
+
+def local_port_twice(first: PortMapping, second: PortMapping) -> str:
+    return f"local port {second.local_port} is used twice ({first.render()}, {second.render()})"
 
 
 Port = Annotated[
@@ -116,6 +160,13 @@ class RetrySpec(CoreModel):
 
     on_events: list[RetryEvent] = Field(default_factory=lambda: list(RETRY_EVENTS))
     duration: Duration = DEFAULT_RETRY_DURATION
+
+    @field_validator("on_events")
+    @classmethod
+    def _some_events(cls, value: list[RetryEvent]) -> list[RetryEvent]:
+        if not value:  # as in dstack: omitted means every event, empty is a mistake
+            raise ValueError("cannot be empty; omit it to retry on every event")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -164,14 +215,38 @@ EnvMap = Annotated[
 ]
 
 
+def _positive_price(value: float) -> float:
+    if not value > 0:
+        raise ValueError("a price per hour must be above 0")
+    return value
+
+
+def _known_backend(value: str) -> str:
+    if value not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {value!r}; known: {', '.join(BACKEND_NAMES)}")
+    return value
+
+
+#: a price in $/hour, above 0 (dstack's rule too)
+Price = Annotated[
+    float,
+    AfterValidator(_positive_price),
+    WithJsonSchema({"type": "number", "exclusiveMinimum": 0}),
+]
+#: one of iacrun's backends; whether it is configured is config.yml's business
+BackendName = Annotated[
+    str, AfterValidator(_known_backend), WithJsonSchema({"enum": list(BACKEND_NAMES)})
+]
+
+
 class ProfileFields(CoreModel):
     """Policies a task and a profile share; the task beats the profile, CLI flags beat both."""
 
     spot_policy: SpotPolicy | None = None
     retry: RetrySpec | None = None
     max_duration: OptionalDuration = None
-    max_price: float | None = Field(default=None, gt=0)
-    backends: list[str] | None = None
+    max_price: Price | None = None
+    backends: list[BackendName] | None = None
     regions: list[str] | None = None
     instance_types: list[str] | None = None
 
@@ -200,6 +275,20 @@ class TaskConfig(ProfileFields):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     nodes: int = Field(default=1, ge=1)
     stop_duration: Duration = 15
+
+    @field_validator("resources", "ports", "commands", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        """`resources:` with nothing under it means dstack's defaults, as in dstack."""
+        if value is not None:
+            return value
+        return {} if info.field_name == "resources" else []
+
+    @field_validator("ports")
+    @classmethod
+    def _distinct_ports(cls, ports: list[PortMapping]) -> list[PortMapping]:
+        check_distinct_ports(ports)
+        return ports
 
     @field_validator("name")
     @classmethod
@@ -242,11 +331,6 @@ class TaskConfig(ProfileFields):
             raise ValueError(
                 "a task with an image still needs commands; iacrun does not run image entrypoints"
             )
-        seen: set[int] = set()
-        for port in self.ports:
-            if port.container_port in seen:
-                raise ValueError(f"port {port.container_port} is listed twice")
-            seen.add(port.container_port)
         return self
 
 

@@ -16,6 +16,7 @@ from iacrun.orchestrator.errors import NoOfferError
 from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.units import format_price
 from iacrun.orchestrator.offers.model import Offer
+from iacrun.orchestrator.paths import shown_config_file
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.models.resources import ResourcesSpec
@@ -121,7 +122,7 @@ def collect_offers(
     notes = list(notes)
     missing = [n for n in req.backends or () if n not in {b.name for b in backends}]
     if missing:
-        notes.append(f"{_backends(missing)} not configured")
+        notes.append(f"{_backends(missing)} not configured in {shown_config_file()}")
     candidates: list[Offer] = []
     loose = relaxed(req)
     for backend in asked:
@@ -189,10 +190,14 @@ def _explain_resources(
 ) -> str:
     if asked is not None and not asked:
         if missing:
-            return f"no backend to ask for {need}: {_backends(missing)} not configured"
+            return (
+                f"no backend to ask for {need}: {_backends(missing)} not configured in "
+                f"{shown_config_file()}"
+            )
         return (
-            "no backend is configured: enable `local`, list `ssh` hosts or set up a cloud "
-            "in config.yml (`iacrun offers` without --configured-only compares cloud prices)"
+            "no backend is configured: enable `local`, list `ssh` hosts or set up a cloud in "
+            f"{shown_config_file()} (`iacrun offers` without --configured-only compares cloud "
+            "prices)"
         )
     where = f" on {', '.join(asked)}" if asked else ""
     if not shortfalls:

@@ -69,8 +69,9 @@ def main() -> None:
     env = dict(os.environ, IACRUN_HOME=str(work / "home"), HOME=str(work))
     project = work / "project"
     project.mkdir()
-    (project / "echo.dstack.yml").write_text("commands: ['echo hello']\n")
+    (project / "echo.dstack.yml").write_text("type: task\ncommands: ['echo hello']\n")
     (project / "lines.dstack.yml").write_text(
+        "type: task\n"
         "commands:\n"
         "  - seq -f 'line-%07g of the benchmark log, padded to a useful length' 1 1000000\n"
     )

@@ -13,18 +13,18 @@ CASES = [
     (
         "unknown",
         "comands:\n  - echo\n",
-        r":1:1: comands: unknown field 'comands' — did you mean 'commands'\?",
+        r":2:1: comands: unknown field 'comands' — did you mean 'commands'\?",
     ),
     (
         "nested",
         "commands: [x]\nresources:\n  gpu:\n    nmae: A100\n",
-        r":4:5: resources\.gpu\.nmae: .*did you mean 'name'",
+        r":5:5: resources\.gpu\.nmae: .*did you mean 'name'",
     ),
-    ("type", "commands: echo hi\n", r":1:11: commands: input should be a valid list"),
+    ("type", "commands: echo hi\n", r":2:11: commands: input should be a valid list"),
     (
         "inverted",
         "commands: [x]\nresources:\n  memory: 64GB..8GB\n",
-        r":3:11: resources\.memory: .*inverted.*write 8GB\.\.64GB",
+        r":4:11: resources\.memory: .*inverted.*write 8GB\.\.64GB",
     ),
     (
         "python+image",
@@ -45,14 +45,60 @@ CASES = [
     ("nodes", "commands: [x]\nnodes: 2\n", r"multi-node tasks"),
     ("expr", "commands: ['echo ${{ secrets.x }}']\n", r"unknown expression"),
     ("env", "commands: [x]\nenv: [NOT_SET_ANYWHERE_42]\n", r"env NOT_SET_ANYWHERE_42 has no value"),
+    (
+        "untyped",
+        "commands: [x]\n",
+        r'^error: task\.dstack\.yml: missing "type: task" \(iacrun runs tasks\)$',
+    ),
+    (
+        "duplicate",
+        "env: [A=1]\ncommands: [x]\nenv: [B=2]\n",
+        r'^error: task\.dstack\.yml:4: key "env" repeats line 2; keep one of them$',
+    ),
+    (
+        "duplicate-nested",
+        "commands: [x]\nresources:\n  gpu: A100\n  gpu: H100\n",
+        r'task\.dstack\.yml:5: key "resources\.gpu" repeats line 4',
+    ),
+    (
+        "port-range",
+        "commands: [x]\nports: [70000]\n",
+        r":3:\d+: ports\[0\]: port 70000 is out of range 1\.\.65535$",
+    ),
+    (
+        "port-mapping-range",
+        "commands: [x]\nports: ['0:6000']\n",
+        r"ports\[0\]: port 0 is out of range 1\.\.65535, got '0:6000'$",
+    ),
+    (
+        "max-price",
+        "commands: [x]\nmax_price: -1\n",
+        r":3:12: max_price: a price per hour must be above 0, got -1$",
+    ),
+    (
+        "retry-events",
+        "commands: [x]\nretry:\n  on_events: []\n",
+        r"retry\.on_events: cannot be empty; omit it to retry on every event",
+    ),
+    (
+        "backend",
+        "commands: [x]\nbackends: [aws, gcp]\n",
+        r"backends\[1\]: unknown backend 'gcp'; known: aws, azure, local, ssh$",
+    ),
+    (
+        "local-port-twice",
+        "commands: [x]\nports: ['7000:6000', '7000:6001']\n",
+        r":3:\d+: ports: local port 7000 is used twice \(7000:6000, 7000:6001\)$",
+    ),
 ]
+UNTYPED = {"yaml", "empty", "list", "untyped"}
 
 
 @pytest.mark.parametrize(("case", "text", "pattern"), CASES, ids=[c[0] for c in CASES])
 def test_bad_task_file_is_one_line(
     cli: Cli, project: Path, case: str, text: str, pattern: str
 ) -> None:
-    write_task(project, text)
+    write_task(project, text, typed=case not in UNTYPED)
     done = cli("up", "-y", "task.dstack.yml")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -130,3 +176,86 @@ def test_a_cloud_without_credentials_is_one_line_and_records_nothing(
     assert len(lines) == 1 and lines[0].startswith("error: no AWS credentials found")
     assert "Traceback" not in done.stderr
     assert cli("ps", "-a", "--json").stdout.strip() == "[]"
+
+
+def test_bad_flag_values_are_one_line_naming_the_flag(cli: Cli, project: Path) -> None:
+    write_task(project, "commands: [x]\nports: [6000, 6001]\n")
+    for args, expected in (
+        (["--port", "70000:6000"], "error: --port 70000:6000: port 70000 is out of range 1..65535"),
+        (["--max-price", "-1"], "error: --max-price -1: a price per hour must be above 0"),
+        (["--max-price", "0"], "error: --max-price 0: a price per hour must be above 0"),
+        (
+            ["-b", "gcp"],
+            "error: -b/--backend gcp: unknown backend 'gcp'; known: aws, azure, local, ssh",
+        ),
+        (
+            ["--port", "7000:6000", "--port", "7000:6001"],
+            "error: --port 7000:6001: local port 7000 is used twice (7000:6000, 7000:6001)",
+        ),
+    ):
+        done = cli("up", "-y", "--dry-run", *args, "task.dstack.yml")
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.strip() == expected, args
+    assert cli("ps", "-a", "--json").stdout.strip() == "[]"
+
+
+def test_a_swapped_port_mapping_is_refused_before_anything_runs(cli: Cli, project: Path) -> None:
+    """dstack's docs read `--port 6000:6001` as task 6000 → local 6001; iacrun (like dstack's
+    code and Docker) reads LOCAL:TASK, so the literal example would forward to a dead port."""
+    write_task(project, "commands: ['sleep 30']\nports: [6000]\n")
+    done = cli("up", "-y", "--port", "6000:6001", "task.dstack.yml")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: --port 6000:6001 forwards local port 6000 to task port 6001, but the task "
+        "listens on 6000 (ports: [6000]); did you mean --port 6001:6000?"
+    )
+    other = cli("up", "-y", "--port", "8080:7000", "task.dstack.yml")
+    assert other.returncode == 2
+    assert other.stderr.strip() == (
+        "error: --port 8080:7000 forwards local port 8080 to task port 7000, but the task "
+        "listens on 6000 (ports: [6000]); add 7000 to its ports or forward one of those"
+    )
+    assert cli("ps", "-a", "--json").stdout.strip() == "[]"
+
+
+def test_empty_resources_mean_the_defaults(cli: Cli, project: Path) -> None:
+    write_task(project, "commands: [x]\nresources:\n")
+    done = cli("up", "-y", "--dry-run", "task.dstack.yml")
+    assert done.returncode == 0, done.stderr
+    assert "cpu=2.. mem=8GB.. disk=100GB.." in done.stdout
+
+
+def _without_pulumi(env: dict[str, str]) -> None:
+    import shutil
+
+    keep = [d for d in env["PATH"].split(":") if not shutil.which("pulumi", path=d)]
+    env["PATH"] = ":".join(keep)
+
+
+def test_stack_commands_without_a_cloud_need_no_pulumi(cli: Cli, project: Path) -> None:
+    _without_pulumi(cli.env)
+    down = cli("down", "nosuchrun")
+    assert down.returncode == 1
+    assert down.stderr.strip() == "error: no run or stack named 'nosuchrun'; see iacrun ps -a"
+    write_task(project, "commands: [echo hi]\n")
+    assert cli("up", "-y", "-n", "here", "task.dstack.yml").returncode == 0
+    state = cli("state", "here")
+    assert state.returncode == 1
+    assert state.stderr.strip() == "error: run 'here' runs on the local backend; it has no stack"
+    missing = cli("state", "nosuchrun")
+    assert missing.stderr.strip() == "error: no run or stack named 'nosuchrun'; see iacrun ps -a"
+    stacks = cli("stacks")
+    assert stacks.returncode == 0, stacks.stderr
+    assert stacks.stdout.strip().startswith("no stacks: no cloud backend is configured in ")
+    assert cli("stacks", "--json").stdout.strip() == "[]"
+    assert cli("down", "here").returncode == 0  # a finished local run: nothing to destroy
+
+
+def test_a_cloud_run_without_pulumi_still_says_pulumi(cli: Cli, project: Path) -> None:
+    """Where a stack is really touched, the missing tool is the problem, and said so."""
+    _without_pulumi(cli.env)
+    home = Path(cli.env["IACRUN_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.yml").write_text("backends:\n  aws: {regions: [us-east-1]}\n")
+    done = cli("stacks")
+    assert done.returncode == 1 and "the `pulumi` CLI is not on PATH" in done.stderr

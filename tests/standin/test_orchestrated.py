@@ -50,12 +50,12 @@ def write_project(folder: Path, port: int) -> Path:
     (folder / "serve.py").write_text(SERVE)
     task = folder / "web.dstack.yml"
     task.write_text(
+        "type: task\n"
         "commands:\n"
         "  - 'echo \"greeting: $GREETING, args: ${{ run.args }}\"'\n"
         "  - python3 serve.py\n"
         f"env: [GREETING=hi, PORT={port}]\n"
         f"ports: [{port}]\n"
-        "backends: [standin]\n"
     )
     return task
 

@@ -17,6 +17,7 @@ from iacrun.orchestrator.backends.azure import AzureBackend
 from iacrun.orchestrator.backends.local import LocalBackend
 from iacrun.orchestrator.backends.ssh import SSHBackend
 from iacrun.orchestrator.models.settings import Settings
+from iacrun.orchestrator.paths import shown_config_file
 from iacrun.orchestrator.registry import Registry
 
 
@@ -39,7 +40,7 @@ def test_configured_clouds_are_narrowed_and_the_others_noted(runs_root: Path) ->
     assert isinstance(by_name["azure"], AzureBackend) and by_name["azure"].regions is None
     assert unconfigured_clouds(settings) == ["azure"]
     assert comparison_note(settings) == (
-        "azure is not configured in ~/.iacrun/config.yml: shown for comparison, "
+        f"azure is not configured in {shown_config_file()}: shown for comparison, "
         "`iacrun up` will not use it"
     )
     configured = make_backends(settings, runs_root)
@@ -50,7 +51,7 @@ def test_with_no_cloud_configured_both_are_noted_together() -> None:
     assert comparison_note(Settings()) == (
         "aws and azure are not configured in ~/.iacrun/config.yml: shown for comparison, "
         "`iacrun up` will not use them"
-    )
+    )  # the conftest's IACRUN_HOME is ~/.iacrun of a temporary HOME
     both = Settings.model_validate({"backends": {"aws": {}, "azure": {}}})
     assert unconfigured_clouds(both) == [] and comparison_note(both) is None
 

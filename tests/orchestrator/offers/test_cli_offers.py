@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from iacrun.cli import offers as offers_cli
+from iacrun.orchestrator.paths import shown_config_file
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def test_gpu_80gb_shows_both_clouds_cheapest_first_with_notes(app: typer.Typer) 
     assert lines[0].split() == ["#", "BACKEND", "REGION", "INSTANCE", "RESOURCES", "SPOT", "PRICE"]
     assert "1xA100 (80GB), 100GB disk" in out and "1xH100 (80GB)" in out
     assert "p5.4xlarge" in out and "Standard_NC24ads_A100_v4" in out
-    assert "aws and azure are not configured in ~/.iacrun/config.yml" in out
+    assert f"aws and azure are not configured in {shown_config_file()}" in out
     assert "prices: aws as of 2025-06-01 (shipped), azure as of 2024-05-01 (shipped)" in out
     prices = [
         float(line.split("$")[-1]) for line in lines[1:] if "$" in line and line[:1].isdigit()

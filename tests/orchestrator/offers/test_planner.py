@@ -14,6 +14,7 @@ from iacrun.orchestrator.offers.plan import (
     describe_need,
     policy_filter,
 )
+from iacrun.orchestrator.paths import shown_config_file
 
 
 def req(**kw: object) -> Requirements:
@@ -125,7 +126,7 @@ def test_backends_filter_and_unconfigured_backends() -> None:
         collect_offers([a], req(backends=["gcp"]))
     plan = collect_offers([a, Fixed("b", [offer("b", 0.1)])], req(backends=["a", "gcp"]))
     assert [o.backend for o in plan.offers] == ["a"]
-    assert plan.notes == ["backend gcp is not configured"]
+    assert plan.notes == [f"backend gcp is not configured in {shown_config_file()}"]
 
 
 def test_only_unavailable_offers() -> None:
