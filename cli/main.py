@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -320,6 +321,22 @@ def _names(names: list[str] | None, all_runs: bool) -> list[str]:
     return names
 
 
+def _each(names: list[str], act: Callable[[str], str]) -> None:
+    """`act` on every name, in order: one that fails is reported (one line) and the others
+    are still acted on; the exit code is the first failure's."""
+    from iacrun.orchestrator.errors import IacrunError
+
+    code = 0
+    for name in names:
+        try:
+            typer.echo(act(name))
+        except IacrunError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            code = code or exc.exit_code
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command(cls=Command, help="Stop runs and tear down their machines. Safe to repeat.")
 def stop(
     runs: Annotated[
@@ -330,9 +347,12 @@ def stop(
     from iacrun.orchestrator.api import Orchestrator
 
     orch = Orchestrator()
-    for name in _names(runs, all_runs):
+
+    def act(name: str) -> str:
         run = orch.stop(name)
-        typer.echo(f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else ""))
+        return f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else "")
+
+    _each(_names(runs, all_runs), act)
 
 
 @app.command(
@@ -351,8 +371,7 @@ def down(
     from iacrun.orchestrator.api import Orchestrator
 
     orch = Orchestrator()
-    for name in _names(runs, all_runs):
-        typer.echo(orch.down(name))
+    _each(_names(runs, all_runs), orch.down)
 
 
 def _register_groups() -> None:

@@ -47,7 +47,7 @@ from iacrun.orchestrator.host.runner_client import (
     stop_job,
 )
 from iacrun.orchestrator.host.transport import Host
-from iacrun.orchestrator.models.names import generate_name
+from iacrun.orchestrator.models.names import generate_name, run_name_problem
 from iacrun.orchestrator.paths import config_file, iacrun_home, registry_file, runs_dir
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord, name_taken
 
@@ -236,6 +236,8 @@ class Orchestrator:
         supervisor stops an expired or stopped job, tears down, or goes on watching."""
         if not run.active or run.supervisor_pid is None or _alive(run.supervisor_pid):
             return run
+        if self.broken(run) is not None:
+            return run  # shown as it is; `stop` settles it
         if self.registry.claim_supervisor(run.id, run.supervisor_pid, os.getpid()):
             self._spawn_supervisor(run, resume=True)
         return self.registry.get_by_id(run.id)
@@ -330,6 +332,9 @@ class Orchestrator:
         run = self.request_stop(name, reason=reason)
         if not run.active:
             return run
+        broken = self.broken(run)
+        if broken is not None and not self.supervised(run):
+            return self._settle_broken(run, reason, broken)
         run = self.wait_stopped(run, wait)
         if not run.active:
             return run
@@ -350,6 +355,38 @@ class Orchestrator:
         if final.active:
             raise RunError(f"{name}: {final.reason}")
         return final
+
+    def broken(self, run: RunRecord) -> str | None:
+        """Why a run's row cannot be acted on as usual (a bad name, a folder outside iacrun's
+        runs folder or missing), or None. Such a row was written by an older version or by
+        hand; it is settled on its own (`_settle_broken`), never followed into its folder."""
+        problem = run_name_problem(run.name)
+        if problem is not None:
+            return problem
+        folder = Path(run.local_dir)
+        if folder.resolve().parent != self.runs_root.resolve():
+            return f"its folder {run.local_dir!r} is not under {self.runs_root}"
+        if not folder.is_dir():
+            return f"its folder {run.local_dir} is missing"
+        return None
+
+    def _settle_broken(self, run: RunRecord, reason: str, problem: str) -> RunRecord:
+        """Close a broken row without touching its folder: what it created in a cloud is
+        destroyed through its stack (idempotent), nothing is written on disk."""
+        if run.stack_name and run.backend:
+            try:
+                self.backend(run.backend).terminate(run)
+            except IacrunError as exc:
+                self.registry.update(run.id, reason=f"teardown failed: {exc}")
+                return self.registry.get_by_id(run.id)
+        self.registry.transition(
+            run.id,
+            ACTIVE_STATUSES,
+            status="terminated",
+            reason=f"{reason}; its registry row is broken: {problem}",
+            finished_at=time.time(),
+        )
+        return self.registry.get_by_id(run.id)
 
     def down(self, name: str, *, reason: str = "stopped by user") -> str:
         """Stop a run and destroy what it created; or destroy a leftover stack of that name.

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 
 from iacrun.orchestrator.errors import RunNameTakenError, RunNotFoundError
 from iacrun.orchestrator.host.transport import Host
+from iacrun.orchestrator.models.names import check_run_name
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.offers.model import Offer
 
@@ -267,7 +268,9 @@ class Registry:
         self._conn.execute("COMMIT")
 
     def create(self, name: str, spec: RunSpec, local_dir_root: Path) -> RunRecord:
-        """Record a new run as `submitted`; a name already active is refused."""
+        """Record a new run as `submitted`; a name already active, or one that breaks the rule
+        of names (it becomes a folder and a stack name), is refused."""
+        check_run_name(name)
         now = time.time()
         try:
             with self._write() as db:

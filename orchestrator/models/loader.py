@@ -24,6 +24,12 @@ M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 TASK_SUFFIX = ".dstack.yml"
+#: the largest task, profiles or config file read (a real one is a few kilobytes)
+MAX_FILE_BYTES = 1 << 20
+#: the most values a document may hold once its aliases are expanded (a real file: hundreds)
+MAX_EXPANDED_NODES = 50_000
+#: the deepest nesting of mappings and lists a document may have
+MAX_DEPTH = 64
 
 
 class PositionedYaml:
@@ -35,6 +41,8 @@ class PositionedYaml:
         self.value_marks: dict[Loc, tuple[int, int]] = {}
         try:
             node = yaml.compose(text, Loader=_Loader)
+            if node is not None:
+                _check_bounded(node, file)  # before anything is expanded or constructed
             self.data: Any = yaml.load(text, Loader=_Loader) if node is not None else None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
@@ -101,6 +109,66 @@ class PositionedYaml:
         return self.error(problem(err), loc)
 
 
+def _check_bounded(root: yaml.Node, file: str) -> None:
+    """Refuse a document whose aliases would expand past MAX_EXPANDED_NODES values, that nests
+    deeper than MAX_DEPTH, or that refers to itself: measured on the composed graph, where each
+    anchored node is held once, so the check costs what the file's text does (an alias bomb of
+    500 bytes expands to hundreds of millions of values; it is never expanded)."""
+    sizes: dict[int, int] = {}  # id(node) → values under it, aliases expanded
+    depths: dict[int, int] = {}  # id(node) → how deep it nests
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            kids = _children(node)
+            sizes[key] = 1 + sum(sizes[id(k)] for k in kids)
+            depths[key] = 1 + max((depths[id(k)] for k in kids), default=0)
+            if sizes[key] > MAX_EXPANDED_NODES:
+                raise _refuse(
+                    f"aliases expand to more than {MAX_EXPANDED_NODES} values; "
+                    "write the values out or use fewer aliases",
+                    node,
+                    file,
+                )
+            if depths[key] > MAX_DEPTH:
+                raise _refuse(
+                    f"values are nested deeper than {MAX_DEPTH} levels; flatten the file",
+                    node,
+                    file,
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise _refuse("an alias refers to itself (a recursive anchor); remove it", node, file)
+        on_path.add(key)
+        stack.append((node, True))
+        for kid in _children(node):
+            if id(kid) in on_path:
+                raise _refuse(
+                    "an alias refers to itself (a recursive anchor); remove it", kid, file
+                )
+            if id(kid) not in sizes:
+                stack.append((kid, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _refuse(message: str, node: yaml.Node, file: str) -> ConfigError:
+    return ConfigError(
+        message, file=file, line=node.start_mark.line + 1, column=node.start_mark.column + 1
+    )
+
+
 def _nearest(marks: dict[Loc, tuple[int, int]], loc: Loc) -> tuple[int, int] | None:
     while loc:
         loc = loc[:-1]
@@ -156,8 +224,18 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def read_text(path: Path, what: str) -> str:
+    """The file's text; one that is larger than MAX_FILE_BYTES is refused without being read
+    whole (a FIFO or a growing file included: at most one byte past the limit is read)."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"the {what} is larger than {MAX_FILE_BYTES // 1024} KiB; "
+                "is it the right file?",
+                file=str(path),
+            )
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"no such {what}; check the path", file=str(path)) from None
     except IsADirectoryError:

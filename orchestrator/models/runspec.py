@@ -14,10 +14,12 @@ from pydantic import (
     Field,
     ValidationError,
     ValidatorFunctionWrapHandler,
+    field_validator,
     model_validator,
 )
 
 from iacrun.orchestrator.errors import ConfigError, InputError
+from iacrun.orchestrator.models.names import run_name_problem
 from iacrun.orchestrator.models.requirements import Requirements, SpotPolicy
 from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.taskfile import (
@@ -57,6 +59,14 @@ class Overrides(BaseModel):
     regions: list[str] | None = None
     instance_types: list[str] | None = None
     profile: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        problem = None if value is None else run_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="wrap")
     @classmethod

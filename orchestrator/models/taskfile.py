@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from iacrun.orchestrator.models.common import CoreModel
+from iacrun.orchestrator.models.names import run_name_problem
 from iacrun.orchestrator.models.requirements import BACKEND_NAMES, SpotPolicy
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.units import parse_duration
@@ -24,7 +25,6 @@ PYTHON_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 RetryEvent = Literal["no-capacity", "interruption", "error"]
 RETRY_EVENTS: tuple[RetryEvent, ...] = ("no-capacity", "interruption", "error")
 DEFAULT_RETRY_DURATION = 3600
-RUN_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
 #: dstack task fields iacrun knows but does not support; naming them beats "unknown field".
 UNSUPPORTED_DSTACK_FIELDS = {
@@ -293,11 +293,9 @@ class TaskConfig(ProfileFields):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str | None) -> str | None:
-        if value is not None and not RUN_NAME_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid run name; use lowercase letters, digits and dashes, "
-                "starting with a letter (at most 41 characters)"
-            )
+        problem = None if value is None else run_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("python", mode="before")

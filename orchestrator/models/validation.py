@@ -50,8 +50,12 @@ def flag_error(exc: ValidationError, flags: Mapping[str, str]) -> InputError:
     field = str(loc[0]) if loc else ""
     flag = flags.get(field, f"--{field.replace('_', '-')}")
     value: Any = err.get("input")
-    shown = "" if isinstance(value, dict) else f" {_typed(value)}"
-    return InputError(f"{flag}{shown}: {problem(err, with_value=False)}")
+    message = problem(err, with_value=False)
+    # a value the message starts by quoting (as repr: a newline in it stays on the line) is not
+    # shown twice
+    quoted = isinstance(value, str) and message.startswith(repr(value))
+    shown = "" if isinstance(value, dict) or quoted else f" {_typed(value)}"
+    return InputError(f"{flag}{shown}: {message}")
 
 
 def _typed(value: Any) -> str:
