@@ -150,6 +150,8 @@ def up(
     from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
 
     file, task_args = _task_file(file, file_option, list(args or []))
+    if max_offers < 1:
+        raise _fail(f"--max-offers {max_offers}: show at least 1 offer", 2)
     if sum((spot, on_demand, spot_auto)) > 1:
         raise _fail("choose one of --spot, --on-demand and --spot-auto", 2)
     policy = "spot" if spot else "on-demand" if on_demand else "auto" if spot_auto else None
@@ -177,6 +179,8 @@ def up(
     orch = Orchestrator()
     if spec.run_name is not None:
         orch.ensure_name_free(spec.run_name)
+    if not dry_run:
+        orch.check_upload(spec)
     if dry_run:
         plan, created = orch.dry_run(spec)
         typer.echo(plan_text(spec) + "\n")

@@ -98,6 +98,8 @@ def offers(
     try:
         if sum((spot, on_demand, spot_auto)) > 1:
             raise InputError("choose one of --spot, --on-demand and --spot-auto")
+        if max_offers < 1:
+            raise InputError(f"--max-offers {max_offers}: show at least 1 offer")
         policy: SpotPolicy | None = (
             "spot" if spot else "on-demand" if on_demand else "auto" if spot_auto else None
         )

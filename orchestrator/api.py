@@ -35,6 +35,7 @@ from iacrun.orchestrator.backends.base import (
 from iacrun.orchestrator.errors import (
     BackendError,
     IacrunError,
+    InputError,
     NoOfferError,
     RunError,
     RunNotFoundError,
@@ -47,6 +48,7 @@ from iacrun.orchestrator.host.runner_client import (
     stop_job,
 )
 from iacrun.orchestrator.host.transport import Host
+from iacrun.orchestrator.host.workdir import check_upload_size
 from iacrun.orchestrator.models.names import generate_name, run_name_problem
 from iacrun.orchestrator.paths import config_file, iacrun_home, registry_file, runs_dir
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord, name_taken
@@ -169,6 +171,11 @@ class Orchestrator:
         if run.active:
             raise name_taken(name)
 
+    def check_upload(self, spec: RunSpec) -> int:
+        """The bytes the run will ship; an InputError when that is over `upload_limit`, said
+        before anything is recorded or created (the supervisor packs the same files later)."""
+        return check_upload_size(Path(spec.repo_dir), self.settings.upload_limit_gb, (self.home,))
+
     def submit(self, spec: RunSpec, plan: OfferPlan, *, supervise: bool = True) -> RunRecord:
         """Record the run, then hand it to a detached supervisor that provisions and watches it."""
         offers = self.ready_offers(o for o in plan.offers if o.available)
@@ -176,6 +183,7 @@ class Orchestrator:
             offers = list(plan.offers)  # none available now: the supervisor waits for one
         elif not offers:
             raise NoOfferError("no offer is available")
+        self.check_upload(spec)
         name = spec.run_name or generate_name(self.registry.names_in_use)
         spec = spec.model_copy(update={"run_name": name})
         run = self.registry.create(name, spec, self.runs_root)
@@ -280,6 +288,8 @@ class Orchestrator:
         offset: int = 0,
         follow: bool = False,
     ) -> tuple[int, RunRecord]:
+        if offset < 0:
+            raise InputError(f"--offset {offset}: a byte offset is 0 or more")
         run = self.registry.get(name)
         host = run.host
         if host is None or (not run.active and host.kind != "local"):

@@ -9,8 +9,8 @@ cloud-init, before sshd starts (init stage):
 - arms the self-destruct timer (`bootcmd`, every boot): a transient systemd timer that runs
   `iacrun-guard destroy` then powers off, `max_duration + margin` after boot (with a max_duration);
 - writes, under ``RUN_DIR`` (/opt/iacrun/run): ``runner.py``, ``job.json`` (the job WITHOUT its
-  env values: user data is readable by anyone on the machine through the metadata service, so
-  iacrun writes the full job.json over SSH), ``job.sh``; and the guard, the setup script and the
+  env values and arguments: user data is readable by anyone on the machine through the metadata
+  service, so iacrun writes the full job.json over SSH), ``job.sh``; and the guard, the setup script and the
   systemd units.
 
 cloud-init, final stage (`runcmd`, quick: no packages are installed by cloud-init itself):
@@ -252,8 +252,10 @@ def vm_files(spec: StackSpec, layout: VmLayout | None = None) -> list[VmFile]:
 
 
 def vm_job(spec: StackSpec) -> dict[str, Any]:
-    """job.json as cloud-init writes it: the job without its env values (iacrun writes those)."""
-    return {**spec.job, "env": {}}
+    """job.json as cloud-init writes it: the job without its env values and its arguments
+    (iacrun writes those over SSH; the commands only refer to the arguments, see
+    models/runargs.py)."""
+    return {**spec.job, "env": {}, "args": []}
 
 
 def guard_config(spec: StackSpec, layout: VmLayout) -> dict[str, Any]:

@@ -43,6 +43,7 @@ def build_job(name: str, spec: RunSpec, host: Host) -> dict[str, Any]:
     return {
         "run_name": name,
         "commands": spec.commands,
+        "args": spec.args,
         "env": spec.env,
         "working_dir": spec.working_dir or ".",
         "python": spec.python,

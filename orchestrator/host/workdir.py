@@ -86,12 +86,28 @@ def pack(
             if total > limit:
                 tar.close()
                 tmp.unlink(missing_ok=True)
-                raise InputError(
-                    f"the working folder {root} is over the upload limit of "
-                    f"{format_size_gb(limit_gb)}; add what the job does not need to "
-                    f".dstackignore, or raise upload_limit in {shown_config_file()}"
-                )
+                raise _over_limit(root, limit_gb)
             tar.add(str(path), arcname=rel, recursive=False)
             files += 1
     os.replace(tmp, archive)
     return files, total
+
+
+def check_upload_size(root: Path, limit_gb: float, exclude: tuple[Path, ...] = ()) -> int:
+    """The bytes `pack` would ship from `root`; the same InputError as `pack` when that is
+    over the limit. Run before a run is recorded, so that no machine is created for nothing."""
+    limit = int(limit_gb * 1024**3)
+    total = 0
+    for path, _rel in iter_files(root, exclude):
+        total += path.lstat().st_size
+        if total > limit:
+            raise _over_limit(root, limit_gb)
+    return total
+
+
+def _over_limit(root: Path, limit_gb: float) -> InputError:
+    return InputError(
+        f"the working folder {root} is over the upload limit of "
+        f"{format_size_gb(limit_gb)}; add what the job does not need to "
+        f".dstackignore, or raise upload_limit in {shown_config_file()}"
+    )

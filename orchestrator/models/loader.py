@@ -231,8 +231,7 @@ def read_text(path: Path, what: str) -> str:
             data = f.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             raise ConfigError(
-                f"the {what} is larger than {MAX_FILE_BYTES // 1024} KiB; "
-                "is it the right file?",
+                f"the {what} is larger than {MAX_FILE_BYTES // 1024} KiB; is it the right file?",
                 file=str(path),
             )
         return data.decode("utf-8")

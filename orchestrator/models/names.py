@@ -31,6 +31,7 @@ def check_run_name(name: str, flag: str | None = None) -> str:
         raise InputError(f"{flag}: {problem}" if flag else problem)
     return name
 
+
 ADJECTIVES = [
     "brave",
     "calm",

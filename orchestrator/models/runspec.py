@@ -22,7 +22,9 @@ from iacrun.orchestrator.errors import ConfigError, InputError
 from iacrun.orchestrator.models.names import run_name_problem
 from iacrun.orchestrator.models.requirements import Requirements, SpotPolicy
 from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
+from iacrun.orchestrator.models.runargs import ARGS_RE, substitute_args
 from iacrun.orchestrator.models.taskfile import (
+    ZERO_DURATION,
     BackendName,
     PortMapping,
     Price,
@@ -36,7 +38,6 @@ from iacrun.orchestrator.models.units import parse_duration, parse_range
 from iacrun.orchestrator.models.validation import flag_error
 from iacrun.orchestrator.paths import shown_path
 
-_ARGS_RE = re.compile(r"\$\{\{\s*run\.args\s*\}\}")
 _ANY_EXPR_RE = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
 
 
@@ -210,9 +211,12 @@ def _duration_flag(value: str | None) -> tuple[int | None] | None:
     if value.strip() == "off":
         return (None,)
     try:
-        return (parse_duration(value),)
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise InputError(f"--max-duration: {exc}") from exc
+    if seconds == 0:
+        raise InputError(f"--max-duration: {ZERO_DURATION}")
+    return (seconds,)
 
 
 def _retry(task: TaskConfig, profile: Profile | None, overrides: Overrides) -> RetrySpec | None:
@@ -305,9 +309,11 @@ def _first_line(exc: Exception) -> str:
 
 
 def interpolate_commands(commands: Sequence[str], args: Sequence[str], file: str) -> list[str]:
-    """`${{ run.args }}` becomes the extra arguments, shell-quoted; other expressions are errors."""
+    """Each `${{ run.args }}` becomes a reference to the job's positional parameters (the
+    runner passes `args` as those; see models/runargs.py), never the arguments' text; other
+    expressions are errors."""
     quoted = shlex.join(args)
-    if args and not any(_ARGS_RE.search(command) for command in commands):
+    if args and not any(ARGS_RE.search(command) for command in commands):
         raise InputError(
             f"{file}: {quoted} after the task file would go to the task, but its commands do "
             "not use ${{ run.args }}; iacrun's options go before the file: "
@@ -316,14 +322,14 @@ def interpolate_commands(commands: Sequence[str], args: Sequence[str], file: str
     out = []
     for command in commands:
         for match in _ANY_EXPR_RE.finditer(command):
-            if not _ARGS_RE.fullmatch(match.group(0)):
+            if not ARGS_RE.fullmatch(match.group(0)):
                 raise ConfigError(
                     f"unknown expression ${{{{ {match.group(1)} }}}}; only ${{{{ run.args }}}} "
                     "is supported",
                     file=file,
                     field="commands",
                 )
-        out.append(_ARGS_RE.sub(lambda _m: quoted, command))
+        out.append(substitute_args(command))
     return out
 
 

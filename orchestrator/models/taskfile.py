@@ -56,12 +56,19 @@ UNSUPPORTED_DSTACK_FIELDS = {
 }
 
 
+#: dstack's max_duration is a duration or "off"; 0 would end every run at once, so it is refused
+ZERO_DURATION = "0 would end the run at once; write off for no limit, or a duration like 2h"
+
+
 def _duration_or_off(value: Any) -> int | None:
     if value is None or value is False or (isinstance(value, str) and value.strip() == "off"):
         return None
     if value is True:
         raise ValueError("max_duration takes a duration like 2h, or off")
-    return parse_duration(value)
+    seconds = parse_duration(value)
+    if seconds == 0:
+        raise ValueError(ZERO_DURATION)
+    return seconds
 
 
 Duration = Annotated[

@@ -50,13 +50,20 @@ def render_job_script(job: dict[str, Any], run_dir: str) -> str:
         "set -e",
     ]
     if job.get("image"):
-        lines.append("exec " + " ".join(shlex.quote(a) for a in docker_argv(job, run_dir)))
+        # the job's arguments (this script's, from the runner) go on to the container's shell
+        docker = " ".join(shlex.quote(a) for a in docker_argv(job, run_dir))
+        lines.append('exec %s "$@"' % docker)
         return "\n".join(lines) + "\n"
     lines.append("cd %s" % shlex.quote(workdir))
     if job.get("python"):
         lines.append(". %s" % shlex.quote(os.path.join(run_dir, "venv", "bin", "activate")))
     lines.extend(job["commands"])
     return "\n".join(lines) + "\n"
+
+
+def job_args(job: dict[str, Any]) -> list[str]:
+    """The task's arguments (`iacrun up FILE ARGS...`): job.sh's "$@" and "$*"."""
+    return [str(a) for a in job.get("args") or []]
 
 
 def job_workdir(job: dict[str, Any], run_dir: str) -> str:
@@ -80,7 +87,7 @@ def docker_argv(job: dict[str, Any], run_dir: str) -> list[str]:
     for port in job.get("ports", []):
         argv += ["-p", "127.0.0.1:%d:%d" % (port, port)]
     script = "set -e\n" + "\n".join(job["commands"])
-    argv += [job["image"], "/bin/sh", "-c", script]
+    argv += [job["image"], "/bin/sh", "-c", script, "iacrun-job"]
     return argv
 
 
@@ -185,10 +192,13 @@ class RunFolder:
         self.write_atomic("status", state["status"] + "\n")
 
     def note(self, text: str) -> None:
-        """A line of the runner's own in the log, marked so users can tell it from the job's."""
-        fd = os.open(self.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        """A line of the runner's own in the log, marked so users can tell it from the job's;
+        on a line of its own even when the job's last line has no newline."""
+        fd = os.open(self.path("log"), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, ("[iacrun] %s\n" % text).encode())
+            size = os.fstat(fd).st_size
+            glued = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            os.write(fd, ("%s[iacrun] %s\n" % ("\n" if glued else "", text)).encode())
         finally:
             os.close(fd)
 
@@ -292,8 +302,9 @@ class Runner:
                 return 127, problem
         log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            # the task's arguments are the script's positional parameters, never its text
             self.child = subprocess.Popen(
-                ["bash", self.folder.path("job.sh")],
+                ["bash", self.folder.path("job.sh"), *job_args(self.job)],
                 cwd=self.folder.dir,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -145,7 +145,7 @@ def test_logs_negative_offset(cli: Cli, project: Path) -> None:
 def test_upload_limit_checked_before_anything_is_recorded(cli: Cli, project: Path) -> None:
     home = Path(cli.env["IACRUN_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    (home / "config.yml").write_text("upload_limit_gb: 0.000001\n")
+    (home / "config.yml").write_text("upload_limit: 50KB\n")
     (project / "data.bin").write_bytes(b"x" * 100_000)
     write_task(project, "commands: [echo hi]\n")
     done = cli("up", "-y", "-d", "task.dstack.yml")

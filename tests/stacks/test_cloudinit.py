@@ -50,7 +50,8 @@ def test_runner_job_and_script_are_written_to_the_run_folder() -> None:
     job_file = written[f"{RUN_DIR}/job.json"]
     assert job_file["permissions"] == "0600"
     on_vm = json.loads(job_file["content"])
-    assert on_vm == {**spec.job, "env": {}}  # env values are written by iacrun over SSH
+    # env values and the arguments are written by iacrun over SSH
+    assert on_vm == {**spec.job, "env": {}, "args": []}
     assert written[f"{RUN_DIR}/job.sh"]["content"] == render_job_script(on_vm, RUN_DIR)
 
 
@@ -209,3 +210,13 @@ def test_cloud_init_schema_rejects_a_broken_document(tmp_path: Path) -> None:
     done = schema(path)
     assert done.returncode != 0
     assert "runcmd" in done.stdout + done.stderr
+
+
+def test_user_data_carries_no_argument_of_the_run() -> None:
+    """Anyone with describe rights on the VM reads its user data: the task's arguments (a token
+    passed as --token=...) go over SSH in job.json, the commands only refer to them."""
+    secret = "--token=s3cr3t-arg-42"
+    spec = make_spec(job_=job(commands=['python train.py "$@"'], args=[secret]))
+    rendered = cloudinit.render_cloud_config(spec)
+    assert secret not in rendered and "s3cr3t-arg-42" not in rendered
+    assert 'python train.py \\"$@\\"' in rendered or 'python train.py "$@"' in rendered

@@ -71,9 +71,7 @@ def test_alias_bomb_refused_in_bounded_memory(tmp_path: Path) -> None:
 
 def test_few_aliases_still_work(tmp_path: Path) -> None:
     path = tmp_path / "ok.dstack.yml"
-    path.write_text(
-        "type: task\nenv: [A=1]\ncommands: [&c echo $A, *c]\n"
-    )
+    path.write_text("type: task\nenv: [A=1]\ncommands: [&c echo $A, *c]\n")
     task = load_task(path)
     assert task.commands == ["echo $A", "echo $A"]
     assert task.env == {"A": "1"}
@@ -82,9 +80,7 @@ def test_few_aliases_still_work(tmp_path: Path) -> None:
 def test_shared_anchor_used_many_times_counts_expanded(tmp_path: Path) -> None:
     # 10 aliases of a 1000-item list: 10 000 values once expanded, under the limit ...
     items = ", ".join(f"'c{i}'" for i in range(1000))
-    text = f"type: task\ncommands: &c [{items}]\n" + "".join(
-        f"x{i}: *c\n" for i in range(10)
-    )
+    text = f"type: task\ncommands: &c [{items}]\n" + "".join(f"x{i}: *c\n" for i in range(10))
     path = tmp_path / "t.dstack.yml"
     path.write_text(text)
     with pytest.raises(ConfigError, match="unknown field 'x0'"):

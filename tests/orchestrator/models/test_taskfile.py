@@ -99,11 +99,11 @@ def test_env_forms_and_ports() -> None:
     assert PortMapping.parse("*:6000").local_port is None
 
 
-def test_args_interpolation_is_shell_quoted() -> None:
+def test_args_interpolation_refers_to_the_arguments() -> None:
     out = interpolate_commands(
-        ["python train.py ${{ run.args }}"], ["--lr", "0.1", "a b", "$(x)"], "f"
+        ["python train.py ${{ run.args }}", "echo '${{ run.args }}'"], ["a b", "$(x)"], "f"
     )
-    assert out == ["python train.py --lr 0.1 'a b' '$(x)'"]
+    assert out == ['python train.py "$@"', "echo ''\"$*\"''"]
     with pytest.raises(ConfigError, match=r"only \$\{\{ run.args \}\}"):
         interpolate_commands(["echo ${{ secrets.token }}"], [], "f")
 
