@@ -10,8 +10,8 @@ cloud-init, before sshd starts (init stage):
   `iacrun-guard destroy` then powers off, `max_duration + margin` after boot (with a max_duration);
 - writes, under ``RUN_DIR`` (/opt/iacrun/run): ``runner.py``, ``job.json`` (the job WITHOUT its
   env values and arguments: user data is readable by anyone on the machine through the metadata
-  service, so iacrun writes the full job.json over SSH), ``job.sh``; and the guard, the setup script and the
-  systemd units.
+  service, so iacrun writes the full job.json over SSH), ``job.sh``; and the guard, the setup
+  script and the systemd units.
 
 cloud-init, final stage (`runcmd`, quick: no packages are installed by cloud-init itself):
 
