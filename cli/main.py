@@ -392,7 +392,9 @@ _register_groups()
 def run() -> None:
     """Console entry point: one line for errors iacrun raises on purpose, never a traceback."""
     from iacrun.orchestrator.errors import IacrunError
+    from iacrun.orchestrator.paths import use_private_umask
 
+    use_private_umask()  # registry, logs, keys, state: the user's alone
     try:
         app()
     except IacrunError as exc:

@@ -8,6 +8,7 @@ for the same name cannot both win.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.names import check_run_name
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.offers.model import Offer
+from iacrun.orchestrator.paths import private_dir
 
 
 class RunStatus(StrEnum):
@@ -245,7 +247,8 @@ class Registry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        _private_file(path)  # SQLite gives its -wal and -shm files the database's mode
         self._conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA busy_timeout = 30000")
@@ -362,6 +365,20 @@ class Registry:
             "SELECT at, status, reason FROM run_events WHERE run_id = ? ORDER BY rowid", (run_id,)
         )
         return [RunEvent(at=r["at"], status=r["status"], reason=r["reason"]) for r in rows]
+
+
+def _private_file(path: Path) -> None:
+    """`path` exists and is 0600 (env values are stored in clear), whatever the umask."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        other = path.with_name(path.name + suffix)
+        if other.exists() and other.stat().st_mode & 0o077:
+            os.chmod(other, 0o600)
 
 
 def name_taken(name: str) -> RunNameTakenError:

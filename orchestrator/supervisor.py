@@ -424,8 +424,15 @@ def _human(size: int) -> str:
 def main(argv: list[str]) -> int:
     from iacrun.orchestrator.backends.assemble import make_backends
     from iacrun.orchestrator.models.settings import load_settings
-    from iacrun.orchestrator.paths import config_file, iacrun_home, registry_file, runs_dir
+    from iacrun.orchestrator.paths import (
+        config_file,
+        iacrun_home,
+        registry_file,
+        runs_dir,
+        use_private_umask,
+    )
 
+    use_private_umask()  # its logs, events and the stack state: the user's alone
     # the same home, settings and backends as the Orchestrator that spawned this process
     home = iacrun_home()
     settings = load_settings(config_file(home))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import posixpath
 import shlex
 import sys
 import time
@@ -78,7 +79,7 @@ async def ship_and_start(
         await start_job(transport, host)
         return
     await transport.write_file(f"{run_dir}/job.sh", render_job_script(job, run_dir).encode(), 0o700)
-    await transport.write_file(f"{run_dir}/runner.py", runner_source(), 0o755)
+    await transport.write_file(f"{run_dir}/runner.py", runner_source(), 0o700)
     quoted = shlex.quote(run_dir)
     start = f"exec {shlex.quote(host_python(host))} {quoted}/runner.py start {quoted}"
     rc, _, err = await transport.run(["sh", "-c", start])
@@ -89,11 +90,21 @@ async def ship_and_start(
 async def _ship_code(transport: Transport, run_dir: str, archive: str) -> None:
     """The working folder into RUN_DIR/code: uploaded whole, then unpacked."""
     quoted = shlex.quote(run_dir)
-    rc, _, err = await transport.run(["mkdir", "-p", f"{run_dir}/code"])
+    parent = shlex.quote(posixpath.dirname(run_dir.rstrip("/")))
+    # the run folder and the runs folder above it (when it is ours: not a cloud VM's /opt)
+    # are the SSH user's alone, whatever the session's umask
+    script = (
+        f"umask 077 && mkdir -p {quoted}/code && chmod 700 {quoted} {quoted}/code && "
+        f"if [ -O {parent} ]; then chmod 700 {parent}; fi"
+    )
+    rc, _, err = await transport.run(["sh", "-c", script])
     if rc != 0:
         raise RunnerError(f"cannot create the run folder {run_dir}: {err.decode().strip()}")
     await transport.upload(archive, f"{run_dir}/code.tar.gz")
-    script = f"tar -xzf {quoted}/code.tar.gz -C {quoted}/code && rm -f {quoted}/code.tar.gz"
+    script = (
+        f"umask 077 && tar --no-same-permissions -xzf {quoted}/code.tar.gz -C {quoted}/code "
+        f"&& rm -f {quoted}/code.tar.gz"
+    )
     rc, _, err = await transport.run(["sh", "-c", script])
     if rc != 0:
         raise RunnerError(
@@ -187,7 +198,7 @@ async def start_job(
     """Start the job once code and job.json are in place: write `code.ready`, wait for a state.
 
     The wait covers iacrun-setup.service (installing uv or Docker, pulling the image)."""
-    await transport.write_file(f"{host.run_dir}/code.ready", b"", 0o644)
+    await transport.write_file(f"{host.run_dir}/code.ready", b"", 0o600)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         state = await read_state(transport, host)

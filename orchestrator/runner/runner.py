@@ -173,7 +173,8 @@ class RunFolder:
 
     def write_atomic(self, name: str, text: str) -> None:
         tmp = self.path(".%s.tmp%d" % (name, os.getpid()))
-        with open(tmp, "w") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, self.path(name))
 
@@ -300,7 +301,8 @@ class Runner:
             if problem:
                 self.folder.note(problem)
                 return 127, problem
-        log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        env.pop(UMASK_ENV, None)
         try:
             # the task's arguments are the script's positional parameters, never its text
             self.child = subprocess.Popen(
@@ -311,6 +313,7 @@ class Runner:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_user_umask,  # the job's files are the user's: their umask
             )
         finally:
             os.close(log)
@@ -358,7 +361,7 @@ class Runner:
         if os.path.exists(os.path.join(venv, "bin", "python")):
             return None
         uv = shutil.which("uv")
-        log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             interpreter = find_python(version)
             if interpreter is not None:
@@ -381,6 +384,24 @@ class Runner:
                 done.returncode,
             )
         return None
+
+
+#: the umask of the user who started the run (set by iacrun, or by `main` from the shell's)
+UMASK_ENV = "IACRUN_UMASK"
+
+
+def private_umask() -> None:
+    """The runner's own files (state, log, job) are 0600 and its folders 0700 whatever the
+    umask of the shell or service that started it; that umask is kept for the job."""
+    old = os.umask(0o077)
+    os.environ.setdefault(UMASK_ENV, "%03o" % old)
+
+
+def _user_umask() -> None:
+    try:
+        os.umask(int(os.environ.get(UMASK_ENV, "022"), 8))
+    except ValueError:
+        os.umask(0o022)
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -506,6 +527,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(__doc__ or "")
         return 2
     command, run_dir = argv[0], argv[1]
+    private_umask()
     if command == "start":
         return start(run_dir)
     if command == "run":
