@@ -272,11 +272,14 @@ def _command_class() -> type[Any]:
                 for reader in readers:
                     reader.daemon = True
                     reader.start()
+                started: dict[int, str] = {}  # what `pulumi` started: pid → its start time
                 try:
-                    _wait(process, deadline)
+                    _wait(process, deadline, started)
                 except KeyboardInterrupt:
                     _stop(process, grace=deadline.grace if deadline else 30.0)
                     raise
+                finally:
+                    _kill_leftovers(process, started)
                 for reader in readers:
                     reader.join()
             result = CommandResult(
@@ -291,8 +294,11 @@ def _command_class() -> type[Any]:
     return Command
 
 
-def _wait(process: subprocess.Popen[str], deadline: _Deadline | None) -> None:
+def _wait(
+    process: subprocess.Popen[str], deadline: _Deadline | None, started: dict[int, str]
+) -> None:
     while True:
+        _remember(process.pid, started)
         try:
             process.wait(timeout=0.2)
             return
@@ -327,6 +333,37 @@ def _kill_tree(process: subprocess.Popen[str]) -> None:
     for pid in [*_descendants(process.pid), process.pid]:
         with suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _remember(root: int, started: dict[int, str]) -> None:
+    """Add the processes below `root` to `started` while `root` lives: once it died (killed,
+    say), its plugins are reparented and no longer found below it."""
+    for pid in _descendants(root):
+        if pid not in started:
+            began = _start_time(pid)
+            if began is not None:
+                started[pid] = began
+
+
+def _kill_leftovers(process: subprocess.Popen[str], started: dict[int, str]) -> None:
+    """Once `pulumi` has ended, however it ended: SIGKILL its process group and every process
+    it started that still lives (a plugin leads a process group of its own, and a `pulumi`
+    killed with SIGKILL leaves its plugins waiting forever). A pid taken since by another
+    process is recognised by its start time and left alone."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    for pid, began in started.items():
+        if _start_time(pid) == began:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc), or None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def _descendants(root: int) -> list[int]:
