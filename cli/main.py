@@ -328,14 +328,15 @@ def _names(names: list[str] | None, all_runs: bool) -> list[str]:
 def _each(names: list[str], act: Callable[[str], str]) -> None:
     """`act` on every name, in order: one that fails is reported (one line) and the others
     are still acted on; the exit code is the first failure's."""
+    from iacrun.cli.render import one_line
     from iacrun.orchestrator.errors import IacrunError
 
     code = 0
     for name in names:
         try:
-            typer.echo(act(name))
+            typer.echo(one_line(act(name)))
         except IacrunError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {one_line(str(exc))}", err=True)
             code = code or exc.exit_code
     if code:
         raise typer.Exit(code)

@@ -49,17 +49,26 @@ def ago(timestamp: float, now: float | None = None) -> str:
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
 
 
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped (`\\n`), so a name from a broken registry
+    row or a hand-edited file cannot break a table or a line of output."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def runs_table(runs: Sequence[RunRecord], now: float | None = None) -> str:
     rows = []
     for run in runs:
         resources = run.offer.resources.render() if run.offer else ""
         status = str(run.status)
         if run.reason and run.status not in ("running", "submitted", "provisioning"):
-            reason = run.reason if len(run.reason) <= 60 else run.reason[:59] + "…"
+            reason = one_line(run.reason)
+            reason = reason if len(reason) <= 60 else reason[:59] + "…"
             status = f"{run.status} ({reason})"
         rows.append(
             [
-                run.name,
+                one_line(run.name),
                 run.backend or "-",
                 resources or "-",
                 format_price(run.price) if run.price is not None else "-",

@@ -88,13 +88,16 @@ def test_broken_rows_never_stop_commands_on_the_others(cli: Cli, project: Path) 
     _ghost(cli, "new\nline", spec='{"commands": 5}')
     listed = cli("ps", "-a")
     assert listed.returncode == 0, listed.stderr
-    assert "good" in listed.stdout
+    assert "good" in listed.stdout and "new\\nline" in listed.stdout
+    assert len(listed.stdout.splitlines()) == 5  # the header and one line per run
     listed_json = cli("ps", "-a", "--json")
     assert listed_json.returncode == 0, listed_json.stderr
     assert len(json.loads(listed_json.stdout)) == 4
     stopped = cli("stop", "--all", timeout=120)
     assert "Traceback" not in stopped.stderr, stopped.stderr
     assert "good: terminated" in stopped.stdout, (stopped.stdout, stopped.stderr)
+    assert "new\\nline: terminated (stopped by user; its registry row is broken" in stopped.stdout
+    assert len(stopped.stdout.splitlines()) == 4, stopped.stdout
     runs = ps(cli)
     assert runs["good"]["status"] == "terminated"
     assert all(r["status"] in ("terminated", "failed") for r in runs.values()), runs
