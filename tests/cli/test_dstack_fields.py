@@ -3,7 +3,10 @@ says why and what to do, and good forms go through (checked with `up --dry-run`)
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -110,7 +113,8 @@ BAD = [
     (
         "schedule",
         "commands: [x]\nschedule:\n  cron: '0 3 * * *'\n",
-        r":4:3: schedule: scheduled runs need something that stays up: `iacrun server` will run them",
+        r":4:3: schedule: scheduled runs need something that stays up: "
+        r"`iacrun server` will run them",
     ),
     (
         "startup-order",
@@ -200,7 +204,43 @@ def test_what_dstack_accepts_is_accepted(cli: Cli, project: Path) -> None:
 def test_an_image_without_commands_is_accepted(cli: Cli, project: Path) -> None:
     write_task(
         project,
-        "image: alpine\nuser: '1000:1000'\nentrypoint: echo hi\nprivileged: true\nworking_dir: /app\nshell: sh\n",
+        "image: alpine\nuser: '1000:1000'\nentrypoint: echo hi\nprivileged: true\n"
+        "working_dir: /app\nshell: sh\n",
     )
     done = cli("up", "--dry-run", "task.dstack.yml")
     assert done.returncode == 0, done.stderr
+
+
+# ----------------------------------------------------------------------------- real local runs
+
+
+def test_shell_sh_runs_the_commands_in_sh_on_the_local_backend(cli: Cli, project: Path) -> None:
+    write_task(
+        project, "shell: sh\nsetup: [echo setup first]\ncommands: ['readlink /proc/$$/exe']\n"
+    )
+    done = cli("up", "-y", "-n", "in-sh", "task.dstack.yml", timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "setup first" in lines
+    assert os.path.realpath(shutil.which("sh") or "") in lines, done.stdout
+
+
+def test_an_image_task_without_an_engine_is_refused_before_anything_is_recorded(
+    cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    if _running_engine():
+        pytest.skip("this machine runs a container engine")
+    write_task(project, "image: alpine\n")
+    done = cli("up", "-y", "-n", "no-engine", "task.dstack.yml")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert "need a container engine" in lines[0] or "cannot reach its daemon" in lines[0], lines
+    assert "no-engine" not in cli("ps", "-a").stdout
+
+
+def _running_engine() -> bool:
+    for engine in ("docker", "podman"):
+        exe = shutil.which(engine)
+        if exe and subprocess.run([exe, "info"], capture_output=True, check=False).returncode == 0:
+            return True
+    return False

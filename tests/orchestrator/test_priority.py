@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
 from iacrun.orchestrator.registry import RunRecord, RunStatus
-from tests.orchestrator.test_supervisor import NO_CAPACITY, FakeClock, World, world  # noqa: F401
+from tests.orchestrator.test_supervisor import NO_CAPACITY, FakeClock, World
+
+
+@pytest.fixture(name="world")
+def _world(tmp_path: Path) -> Iterator[World]:
+    made = World(tmp_path)
+    yield made
+    made.orch.registry.close()
 
 
 def _submit(world: World, command: str, priority: int) -> RunRecord:
