@@ -20,6 +20,7 @@ from pydantic import (
 from iacrun.orchestrator.errors import ConfigError, InputError
 from iacrun.orchestrator.models.requirements import Requirements, SpotPolicy
 from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
+from iacrun.orchestrator.models.shipped import local_path
 from iacrun.orchestrator.models.taskfile import (
     BackendName,
     PortMapping,
@@ -79,6 +80,25 @@ FLAGS = {
 }
 
 
+class ShippedFile(BaseModel):
+    """A `files` entry resolved: the absolute local path, and the path on the host as written."""
+
+    local: str
+    path: str
+
+
+class RepoSource(BaseModel):
+    """The `repos` entry resolved: a local repo's absolute path, or a URL the host clones."""
+
+    local: str | None = None
+    url: str | None = None
+    branch: str | None = None
+    hash: str | None = None
+    path: str = "."
+    if_exists: str = "error"
+    single_branch: bool = True
+
+
 class RunSpec(BaseModel):
     """Everything needed to run a task, resolved: nothing here depends on this shell any more."""
 
@@ -96,6 +116,8 @@ class RunSpec(BaseModel):
     max_duration: int | None
     stop_duration: int
     args: list[str] = Field(default_factory=list)
+    files: list[ShippedFile] = Field(default_factory=list)
+    repos: list[RepoSource] = Field(default_factory=list)
 
 
 PROFILES_FILE = Path(".dstack") / "profiles.yml"
@@ -191,7 +213,33 @@ def build_run_spec(
         max_duration=max_duration,
         stop_duration=task.stop_duration,
         args=list(args),
+        files=shipped_files(task, config_path),
+        repos=repo_sources(task, config_path),
     )
+
+
+def shipped_files(task: TaskConfig, config_path: Path) -> list[ShippedFile]:
+    folder = config_path.resolve().parent
+    return [
+        ShippedFile(local=str(local_path(folder, f.local_path)), path=f.path) for f in task.files
+    ]
+
+
+def repo_sources(task: TaskConfig, config_path: Path) -> list[RepoSource]:
+    """The task's repo; a task without `repos` ships its own repo as the working folder."""
+    folder = config_path.resolve().parent
+    return [
+        RepoSource(
+            local=str(local_path(folder, r.local_path)) if r.local_path else None,
+            url=r.url,
+            branch=r.branch,
+            hash=r.hash,
+            path=r.path,
+            if_exists=r.if_exists,
+            single_branch=True if task.single_branch is None else task.single_branch,
+        )
+        for r in task.repos
+    ]
 
 
 def _duration_flag(value: str | None) -> tuple[int | None] | None:

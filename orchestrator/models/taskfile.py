@@ -18,6 +18,7 @@ from pydantic import (
 from iacrun.orchestrator.models.common import CoreModel
 from iacrun.orchestrator.models.requirements import BACKEND_NAMES, SpotPolicy
 from iacrun.orchestrator.models.resources import ResourcesSpec
+from iacrun.orchestrator.models.shipped import FileMapping, RepoSpec
 from iacrun.orchestrator.models.units import parse_duration
 
 PYTHON_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
@@ -29,8 +30,6 @@ RUN_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 #: dstack task fields iacrun knows but does not support; naming them beats "unknown field".
 UNSUPPORTED_DSTACK_FIELDS = {
     "volumes": "volumes",
-    "files": "file mounts",
-    "repos": "repos",
     "registry_auth": "private registry auth",
     "privileged": "privileged containers",
     "entrypoint": "image entrypoints",
@@ -47,7 +46,6 @@ UNSUPPORTED_DSTACK_FIELDS = {
     "stop_criteria": "stop criteria",
     "schedule": "schedules",
     "docker": "docker-in-docker",
-    "single_branch": "repo branches",
     "user": "image users",
     "priority": "run priorities",
     "home_dir": "home_dir",
@@ -275,6 +273,16 @@ class TaskConfig(ProfileFields):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     nodes: int = Field(default=1, ge=1)
     stop_duration: Duration = 15
+    files: list[FileMapping] = Field(default_factory=list)
+    repos: list[RepoSpec] = Field(default_factory=list)
+    single_branch: bool | None = None
+
+    @field_validator("repos", mode="before")
+    @classmethod
+    def _one_repo(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > 1:  # dstack's limit too
+            raise ValueError("a task takes one repo; ship the others under files")
+        return value
 
     @field_validator("resources", "ports", "commands", mode="before")
     @classmethod
