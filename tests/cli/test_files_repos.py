@@ -10,6 +10,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -265,7 +266,7 @@ def test_a_bad_clone_fails_the_run_with_a_reason(cli: Cli, project: Path, tmp_pa
 class _AuthHandler(http.server.BaseHTTPRequestHandler):
     """Asks for Basic auth, then remembers what it was given (and serves nothing)."""
 
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         header = self.headers.get("Authorization")
@@ -284,7 +285,7 @@ class _AuthHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def auth_server() -> Iterator[tuple[str, list[str]]]:
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
     handler = type("Handler", (_AuthHandler,), {"seen": seen})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -308,7 +309,6 @@ def test_a_token_reaches_git_on_the_host_and_is_written_nowhere(
     write_task(project, f"repos:\n  - {url}\ncommands:\n  - echo job ran\n")
     done = cli("up", "-y", "-n", "private", "task.dstack.yml")
     assert done.returncode != 0, done.stdout  # the server has no repo; what it was sent counts
-    print(done.stdout, done.stderr)
     assert seen and base64.b64decode(seen[-1].split()[1]).decode() == f"oauth2:{token}"
     assert token not in done.stdout + done.stderr
     home = Path(cli.env["IACRUN_HOME"])
