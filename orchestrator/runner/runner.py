@@ -242,8 +242,8 @@ def _clone(entry: dict[str, Any], target: str, run_dir: str, note: Any, log_fd: 
             commit = entry["hash"]
             checkout = [git, "-C", tmp, "-c", "advice.detachedHead=false", "checkout", "-q"]
             has = [git, "-C", tmp, "cat-file", "-e", commit + "^{commit}"]
-            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-            if subprocess.call(has, env=env, **quiet) != 0:  # not on the branch cloned
+            null = subprocess.DEVNULL
+            if subprocess.call(has, env=env, stdout=null, stderr=null) != 0:  # not on the branch
                 fetch = [git, "-C", tmp, "fetch", "--quiet", "origin", commit]
                 _git(fetch, env, log_fd, "commit %s is not in %s" % (commit, shown))
             _git([*checkout, commit], env, log_fd, "cannot check out %s" % commit)

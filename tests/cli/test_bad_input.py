@@ -102,7 +102,7 @@ CASES += [
     (
         "files-missing",
         "commands: [x]\nfiles: [nope.txt]\n",
-        r":3:9: files\[0\]\.local_path: 'nope\.txt': no such file or folder \(.*\); check the path$",
+        r":3:9: files\[0\]\.local_path: 'nope\.txt': no such file or folder \(.*\); check",
     ),
     (
         "files-colons",
