@@ -16,9 +16,9 @@ import re
 import shutil
 import subprocess
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
 from iacrun.orchestrator.models.common import CoreModel
 
@@ -189,3 +189,42 @@ def check_local_repo(root: Path, shown: str) -> None:
         raise ValueError(
             f"{shown!r} ({root}) is not a git repository; list a plain folder under files instead"
         )
+
+
+def _string_or(properties: dict[str, Any], required: list[str], example: str) -> dict[str, Any]:
+    """An editor's view of a field dstack writes either as a string or as a mapping."""
+    mapping = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+    return {"anyOf": [{"type": "string", "examples": [example]}, mapping]}
+
+
+_TEXT = {"type": "string"}
+#: a `files` entry as the JSON Schema shows it (the model takes both forms)
+FileEntry = Annotated[
+    FileMapping,
+    WithJsonSchema(
+        _string_or({"local_path": _TEXT, "path": _TEXT}, ["local_path", "path"], "data:/data")
+    ),
+]
+#: a `repos` entry as the JSON Schema shows it
+RepoEntry = Annotated[
+    RepoSpec,
+    WithJsonSchema(
+        _string_or(
+            {
+                "local_path": _TEXT,
+                "url": _TEXT,
+                "branch": _TEXT,
+                "hash": _TEXT,
+                "path": _TEXT,
+                "if_exists": {"enum": ["error", "skip"]},
+            },
+            [],
+            "https://github.com/org/repo.git",
+        )
+    ),
+]

@@ -18,7 +18,7 @@ from pydantic import (
 from iacrun.orchestrator.models.common import CoreModel
 from iacrun.orchestrator.models.requirements import BACKEND_NAMES, SpotPolicy
 from iacrun.orchestrator.models.resources import ResourcesSpec
-from iacrun.orchestrator.models.shipped import FileMapping, RepoSpec
+from iacrun.orchestrator.models.shipped import FileEntry, RepoEntry
 from iacrun.orchestrator.models.units import parse_duration
 
 PYTHON_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
@@ -273,8 +273,8 @@ class TaskConfig(ProfileFields):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     nodes: int = Field(default=1, ge=1)
     stop_duration: Duration = 15
-    files: list[FileMapping] = Field(default_factory=list)
-    repos: list[RepoSpec] = Field(default_factory=list)
+    files: list[FileEntry] = Field(default_factory=list)
+    repos: list[RepoEntry] = Field(default_factory=list)
     single_branch: bool | None = None
 
     @field_validator("repos", mode="before")

@@ -10,6 +10,8 @@ beside it, so that anything able to read a file (the CLI, an SSH session) can fo
     state.json status, reason, exit code, times and attempts, replaced atomically
     exit_code  the job's exit code once it ended
     pid        the runner's process id
+    payload/   the task's `files` and local repo as shipped; placed, then removed (place_payload)
+    git-user, git-password   credentials for cloning a repo URL (0600); removed after the clone
 
     python3 runner.py start RUN_DIR     start detached; returns once the runner is up
     python3 runner.py run RUN_DIR       run in the foreground (systemd, tests)
