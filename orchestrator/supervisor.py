@@ -242,25 +242,33 @@ class Supervisor:
     # ------------------------------------------------------------------ running
 
     async def _start_and_watch(self, run: RunRecord, host: Host, events: EventLog) -> None:
-        from iacrun.orchestrator.host.workdir import pack
+        from iacrun.orchestrator.host.gitauth import git_auth_for
+        from iacrun.orchestrator.host.payload import pack_run
 
         if self._stop_requested(run):  # stopped while the machine came up: no job starts
             return
         transport = await open_transport(host)
         try:
-            archive = Path(run.local_dir) / "code.tar.gz"
-            files, size = pack(
-                Path(run.spec.repo_dir),
-                archive,
-                self.upload_limit_gb,
-                exclude=(self.home,),
+            archive, payload, files, size = pack_run(
+                run.spec, Path(run.local_dir), self.upload_limit_gb, exclude=(self.home,)
             )
             if self._stop_requested(run):
                 archive.unlink(missing_ok=True)
+                if payload is not None:
+                    payload.unlink(missing_ok=True)
                 return
             events.write(f"uploading {files} files ({_human(size)})")
-            await ship_and_start(transport, host, build_job(run.name, run.spec, host), str(archive))
+            await ship_and_start(
+                transport,
+                host,
+                build_job(run.name, run.spec, host),
+                str(archive),
+                payload=None if payload is None else str(payload),
+                git_auth=git_auth_for(run.spec),
+            )
             archive.unlink(missing_ok=True)
+            if payload is not None:
+                payload.unlink(missing_ok=True)
             if (
                 self.registry.transition(
                     run.id, ("provisioning",), status="running", started_at=time.time()

@@ -64,6 +64,20 @@ def build_job(name: str, spec: RunSpec, host: Host) -> dict[str, Any]:
         "utilization_policy": (
             spec.utilization_policy.model_dump() if spec.utilization_policy else None
         ),
+        # files/N and repo/ of the payload archive go to these paths (runner.place_payload)
+        "files": [{"path": f.path} for f in spec.files],
+        "repos": [
+            {
+                "local": r.local is not None,
+                "url": r.url,
+                "branch": r.branch,
+                "hash": r.hash,
+                "path": r.path,
+                "if_exists": r.if_exists,
+                "single_branch": r.single_branch,
+            }
+            for r in spec.repos
+        ],
     }
 
 
@@ -72,10 +86,17 @@ def host_python(host: Host) -> str:
 
 
 async def ship_and_start(
-    transport: Transport, host: Host, job: dict[str, Any], archive: str
+    transport: Transport,
+    host: Host,
+    job: dict[str, Any],
+    archive: str,
+    payload: str | None = None,
+    git_auth: tuple[str, str] | None = None,
 ) -> None:
     """Place code, job and runner in the run folder, then start the runner detached.
 
+    `payload` (files and a local repo, host/payload.py) unpacks into RUN_DIR/payload;
+    `git_auth` (host/gitauth.py) becomes two 0600 files the runner's clone reads, then removes.
     On a host whose boot set-up starts the runner (a cloud VM), wait for it to be ready, ship
     the code and the full job.json (env included), then write `code.ready`."""
     run_dir = host.run_dir
@@ -83,6 +104,11 @@ async def ship_and_start(
     if booted:
         await wait_vm_ready(transport, host)
     await _ship_code(transport, run_dir, archive)
+    if payload is not None:
+        await _ship_code(transport, run_dir, payload, into="payload")
+    if git_auth is not None:
+        await transport.write_file(f"{run_dir}/git-user", git_auth[0].encode(), 0o600)
+        await transport.write_file(f"{run_dir}/git-password", git_auth[1].encode(), 0o600)
     await transport.write_file(f"{run_dir}/job.json", json.dumps(job).encode(), 0o600)
     if booted:
         await start_job(transport, host)
@@ -96,14 +122,16 @@ async def ship_and_start(
         raise RunnerError(f"the runner did not start on the host: {err.decode().strip()}")
 
 
-async def _ship_code(transport: Transport, run_dir: str, archive: str) -> None:
-    """The working folder into RUN_DIR/code: uploaded whole, then unpacked."""
+async def _ship_code(transport: Transport, run_dir: str, archive: str, into: str = "code") -> None:
+    """An archive into RUN_DIR/INTO (the working folder into `code`): uploaded whole, then
+    unpacked."""
     quoted = shlex.quote(run_dir)
-    rc, _, err = await transport.run(["mkdir", "-p", f"{run_dir}/code"])
+    rc, _, err = await transport.run(["mkdir", "-p", f"{run_dir}/code", f"{run_dir}/{into}"])
     if rc != 0:
         raise RunnerError(f"cannot create the run folder {run_dir}: {err.decode().strip()}")
-    await transport.upload(archive, f"{run_dir}/code.tar.gz")
-    script = f"tar -xzf {quoted}/code.tar.gz -C {quoted}/code && rm -f {quoted}/code.tar.gz"
+    await transport.upload(archive, f"{run_dir}/{into}.tar.gz")
+    tar = f"{quoted}/{into}.tar.gz"
+    script = f"tar -xzf {tar} -C {quoted}/{into} && rm -f {tar}"
     rc, _, err = await transport.run(["sh", "-c", script])
     if rc != 0:
         raise RunnerError(

@@ -22,6 +22,7 @@ from iacrun.orchestrator.models.container import default_shell
 from iacrun.orchestrator.models.policies import PRIORITY_DEFAULT, UtilizationPolicy
 from iacrun.orchestrator.models.requirements import OWN_HOST_BACKENDS, Requirements, SpotPolicy
 from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
+from iacrun.orchestrator.models.shipped import local_path
 from iacrun.orchestrator.models.taskfile import (
     BackendName,
     PortMapping,
@@ -81,6 +82,25 @@ FLAGS = {
 }
 
 
+class ShippedFile(BaseModel):
+    """A `files` entry resolved: the absolute local path, and the path on the host as written."""
+
+    local: str
+    path: str
+
+
+class RepoSource(BaseModel):
+    """The `repos` entry resolved: a local repo's absolute path, or a URL the host clones."""
+
+    local: str | None = None
+    url: str | None = None
+    branch: str | None = None
+    hash: str | None = None
+    path: str = "."
+    if_exists: str = "error"
+    single_branch: bool = True
+
+
 class RunSpec(BaseModel):
     """Everything needed to run a task, resolved: nothing here depends on this shell any more."""
 
@@ -115,6 +135,9 @@ class RunSpec(BaseModel):
     @property
     def needs_container_engine(self) -> bool:
         return self.image is not None or self.docker
+
+    files: list[ShippedFile] = Field(default_factory=list)
+    repos: list[RepoSource] = Field(default_factory=list)
 
 
 PROFILES_FILE = Path(".dstack") / "profiles.yml"
@@ -236,6 +259,8 @@ def build_run_spec(
         registry_auth=registry_auth,
         utilization_policy=pick(None, "utilization_policy"),
         priority=PRIORITY_DEFAULT if task.priority is None else task.priority,
+        files=shipped_files(task, config_path),
+        repos=repo_sources(task, config_path),
     )
 
 
@@ -256,6 +281,30 @@ def _reuse_only(requirements: Requirements, file: str) -> Requirements:
             field="creation_policy",
         )
     return requirements.model_copy(update={"backends": allowed})
+
+
+def shipped_files(task: TaskConfig, config_path: Path) -> list[ShippedFile]:
+    folder = config_path.resolve().parent
+    return [
+        ShippedFile(local=str(local_path(folder, f.local_path)), path=f.path) for f in task.files
+    ]
+
+
+def repo_sources(task: TaskConfig, config_path: Path) -> list[RepoSource]:
+    """The task's repo; a task without `repos` ships its own repo as the working folder."""
+    folder = config_path.resolve().parent
+    return [
+        RepoSource(
+            local=str(local_path(folder, r.local_path)) if r.local_path else None,
+            url=r.url,
+            branch=r.branch,
+            hash=r.hash,
+            path=r.path,
+            if_exists=r.if_exists,
+            single_branch=True if task.single_branch is None else task.single_branch,
+        )
+        for r in task.repos
+    ]
 
 
 def _duration_flag(value: str | None) -> tuple[int | None] | None:

@@ -29,6 +29,7 @@ from iacrun.orchestrator.models.policies import (
 )
 from iacrun.orchestrator.models.requirements import BACKEND_NAMES, SpotPolicy
 from iacrun.orchestrator.models.resources import ResourcesSpec
+from iacrun.orchestrator.models.shipped import FileEntry, RepoEntry
 from iacrun.orchestrator.models.units import parse_duration
 
 PYTHON_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
@@ -42,9 +43,6 @@ RUN_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 UNSUPPORTED_DSTACK_FIELDS = {
     "volumes": "iacrun mounts no volumes (every machine is given back after the run); ship "
     "inputs with the working folder and write results to object storage from the commands",
-    "files": "file mounts are not supported yet; put the files in the working folder",
-    "repos": "repos are not supported yet; run from the repository's folder",
-    "single_branch": "repos are not supported yet; run from the repository's folder",
     "fleets": "iacrun has no fleets; list your own machines as ssh hosts in config.yml and "
     "pick them with backends: [ssh]",
     "reservation": "iacrun does not use capacity reservations; pick the machine with "
@@ -307,6 +305,16 @@ class TaskConfig(ProfileFields):
     nodes: int = Field(default=1, ge=1)
     stop_duration: Duration = 15
     priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    files: list[FileEntry] = Field(default_factory=list)
+    repos: list[RepoEntry] = Field(default_factory=list)
+    single_branch: bool | None = None
+
+    @field_validator("repos", mode="before")
+    @classmethod
+    def _one_repo(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > 1:  # dstack's limit too
+            raise ValueError("a task takes one repo; ship the others under files")
+        return value
 
     @field_validator("resources", "ports", "commands", "setup", mode="before")
     @classmethod

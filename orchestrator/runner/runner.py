@@ -10,6 +10,8 @@ beside it, so that anything able to read a file (the CLI, an SSH session) can fo
     state.json status, reason, exit code, times and attempts, replaced atomically
     exit_code  the job's exit code once it ended
     pid        the runner's process id
+    payload/   the task's `files` and local repo as shipped; placed, then removed (place_payload)
+    git-user, git-password   credentials for cloning a repo URL (0600); removed after the clone
 
     python3 runner.py start RUN_DIR     start detached; returns once the runner is up
     python3 runner.py run RUN_DIR       run in the foreground (systemd, tests)
@@ -151,6 +153,8 @@ def docker_argv(job: dict[str, Any], run_dir: str) -> list[str]:
         argv += ["--shm-size", "%dm" % int(float(job["shm_size_gb"]) * 1024)]
     for port in job.get("ports", []):
         argv += ["-p", "127.0.0.1:%d:%d" % (port, port)]
+    for source, target in payload_mounts(job, run_dir):
+        argv += ["-v", "%s:%s" % (source, target)]
     if job.get("entrypoint"):
         words = shlex.split(job["entrypoint"])
         return [*argv, "--entrypoint", words[0], job["image"], *words[1:], *list(commands)]
@@ -160,6 +164,182 @@ def docker_argv(job: dict[str, Any], run_dir: str) -> list[str]:
         script = "set -e\n" + "\n".join(commands)
         return [*argv, "--entrypoint", shell, job["image"], "-c", script]
     return [*argv, job["image"]]
+
+
+# ----------------------------------------------------------------------------- files and repos
+
+#: a container's home for `~/…` targets (dstack's too)
+CONTAINER_HOME = "/root"
+
+
+def payload_targets(job: dict[str, Any], run_dir: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind, where on this host, entry) of the repo, then each `files` entry, in placing order.
+
+    A relative `path` is under the working folder (RUN_DIR/code); `~/…` is the home and an
+    absolute path is itself: this host's for a plain job, the container's for an image job
+    (placed under RUN_DIR/mounts and mounted there, see payload_mounts)."""
+    code = os.path.join(run_dir, "code")
+    out = []
+    entries = [("repo", r) for r in job.get("repos") or []]
+    entries += [("file", f) for f in job.get("files") or []]
+    for kind, entry in entries:
+        path = entry["path"]
+        if job.get("image") and (path.startswith("~") or os.path.isabs(path)):
+            inside = _container_path(path)
+            out.append((kind, os.path.join(run_dir, "mounts", inside.lstrip("/")), entry))
+        elif path.startswith("~"):
+            out.append((kind, os.path.expanduser(path), entry))
+        else:
+            out.append((kind, os.path.normpath(os.path.join(code, path)), entry))
+    return out
+
+
+def _container_path(path: str) -> str:
+    if path.startswith("~"):
+        path = CONTAINER_HOME + path[1:]
+    return os.path.normpath(path)
+
+
+def payload_mounts(job: dict[str, Any], run_dir: str) -> list[tuple[str, str]]:
+    """(host path, container path) of the files and repo an image job has outside /workflow."""
+    mounts = []
+    for _kind, where, entry in payload_targets(job, run_dir):
+        path = entry["path"]
+        if path.startswith("~") or os.path.isabs(path):
+            mounts.append((where, _container_path(path)))
+    return mounts
+
+
+class PlaceError(Exception):
+    pass
+
+
+def place_payload(job: dict[str, Any], run_dir: str, note: Any, log_fd: int) -> None:
+    """Put the repo and `files` where the task asked, before the job starts.
+
+    Every file appears at its target whole (written beside it, then renamed), with its mode
+    (a 0600 key stays 0600); a cloned repo appears whole too. PlaceError says what went wrong."""
+    payload = os.path.join(run_dir, "payload")
+    file_index = 0
+    try:
+        for kind, where, entry in payload_targets(job, run_dir):
+            if kind == "file":
+                _install(os.path.join(payload, "files", str(file_index)), where)
+                file_index += 1
+                continue
+            if _occupied(where):
+                if entry.get("if_exists") == "skip":
+                    note("repo path %s exists and is not empty; skipped (if_exists: skip)" % where)
+                    continue
+                raise PlaceError(
+                    "repo path %s exists and is not empty; set if_exists: skip or choose "
+                    "another path" % where
+                )
+            if entry.get("local"):
+                _install(os.path.join(payload, "repo"), where)
+            else:
+                _clone(entry, where, run_dir, note, log_fd)
+    finally:
+        shutil.rmtree(payload, ignore_errors=True)
+        for name in ("git-user", "git-password", "git-askpass"):
+            try:
+                os.unlink(os.path.join(run_dir, name))
+            except OSError:
+                pass
+
+
+def _occupied(path: str) -> bool:
+    if os.path.isdir(path) and not os.path.islink(path):
+        return bool(os.listdir(path))
+    return os.path.lexists(path)
+
+
+def _install(source: str, target: str) -> None:
+    if not os.path.lexists(source):
+        raise PlaceError("%s was not shipped" % target)
+    if os.path.isdir(source) and not os.path.islink(source):
+        try:
+            os.makedirs(target, exist_ok=True)
+        except OSError as exc:
+            raise PlaceError("cannot create %s: %s" % (target, exc.strerror)) from None
+        for name in sorted(os.listdir(source)):
+            _install(os.path.join(source, name), os.path.join(target, name))
+        return
+    folder = os.path.dirname(target) or "."
+    tmp = os.path.join(folder, ".%s.iacrun-%d" % (os.path.basename(target), os.getpid()))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if os.path.islink(source):
+            os.symlink(os.readlink(source), tmp)
+        else:
+            mode = os.stat(source).st_mode & 0o7777
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o700)
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                shutil.copyfileobj(src, out)
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except OSError as exc:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise PlaceError("cannot write %s: %s" % (target, exc.strerror)) from None
+
+
+def _clone(entry: dict[str, Any], target: str, run_dir: str, note: Any, log_fd: int) -> None:
+    git = shutil.which("git")
+    if git is None:
+        raise PlaceError("git is not installed on the host; install it to clone %s" % entry["url"])
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    env.pop("SSH_ASKPASS", None)
+    if os.path.exists(os.path.join(run_dir, "git-password")):
+        helper = os.path.join(run_dir, "git-askpass")
+        with open(helper, "w") as f:
+            f.write(
+                '#!/bin/sh\ncase "$1" in\n  Username*) cat %s ;;\n  *) cat %s ;;\nesac\n'
+                % (
+                    shlex.quote(os.path.join(run_dir, "git-user")),
+                    shlex.quote(os.path.join(run_dir, "git-password")),
+                )
+            )
+        os.chmod(helper, 0o700)
+        env["GIT_ASKPASS"] = helper
+    else:
+        env.pop("GIT_ASKPASS", None)
+    folder = os.path.dirname(target) or "."
+    tmp = os.path.join(folder, ".%s.iacrun-clone-%d" % (os.path.basename(target), os.getpid()))
+    shutil.rmtree(tmp, ignore_errors=True)
+    argv = [git, "clone", "--quiet"]
+    if entry.get("single_branch", True):
+        argv.append("--single-branch")
+    if entry.get("branch"):
+        argv += ["--branch", entry["branch"]]
+    argv += ["--", entry["url"], tmp]
+    shown = entry["url"] + (" (branch %s)" % entry["branch"] if entry.get("branch") else "")
+    note("cloning %s into %s" % (shown, target))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        _git(argv, env, log_fd, "could not clone %s" % shown)
+        if entry.get("hash"):
+            commit = entry["hash"]
+            checkout = [git, "-C", tmp, "-c", "advice.detachedHead=false", "checkout", "-q"]
+            has = [git, "-C", tmp, "cat-file", "-e", commit + "^{commit}"]
+            null = subprocess.DEVNULL
+            if subprocess.call(has, env=env, stdout=null, stderr=null) != 0:  # not on the branch
+                fetch = [git, "-C", tmp, "fetch", "--quiet", "origin", commit]
+                _git(fetch, env, log_fd, "commit %s is not in %s" % (commit, shown))
+            _git([*checkout, commit], env, log_fd, "cannot check out %s" % commit)
+            note("checked out %s" % commit)
+        if os.path.isdir(target) and not os.listdir(target):
+            os.rmdir(target)
+        os.rename(tmp, target)
+    except OSError as exc:
+        raise PlaceError("cannot place the repo at %s: %s" % (target, exc.strerror)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _git(argv: list[str], env: dict[str, str], log_fd: int, problem: str) -> None:
+    if subprocess.call(argv, env=env, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd):
+        raise PlaceError("%s (see the git output above)" % problem)
 
 
 # ----------------------------------------------------------------------------- python
@@ -393,6 +573,10 @@ class Runner:
         self.folder.write_atomic("pid", "%d\n" % os.getpid())
         self.state["started_at"] = time.time()
         self.folder.save_state(self.state)
+        problem = self._place()
+        if problem is not None:
+            self.state["reason"] = problem
+            return self._finish("failed", None)
         max_duration = self.job.get("max_duration")
         deadline = self.state["started_at"] + max_duration if max_duration else None
         retry = self.job.get("retry")
@@ -425,6 +609,20 @@ class Runner:
                 self.state["reason"] = self.stop_reason or "max duration exceeded"
                 return self._finish("terminated", code)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _place(self) -> str | None:
+        """The task's repo and files in place; a reason to fail the run otherwise."""
+        if not self.job.get("files") and not self.job.get("repos"):
+            return None
+        log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            place_payload(self.job, self.folder.dir, self.folder.note, log)
+        except PlaceError as exc:
+            self.folder.note(str(exc))
+            return str(exc)
+        finally:
+            os.close(log)
+        return None
 
     def _finish(self, status: str, code: int | None) -> int:
         if status == "terminated" and self.stop_reason is not None:
