@@ -244,3 +244,25 @@ def _running_engine() -> bool:
         if exe and subprocess.run([exe, "info"], capture_output=True, check=False).returncode == 0:
             return True
     return False
+
+
+def test_nvcc_without_a_cuda_compiler_here_is_refused_before_anything_is_recorded(
+    cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    if shutil.which("nvcc", path=cli.env["PATH"]) or Path("/usr/local/cuda/bin/nvcc").exists():
+        pytest.skip("this machine has a CUDA compiler")
+    write_task(project, "nvcc: true\ncommands: [nvcc --version]\n")
+    done = cli("up", "-y", "-n", "no-nvcc", "task.dstack.yml")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: nvcc: true needs the CUDA compiler on this machine"), lines
+    assert "no-nvcc" not in cli("ps", "-a").stdout
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvcc").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.4'\n")
+    (bin_dir / "nvcc").chmod(0o755)
+    cli.env["PATH"] = f"{bin_dir}:{cli.env['PATH']}"
+    ran = cli("up", "-y", "-n", "with-nvcc", "task.dstack.yml")
+    assert ran.returncode == 0, ran.stderr
+    assert "Cuda compilation tools, release 12.4" in ran.stdout
