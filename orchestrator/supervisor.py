@@ -39,6 +39,7 @@ from iacrun.orchestrator.host.runner_client import (
     build_job,
     keep_log,
     read_state,
+    settle_state,
     ship_and_start,
     stop_job,
 )
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 REAPER_MARGIN = 120.0
 #: seconds between the attempts to give a machine back before the failure is shown
 TEARDOWN_RETRIES = (5.0, 15.0)
+#: seconds between the checks that the runner still lives (a dead one is settled on the host)
+RUNNER_CHECK_SECONDS = 2.0
 
 
 class EventLog:
@@ -278,8 +281,15 @@ class Supervisor:
         if run.spec.max_duration:
             deadline = time.time() + float(run.spec.max_duration) + REAPER_MARGIN
         seen_attempts = 0
+        checked = self.clock()
         while True:
             state = await read_state(transport, host)
+            if state.get("status") not in FINAL_STATUSES and (
+                self.clock() - checked >= RUNNER_CHECK_SECONDS
+            ):
+                # a runner that died leaves the state as it was: settle it from the job's files
+                checked = self.clock()
+                state = await settle_state(transport, host) or state
             if state.get("status") in FINAL_STATUSES:
                 return state
             # every failed attempt that the runner retries is one line of the run's history
