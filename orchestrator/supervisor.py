@@ -146,10 +146,19 @@ class Supervisor:
         run = self.registry.get_by_id(run_id)
         events = EventLog.of(run)
         events.write("the previous supervisor exited; taking the run over")
+        ended = (Path(run.local_dir) / "final").exists()
         try:
-            if run.host is None and run.status == "terminating":
-                if not (Path(run.local_dir) / "final").exists():  # stopped before it started
-                    self.finish(run.id, "terminated", run.reason or "stopped by user", None)
+            if run.status == "terminating" and ended:
+                # killed during teardown: how the job ended is recorded, and giving the machine
+                # back resumes from the stack's state (destroy is idempotent), never by
+                # reconnecting to a host that may already be deleted
+                pass
+            elif run.host is None and run.status == "terminating":  # stopped before it started
+                self.finish(run.id, "terminated", run.reason or "stopped by user", None)
+            elif run.status == "terminating" and self._machine_ends_job(run):
+                # stopped, and the supervisor died before stopping the job: deleting the VM ends
+                # it (its log is kept only as far as a follower read it)
+                self.finish(run.id, "terminated", run.reason or "stopped by user", None)
             elif run.host is None or run.status == "provisioning":
                 self.finish(run.id, "failed", "interrupted while provisioning", None)
             else:
@@ -159,6 +168,10 @@ class Supervisor:
             self.finish(run_id, status, str(exc), None)
         finally:
             self.teardown(self.registry.get_by_id(run_id), events)
+
+    def _machine_ends_job(self, run: RunRecord) -> bool:
+        """Whether giving the run's machine back ends its job too (a cloud VM's stack)."""
+        return run.backend is not None and isinstance(self.backend(run.backend), StackBacked)
 
     # ------------------------------------------------------------------ provisioning
 
