@@ -42,8 +42,12 @@ from typing import Any
 #: the registry's final RunStatus values (this file cannot import iacrun; a test holds them equal)
 FINAL_STATUSES = ("done", "failed", "terminated")
 POLL_SECONDS = 0.02
-#: the job's own shell writes its exit code to `job_exit` ($1: job.sh, $2: job_exit)
-EXIT_WRAPPER = 'bash "$1"; code=$?; echo "$code" > "$2.tmp" && mv -f "$2.tmp" "$2"; exit "$code"'
+#: the job's own shell writes its exit code to `job_exit` ($1: job.sh, $2: job_exit); it outlives
+#: a SIGTERM to the group (a trap, reset for bash) so the code written is the job's own
+EXIT_WRAPPER = (
+    'trap : TERM INT; bash "$1"; code=$?; '
+    'echo "$code" > "$2.tmp" && mv -f "$2.tmp" "$2"; exit "$code"'
+)
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -501,11 +505,14 @@ def stop(run_dir: str, reason: str, wait: float) -> int:
         if folder.read_state().get("status") in FINAL_STATUSES:
             return 0
     grace = float(_job_setting(folder, "stop_duration", 15))
-    if not end_group(folder, grace):
+    ended, signalled = end_group(folder, grace)
+    if not ended:
         sys.stderr.write("processes of the job outlived SIGKILL; status left as it was\n")
         return 1
     state = folder.read_state()
     code = _read_int(folder.path("job_exit"))
+    if code is None and signalled is not None:
+        code = 128 + signalled  # as a shell reports a job ended by that signal
     state.update({"status": "terminated", "reason": reason, "finished_at": time.time()})
     if code is not None:
         state["exit_code"] = code
@@ -547,20 +554,25 @@ def settle(run_dir: str) -> dict[str, Any]:
     return state
 
 
-def end_group(folder: RunFolder, grace: float) -> bool:
-    """SIGTERM to the job's process group, `grace` seconds, SIGKILL; True once none is left."""
+def end_group(folder: RunFolder, grace: float) -> tuple[bool, int | None]:
+    """SIGTERM to the job's process group, `grace` seconds, SIGKILL.
+
+    Returns whether none of the group is left, and the last signal it took to end it (None
+    when no process of it was running)."""
     pgid = _read_int(folder.path("pgid")) or _read_int(folder.path("job_pid"))
     if pgid is None or not _group_alive(pgid):
-        return True
+        return True, None
     _killpg(pgid, signal.SIGTERM)
     end = time.time() + grace
     while _group_alive(pgid) and time.time() < end:
         time.sleep(0.05)
+    if not _group_alive(pgid):
+        return True, int(signal.SIGTERM)
     _killpg(pgid, signal.SIGKILL)
     end = time.time() + 10.0
     while _group_alive(pgid) and time.time() < end:
         time.sleep(0.05)
-    return not _group_alive(pgid)
+    return not _group_alive(pgid), int(signal.SIGKILL)
 
 
 def runner_alive(folder: RunFolder) -> int | None:

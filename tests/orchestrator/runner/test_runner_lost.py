@@ -124,3 +124,4 @@ def test_a_runner_killed_during_stop_still_ends_the_job(tmp_path: Path) -> None:
     assert not runner._group_alive(pgid)
     state = runner.RunFolder(str(tmp_path)).read_state()
     assert state["status"] == "terminated" and state["reason"] == "stopped by user"
+    assert state["exit_code"] == 137  # it ignored SIGTERM: SIGKILL after the grace
