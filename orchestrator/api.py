@@ -30,6 +30,7 @@ from iacrun.orchestrator.backends.base import (
     Backend,
     DryRunnable,
     Preflight,
+    RunPreflight,
     backend_named,
 )
 from iacrun.orchestrator.errors import (
@@ -172,7 +173,7 @@ class Orchestrator:
 
     def submit(self, spec: RunSpec, plan: OfferPlan, *, supervise: bool = True) -> RunRecord:
         """Record the run, then hand it to a detached supervisor that provisions and watches it."""
-        offers = self.ready_offers(o for o in plan.offers if o.available)
+        offers = self.ready_offers((o for o in plan.offers if o.available), spec=spec)
         if not offers and waits_for_capacity(spec):
             offers = list(plan.offers)  # none available now: the supervisor waits for one
         elif not offers:
@@ -188,11 +189,15 @@ class Orchestrator:
         return run
 
     def ready_offers(
-        self, offers: Iterable[Offer], on_progress: Callable[[str], None] | None = None
+        self,
+        offers: Iterable[Offer],
+        on_progress: Callable[[str], None] | None = None,
+        *,
+        spec: RunSpec | None = None,
     ) -> list[Offer]:
-        """The offers whose backend passes its preflight; the first failure when none does
-        (none given, none returned). What a preflight sets up on the way (a provider plugin) is
-        told to `on_progress`."""
+        """The offers whose backend passes its preflight (and, given `spec`, can run it: see
+        `RunPreflight`); the first failure when none does (none given, none returned). What a
+        preflight sets up on the way (a provider plugin) is told to `on_progress`."""
         offers = list(offers)
         problems: dict[str, IacrunError | None] = {}
         for name in dict.fromkeys(o.backend for o in offers):
@@ -200,6 +205,8 @@ class Orchestrator:
             try:
                 if isinstance(backend, Preflight):
                     backend.preflight(on_progress)
+                if spec is not None and isinstance(backend, RunPreflight):
+                    backend.check_run(spec)
                 problems[name] = None
             except IacrunError as exc:
                 problems[name] = exc

@@ -216,11 +216,33 @@ class Supervisor:
                 sleep=lambda seconds: self._sleep_unless_stopped(run.id, seconds),
                 clock=self.clock,
                 backoff=self.backoff,
+                outranked=lambda offer: self._outranked(run, offer),
             )
         except _Stopped:
             return None
         self.registry.update(run.id, host=host)
         return host
+
+    def _outranked(self, run: RunRecord, offer: Offer) -> str | None:
+        """Why `offer` is left to another run: a `pending` run of higher priority waits for the
+        same machine (the same backend, instance type and region among its offers)."""
+        from iacrun.orchestrator.offers.model import Offer
+
+        mine = (offer.backend, offer.instance_type, offer.region)
+        for other in self.registry.runs():
+            if other.id == run.id or other.status != "pending":
+                continue
+            if other.spec.priority <= run.spec.priority:
+                continue
+            try:
+                wanted = json.loads((Path(other.local_dir) / "offers.json").read_text())
+            except (OSError, ValueError):
+                continue
+            for raw in wanted:
+                o = Offer.model_validate(raw)
+                if (o.backend, o.instance_type, o.region) == mine:
+                    return f"kept for {other.name} (priority {other.spec.priority})"
+        return None
 
     def _sleep_unless_stopped(self, run_id: int, seconds: float) -> None:
         """Sleep, a second at a time, ending early with _Stopped once a stop is recorded."""

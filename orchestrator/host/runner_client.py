@@ -54,6 +54,17 @@ def build_job(name: str, spec: RunSpec, host: Host) -> dict[str, Any]:
         "max_duration": spec.max_duration,
         "stop_duration": spec.stop_duration,
         "retry": {"duration": retry.duration} if on_error and retry else None,
+        "shell": spec.shell,
+        "entrypoint": spec.entrypoint,
+        "user": spec.user,
+        "privileged": spec.privileged,
+        "docker": spec.docker,
+        "nvcc": spec.nvcc,
+        "registry_auth": spec.registry_auth,
+        "container_engine": host.container_engine,
+        "utilization_policy": (
+            spec.utilization_policy.model_dump() if spec.utilization_policy else None
+        ),
     }
 
 

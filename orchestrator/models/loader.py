@@ -119,10 +119,7 @@ def _render_loc(loc: Loc) -> str:
 def _unknown_field_message(model: type[BaseModel], loc: Loc) -> str:
     key = str(loc[-1])
     if len(loc) == 1 and key in UNSUPPORTED_DSTACK_FIELDS:
-        return (
-            f"'{key}' is a dstack feature iacrun does not support "
-            f"({UNSUPPORTED_DSTACK_FIELDS[key]}); remove it"
-        )
+        return f"'{key}' is not supported: {UNSUPPORTED_DSTACK_FIELDS[key]}"
     fields = _fields_at(model, loc[:-1])
     close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
     hint = f" — did you mean '{close[0]}'?" if close else f" — valid fields: {', '.join(fields)}"

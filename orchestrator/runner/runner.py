@@ -42,11 +42,12 @@ from typing import Any
 #: the registry's final RunStatus values (this file cannot import iacrun; a test holds them equal)
 FINAL_STATUSES = ("done", "failed", "terminated")
 POLL_SECONDS = 0.02
-#: the job's own shell writes its exit code to `job_exit` ($1: job.sh, $2: job_exit); it outlives
-#: a SIGTERM to the group (a trap, reset for bash) so the code written is the job's own
+#: the job's own shell writes its exit code to `job_exit` ($1: the shell, $2: job.sh, $3:
+#: job_exit); it outlives a SIGTERM to the group (a trap, reset for the job's shell) so the code
+#: written is the job's own
 EXIT_WRAPPER = (
-    'trap : TERM INT; bash "$1"; code=$?; '
-    'echo "$code" > "$2.tmp" && mv -f "$2.tmp" "$2"; exit "$code"'
+    'trap : TERM INT; "$1" "$2"; code=$?; '
+    'echo "$code" > "$3.tmp" && mv -f "$3.tmp" "$3"; exit "$code"'
 )
 MAX_BACKOFF_SECONDS = 60.0
 
@@ -55,14 +56,16 @@ MAX_BACKOFF_SECONDS = 60.0
 
 
 def render_job_script(job: dict[str, Any], run_dir: str) -> str:
-    """The job as one bash script: its commands in one shell session, stopping at a failure."""
+    """The job as one script: its commands in one shell session, stopping at a failure; for an
+    `image:` job, the container started with the engine (after a private registry's login)."""
     workdir = job_workdir(job, run_dir)
     lines = [
-        "#!/usr/bin/env bash",
+        "#!/bin/sh" if job.get("image") else "#!%s" % shell_path(job),
         "# iacrun job for run %s, written by iacrun; the runner starts it." % job["run_name"],
         "set -e",
     ]
     if job.get("image"):
+        lines += registry_login_lines(job, run_dir)
         lines.append("exec " + " ".join(shlex.quote(a) for a in docker_argv(job, run_dir)))
         return "\n".join(lines) + "\n"
     lines.append("cd %s" % shlex.quote(workdir))
@@ -72,29 +75,105 @@ def render_job_script(job: dict[str, Any], run_dir: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shell_path(job: dict[str, Any]) -> str:
+    """The interpreter of the job's commands on the host: `sh`, `bash` or an absolute path."""
+    shell = job.get("shell") or "bash"
+    if shell.startswith("/"):
+        return shell
+    return shutil.which(shell) or "/bin/%s" % shell
+
+
 def job_workdir(job: dict[str, Any], run_dir: str) -> str:
     return os.path.normpath(os.path.join(run_dir, "code", job.get("working_dir") or "."))
 
 
+#: the job's env variables that hold a private registry's credentials (see registry_login_lines)
+REGISTRY_ENV = ("IACRUN_REGISTRY_USERNAME", "IACRUN_REGISTRY_PASSWORD")
+
+
+def registry_host(image: str) -> str:
+    """The registry an image reference names (`ghcr.io/o/i:t` → ghcr.io), else Docker Hub."""
+    first, slash, _ = image.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def registry_login_lines(job: dict[str, Any], run_dir: str) -> list[str]:
+    """Log in to the image's registry, pull, log out: the password goes to the engine on stdin
+    from the runner's environment, so it is in no command line, log or file once pulled."""
+    auth = job.get("registry_auth")
+    if not auth:
+        return []
+    engine = job.get("container_engine") or "docker"
+    registry = shlex.quote(registry_host(job["image"]))
+    where = os.path.join(run_dir, "registry-auth")
+    if engine == "podman":
+        config = "--authfile %s" % shlex.quote(os.path.join(where, "auth.json"))
+        login, pull, logout = (
+            "podman login %s" % config,
+            "podman pull -q %s" % config,
+            "podman logout %s" % config,
+        )
+    else:
+        config = "--config %s" % shlex.quote(where)
+        login, pull, logout = (
+            "docker %s login" % config,
+            "docker %s pull -q" % config,
+            "docker %s logout" % config,
+        )
+    return [
+        "umask 077; mkdir -p %s" % shlex.quote(where),
+        "rc=0",
+        '{ printf %%s "$%s" | %s --username "$%s" --password-stdin %s >/dev/null && %s %s '
+        ">/dev/null; } || rc=$?"
+        % (auth["password"], login, auth["username"], registry, pull, shlex.quote(job["image"])),
+        "%s %s >/dev/null 2>&1 || true" % (logout, registry),
+        "rm -rf %s" % shlex.quote(where),
+        'if [ "$rc" -ne 0 ]; then echo "could not pull %s from %s with registry_auth (exit $rc)" '
+        '>&2; exit "$rc"; fi' % (job["image"].replace('"', ""), registry.strip("'")),
+        "umask 022",
+    ]
+
+
 def docker_argv(job: dict[str, Any], run_dir: str) -> list[str]:
+    """The engine's command line for an `image:` job, as dstack builds the container's command:
+    `entrypoint` split like a shell would, followed by the commands as its arguments; without
+    an entrypoint, the commands in one `shell -c` script; with neither, the image's own."""
     engine = job.get("container_engine") or "docker"
     name = "iacrun-%s" % job["run_name"]
+    commands = job.get("commands") or []
     argv = [engine, "run", "--rm", "--init", "--name", name]
     argv += ["-v", "%s:/workflow" % os.path.join(run_dir, "code")]
-    argv += ["-w", os.path.normpath(os.path.join("/workflow", job.get("working_dir") or "."))]
+    working_dir = job.get("working_dir") or "."
+    if working_dir.startswith("/"):
+        argv += ["-w", working_dir]
+    elif commands or working_dir != ".":
+        argv += ["-w", os.path.normpath(os.path.join("/workflow", working_dir))]
     for key in sorted(job.get("env", {})):
-        argv += ["-e", key]
+        if key not in REGISTRY_ENV:
+            argv += ["-e", key]
     for key in ("IACRUN_RUN_NAME", "DSTACK_RUN_NAME"):
         argv += ["-e", key]
+    if job.get("user"):
+        argv += ["--user", job["user"]]
+    if job.get("privileged"):
+        argv += ["--privileged"]
     if job.get("gpus"):
-        argv += ["--gpus", "all"]
+        argv += ["--gpus", '"device=%s"' % job["gpus"] if engine == "docker" else "all"]
     if job.get("shm_size_gb"):
         argv += ["--shm-size", "%dm" % int(float(job["shm_size_gb"]) * 1024)]
     for port in job.get("ports", []):
         argv += ["-p", "127.0.0.1:%d:%d" % (port, port)]
-    script = "set -e\n" + "\n".join(job["commands"])
-    argv += [job["image"], "/bin/sh", "-c", script]
-    return argv
+    if job.get("entrypoint"):
+        words = shlex.split(job["entrypoint"])
+        return [*argv, "--entrypoint", words[0], job["image"], *words[1:], *list(commands)]
+    if commands:
+        shell = job.get("shell") or "/bin/sh"
+        shell = shell if shell.startswith("/") else "/bin/%s" % shell
+        script = "set -e\n" + "\n".join(commands)
+        return [*argv, "--entrypoint", shell, job["image"], "-c", script]
+    return [*argv, job["image"]]
 
 
 # ----------------------------------------------------------------------------- python
@@ -206,6 +285,94 @@ class RunFolder:
             os.close(fd)
 
 
+# ----------------------------------------------------------------------------- GPU utilization
+
+CUDA_BIN = "/usr/local/cuda/bin"
+NVIDIA_SMI_QUERY = ["--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits"]
+
+
+def utilization_reason(job: dict[str, Any]) -> str | None:
+    policy = job.get("utilization_policy")
+    if not policy:
+        return None
+    return "gpu utilization below %d%%" % policy["min_gpu_utilization"]
+
+
+def sample_gpus(gpus: str | None) -> dict[int, float] | None:
+    """Utilization % per GPU index from `nvidia-smi` (only the job's GPUs when it has some);
+    None when nvidia-smi cannot be run or says nothing readable."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, *NVIDIA_SMI_QUERY],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    wanted = {int(i) for i in gpus.split(",") if i.strip().isdigit()} if gpus else None
+    figures: dict[int, float] = {}
+    for line in out.stdout.decode(errors="replace").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2 or not parts[0].isdigit():
+            continue
+        try:
+            value = float(parts[1])
+        except ValueError:
+            continue  # [N/A] and the like: no figure this time
+        if wanted is None or int(parts[0]) in wanted:
+            figures[int(parts[0])] = value
+    return figures or None
+
+
+class UtilizationWatch:
+    """dstack's utilization_policy: the job ends when any of its GPUs stays under the minimum
+    for the whole time window. nvidia-smi is asked every `every` seconds; a GPU's low streak
+    starts at its first low sample and ends at any sample at or above the minimum."""
+
+    def __init__(self, job: dict[str, Any], folder: RunFolder, started: float) -> None:
+        policy = job["utilization_policy"]
+        self.minimum = float(policy["min_gpu_utilization"])
+        self.window = int(policy["time_window"])
+        self.every = max(0.2, min(10.0, self.window / 30.0))
+        self.gpus = job.get("gpus")
+        self.folder = folder
+        self.reason = utilization_reason(job) or ""
+        self.next_at = started
+        self.low_since: dict[int, float] = {}
+        self.blind_noted = False
+
+    @classmethod
+    def of(cls, job: dict[str, Any], folder: RunFolder) -> UtilizationWatch | None:
+        if not job.get("utilization_policy"):
+            return None
+        return cls(job, folder, time.time())
+
+    def too_low(self, now: float) -> bool:
+        if now < self.next_at:
+            return False
+        self.next_at = now + self.every
+        figures = sample_gpus(self.gpus)
+        if figures is None:
+            if not self.blind_noted:
+                self.folder.note("utilization_policy: nvidia-smi gave no figures; not enforced")
+                self.blind_noted = True
+            self.low_since.clear()  # a gap in the samples is no proof of idleness
+            return False
+        for index, value in figures.items():
+            if value >= self.minimum:
+                self.low_since.pop(index, None)
+            else:
+                self.low_since.setdefault(index, now)
+        return any(now - since >= self.window for since in self.low_since.values())
+
+
 # ----------------------------------------------------------------------------- running
 
 
@@ -254,7 +421,10 @@ class Runner:
             )
             self.state["exit_code"] = code
             self.state["reason"] = reason
-            if self.stop_reason is not None or reason == "max duration exceeded":
+            if self.stop_reason is not None or reason in (
+                "max duration exceeded",
+                utilization_reason(self.job),
+            ):
                 return self._finish("terminated", code)
             if code == 0:
                 return self._finish("done", code)
@@ -298,11 +468,18 @@ class Runner:
         env["IACRUN_RUN_DIR"] = self.folder.dir
         if self.job.get("gpus"):
             env["CUDA_VISIBLE_DEVICES"] = self.job["gpus"]
+        if self.job.get("nvcc") and os.path.isdir(CUDA_BIN):
+            env["PATH"] = CUDA_BIN + os.pathsep + env.get("PATH", "")
         if self.job.get("python"):
             problem = self._prepare_python(self.job["python"], env)
             if problem:
                 self.folder.note(problem)
                 return 127, problem
+        interpreter = "/bin/sh" if self.job.get("image") else shell_path(self.job)
+        if shutil.which(interpreter) is None:
+            problem = "cannot start the shell %s: not found" % interpreter
+            self.folder.note(problem)
+            return 127, problem
         _remove(self.folder.path("job_exit"))
         log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -312,6 +489,7 @@ class Runner:
                     "-c",
                     EXIT_WRAPPER,
                     "iacrun-job",
+                    interpreter,
                     self.folder.path("job.sh"),
                     self.folder.path("job_exit"),
                 ],
@@ -322,11 +500,16 @@ class Runner:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        except OSError as exc:
+            problem = "cannot start the shell %s: %s" % (interpreter, exc.strerror or exc)
+            self.folder.note(problem)
+            return 127, problem
         finally:
             os.close(log)
         # its own session: the group id is the child's pid, and outlives this runner
         self.folder.write_atomic("pgid", "%d\n" % self.child.pid)
         self.folder.write_atomic("job_pid", "%d\n" % self.child.pid)
+        watch = UtilizationWatch.of(self.job, self.folder)
         reason = None
         while True:
             code = self.child.poll()
@@ -337,6 +520,9 @@ class Runner:
             elif deadline is not None and time.time() >= deadline:
                 reason = "max duration exceeded"
                 self.folder.note("max duration exceeded; stopping the job")
+            elif watch is not None and watch.too_low(time.time()):
+                reason = watch.reason
+                self.folder.note("%s for %ds; stopping the job" % (reason, watch.window))
             if reason is not None:
                 code = self._kill_job()
                 break

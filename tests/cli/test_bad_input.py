@@ -36,7 +36,7 @@ CASES = [
     (
         "unsupported",
         "commands: [x]\nvolumes: [data]\n",
-        r"'volumes' is a dstack feature iacrun does not support",
+        r":3:1: volumes: 'volumes' is not supported: iacrun mounts no volumes",
     ),
     ("service", "type: service\ncommands: [x]\n", r"type 'service' is not supported"),
     ("duration", "commands: [x]\nmax_duration: soon\n", r"max_duration: 'soon' is not a duration"),
