@@ -28,6 +28,7 @@ Kept compatible with Python 3.8 so it runs on any Linux a cloud image ships.
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -477,7 +478,7 @@ class Runner:
                 return 127, problem
         interpreter = "/bin/sh" if self.job.get("image") else shell_path(self.job)
         if shutil.which(interpreter) is None:
-            problem = "cannot start the shell %s: not found" % interpreter
+            problem = "cannot start the shell %s: %s" % (interpreter, os.strerror(errno.ENOENT))
             self.folder.note(problem)
             return 127, problem
         _remove(self.folder.path("job_exit"))
