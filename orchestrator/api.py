@@ -35,6 +35,7 @@ from iacrun.orchestrator.backends.base import (
 )
 from iacrun.orchestrator.errors import (
     BackendError,
+    HostUnreachableError,
     IacrunError,
     NoOfferError,
     RunError,
@@ -293,7 +294,17 @@ class Orchestrator:
             if data:
                 sink(data)
             return offset + len(data), run
-        reached, _ = asyncio.run(_follow(host, offset, sink, follow))
+
+        def ended() -> bool:
+            return self.registry.get_by_id(run.id).status.is_final
+
+        try:
+            reached, _ = asyncio.run(_follow(host, offset, sink, follow, ended))
+        except HostUnreachableError:
+            if not ended():
+                raise
+            # the run ended while its machine was out of reach: what is left is the kept copy
+            return self.logs(name, sink, offset=offset)
         return reached, self.get(name)
 
     # ------------------------------------------------------------------ stopping
@@ -503,7 +514,23 @@ class _Follow:
             # the machine is gone: what is left is the copy kept here at teardown
             self.orch.logs(self.run.name, self.sink, offset=self.offset)
             return self.run
-        transport = await open_transport(host)
+        try:
+            await self._follow_host(host, ports)
+        except HostUnreachableError:
+            # a machine that is gone (or never ran the job) ends the follow once the run is
+            # final; while it is not, the outage is the run's to judge, and is shown
+            if not self._refresh().status.is_final:
+                raise
+        final = await self._wait_final()
+        if host.kind != "local":
+            # whatever the machine wrote after our last read is in the copy kept at teardown
+            self.orch.logs(self.run.name, self.sink, offset=self.offset)
+        return final
+
+    async def _follow_host(self, host: Host, ports: Sequence[PortMapping]) -> None:
+        """Ports forwarded and the log followed until the run ends, with every reconnection
+        given up as soon as the registry says the run is final."""
+        transport = await open_transport(host, give_up=lambda: self._refresh().status.is_final)
         stops: list[Callable[[], Awaitable[None]]] = []
         try:
             for port in ports:
@@ -531,11 +558,6 @@ class _Follow:
                 with contextlib.suppress(Exception):
                     await stop()
             await transport.close()
-        final = await self._wait_final()
-        if host.kind != "local":
-            # whatever the machine wrote after our last read is in the copy kept at teardown
-            self.orch.logs(self.run.name, self.sink, offset=self.offset)
-        return final
 
     async def _wait_for_host(self) -> Host | None:
         while True:
@@ -607,9 +629,12 @@ async def _follow(
     offset: int,
     sink: Callable[[bytes], None],
     follow: bool,
+    ended: Callable[[], bool],
 ) -> tuple[int, dict[str, Any]]:
-    transport = await open_transport(host)
+    """The log from `offset`; following stops once the runner or the registry says the run
+    ended, and no reconnection outlives the run."""
+    transport = await open_transport(host, give_up=ended)
     try:
-        return await follow_log(transport, host, offset, sink, follow=follow)
+        return await follow_log(transport, host, offset, sink, follow=follow, until=ended)
     finally:
         await transport.close()

@@ -39,6 +39,7 @@ from iacrun.orchestrator.host.runner_client import (
     build_job,
     keep_log,
     read_state,
+    settle_state,
     ship_and_start,
     stop_job,
 )
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 REAPER_MARGIN = 120.0
 #: seconds between the attempts to give a machine back before the failure is shown
 TEARDOWN_RETRIES = (5.0, 15.0)
+#: seconds between the checks that the runner still lives (a dead one is settled on the host)
+RUNNER_CHECK_SECONDS = 2.0
 
 
 class EventLog:
@@ -143,10 +146,19 @@ class Supervisor:
         run = self.registry.get_by_id(run_id)
         events = EventLog.of(run)
         events.write("the previous supervisor exited; taking the run over")
+        ended = (Path(run.local_dir) / "final").exists()
         try:
-            if run.host is None and run.status == "terminating":
-                if not (Path(run.local_dir) / "final").exists():  # stopped before it started
-                    self.finish(run.id, "terminated", run.reason or "stopped by user", None)
+            if run.status == "terminating" and ended:
+                # killed during teardown: how the job ended is recorded, and giving the machine
+                # back resumes from the stack's state (destroy is idempotent), never by
+                # reconnecting to a host that may already be deleted
+                pass
+            elif run.host is None and run.status == "terminating":  # stopped before it started
+                self.finish(run.id, "terminated", run.reason or "stopped by user", None)
+            elif run.status == "terminating" and self._machine_ends_job(run):
+                # stopped, and the supervisor died before stopping the job: deleting the VM ends
+                # it (its log is kept only as far as a follower read it)
+                self.finish(run.id, "terminated", run.reason or "stopped by user", None)
             elif run.host is None or run.status == "provisioning":
                 self.finish(run.id, "failed", "interrupted while provisioning", None)
             else:
@@ -156,6 +168,10 @@ class Supervisor:
             self.finish(run_id, status, str(exc), None)
         finally:
             self.teardown(self.registry.get_by_id(run_id), events)
+
+    def _machine_ends_job(self, run: RunRecord) -> bool:
+        """Whether giving the run's machine back ends its job too (a cloud VM's stack)."""
+        return run.backend is not None and isinstance(self.backend(run.backend), StackBacked)
 
     # ------------------------------------------------------------------ provisioning
 
@@ -308,8 +324,15 @@ class Supervisor:
         if run.spec.max_duration:
             deadline = time.time() + float(run.spec.max_duration) + REAPER_MARGIN
         seen_attempts = 0
+        checked = self.clock()
         while True:
             state = await read_state(transport, host)
+            if state.get("status") not in FINAL_STATUSES and (
+                self.clock() - checked >= RUNNER_CHECK_SECONDS
+            ):
+                # a runner that died leaves the state as it was: settle it from the job's files
+                checked = self.clock()
+                state = await settle_state(transport, host) or state
             if state.get("status") in FINAL_STATUSES:
                 return state
             # every failed attempt that the runner retries is one line of the run's history

@@ -2,6 +2,7 @@
 
 ship_and_start   the working folder archive, job.json, job.sh and the runner; start it
 read_state       the runner's state.json
+settle_state     the same, first settled from the job's own exit file if the runner died
 follow_log       the log from a byte offset, live until the run ends
 stop_job         SIGTERM to the job's process group, a grace period, SIGKILL
 keep_log         a copy of a remote run's log here, for `iacrun logs` after the machine is gone
@@ -145,6 +146,26 @@ async def read_state(transport: Transport, host: Host) -> dict[str, Any]:
         return {}
     try:
         state: dict[str, Any] = json.loads(raw)
+    except ValueError:
+        return {}
+    return state
+
+
+async def settle_state(transport: Transport, host: Host) -> dict[str, Any]:
+    """The runner's state, settled on the host if the runner died (`runner.py settle`).
+
+    A runner killed mid-run leaves the job running in its own process group; once no process
+    of it is left, its exit code is read from the file the job's shell wrote."""
+    run_dir = shlex.quote(host.run_dir)
+    cmd = (
+        f"test -f {run_dir}/runner.py || exit 0; "
+        f"exec {shlex.quote(host_python(host))} {run_dir}/runner.py settle {run_dir}"
+    )
+    rc, out, err = await transport.run(["sh", "-c", cmd])
+    if rc != 0:
+        raise RunnerError(f"could not read the runner's state: {err.decode().strip()}")
+    try:
+        state: dict[str, Any] = json.loads(out) if out.strip() else {}
     except ValueError:
         return {}
     return state

@@ -12,17 +12,25 @@ beside it, so that anything able to read a file (the CLI, an SSH session) can fo
     pid        the runner's process id
     payload/   the task's `files` and local repo as shipped; placed, then removed (place_payload)
     git-user, git-password   credentials for cloning a repo URL (0600); removed after the clone
+    pgid       the job's process group (its own session): reachable without the runner
+    job_exit   the exit code the job's own shell wrote as it ended, even with the runner gone
 
     python3 runner.py start RUN_DIR     start detached; returns once the runner is up
     python3 runner.py run RUN_DIR       run in the foreground (systemd, tests)
     python3 runner.py stop RUN_DIR [--reason TEXT]
     python3 runner.py state RUN_DIR     print state.json
+    python3 runner.py settle RUN_DIR    print state.json, first settling it if the runner died
+
+A runner that dies (killed, OOM) leaves the job running in its own process group: `stop` then
+ends that group itself, and `settle` records how the job ended from `job_exit` once no process
+of the group is left. A final status is never written while a process of the run is alive.
 
 Kept compatible with Python 3.8 so it runs on any Linux a cloud image ships.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -37,6 +45,13 @@ from typing import Any
 #: the registry's final RunStatus values (this file cannot import iacrun; a test holds them equal)
 FINAL_STATUSES = ("done", "failed", "terminated")
 POLL_SECONDS = 0.02
+#: the job's own shell writes its exit code to `job_exit` ($1: the shell, $2: job.sh, $3:
+#: job_exit); it outlives a SIGTERM to the group (a trap, reset for the job's shell) so the code
+#: written is the job's own
+EXIT_WRAPPER = (
+    'trap : TERM INT; "$1" "$2"; code=$?; '
+    'echo "$code" > "$3.tmp" && mv -f "$3.tmp" "$3"; exit "$code"'
+)
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -660,10 +675,23 @@ class Runner:
                 self.folder.note(problem)
                 return 127, problem
         interpreter = "/bin/sh" if self.job.get("image") else shell_path(self.job)
+        if shutil.which(interpreter) is None:
+            problem = "cannot start the shell %s: %s" % (interpreter, os.strerror(errno.ENOENT))
+            self.folder.note(problem)
+            return 127, problem
+        _remove(self.folder.path("job_exit"))
         log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             self.child = subprocess.Popen(
-                [interpreter, self.folder.path("job.sh")],
+                [
+                    "sh",
+                    "-c",
+                    EXIT_WRAPPER,
+                    "iacrun-job",
+                    interpreter,
+                    self.folder.path("job.sh"),
+                    self.folder.path("job_exit"),
+                ],
                 cwd=self.folder.dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -677,6 +705,8 @@ class Runner:
             return 127, problem
         finally:
             os.close(log)
+        # its own session: the group id is the child's pid, and outlives this runner
+        self.folder.write_atomic("pgid", "%d\n" % self.child.pid)
         self.folder.write_atomic("job_pid", "%d\n" % self.child.pid)
         watch = UtilizationWatch.of(self.job, self.folder)
         reason = None
@@ -835,29 +865,142 @@ def start(run_dir: str, timeout: float = 10.0) -> int:
 
 
 def stop(run_dir: str, reason: str, wait: float) -> int:
-    """Ask the runner to stop the job (SIGTERM, grace, SIGKILL) and wait for a final status."""
+    """Stop the job (SIGTERM, grace, SIGKILL) and return once its status is final.
+
+    Asked of the runner while it lives; if it is gone, or dies or hangs meanwhile, the job's
+    process group is ended here and the final status written once no process of it is left."""
     folder = RunFolder(run_dir)
     state = folder.read_state()
     if state.get("status") in FINAL_STATUSES:
         return 0
     folder.write_atomic("stop_request", reason + "\n")
-    runner_pid = _read_int(folder.path("pid"))
-    if runner_pid and pid_alive(runner_pid):
+    runner_pid = runner_alive(folder)
+    if runner_pid is not None:
         os.kill(runner_pid, signal.SIGTERM)
         end = time.time() + wait
         while time.time() < end:
             if folder.read_state().get("status") in FINAL_STATUSES:
                 return 0
+            if runner_alive(folder) is None:  # died while stopping: finish its work here
+                break
             time.sleep(0.05)
-        sys.stderr.write("the runner did not stop within %gs\n" % wait)
+        else:
+            sys.stderr.write("the runner did not stop within %gs; ending the job itself\n" % wait)
+            _kill(runner_pid, signal.SIGKILL)
+        if folder.read_state().get("status") in FINAL_STATUSES:
+            return 0
+    grace = float(_job_setting(folder, "stop_duration", 15))
+    ended, signalled = end_group(folder, grace)
+    if not ended:
+        sys.stderr.write("processes of the job outlived SIGKILL; status left as it was\n")
         return 1
-    # the runner is gone (host rebooted, killed): end what is left and record it
-    job_pid = _read_int(folder.path("job_pid"))
-    if job_pid:
-        _killpg(job_pid, signal.SIGKILL)
+    state = folder.read_state()
+    code = _read_int(folder.path("job_exit"))
+    if code is None and signalled is not None:
+        code = 128 + signalled  # as a shell reports a job ended by that signal
     state.update({"status": "terminated", "reason": reason, "finished_at": time.time()})
+    if code is not None:
+        state["exit_code"] = code
     folder.save_state(state)
+    folder.note("run terminated: %s" % reason)
     return 0
+
+
+def settle(run_dir: str) -> dict[str, Any]:
+    """The run's state; if the runner died before the job ended, settled from what is left.
+
+    While a process of the job's group lives the job goes on and the state is left as it is;
+    once none is left, the job's own `job_exit` (or its absence) says how it ended."""
+    folder = RunFolder(run_dir)
+    state = folder.read_state()
+    if not state or state.get("status") in FINAL_STATUSES or runner_alive(folder) is not None:
+        return state
+    pgid = _read_int(folder.path("pgid"))
+    if pgid is not None and _group_alive(pgid):
+        if not os.path.exists(folder.path("runner_lost")):
+            folder.write_atomic("runner_lost", "%f\n" % time.time())
+            folder.note("the runner exited; the job goes on and is still followed")
+        return state
+    if runner_alive(folder) is not None or folder.read_state().get("status") in FINAL_STATUSES:
+        return folder.read_state()
+    code = _read_int(folder.path("job_exit"))
+    if os.path.exists(folder.path("stop_request")):
+        status, reason = "terminated", _read_text(folder.path("stop_request")) or "stopped"
+    elif code is None:
+        status, reason = "failed", "the runner and the job ended without an exit code"
+    else:
+        status = "done" if code == 0 else "failed"
+        reason = "exited (%d); the runner had died" % code
+    state.update({"status": status, "reason": reason, "finished_at": time.time()})
+    if code is not None:
+        state["exit_code"] = code
+    folder.save_state(state)
+    folder.note("run %s: %s" % (status, reason))
+    return state
+
+
+def end_group(folder: RunFolder, grace: float) -> tuple[bool, int | None]:
+    """SIGTERM to the job's process group, `grace` seconds, SIGKILL.
+
+    Returns whether none of the group is left, and the last signal it took to end it (None
+    when no process of it was running)."""
+    pgid = _read_int(folder.path("pgid")) or _read_int(folder.path("job_pid"))
+    if pgid is None or not _group_alive(pgid):
+        return True, None
+    _killpg(pgid, signal.SIGTERM)
+    end = time.time() + grace
+    while _group_alive(pgid) and time.time() < end:
+        time.sleep(0.05)
+    if not _group_alive(pgid):
+        return True, int(signal.SIGTERM)
+    _killpg(pgid, signal.SIGKILL)
+    end = time.time() + 10.0
+    while _group_alive(pgid) and time.time() < end:
+        time.sleep(0.05)
+    return not _group_alive(pgid), int(signal.SIGKILL)
+
+
+def runner_alive(folder: RunFolder) -> int | None:
+    """The runner's pid while it runs (a reused pid running something else does not count)."""
+    pid = _read_int(folder.path("pid"))
+    if pid is None or not pid_alive(pid):
+        return None
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            if b"runner.py" not in f.read():
+                return None
+    except OSError:
+        pass  # no /proc (macOS): the pid is trusted
+    return pid
+
+
+def _job_setting(folder: RunFolder, key: str, default: Any) -> Any:
+    try:
+        return folder.read_job().get(key, default)
+    except (OSError, ValueError):
+        return default
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _read_int(path: str) -> int | None:
@@ -869,7 +1012,7 @@ def _read_int(path: str) -> int | None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("start", "run", "stop", "state"):
+    if len(argv) < 2 or argv[0] not in ("start", "run", "stop", "state", "settle"):
         sys.stderr.write(__doc__ or "")
         return 2
     command, run_dir = argv[0], argv[1]
@@ -881,6 +1024,9 @@ def main(argv: list[str]) -> int:
         reason = argv[argv.index("--reason") + 1] if "--reason" in argv else "stopped by user"
         job = RunFolder(run_dir).read_job()
         return stop(run_dir, reason, wait=float(job.get("stop_duration", 15)) + 10)
+    if command == "settle":
+        print(json.dumps(settle(run_dir)))
+        return 0
     print(json.dumps(RunFolder(run_dir).read_state()))
     return 0
 
