@@ -189,7 +189,7 @@ def up(
         return
     plan = orch.plan(spec)
     # credentials, tools, provider plugins: before anything is recorded
-    orch.ready_offers((o for o in plan.offers if o.available), note)
+    orch.ready_offers((o for o in plan.offers if o.available), note, spec=spec)
     if not json_out:
         note(plan_text(spec) + "\n")
         note(offers_table(plan.offers, max_offers) + "\n")

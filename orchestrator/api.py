@@ -30,10 +30,12 @@ from iacrun.orchestrator.backends.base import (
     Backend,
     DryRunnable,
     Preflight,
+    RunPreflight,
     backend_named,
 )
 from iacrun.orchestrator.errors import (
     BackendError,
+    HostUnreachableError,
     IacrunError,
     InputError,
     NoOfferError,
@@ -48,7 +50,6 @@ from iacrun.orchestrator.host.runner_client import (
     stop_job,
 )
 from iacrun.orchestrator.host.transport import Host
-from iacrun.orchestrator.host.workdir import check_upload_size
 from iacrun.orchestrator.models.names import generate_name, run_name_problem
 from iacrun.orchestrator.paths import config_file, iacrun_home, registry_file, runs_dir
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord, name_taken
@@ -174,11 +175,13 @@ class Orchestrator:
     def check_upload(self, spec: RunSpec) -> int:
         """The bytes the run will ship; an InputError when that is over `upload_limit`, said
         before anything is recorded or created (the supervisor packs the same files later)."""
-        return check_upload_size(Path(spec.repo_dir), self.settings.upload_limit_gb, (self.home,))
+        from iacrun.orchestrator.host.payload import check_run_upload
+
+        return check_run_upload(spec, self.settings.upload_limit_gb, (self.home,))
 
     def submit(self, spec: RunSpec, plan: OfferPlan, *, supervise: bool = True) -> RunRecord:
         """Record the run, then hand it to a detached supervisor that provisions and watches it."""
-        offers = self.ready_offers(o for o in plan.offers if o.available)
+        offers = self.ready_offers((o for o in plan.offers if o.available), spec=spec)
         if not offers and waits_for_capacity(spec):
             offers = list(plan.offers)  # none available now: the supervisor waits for one
         elif not offers:
@@ -195,11 +198,15 @@ class Orchestrator:
         return run
 
     def ready_offers(
-        self, offers: Iterable[Offer], on_progress: Callable[[str], None] | None = None
+        self,
+        offers: Iterable[Offer],
+        on_progress: Callable[[str], None] | None = None,
+        *,
+        spec: RunSpec | None = None,
     ) -> list[Offer]:
-        """The offers whose backend passes its preflight; the first failure when none does
-        (none given, none returned). What a preflight sets up on the way (a provider plugin) is
-        told to `on_progress`."""
+        """The offers whose backend passes its preflight (and, given `spec`, can run it: see
+        `RunPreflight`); the first failure when none does (none given, none returned). What a
+        preflight sets up on the way (a provider plugin) is told to `on_progress`."""
         offers = list(offers)
         problems: dict[str, IacrunError | None] = {}
         for name in dict.fromkeys(o.backend for o in offers):
@@ -207,6 +214,8 @@ class Orchestrator:
             try:
                 if isinstance(backend, Preflight):
                     backend.preflight(on_progress)
+                if spec is not None and isinstance(backend, RunPreflight):
+                    backend.check_run(spec)
                 problems[name] = None
             except IacrunError as exc:
                 problems[name] = exc
@@ -298,7 +307,17 @@ class Orchestrator:
             if data:
                 sink(data)
             return offset + len(data), run
-        reached, _ = asyncio.run(_follow(host, offset, sink, follow))
+
+        def ended() -> bool:
+            return self.registry.get_by_id(run.id).status.is_final
+
+        try:
+            reached, _ = asyncio.run(_follow(host, offset, sink, follow, ended))
+        except HostUnreachableError:
+            if not ended():
+                raise
+            # the run ended while its machine was out of reach: what is left is the kept copy
+            return self.logs(name, sink, offset=offset)
         return reached, self.get(name)
 
     # ------------------------------------------------------------------ stopping
@@ -543,7 +562,23 @@ class _Follow:
             # the machine is gone: what is left is the copy kept here at teardown
             self.orch.logs(self.run.name, self.sink, offset=self.offset)
             return self.run
-        transport = await open_transport(host)
+        try:
+            await self._follow_host(host, ports)
+        except HostUnreachableError:
+            # a machine that is gone (or never ran the job) ends the follow once the run is
+            # final; while it is not, the outage is the run's to judge, and is shown
+            if not self._refresh().status.is_final:
+                raise
+        final = await self._wait_final()
+        if host.kind != "local":
+            # whatever the machine wrote after our last read is in the copy kept at teardown
+            self.orch.logs(self.run.name, self.sink, offset=self.offset)
+        return final
+
+    async def _follow_host(self, host: Host, ports: Sequence[PortMapping]) -> None:
+        """Ports forwarded and the log followed until the run ends, with every reconnection
+        given up as soon as the registry says the run is final."""
+        transport = await open_transport(host, give_up=lambda: self._refresh().status.is_final)
         stops: list[Callable[[], Awaitable[None]]] = []
         try:
             for port in ports:
@@ -571,11 +606,6 @@ class _Follow:
                 with contextlib.suppress(Exception):
                     await stop()
             await transport.close()
-        final = await self._wait_final()
-        if host.kind != "local":
-            # whatever the machine wrote after our last read is in the copy kept at teardown
-            self.orch.logs(self.run.name, self.sink, offset=self.offset)
-        return final
 
     async def _wait_for_host(self) -> Host | None:
         while True:
@@ -647,9 +677,12 @@ async def _follow(
     offset: int,
     sink: Callable[[bytes], None],
     follow: bool,
+    ended: Callable[[], bool],
 ) -> tuple[int, dict[str, Any]]:
-    transport = await open_transport(host)
+    """The log from `offset`; following stops once the runner or the registry says the run
+    ended, and no reconnection outlives the run."""
+    transport = await open_transport(host, give_up=ended)
     try:
-        return await follow_log(transport, host, offset, sink, follow=follow)
+        return await follow_log(transport, host, offset, sink, follow=follow, until=ended)
     finally:
         await transport.close()

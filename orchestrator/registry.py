@@ -185,6 +185,8 @@ _SPEC_DEFAULTS: dict[str, Any] = {
     "retry": None,
     "max_duration": None,
     "stop_duration": 15,
+    "files": [],
+    "repos": [],
 }
 
 M = TypeVar("M", bound=BaseModel)

@@ -39,6 +39,7 @@ from iacrun.orchestrator.host.runner_client import (
     build_job,
     keep_log,
     read_state,
+    settle_state,
     ship_and_start,
     stop_job,
 )
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 REAPER_MARGIN = 120.0
 #: seconds between the attempts to give a machine back before the failure is shown
 TEARDOWN_RETRIES = (5.0, 15.0)
+#: seconds between the checks that the runner still lives (a dead one is settled on the host)
+RUNNER_CHECK_SECONDS = 2.0
 
 
 class EventLog:
@@ -143,10 +146,19 @@ class Supervisor:
         run = self.registry.get_by_id(run_id)
         events = EventLog.of(run)
         events.write("the previous supervisor exited; taking the run over")
+        ended = (Path(run.local_dir) / "final").exists()
         try:
-            if run.host is None and run.status == "terminating":
-                if not (Path(run.local_dir) / "final").exists():  # stopped before it started
-                    self.finish(run.id, "terminated", run.reason or "stopped by user", None)
+            if run.status == "terminating" and ended:
+                # killed during teardown: how the job ended is recorded, and giving the machine
+                # back resumes from the stack's state (destroy is idempotent), never by
+                # reconnecting to a host that may already be deleted
+                pass
+            elif run.host is None and run.status == "terminating":  # stopped before it started
+                self.finish(run.id, "terminated", run.reason or "stopped by user", None)
+            elif run.status == "terminating" and self._machine_ends_job(run):
+                # stopped, and the supervisor died before stopping the job: deleting the VM ends
+                # it (its log is kept only as far as a follower read it)
+                self.finish(run.id, "terminated", run.reason or "stopped by user", None)
             elif run.host is None or run.status == "provisioning":
                 self.finish(run.id, "failed", "interrupted while provisioning", None)
             else:
@@ -156,6 +168,10 @@ class Supervisor:
             self.finish(run_id, status, str(exc), None)
         finally:
             self.teardown(self.registry.get_by_id(run_id), events)
+
+    def _machine_ends_job(self, run: RunRecord) -> bool:
+        """Whether giving the run's machine back ends its job too (a cloud VM's stack)."""
+        return run.backend is not None and isinstance(self.backend(run.backend), StackBacked)
 
     # ------------------------------------------------------------------ provisioning
 
@@ -200,11 +216,33 @@ class Supervisor:
                 sleep=lambda seconds: self._sleep_unless_stopped(run.id, seconds),
                 clock=self.clock,
                 backoff=self.backoff,
+                outranked=lambda offer: self._outranked(run, offer),
             )
         except _Stopped:
             return None
         self.registry.update(run.id, host=host)
         return host
+
+    def _outranked(self, run: RunRecord, offer: Offer) -> str | None:
+        """Why `offer` is left to another run: a `pending` run of higher priority waits for the
+        same machine (the same backend, instance type and region among its offers)."""
+        from iacrun.orchestrator.offers.model import Offer
+
+        mine = (offer.backend, offer.instance_type, offer.region)
+        for other in self.registry.runs():
+            if other.id == run.id or other.status != "pending":
+                continue
+            if other.spec.priority <= run.spec.priority:
+                continue
+            try:
+                wanted = json.loads((Path(other.local_dir) / "offers.json").read_text())
+            except (OSError, ValueError):
+                continue
+            for raw in wanted:
+                o = Offer.model_validate(raw)
+                if (o.backend, o.instance_type, o.region) == mine:
+                    return f"kept for {other.name} (priority {other.spec.priority})"
+        return None
 
     def _sleep_unless_stopped(self, run_id: int, seconds: float) -> None:
         """Sleep, a second at a time, ending early with _Stopped once a stop is recorded."""
@@ -220,25 +258,33 @@ class Supervisor:
     # ------------------------------------------------------------------ running
 
     async def _start_and_watch(self, run: RunRecord, host: Host, events: EventLog) -> None:
-        from iacrun.orchestrator.host.workdir import pack
+        from iacrun.orchestrator.host.gitauth import git_auth_for
+        from iacrun.orchestrator.host.payload import pack_run
 
         if self._stop_requested(run):  # stopped while the machine came up: no job starts
             return
         transport = await open_transport(host)
         try:
-            archive = Path(run.local_dir) / "code.tar.gz"
-            files, size = pack(
-                Path(run.spec.repo_dir),
-                archive,
-                self.upload_limit_gb,
-                exclude=(self.home,),
+            archive, payload, files, size = pack_run(
+                run.spec, Path(run.local_dir), self.upload_limit_gb, exclude=(self.home,)
             )
             if self._stop_requested(run):
                 archive.unlink(missing_ok=True)
+                if payload is not None:
+                    payload.unlink(missing_ok=True)
                 return
             events.write(f"uploading {files} files ({_human(size)})")
-            await ship_and_start(transport, host, build_job(run.name, run.spec, host), str(archive))
+            await ship_and_start(
+                transport,
+                host,
+                build_job(run.name, run.spec, host),
+                str(archive),
+                payload=None if payload is None else str(payload),
+                git_auth=git_auth_for(run.spec),
+            )
             archive.unlink(missing_ok=True)
+            if payload is not None:
+                payload.unlink(missing_ok=True)
             if (
                 self.registry.transition(
                     run.id, ("provisioning",), status="running", started_at=time.time()
@@ -278,8 +324,15 @@ class Supervisor:
         if run.spec.max_duration:
             deadline = time.time() + float(run.spec.max_duration) + REAPER_MARGIN
         seen_attempts = 0
+        checked = self.clock()
         while True:
             state = await read_state(transport, host)
+            if state.get("status") not in FINAL_STATUSES and (
+                self.clock() - checked >= RUNNER_CHECK_SECONDS
+            ):
+                # a runner that died leaves the state as it was: settle it from the job's files
+                checked = self.clock()
+                state = await settle_state(transport, host) or state
             if state.get("status") in FINAL_STATUSES:
                 return state
             # every failed attempt that the runner retries is one line of the run's history

@@ -74,6 +74,14 @@ class Preflight(Protocol):
 
 
 @runtime_checkable
+class RunPreflight(Protocol):
+    """A backend that can tell, before a run is recorded, that this machine cannot run this
+    run (no container engine for `image:`, no nvcc for `nvcc: true`): one line, nothing made."""
+
+    def check_run(self, spec: RunSpec) -> None: ...
+
+
+@runtime_checkable
 class StackBacked(Protocol):
     """A backend whose runs are Pulumi stacks: the registry records each run's stack name."""
 

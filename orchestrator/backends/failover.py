@@ -7,8 +7,9 @@ same region and cloud, which share the quota. When every offer has failed, or no
 now (every SSH host busy or unreachable), and the run's retry policy includes `no-capacity`, the
 loop waits (for own hosts 5 s doubling to 60 s; when clouds take part, whose every try may create
 a stack, 30 s doubling to 5 min; jittered), re-plans the offers and starts again until the retry
-duration has passed; each wait says what it waits for. Clock, sleep and jitter are injected, so
-tests run the whole loop instantly.
+duration has passed; each wait says what it waits for. Among runs waiting for the same machine,
+a run of higher `priority` (0-100, dstack's) gets it first: the others skip that offer while the
+higher one waits. Clock, sleep and jitter are injected, so tests run the whole loop instantly.
 
 Backends must leave nothing behind when they raise CapacityError or QuotaError (their partial
 stack destroyed); any other error stops the loop and propagates unchanged.
@@ -111,6 +112,7 @@ def provision_with_failover(
     on_wait: Callable[[float, str], None] | None = None,
     replan: Callable[[], Sequence[Offer]] | None = None,
     wall: Callable[[], float] = time.time,
+    outranked: Callable[[Offer], str | None] | None = None,
 ) -> tuple[Offer, Host]:
     """Provision the first offer that succeeds; returns it with its Host.
 
@@ -119,6 +121,8 @@ def provision_with_failover(
     every offer failed for capacity or quota, or none became available, and no retry time is
     left. `on_wait` is called with the seconds and what is waited for before each back-off (to
     mark the run pending); `replan` gives the offers afresh for each round after the first.
+    `outranked(offer)` says why an offer is left to another run (a run of higher `priority`
+    waiting for the same machine), or None: such an offer is skipped this round, like a busy one.
     """
     retrying = retry is not None and "no-capacity" in retry.on_events
     current = list(offers)
@@ -132,7 +136,7 @@ def provision_with_failover(
         if rounds > 1 and replan is not None:
             current = list(replan())
         order = failover_order(current)
-        failures = _one_round(backends, order, run, progress) if order else []
+        failures = _one_round(backends, order, run, progress, outranked) if order else []
         if isinstance(failures, tuple):
             return failures
         # what keeps a machine from this run: failed attempts, then offers unavailable now
@@ -163,10 +167,15 @@ def _one_round(
     order: Sequence[Offer],
     run: RunRecord,
     progress: ProgressCallback,
+    outranked: Callable[[Offer], str | None] | None = None,
 ) -> tuple[Offer, Host] | list[Attempt]:
     failures: list[Attempt] = []
     no_quota: set[tuple[str, str, str]] = set()
     for offer in order:
+        yielded = outranked(offer) if outranked is not None else None
+        if yielded is not None:
+            failures.append(Attempt(offer, yielded))
+            continue
         family = (offer.backend, offer.region, instance_family(offer.instance_type))
         if family in no_quota:
             failures.append(Attempt(offer, "quota"))

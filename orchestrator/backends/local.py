@@ -20,9 +20,10 @@ from iacrun.orchestrator.offers.model import (
     pick_gpus,
     unmet_requirement,
 )
-from iacrun.orchestrator.runner.runner import find_python
+from iacrun.orchestrator.runner.runner import CUDA_BIN, find_python
 
 if TYPE_CHECKING:
+    from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.registry import RunRecord
 
 
@@ -83,20 +84,39 @@ class LocalBackend(Backend):
         ]
 
     def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
-        if run.spec.image:
-            ensure_container_engine()
-        python = run.spec.python
-        if python and find_python(python) is None and shutil.which("uv") is None:
-            raise ToolMissingError(
-                f"python: {python} needs a Python {python} interpreter on this machine, and "
-                f"there is none (looked for python{python} on PATH, in pyenv and uv); install "
-                "it, or change 'python:' to a version you have"
-            )
+        engine = check_local_tools(run.spec)
         gpus = pick_gpus(offer.resources.gpus, run.spec.requirements.resources.gpu, "first")
-        return Host(kind="local", run_dir=run.local_dir, gpus=gpus)
+        return Host(kind="local", run_dir=run.local_dir, gpus=gpus, container_engine=engine)
+
+    def check_run(self, spec: RunSpec) -> None:
+        check_local_tools(spec)
 
     def terminate(self, run: RunRecord) -> None:
         """The run folder stays (it holds the log); there is no machine to give back."""
+
+
+def check_local_tools(spec: RunSpec) -> str | None:
+    """What the run needs of this machine (a container engine, a Python, nvcc), checked before
+    anything is recorded or created: one clear error for the first thing missing. Returns the
+    container engine to use, when the run needs one."""
+    engine = ensure_container_engine() if spec.needs_container_engine else None
+    python = spec.python
+    if python and find_python(python) is None and shutil.which("uv") is None:
+        raise ToolMissingError(
+            f"python: {python} needs a Python {python} interpreter on this machine, and "
+            f"there is none (looked for python{python} on PATH, in pyenv and uv); install "
+            "it, or change 'python:' to a version you have"
+        )
+    if spec.nvcc and find_nvcc() is None:
+        raise ToolMissingError(
+            "nvcc: true needs the CUDA compiler on this machine, and there is no nvcc on PATH "
+            f"or in {CUDA_BIN}; install the CUDA toolkit, or remove nvcc"
+        )
+    return engine
+
+
+def find_nvcc() -> str | None:
+    return shutil.which("nvcc") or shutil.which("nvcc", path=CUDA_BIN)
 
 
 def ensure_container_engine() -> str:
@@ -112,10 +132,11 @@ def ensure_container_engine() -> str:
         if ok.returncode == 0:
             return engine
         raise ToolMissingError(
-            f"'image:' needs a running container engine, and {engine} cannot reach its daemon; "
+            f"'image:' and 'docker: true' need a running container engine, and {engine} cannot "
+            "reach its daemon; "
             f"start it (e.g. systemctl start {engine}) or use 'python:' instead of 'image:'"
         )
     raise ToolMissingError(
-        "'image:' on the local backend needs a container engine (docker or podman), and none is "
-        "installed; install one, or use 'python:' instead of 'image:'"
+        "'image:' and 'docker: true' on the local backend need a container engine (docker or "
+        "podman), and none is installed; install one, or use 'python:' instead of 'image:'"
     )

@@ -238,6 +238,16 @@ class SSHBackend(Backend):
             raise BackendError(
                 f"{entry.label} has no python3 on its PATH; the iacrun runner needs Python 3.8+"
             )
+        if run.spec.needs_container_engine and not facts.container_engine:
+            raise BackendError(
+                f"{entry.label} has no running container engine (docker or podman), which "
+                "'image:' and 'docker: true' need; install one there, or use 'python:'"
+            )
+        if run.spec.nvcc and not facts.nvcc:
+            raise BackendError(
+                f"nvcc: true needs the CUDA compiler, and {entry.label} has no nvcc on PATH or "
+                "in /usr/local/cuda/bin; install the CUDA toolkit there, or remove nvcc"
+            )
         spec = run.spec.requirements.resources
         busy = self._busy(entry, facts, spec, exclude=run.id)
         if busy is not None:
@@ -247,7 +257,9 @@ class SSHBackend(Backend):
         runs_root = posixpath.join(facts.home, ".iacrun", "runs")
         run_dir = posixpath.join(runs_root, f"{run.name}-{run.id}")
         self._remove_old_run_dirs(entry, facts, runs_root, keep=run_dir, progress=progress)
-        host = host_for(entry, run_dir=run_dir).model_copy(update={"gpus": gpus})
+        host = host_for(entry, run_dir=run_dir).model_copy(
+            update={"gpus": gpus, "container_engine": facts.container_engine}
+        )
         self.ssh_config.add(run.name, host)
         progress(f"{entry.label}: {facts.resources.render()}" + (f", GPUs {gpus}" if gpus else ""))
         return host

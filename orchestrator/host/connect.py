@@ -143,12 +143,16 @@ async def connect(
     sleep: Sleep = asyncio.sleep,
     filtered_after: float | None = None,
     probe: Probe = tcp_answers,
+    give_up: Callable[[], bool] | None = None,
 ) -> SSHTransport:
     """Connect to `host`, retrying until `deadline`, a `clock()` time (default: connect_timeout).
 
     `retry_auth` also retries a rejected key until the deadline: a cloud VM's sshd may answer
     before cloud-init has installed the run's key. For your own hosts a rejected key fails at once.
     `filtered_after`: raise PortFilteredError once the port gave no answer at all for so long.
+    `give_up`: asked before every try (each then bounded by ATTEMPT_TIMEOUT); once it says
+    True, stop with HostUnreachableError: whoever waits has nothing left to wait for (its run
+    ended meanwhile).
     """
     if host.kind != "ssh" or not host.address:
         raise BackendError(f"host of kind {host.kind!r} has no SSH address")
@@ -160,6 +164,8 @@ async def connect(
     last: BaseException | None = None
     watch = SilenceWatch(filtered_after) if filtered_after and not host.proxy_jump else None
     while True:
+        if give_up is not None and give_up():
+            raise HostUnreachableError(f"stopped trying {label}: the run ended") from last
         remaining = end - clock()
         if remaining <= 0:
             why = f": {_describe(last)}" if last is not None else ""
@@ -168,7 +174,8 @@ async def connect(
             ) from last
         tunnels: list[asyncssh.SSHClientConnection] = []
         tried_at = clock()
-        limit = min(remaining, ATTEMPT_TIMEOUT) if watch is not None else remaining
+        bounded = watch is not None or give_up is not None
+        limit = min(remaining, ATTEMPT_TIMEOUT) if bounded else remaining
         try:
             tunnels = await _open_tunnels(host, options, remaining)
             conn = await asyncssh.connect(

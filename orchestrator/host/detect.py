@@ -28,6 +28,12 @@ echo "arch=$(uname -m)"
 echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
 echo "disk_kb=$(df -Pk "$HOME" 2>/dev/null | awk 'NR==2 {print $4}')"
 echo "python3=$(command -v python3 2>/dev/null)"
+for engine in docker podman; do
+  if command -v "$engine" >/dev/null 2>&1 && "$engine" info >/dev/null 2>&1; then
+    echo "container_engine=$engine"; break
+  fi
+done
+echo "nvcc=$(command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)"
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits 2>/dev/null \
     | sed 's/^/gpu=/'
@@ -43,6 +49,9 @@ class HostFacts(BaseModel):
     resources: InstanceResources
     home: str
     python3: str | None = None
+    #: docker or podman when one runs there (its daemon answers), for `image:` tasks
+    container_engine: str | None = None
+    nvcc: str | None = None
     detected_at: float = 0.0
 
 
@@ -81,6 +90,8 @@ def parse_facts(text: str, *, label: str, now: float | None = None) -> HostFacts
         resources=resources,
         home=home,
         python3=values.get("python3") or None,
+        container_engine=values.get("container_engine") or None,
+        nvcc=values.get("nvcc") or None,
         detected_at=time.time() if now is None else now,
     )
 

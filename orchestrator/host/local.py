@@ -15,12 +15,16 @@ class LocalTransport:
     """The Transport protocol for this machine: plain files and processes."""
 
     async def run(self, argv: list[str], *, input: bytes | None = None) -> tuple[int, bytes, bytes]:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except FileNotFoundError:
+            # what a shell on an SSH host answers, so callers handle both the same way
+            return 127, b"", f"{argv[0]}: command not found\n".encode()
         out, err = await proc.communicate(input)
         return proc.returncode or 0, out, err
 

@@ -10,13 +10,22 @@ from iacrun.orchestrator.errors import HostUnreachableError
 from iacrun.orchestrator.host.transport import Host, Transport
 
 
-async def open_transport(host: Host) -> Transport:
-    """A transport to the run's host: files here, or an SSH connection that reconnects."""
+async def open_transport(
+    host: Host,
+    *,
+    give_up: Callable[[], bool] | None = None,
+    reconnect_for: float | None = None,
+) -> Transport:
+    """A transport to the run's host: files here, or an SSH connection that reconnects.
+
+    `give_up` is asked between connection tries (a follower passes "is the run final?", so it
+    never waits on a machine that is gone); `reconnect_for` is how long a dropped connection is
+    tried again (default: the host's connect timeout)."""
     if host.kind == "local":
         from iacrun.orchestrator.host.local import LocalTransport
 
         return LocalTransport()
-    transport = ReconnectingTransport(host)
+    transport = ReconnectingTransport(host, give_up=give_up, reconnect_for=reconnect_for)
     await transport.connect()
     return transport
 
@@ -28,8 +37,16 @@ class ReconnectingTransport:
     reconnect (within the host's connect timeout) and go on where they were, so no log line is
     lost or repeated. Commands and writes are not retried: their caller decides."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(
+        self,
+        host: Host,
+        *,
+        give_up: Callable[[], bool] | None = None,
+        reconnect_for: float | None = None,
+    ) -> None:
         self.host = host
+        self.give_up = give_up
+        self.reconnect_for = reconnect_for
         self._inner: Transport | None = None
         self._forwards: dict[int, int] = {}
         self._connected = False
@@ -38,13 +55,17 @@ class ReconnectingTransport:
         from iacrun.orchestrator.host.connect import FILTERED_AFTER, connect
 
         booted = self.host.boot == "cloud-init"
+        window = self.host.connect_timeout
+        if self._connected and self.reconnect_for is not None:
+            window = self.reconnect_for
         # a VM's sshd may answer before cloud-init installed the run's key: retry that too; a
         # new VM whose port never answers at all is behind a firewall: say so early (only on
         # the first connection: later, silence is more likely our own network going away)
         self._inner = await connect(
             self.host,
-            deadline=time.monotonic() + self.host.connect_timeout,
+            deadline=time.monotonic() + window,
             retry_auth=booted,
+            give_up=self.give_up,
             filtered_after=FILTERED_AFTER if booted and not self._connected else None,
         )
         self._connected = True

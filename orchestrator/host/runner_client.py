@@ -2,6 +2,7 @@
 
 ship_and_start   the working folder archive, job.json, job.sh and the runner; start it
 read_state       the runner's state.json
+settle_state     the same, first settled from the job's own exit file if the runner died
 follow_log       the log from a byte offset, live until the run ends
 stop_job         SIGTERM to the job's process group, a grace period, SIGKILL
 keep_log         a copy of a remote run's log here, for `iacrun logs` after the machine is gone
@@ -55,6 +56,31 @@ def build_job(name: str, spec: RunSpec, host: Host) -> dict[str, Any]:
         "max_duration": spec.max_duration,
         "stop_duration": spec.stop_duration,
         "retry": {"duration": retry.duration} if on_error and retry else None,
+        "shell": spec.shell,
+        "entrypoint": spec.entrypoint,
+        "user": spec.user,
+        "privileged": spec.privileged,
+        "docker": spec.docker,
+        "nvcc": spec.nvcc,
+        "registry_auth": spec.registry_auth,
+        "container_engine": host.container_engine,
+        "utilization_policy": (
+            spec.utilization_policy.model_dump() if spec.utilization_policy else None
+        ),
+        # files/N and repo/ of the payload archive go to these paths (runner.place_payload)
+        "files": [{"path": f.path} for f in spec.files],
+        "repos": [
+            {
+                "local": r.local is not None,
+                "url": r.url,
+                "branch": r.branch,
+                "hash": r.hash,
+                "path": r.path,
+                "if_exists": r.if_exists,
+                "single_branch": r.single_branch,
+            }
+            for r in spec.repos
+        ],
     }
 
 
@@ -63,10 +89,17 @@ def host_python(host: Host) -> str:
 
 
 async def ship_and_start(
-    transport: Transport, host: Host, job: dict[str, Any], archive: str
+    transport: Transport,
+    host: Host,
+    job: dict[str, Any],
+    archive: str,
+    payload: str | None = None,
+    git_auth: tuple[str, str] | None = None,
 ) -> None:
     """Place code, job and runner in the run folder, then start the runner detached.
 
+    `payload` (files and a local repo, host/payload.py) unpacks into RUN_DIR/payload;
+    `git_auth` (host/gitauth.py) becomes two 0600 files the runner's clone reads, then removes.
     On a host whose boot set-up starts the runner (a cloud VM), wait for it to be ready, ship
     the code and the full job.json (env included), then write `code.ready`."""
     run_dir = host.run_dir
@@ -74,6 +107,11 @@ async def ship_and_start(
     if booted:
         await wait_vm_ready(transport, host)
     await _ship_code(transport, run_dir, archive)
+    if payload is not None:
+        await _ship_code(transport, run_dir, payload, into="payload")
+    if git_auth is not None:
+        await transport.write_file(f"{run_dir}/git-user", git_auth[0].encode(), 0o600)
+        await transport.write_file(f"{run_dir}/git-password", git_auth[1].encode(), 0o600)
     await transport.write_file(f"{run_dir}/job.json", json.dumps(job).encode(), 0o600)
     if booted:
         await start_job(transport, host)
@@ -87,24 +125,25 @@ async def ship_and_start(
         raise RunnerError(f"the runner did not start on the host: {err.decode().strip()}")
 
 
-async def _ship_code(transport: Transport, run_dir: str, archive: str) -> None:
-    """The working folder into RUN_DIR/code: uploaded whole, then unpacked."""
+async def _ship_code(transport: Transport, run_dir: str, archive: str, into: str = "code") -> None:
+    """An archive into RUN_DIR/INTO (the working folder into `code`): uploaded whole, then
+    unpacked."""
     quoted = shlex.quote(run_dir)
+    into_q = shlex.quote(f"{run_dir}/{into}")
     parent = shlex.quote(posixpath.dirname(run_dir.rstrip("/")))
     # the run folder and the runs folder above it (when it is ours: not a cloud VM's /opt)
     # are the SSH user's alone, whatever the session's umask
     script = (
-        f"umask 077 && mkdir -p {quoted}/code && chmod 700 {quoted} {quoted}/code && "
+        f"umask 077 && mkdir -p {quoted}/code {into_q} && chmod 700 {quoted} {into_q} && "
         f"if [ -O {parent} ]; then chmod 700 {parent}; fi"
     )
     rc, _, err = await transport.run(["sh", "-c", script])
     if rc != 0:
         raise RunnerError(f"cannot create the run folder {run_dir}: {err.decode().strip()}")
-    await transport.upload(archive, f"{run_dir}/code.tar.gz")
-    script = (
-        f"umask 077 && tar --no-same-permissions -xzf {quoted}/code.tar.gz -C {quoted}/code "
-        f"&& rm -f {quoted}/code.tar.gz"
-    )
+    await transport.upload(archive, f"{run_dir}/{into}.tar.gz")
+    tar = f"{quoted}/{into}.tar.gz"
+    # the owner's bits travel (an executable stays one); group and others get nothing
+    script = f"umask 077 && tar --no-same-permissions -xzf {tar} -C {into_q} && rm -f {tar}"
     rc, _, err = await transport.run(["sh", "-c", script])
     if rc != 0:
         raise RunnerError(
@@ -118,6 +157,26 @@ async def read_state(transport: Transport, host: Host) -> dict[str, Any]:
         return {}
     try:
         state: dict[str, Any] = json.loads(raw)
+    except ValueError:
+        return {}
+    return state
+
+
+async def settle_state(transport: Transport, host: Host) -> dict[str, Any]:
+    """The runner's state, settled on the host if the runner died (`runner.py settle`).
+
+    A runner killed mid-run leaves the job running in its own process group; once no process
+    of it is left, its exit code is read from the file the job's shell wrote."""
+    run_dir = shlex.quote(host.run_dir)
+    cmd = (
+        f"test -f {run_dir}/runner.py || exit 0; "
+        f"exec {shlex.quote(host_python(host))} {run_dir}/runner.py settle {run_dir}"
+    )
+    rc, out, err = await transport.run(["sh", "-c", cmd])
+    if rc != 0:
+        raise RunnerError(f"could not read the runner's state: {err.decode().strip()}")
+    try:
+        state: dict[str, Any] = json.loads(out) if out.strip() else {}
     except ValueError:
         return {}
     return state

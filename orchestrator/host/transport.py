@@ -35,6 +35,8 @@ class Host(BaseModel):
     #: who starts the runner: iacrun over the transport ("runner"), or the host's own boot
     #: set-up once the code is uploaded ("cloud-init": see stacks/cloudinit.py)
     boot: Literal["runner", "cloud-init"] = "runner"
+    #: the container engine found there (docker or podman), for `image:` and `docker: true`
+    container_engine: str | None = None
 
 
 class Transport(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pathspec
@@ -75,39 +75,48 @@ def pack(
     root: Path, archive: Path, limit_gb: float, exclude: tuple[Path, ...] = ()
 ) -> tuple[int, int]:
     """Write the working folder as a .tar.gz; returns (files, bytes before compression)."""
-    limit = int(limit_gb * 1024**3)
+    over = over_limit(root, limit_gb)
+    return write_archive(iter_files(root, exclude), archive, int(limit_gb * 1024**3), over)
+
+
+def over_limit(root: Path, limit_gb: float) -> str:
+    """What is said when the working folder is over the upload limit."""
+    return (
+        f"the working folder {root} is over the upload limit of {format_size_gb(limit_gb)}; "
+        f"add what the job does not need to .dstackignore, or raise upload_limit in "
+        f"{shown_config_file()}"
+    )
+
+
+def measure(entries: Iterable[tuple[Path, str]], limit: int, over: str) -> int:
+    """The bytes `write_archive` would pack from `entries`, without packing them; the same
+    InputError(`over`) past `limit`. Run before a run is recorded, so that no machine is
+    created for an upload that cannot happen."""
+    total = 0
+    for path, _rel in entries:
+        total += path.lstat().st_size if not path.is_dir() else 0
+        if total > limit:
+            raise InputError(over)
+    return total
+
+
+def write_archive(
+    entries: Iterable[tuple[Path, str]], archive: Path, limit: int, over: str
+) -> tuple[int, int]:
+    """(local path, name in the archive) pairs into a .tar.gz, written whole or not at all;
+    more than `limit` bytes raises InputError(`over`). Modes travel with the files."""
     files, total = 0, 0
     archive.parent.mkdir(parents=True, exist_ok=True)
     tmp = archive.with_suffix(".partial")
     with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
-        for path, rel in iter_files(root, exclude):
-            size = path.lstat().st_size
+        for path, rel in entries:
+            size = path.lstat().st_size if not path.is_dir() else 0
             total += size
             if total > limit:
                 tar.close()
                 tmp.unlink(missing_ok=True)
-                raise _over_limit(root, limit_gb)
+                raise InputError(over)
             tar.add(str(path), arcname=rel, recursive=False)
-            files += 1
+            files += 0 if path.is_dir() and not path.is_symlink() else 1
     os.replace(tmp, archive)
     return files, total
-
-
-def check_upload_size(root: Path, limit_gb: float, exclude: tuple[Path, ...] = ()) -> int:
-    """The bytes `pack` would ship from `root`; the same InputError as `pack` when that is
-    over the limit. Run before a run is recorded, so that no machine is created for nothing."""
-    limit = int(limit_gb * 1024**3)
-    total = 0
-    for path, _rel in iter_files(root, exclude):
-        total += path.lstat().st_size
-        if total > limit:
-            raise _over_limit(root, limit_gb)
-    return total
-
-
-def _over_limit(root: Path, limit_gb: float) -> InputError:
-    return InputError(
-        f"the working folder {root} is over the upload limit of "
-        f"{format_size_gb(limit_gb)}; add what the job does not need to "
-        f".dstackignore, or raise upload_limit in {shown_config_file()}"
-    )

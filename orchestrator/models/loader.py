@@ -91,14 +91,14 @@ class PositionedYaml:
             field=_render_loc(loc) or None,
         )
 
-    def validate(self, model: type[M], what: str) -> M:
+    def validate(self, model: type[M], what: str, context: dict[str, Any] | None = None) -> M:
         if self.data is None:
             raise self.error(f"the {what} is empty; see examples/hello.dstack.yml")
         if not isinstance(self.data, dict):
             kind = type(self.data).__name__
             raise self.error(f"the {what} must be a mapping of fields, not a {kind}")
         try:
-            return model.model_validate(self.data)
+            return model.model_validate(self.data, context=context)
         except ValidationError as exc:
             raise self._translate(exc, model) from exc
 
@@ -187,10 +187,7 @@ def _render_loc(loc: Loc) -> str:
 def _unknown_field_message(model: type[BaseModel], loc: Loc) -> str:
     key = str(loc[-1])
     if len(loc) == 1 and key in UNSUPPORTED_DSTACK_FIELDS:
-        return (
-            f"'{key}' is a dstack feature iacrun does not support "
-            f"({UNSUPPORTED_DSTACK_FIELDS[key]}); remove it"
-        )
+        return f"'{key}' is not supported: {UNSUPPORTED_DSTACK_FIELDS[key]}"
     fields = _fields_at(model, loc[:-1])
     close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
     hint = f" — did you mean '{close[0]}'?" if close else f" — valid fields: {', '.join(fields)}"
@@ -260,7 +257,8 @@ def load_task(path: str | Path) -> TaskConfig:
         raise doc.error(
             f"type {kind!r} is not supported: iacrun runs dstack tasks (type: task)", ("type",)
         )
-    return doc.validate(TaskConfig, "task file")
+    # local paths under files and repos are checked from the task file's folder
+    return doc.validate(TaskConfig, "task file", {"task_dir": path.resolve().parent})
 
 
 def load_profiles(*paths: Path) -> list[Profile]:

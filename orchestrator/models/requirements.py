@@ -11,6 +11,8 @@ from iacrun.orchestrator.models.resources import ResourcesSpec
 SpotPolicy = Literal["spot", "on-demand", "auto"]
 #: every backend iacrun has; `backends:` and `-b` name some of them
 BACKEND_NAMES = ("aws", "azure", "local", "ssh")
+#: the backends that use machines which exist already (dstack's `creation_policy: reuse`)
+OWN_HOST_BACKENDS = ("local", "ssh")
 
 
 class Requirements(BaseModel):

@@ -19,10 +19,13 @@ from pydantic import (
 )
 
 from iacrun.orchestrator.errors import ConfigError, InputError
+from iacrun.orchestrator.models.container import default_shell
 from iacrun.orchestrator.models.names import run_name_problem
-from iacrun.orchestrator.models.requirements import Requirements, SpotPolicy
+from iacrun.orchestrator.models.policies import PRIORITY_DEFAULT, UtilizationPolicy
+from iacrun.orchestrator.models.requirements import OWN_HOST_BACKENDS, Requirements, SpotPolicy
 from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.runargs import ARGS_RE, substitute_args
+from iacrun.orchestrator.models.shipped import local_path
 from iacrun.orchestrator.models.taskfile import (
     ZERO_DURATION,
     BackendName,
@@ -90,6 +93,25 @@ FLAGS = {
 }
 
 
+class ShippedFile(BaseModel):
+    """A `files` entry resolved: the absolute local path, and the path on the host as written."""
+
+    local: str
+    path: str
+
+
+class RepoSource(BaseModel):
+    """The `repos` entry resolved: a local repo's absolute path, or a URL the host clones."""
+
+    local: str | None = None
+    url: str | None = None
+    branch: str | None = None
+    hash: str | None = None
+    path: str = "."
+    if_exists: str = "error"
+    single_branch: bool = True
+
+
 class RunSpec(BaseModel):
     """Everything needed to run a task, resolved: nothing here depends on this shell any more."""
 
@@ -107,6 +129,26 @@ class RunSpec(BaseModel):
     max_duration: int | None
     stop_duration: int
     args: list[str] = Field(default_factory=list)
+    #: how the commands run: `sh`, `bash` or an absolute path
+    shell: str = "bash"
+    entrypoint: str | None = None
+    user: str | None = None
+    privileged: bool = False
+    #: Docker on the machine, for the commands (dstack's `docker: true`)
+    docker: bool = False
+    #: the CUDA compiler on the machine's PATH (dstack's `nvcc: true`)
+    nvcc: bool = False
+    #: the env variables that hold the registry's username and password (never the values)
+    registry_auth: dict[str, str] | None = None
+    utilization_policy: UtilizationPolicy | None = None
+    priority: int = PRIORITY_DEFAULT
+
+    @property
+    def needs_container_engine(self) -> bool:
+        return self.image is not None or self.docker
+
+    files: list[ShippedFile] = Field(default_factory=list)
+    repos: list[RepoSource] = Field(default_factory=list)
 
 
 PROFILES_FILE = Path(".dstack") / "profiles.yml"
@@ -180,13 +222,30 @@ def build_run_spec(
     max_duration_flag = _duration_flag(overrides.max_duration)
     max_duration = max_duration_flag[0] if max_duration_flag else pick(None, "max_duration")
     requirements = build_requirements(overrides, task.resources, lambda field: pick(None, field))
+    if pick(None, "creation_policy") == "reuse":
+        requirements = _reuse_only(requirements, str(config_path))
     working_dir = task.working_dir or "."
-    if Path(working_dir).is_absolute() or ".." in Path(working_dir).parts:
+    absolute_ok = task.image is not None and Path(working_dir).is_absolute()
+    if not absolute_ok and (Path(working_dir).is_absolute() or ".." in Path(working_dir).parts):
         raise ConfigError(
-            "working_dir must be a folder inside the repository, relative to its root",
+            "working_dir must be a folder inside the repository, relative to its root "
+            "(an absolute path is a folder inside an image's container)",
             file=str(config_path),
             field="working_dir",
         )
+    env = resolve_env(task.env, overrides.env, environ, str(config_path))
+    registry_auth = None
+    if task.registry_auth is not None:
+        try:
+            secret = task.registry_auth.resolve(env, environ)
+        except ValueError as exc:
+            raise InputError(f"{config_path}: {exc}") from None
+        registry_auth = {"username": REGISTRY_USER_ENV, "password": REGISTRY_PASSWORD_ENV}
+        env = {
+            **env,
+            REGISTRY_USER_ENV: secret["username"],
+            REGISTRY_PASSWORD_ENV: secret["password"],
+        }
     return RunSpec(
         run_name=overrides.name or task.name,
         config_path=str(config_path),
@@ -194,15 +253,69 @@ def build_run_spec(
         working_dir=working_dir,
         image=task.image,
         python=task.python,
-        commands=interpolate_commands(task.commands, args, str(config_path)),
-        env=resolve_env(task.env, overrides.env, environ, str(config_path)),
+        commands=interpolate_commands([*task.setup, *task.commands], args, str(config_path)),
+        env=env,
         ports=merge_ports(task.ports, overrides.ports),
         requirements=requirements,
         retry=retry,
         max_duration=max_duration,
         stop_duration=task.stop_duration,
         args=list(args),
+        shell=task.shell or default_shell(task.image),
+        entrypoint=task.entrypoint,
+        user=task.user,
+        privileged=task.privileged,
+        docker=bool(task.docker),
+        nvcc=bool(task.nvcc),
+        registry_auth=registry_auth,
+        utilization_policy=pick(None, "utilization_policy"),
+        priority=PRIORITY_DEFAULT if task.priority is None else task.priority,
+        files=shipped_files(task, config_path),
+        repos=repo_sources(task, config_path),
     )
+
+
+#: where a private registry's credentials travel: the run's env, like every other secret; the
+#: runner hands them to the engine's login on stdin and keeps them out of the container
+REGISTRY_USER_ENV = "IACRUN_REGISTRY_USERNAME"
+REGISTRY_PASSWORD_ENV = "IACRUN_REGISTRY_PASSWORD"
+
+
+def _reuse_only(requirements: Requirements, file: str) -> Requirements:
+    """`creation_policy: reuse`: only machines that exist already (this one, your ssh hosts)."""
+    allowed = [b for b in (requirements.backends or OWN_HOST_BACKENDS) if b in OWN_HOST_BACKENDS]
+    if not allowed:
+        raise ConfigError(
+            "creation_policy: reuse takes only machines that exist (local, ssh), and backends "
+            "lists none of them; add local or ssh, or use reuse-or-create",
+            file=file,
+            field="creation_policy",
+        )
+    return requirements.model_copy(update={"backends": allowed})
+
+
+def shipped_files(task: TaskConfig, config_path: Path) -> list[ShippedFile]:
+    folder = config_path.resolve().parent
+    return [
+        ShippedFile(local=str(local_path(folder, f.local_path)), path=f.path) for f in task.files
+    ]
+
+
+def repo_sources(task: TaskConfig, config_path: Path) -> list[RepoSource]:
+    """The task's repo; a task without `repos` ships its own repo as the working folder."""
+    folder = config_path.resolve().parent
+    return [
+        RepoSource(
+            local=str(local_path(folder, r.local_path)) if r.local_path else None,
+            url=r.url,
+            branch=r.branch,
+            hash=r.hash,
+            path=r.path,
+            if_exists=r.if_exists,
+            single_branch=True if task.single_branch is None else task.single_branch,
+        )
+        for r in task.repos
+    ]
 
 
 def _duration_flag(value: str | None) -> tuple[int | None] | None:

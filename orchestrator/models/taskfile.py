@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,9 +17,20 @@ from pydantic import (
 )
 
 from iacrun.orchestrator.models.common import CoreModel
+from iacrun.orchestrator.models.container import ContainerUser, RegistryAuth, Shell
 from iacrun.orchestrator.models.names import run_name_problem
+from iacrun.orchestrator.models.policies import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    CreationPolicy,
+    Schedule,
+    StartupOrder,
+    StopCriteria,
+    UtilizationPolicy,
+)
 from iacrun.orchestrator.models.requirements import BACKEND_NAMES, SpotPolicy
 from iacrun.orchestrator.models.resources import ResourcesSpec
+from iacrun.orchestrator.models.shipped import FileEntry, RepoEntry
 from iacrun.orchestrator.models.units import parse_duration
 
 PYTHON_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
@@ -26,33 +38,27 @@ RetryEvent = Literal["no-capacity", "interruption", "error"]
 RETRY_EVENTS: tuple[RetryEvent, ...] = ("no-capacity", "interruption", "error")
 DEFAULT_RETRY_DURATION = 3600
 
-#: dstack task fields iacrun knows but does not support; naming them beats "unknown field".
+#: dstack task fields iacrun refuses, each with why and what to do instead: the one place for
+#: them (the loader turns a key found here into one line at its position).
 UNSUPPORTED_DSTACK_FIELDS = {
-    "volumes": "volumes",
-    "files": "file mounts",
-    "repos": "repos",
-    "registry_auth": "private registry auth",
-    "privileged": "privileged containers",
-    "entrypoint": "image entrypoints",
-    "setup": "setup commands (deprecated in dstack; put them in commands)",
-    "fleets": "fleets",
-    "reservation": "reservations",
-    "availability_zones": "availability zones",
-    "creation_policy": "creation policies",
-    "idle_duration": "idle duration",
-    "termination_policy": "termination policies",
-    "termination_idle_time": "termination idle time",
-    "utilization_policy": "utilization policies",
-    "startup_order": "startup order",
-    "stop_criteria": "stop criteria",
-    "schedule": "schedules",
-    "docker": "docker-in-docker",
-    "single_branch": "repo branches",
-    "user": "image users",
-    "priority": "run priorities",
-    "home_dir": "home_dir",
-    "shell": "custom shells",
-    "tags": "tags",
+    "volumes": "iacrun mounts no volumes (every machine is given back after the run); ship "
+    "inputs with the working folder and write results to object storage from the commands",
+    "fleets": "iacrun has no fleets; list your own machines as ssh hosts in config.yml and "
+    "pick them with backends: [ssh]",
+    "reservation": "iacrun does not use capacity reservations; pick the machine with "
+    "instance_types and regions",
+    "idle_duration": "iacrun gives every machine back when its run ends, so none is kept idle "
+    "for reuse; remove it",
+    "termination_policy": "iacrun gives every machine back when its run ends (dstack "
+    "deprecated this field for idle_duration); remove it",
+    "termination_idle_time": "iacrun gives every machine back when its run ends (dstack "
+    "deprecated this field for idle_duration); remove it",
+    "availability_zones": "iacrun picks the zone within a region itself; narrow the "
+    "placement with regions",
+    "groups": "iacrun runs one job per run (no job groups); split the groups into task files",
+    "dstack": "iacrun reads no dstack server settings in a task file; remove it",
+    "home_dir": "dstack deprecated home_dir (the home is the image's); remove it",
+    "tags": "iacrun tags the cloud resources it creates itself; remove it",
 }
 
 
@@ -256,6 +262,21 @@ class ProfileFields(CoreModel):
     backends: list[BackendName] | None = None
     regions: list[str] | None = None
     instance_types: list[str] | None = None
+    utilization_policy: UtilizationPolicy | None = None
+    creation_policy: CreationPolicy | None = None
+    startup_order: StartupOrder | None = None
+    stop_criteria: StopCriteria | None = None
+    schedule: Schedule | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _no_schedule_yet(cls, value: Schedule | None) -> Schedule | None:
+        if value is not None:
+            raise ValueError(
+                "scheduled runs need something that stays up: `iacrun server` will run them; "
+                "until then remove schedule and start the run with `iacrun up` from cron"
+            )
+        return value
 
     @field_validator("retry", mode="before")
     @classmethod
@@ -274,22 +295,55 @@ class TaskConfig(ProfileFields):
     type: Literal["task"] = "task"
     name: str | None = None
     image: str | None = None
+    entrypoint: str | None = None
+    user: ContainerUser | None = None
+    privileged: bool = False
+    registry_auth: RegistryAuth | None = None
+    docker: bool | None = None
+    nvcc: bool | None = None
+    shell: Shell | None = None
     python: str | None = None
     env: EnvMap = Field(default_factory=dict)
+    setup: list[str] = Field(default_factory=list)
     commands: list[str] = Field(default_factory=list)
     ports: list[Port] = Field(default_factory=list)
     working_dir: str | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     nodes: int = Field(default=1, ge=1)
     stop_duration: Duration = 15
+    priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    files: list[FileEntry] = Field(default_factory=list)
+    repos: list[RepoEntry] = Field(default_factory=list)
+    single_branch: bool | None = None
 
-    @field_validator("resources", "ports", "commands", mode="before")
+    @field_validator("repos", mode="before")
+    @classmethod
+    def _one_repo(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > 1:  # dstack's limit too
+            raise ValueError("a task takes one repo; ship the others under files")
+        return value
+
+    @field_validator("resources", "ports", "commands", "setup", mode="before")
     @classmethod
     def _empty_is_default(cls, value: Any, info: ValidationInfo) -> Any:
         """`resources:` with nothing under it means dstack's defaults, as in dstack."""
         if value is not None:
             return value
         return {} if info.field_name == "resources" else []
+
+    @field_validator("image", "entrypoint")
+    @classmethod
+    def _not_blank(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(f"{info.field_name} is empty; give a value or remove it")
+        if value is not None and info.field_name == "entrypoint":
+            try:
+                shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"entrypoint {value!r} cannot be split into words: {exc}"
+                ) from None
+        return value
 
     @field_validator("ports")
     @classmethod
@@ -332,9 +386,32 @@ class TaskConfig(ProfileFields):
             raise ValueError("python and image exclude each other; keep one of them")
         if not self.commands and self.image is None:
             raise ValueError("a task needs commands (or an image whose entrypoint runs it)")
-        if self.image is not None and not self.commands:
+        if self.docker:
+            # dstack's rule: docker: true picks the machine's Docker, not an image or a Python
+            for other in ("image", "python", "nvcc"):
+                if getattr(self, other):
+                    raise ValueError(
+                        f"docker: true and {other} exclude each other (as in dstack); "
+                        f"keep one of them"
+                    )
+        if self.nvcc and self.image is not None:
             raise ValueError(
-                "a task with an image still needs commands; iacrun does not run image entrypoints"
+                "nvcc: true and image exclude each other (as in dstack); use an image that "
+                "ships nvcc (a CUDA -devel image) and drop nvcc"
+            )
+        if self.image is None:
+            for field in ("entrypoint", "user", "registry_auth"):
+                if getattr(self, field) is not None:
+                    raise ValueError(
+                        f"{field} applies to an image's container; add image: or remove {field}"
+                    )
+            if self.privileged:
+                raise ValueError(
+                    "privileged applies to an image's container; add image: or remove it"
+                )
+        if self.setup and not self.commands:
+            raise ValueError(
+                "setup runs before the commands, and this task has none; move setup to commands"
             )
         return self
 

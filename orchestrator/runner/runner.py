@@ -10,17 +10,27 @@ beside it, so that anything able to read a file (the CLI, an SSH session) can fo
     state.json status, reason, exit code, times and attempts, replaced atomically
     exit_code  the job's exit code once it ended
     pid        the runner's process id
+    payload/   the task's `files` and local repo as shipped; placed, then removed (place_payload)
+    git-user, git-password   credentials for cloning a repo URL (0600); removed after the clone
+    pgid       the job's process group (its own session): reachable without the runner
+    job_exit   the exit code the job's own shell wrote as it ended, even with the runner gone
 
     python3 runner.py start RUN_DIR     start detached; returns once the runner is up
     python3 runner.py run RUN_DIR       run in the foreground (systemd, tests)
     python3 runner.py stop RUN_DIR [--reason TEXT]
     python3 runner.py state RUN_DIR     print state.json
+    python3 runner.py settle RUN_DIR    print state.json, first settling it if the runner died
+
+A runner that dies (killed, OOM) leaves the job running in its own process group: `stop` then
+ends that group itself, and `settle` records how the job ended from `job_exit` once no process
+of the group is left. A final status is never written while a process of the run is alive.
 
 Kept compatible with Python 3.8 so it runs on any Linux a cloud image ships.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -35,6 +45,14 @@ from typing import Any
 #: the registry's final RunStatus values (this file cannot import iacrun; a test holds them equal)
 FINAL_STATUSES = ("done", "failed", "terminated")
 POLL_SECONDS = 0.02
+#: the job's own shell writes its exit code to `job_exit` ($1: the shell, $2: job.sh, $3:
+#: job_exit, then the task's arguments, passed on to job.sh); it outlives a SIGTERM to the
+#: group (a trap, reset for the job's shell) so the code
+#: written is the job's own
+EXIT_WRAPPER = (
+    'i=$1 s=$2 e=$3; shift 3; trap : TERM INT; "$i" "$s" "$@"; code=$?; '
+    'echo "$code" > "$e.tmp" && mv -f "$e.tmp" "$e"; exit "$code"'
+)
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -42,17 +60,18 @@ MAX_BACKOFF_SECONDS = 60.0
 
 
 def render_job_script(job: dict[str, Any], run_dir: str) -> str:
-    """The job as one bash script: its commands in one shell session, stopping at a failure."""
+    """The job as one script: its commands in one shell session, stopping at a failure; for an
+    `image:` job, the container started with the engine (after a private registry's login)."""
     workdir = job_workdir(job, run_dir)
     lines = [
-        "#!/usr/bin/env bash",
+        "#!/bin/sh" if job.get("image") else "#!%s" % shell_path(job),
         "# iacrun job for run %s, written by iacrun; the runner starts it." % job["run_name"],
         "set -e",
     ]
     if job.get("image"):
-        # the job's arguments (this script's, from the runner) go on to the container's shell
-        docker = " ".join(shlex.quote(a) for a in docker_argv(job, run_dir))
-        lines.append('exec %s "$@"' % docker)
+        lines += registry_login_lines(job, run_dir)
+        # the job's arguments (this script's "$@", from the runner) go on to the container
+        lines.append("exec " + " ".join(_word(a) for a in docker_argv(job, run_dir)))
         return "\n".join(lines) + "\n"
     lines.append("cd %s" % shlex.quote(workdir))
     if job.get("python"):
@@ -61,34 +80,301 @@ def render_job_script(job: dict[str, Any], run_dir: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shell_path(job: dict[str, Any]) -> str:
+    """The interpreter of the job's commands on the host: `sh`, `bash` or an absolute path."""
+    shell = job.get("shell") or "bash"
+    if shell.startswith("/"):
+        return shell
+    return shutil.which(shell) or "/bin/%s" % shell
+
+
 def job_args(job: dict[str, Any]) -> list[str]:
     """The task's arguments (`iacrun up FILE ARGS...`): job.sh's "$@" and "$*"."""
     return [str(a) for a in job.get("args") or []]
+
+
+#: in docker_argv, where job.sh's own arguments go ("$@" unquoted by render_job_script)
+ARGS_HERE = "\0iacrun-args\0"
+#: what `${{ run.args }}` became when it is a whole command (models/runargs.py)
+ARGS_REFERENCE = '"$@"'
+
+
+def _word(arg: str) -> str:
+    return '"$@"' if arg == ARGS_HERE else shlex.quote(arg)
 
 
 def job_workdir(job: dict[str, Any], run_dir: str) -> str:
     return os.path.normpath(os.path.join(run_dir, "code", job.get("working_dir") or "."))
 
 
+#: the job's env variables that hold a private registry's credentials (see registry_login_lines)
+REGISTRY_ENV = ("IACRUN_REGISTRY_USERNAME", "IACRUN_REGISTRY_PASSWORD")
+
+
+def registry_host(image: str) -> str:
+    """The registry an image reference names (`ghcr.io/o/i:t` → ghcr.io), else Docker Hub."""
+    first, slash, _ = image.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def registry_login_lines(job: dict[str, Any], run_dir: str) -> list[str]:
+    """Log in to the image's registry, pull, log out: the password goes to the engine on stdin
+    from the runner's environment, so it is in no command line, log or file once pulled."""
+    auth = job.get("registry_auth")
+    if not auth:
+        return []
+    engine = job.get("container_engine") or "docker"
+    registry = shlex.quote(registry_host(job["image"]))
+    where = os.path.join(run_dir, "registry-auth")
+    if engine == "podman":
+        config = "--authfile %s" % shlex.quote(os.path.join(where, "auth.json"))
+        login, pull, logout = (
+            "podman login %s" % config,
+            "podman pull -q %s" % config,
+            "podman logout %s" % config,
+        )
+    else:
+        config = "--config %s" % shlex.quote(where)
+        login, pull, logout = (
+            "docker %s login" % config,
+            "docker %s pull -q" % config,
+            "docker %s logout" % config,
+        )
+    return [
+        "umask 077; mkdir -p %s" % shlex.quote(where),
+        "rc=0",
+        '{ printf %%s "$%s" | %s --username "$%s" --password-stdin %s >/dev/null && %s %s '
+        ">/dev/null; } || rc=$?"
+        % (auth["password"], login, auth["username"], registry, pull, shlex.quote(job["image"])),
+        "%s %s >/dev/null 2>&1 || true" % (logout, registry),
+        "rm -rf %s" % shlex.quote(where),
+        'if [ "$rc" -ne 0 ]; then echo "could not pull %s from %s with registry_auth (exit $rc)" '
+        '>&2; exit "$rc"; fi' % (job["image"].replace('"', ""), registry.strip("'")),
+        "umask 022",
+    ]
+
+
 def docker_argv(job: dict[str, Any], run_dir: str) -> list[str]:
+    """The engine's command line for an `image:` job, as dstack builds the container's command:
+    `entrypoint` split like a shell would, followed by the commands as its arguments; without
+    an entrypoint, the commands in one `shell -c` script; with neither, the image's own."""
     engine = job.get("container_engine") or "docker"
     name = "iacrun-%s" % job["run_name"]
+    commands = job.get("commands") or []
     argv = [engine, "run", "--rm", "--init", "--name", name]
     argv += ["-v", "%s:/workflow" % os.path.join(run_dir, "code")]
-    argv += ["-w", os.path.normpath(os.path.join("/workflow", job.get("working_dir") or "."))]
+    working_dir = job.get("working_dir") or "."
+    if working_dir.startswith("/"):
+        argv += ["-w", working_dir]
+    elif commands or working_dir != ".":
+        argv += ["-w", os.path.normpath(os.path.join("/workflow", working_dir))]
     for key in sorted(job.get("env", {})):
-        argv += ["-e", key]
+        if key not in REGISTRY_ENV:
+            argv += ["-e", key]
     for key in ("IACRUN_RUN_NAME", "DSTACK_RUN_NAME"):
         argv += ["-e", key]
+    if job.get("user"):
+        argv += ["--user", job["user"]]
+    if job.get("privileged"):
+        argv += ["--privileged"]
     if job.get("gpus"):
-        argv += ["--gpus", "all"]
+        argv += ["--gpus", '"device=%s"' % job["gpus"] if engine == "docker" else "all"]
     if job.get("shm_size_gb"):
         argv += ["--shm-size", "%dm" % int(float(job["shm_size_gb"]) * 1024)]
     for port in job.get("ports", []):
         argv += ["-p", "127.0.0.1:%d:%d" % (port, port)]
-    script = "set -e\n" + "\n".join(job["commands"])
-    argv += [job["image"], "/bin/sh", "-c", script, "iacrun-job"]
-    return argv
+    for source, target in payload_mounts(job, run_dir):
+        argv += ["-v", "%s:%s" % (source, target)]
+    if job.get("entrypoint"):
+        words = shlex.split(job["entrypoint"])
+        # no shell reads the commands here: a command that is `${{ run.args }}` alone is
+        # the arguments, word for word
+        words += [ARGS_HERE if c == ARGS_REFERENCE else c for c in commands]
+        return [*argv, "--entrypoint", words[0], job["image"], *words[1:]]
+    if commands:
+        shell = job.get("shell") or "/bin/sh"
+        shell = shell if shell.startswith("/") else "/bin/%s" % shell
+        script = "set -e\n" + "\n".join(commands)
+        return [*argv, "--entrypoint", shell, job["image"], "-c", script, "iacrun-job", ARGS_HERE]
+    return [*argv, job["image"]]
+
+
+# ----------------------------------------------------------------------------- files and repos
+
+#: a container's home for `~/…` targets (dstack's too)
+CONTAINER_HOME = "/root"
+
+
+def payload_targets(job: dict[str, Any], run_dir: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind, where on this host, entry) of the repo, then each `files` entry, in placing order.
+
+    A relative `path` is under the working folder (RUN_DIR/code); `~/…` is the home and an
+    absolute path is itself: this host's for a plain job, the container's for an image job
+    (placed under RUN_DIR/mounts and mounted there, see payload_mounts)."""
+    code = os.path.join(run_dir, "code")
+    out = []
+    entries = [("repo", r) for r in job.get("repos") or []]
+    entries += [("file", f) for f in job.get("files") or []]
+    for kind, entry in entries:
+        path = entry["path"]
+        if job.get("image") and (path.startswith("~") or os.path.isabs(path)):
+            inside = _container_path(path)
+            out.append((kind, os.path.join(run_dir, "mounts", inside.lstrip("/")), entry))
+        elif path.startswith("~"):
+            out.append((kind, os.path.expanduser(path), entry))
+        else:
+            out.append((kind, os.path.normpath(os.path.join(code, path)), entry))
+    return out
+
+
+def _container_path(path: str) -> str:
+    if path.startswith("~"):
+        path = CONTAINER_HOME + path[1:]
+    return os.path.normpath(path)
+
+
+def payload_mounts(job: dict[str, Any], run_dir: str) -> list[tuple[str, str]]:
+    """(host path, container path) of the files and repo an image job has outside /workflow."""
+    mounts = []
+    for _kind, where, entry in payload_targets(job, run_dir):
+        path = entry["path"]
+        if path.startswith("~") or os.path.isabs(path):
+            mounts.append((where, _container_path(path)))
+    return mounts
+
+
+class PlaceError(Exception):
+    pass
+
+
+def place_payload(job: dict[str, Any], run_dir: str, note: Any, log_fd: int) -> None:
+    """Put the repo and `files` where the task asked, before the job starts.
+
+    Every file appears at its target whole (written beside it, then renamed), with its mode
+    (a 0600 key stays 0600); a cloned repo appears whole too. PlaceError says what went wrong."""
+    payload = os.path.join(run_dir, "payload")
+    file_index = 0
+    try:
+        for kind, where, entry in payload_targets(job, run_dir):
+            if kind == "file":
+                _install(os.path.join(payload, "files", str(file_index)), where)
+                file_index += 1
+                continue
+            if _occupied(where):
+                if entry.get("if_exists") == "skip":
+                    note("repo path %s exists and is not empty; skipped (if_exists: skip)" % where)
+                    continue
+                raise PlaceError(
+                    "repo path %s exists and is not empty; set if_exists: skip or choose "
+                    "another path" % where
+                )
+            if entry.get("local"):
+                _install(os.path.join(payload, "repo"), where)
+            else:
+                _clone(entry, where, run_dir, note, log_fd)
+    finally:
+        shutil.rmtree(payload, ignore_errors=True)
+        for name in ("git-user", "git-password", "git-askpass"):
+            try:
+                os.unlink(os.path.join(run_dir, name))
+            except OSError:
+                pass
+
+
+def _occupied(path: str) -> bool:
+    if os.path.isdir(path) and not os.path.islink(path):
+        return bool(os.listdir(path))
+    return os.path.lexists(path)
+
+
+def _install(source: str, target: str) -> None:
+    if not os.path.lexists(source):
+        raise PlaceError("%s was not shipped" % target)
+    if os.path.isdir(source) and not os.path.islink(source):
+        try:
+            os.makedirs(target, exist_ok=True)
+        except OSError as exc:
+            raise PlaceError("cannot create %s: %s" % (target, exc.strerror)) from None
+        for name in sorted(os.listdir(source)):
+            _install(os.path.join(source, name), os.path.join(target, name))
+        return
+    folder = os.path.dirname(target) or "."
+    tmp = os.path.join(folder, ".%s.iacrun-%d" % (os.path.basename(target), os.getpid()))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if os.path.islink(source):
+            os.symlink(os.readlink(source), tmp)
+        else:
+            mode = os.stat(source).st_mode & 0o7777
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o700)
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                shutil.copyfileobj(src, out)
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except OSError as exc:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise PlaceError("cannot write %s: %s" % (target, exc.strerror)) from None
+
+
+def _clone(entry: dict[str, Any], target: str, run_dir: str, note: Any, log_fd: int) -> None:
+    git = shutil.which("git")
+    if git is None:
+        raise PlaceError("git is not installed on the host; install it to clone %s" % entry["url"])
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    env.pop("SSH_ASKPASS", None)
+    if os.path.exists(os.path.join(run_dir, "git-password")):
+        helper = os.path.join(run_dir, "git-askpass")
+        with open(helper, "w") as f:
+            f.write(
+                '#!/bin/sh\ncase "$1" in\n  Username*) cat %s ;;\n  *) cat %s ;;\nesac\n'
+                % (
+                    shlex.quote(os.path.join(run_dir, "git-user")),
+                    shlex.quote(os.path.join(run_dir, "git-password")),
+                )
+            )
+        os.chmod(helper, 0o700)
+        env["GIT_ASKPASS"] = helper
+    else:
+        env.pop("GIT_ASKPASS", None)
+    folder = os.path.dirname(target) or "."
+    tmp = os.path.join(folder, ".%s.iacrun-clone-%d" % (os.path.basename(target), os.getpid()))
+    shutil.rmtree(tmp, ignore_errors=True)
+    argv = [git, "clone", "--quiet"]
+    if entry.get("single_branch", True):
+        argv.append("--single-branch")
+    if entry.get("branch"):
+        argv += ["--branch", entry["branch"]]
+    argv += ["--", entry["url"], tmp]
+    shown = entry["url"] + (" (branch %s)" % entry["branch"] if entry.get("branch") else "")
+    note("cloning %s into %s" % (shown, target))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        _git(argv, env, log_fd, "could not clone %s" % shown)
+        if entry.get("hash"):
+            commit = entry["hash"]
+            checkout = [git, "-C", tmp, "-c", "advice.detachedHead=false", "checkout", "-q"]
+            has = [git, "-C", tmp, "cat-file", "-e", commit + "^{commit}"]
+            null = subprocess.DEVNULL
+            if subprocess.call(has, env=env, stdout=null, stderr=null) != 0:  # not on the branch
+                fetch = [git, "-C", tmp, "fetch", "--quiet", "origin", commit]
+                _git(fetch, env, log_fd, "commit %s is not in %s" % (commit, shown))
+            _git([*checkout, commit], env, log_fd, "cannot check out %s" % commit)
+            note("checked out %s" % commit)
+        if os.path.isdir(target) and not os.listdir(target):
+            os.rmdir(target)
+        os.rename(tmp, target)
+    except OSError as exc:
+        raise PlaceError("cannot place the repo at %s: %s" % (target, exc.strerror)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _git(argv: list[str], env: dict[str, str], log_fd: int, problem: str) -> None:
+    if subprocess.call(argv, env=env, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd):
+        raise PlaceError("%s (see the git output above)" % problem)
 
 
 # ----------------------------------------------------------------------------- python
@@ -204,6 +490,94 @@ class RunFolder:
             os.close(fd)
 
 
+# ----------------------------------------------------------------------------- GPU utilization
+
+CUDA_BIN = "/usr/local/cuda/bin"
+NVIDIA_SMI_QUERY = ["--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits"]
+
+
+def utilization_reason(job: dict[str, Any]) -> str | None:
+    policy = job.get("utilization_policy")
+    if not policy:
+        return None
+    return "gpu utilization below %d%%" % policy["min_gpu_utilization"]
+
+
+def sample_gpus(gpus: str | None) -> dict[int, float] | None:
+    """Utilization % per GPU index from `nvidia-smi` (only the job's GPUs when it has some);
+    None when nvidia-smi cannot be run or says nothing readable."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, *NVIDIA_SMI_QUERY],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    wanted = {int(i) for i in gpus.split(",") if i.strip().isdigit()} if gpus else None
+    figures: dict[int, float] = {}
+    for line in out.stdout.decode(errors="replace").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2 or not parts[0].isdigit():
+            continue
+        try:
+            value = float(parts[1])
+        except ValueError:
+            continue  # [N/A] and the like: no figure this time
+        if wanted is None or int(parts[0]) in wanted:
+            figures[int(parts[0])] = value
+    return figures or None
+
+
+class UtilizationWatch:
+    """dstack's utilization_policy: the job ends when any of its GPUs stays under the minimum
+    for the whole time window. nvidia-smi is asked every `every` seconds; a GPU's low streak
+    starts at its first low sample and ends at any sample at or above the minimum."""
+
+    def __init__(self, job: dict[str, Any], folder: RunFolder, started: float) -> None:
+        policy = job["utilization_policy"]
+        self.minimum = float(policy["min_gpu_utilization"])
+        self.window = int(policy["time_window"])
+        self.every = max(0.2, min(10.0, self.window / 30.0))
+        self.gpus = job.get("gpus")
+        self.folder = folder
+        self.reason = utilization_reason(job) or ""
+        self.next_at = started
+        self.low_since: dict[int, float] = {}
+        self.blind_noted = False
+
+    @classmethod
+    def of(cls, job: dict[str, Any], folder: RunFolder) -> UtilizationWatch | None:
+        if not job.get("utilization_policy"):
+            return None
+        return cls(job, folder, time.time())
+
+    def too_low(self, now: float) -> bool:
+        if now < self.next_at:
+            return False
+        self.next_at = now + self.every
+        figures = sample_gpus(self.gpus)
+        if figures is None:
+            if not self.blind_noted:
+                self.folder.note("utilization_policy: nvidia-smi gave no figures; not enforced")
+                self.blind_noted = True
+            self.low_since.clear()  # a gap in the samples is no proof of idleness
+            return False
+        for index, value in figures.items():
+            if value >= self.minimum:
+                self.low_since.pop(index, None)
+            else:
+                self.low_since.setdefault(index, now)
+        return any(now - since >= self.window for since in self.low_since.values())
+
+
 # ----------------------------------------------------------------------------- running
 
 
@@ -238,6 +612,10 @@ class Runner:
         self.folder.write_atomic("pid", "%d\n" % os.getpid())
         self.state["started_at"] = time.time()
         self.folder.save_state(self.state)
+        problem = self._place()
+        if problem is not None:
+            self.state["reason"] = problem
+            return self._finish("failed", None)
         max_duration = self.job.get("max_duration")
         deadline = self.state["started_at"] + max_duration if max_duration else None
         retry = self.job.get("retry")
@@ -252,7 +630,10 @@ class Runner:
             )
             self.state["exit_code"] = code
             self.state["reason"] = reason
-            if self.stop_reason is not None or reason == "max duration exceeded":
+            if self.stop_reason is not None or reason in (
+                "max duration exceeded",
+                utilization_reason(self.job),
+            ):
                 return self._finish("terminated", code)
             if code == 0:
                 return self._finish("done", code)
@@ -267,6 +648,20 @@ class Runner:
                 self.state["reason"] = self.stop_reason or "max duration exceeded"
                 return self._finish("terminated", code)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _place(self) -> str | None:
+        """The task's repo and files in place; a reason to fail the run otherwise."""
+        if not self.job.get("files") and not self.job.get("repos"):
+            return None
+        log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            place_payload(self.job, self.folder.dir, self.folder.note, log)
+        except PlaceError as exc:
+            self.folder.note(str(exc))
+            return str(exc)
+        finally:
+            os.close(log)
+        return None
 
     def _finish(self, status: str, code: int | None) -> int:
         if status == "terminated" and self.stop_reason is not None:
@@ -296,17 +691,35 @@ class Runner:
         env["IACRUN_RUN_DIR"] = self.folder.dir
         if self.job.get("gpus"):
             env["CUDA_VISIBLE_DEVICES"] = self.job["gpus"]
+        if self.job.get("nvcc") and os.path.isdir(CUDA_BIN):
+            env["PATH"] = CUDA_BIN + os.pathsep + env.get("PATH", "")
         if self.job.get("python"):
             problem = self._prepare_python(self.job["python"], env)
             if problem:
                 self.folder.note(problem)
                 return 127, problem
+        interpreter = "/bin/sh" if self.job.get("image") else shell_path(self.job)
+        if shutil.which(interpreter) is None:
+            problem = "cannot start the shell %s: %s" % (interpreter, os.strerror(errno.ENOENT))
+            self.folder.note(problem)
+            return 127, problem
+        _remove(self.folder.path("job_exit"))
         log = os.open(self.folder.path("log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         env.pop(UMASK_ENV, None)
         try:
             # the task's arguments are the script's positional parameters, never its text
             self.child = subprocess.Popen(
-                ["bash", self.folder.path("job.sh"), *job_args(self.job)],
+                [
+                    "sh",
+                    "-c",
+                    EXIT_WRAPPER,
+                    "iacrun-job",
+                    interpreter,
+                    self.folder.path("job.sh"),
+                    self.folder.path("job_exit"),
+                    # the task's arguments: the script's positional parameters, never its text
+                    *job_args(self.job),
+                ],
                 cwd=self.folder.dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -315,9 +728,16 @@ class Runner:
                 start_new_session=True,
                 preexec_fn=_user_umask,  # the job's files are the user's: their umask
             )
+        except OSError as exc:
+            problem = "cannot start the shell %s: %s" % (interpreter, exc.strerror or exc)
+            self.folder.note(problem)
+            return 127, problem
         finally:
             os.close(log)
+        # its own session: the group id is the child's pid, and outlives this runner
+        self.folder.write_atomic("pgid", "%d\n" % self.child.pid)
         self.folder.write_atomic("job_pid", "%d\n" % self.child.pid)
+        watch = UtilizationWatch.of(self.job, self.folder)
         reason = None
         while True:
             code = self.child.poll()
@@ -328,6 +748,9 @@ class Runner:
             elif deadline is not None and time.time() >= deadline:
                 reason = "max duration exceeded"
                 self.folder.note("max duration exceeded; stopping the job")
+            elif watch is not None and watch.too_low(time.time()):
+                reason = watch.reason
+                self.folder.note("%s for %ds; stopping the job" % (reason, watch.window))
             if reason is not None:
                 code = self._kill_job()
                 break
@@ -489,29 +912,142 @@ def start(run_dir: str, timeout: float = 10.0) -> int:
 
 
 def stop(run_dir: str, reason: str, wait: float) -> int:
-    """Ask the runner to stop the job (SIGTERM, grace, SIGKILL) and wait for a final status."""
+    """Stop the job (SIGTERM, grace, SIGKILL) and return once its status is final.
+
+    Asked of the runner while it lives; if it is gone, or dies or hangs meanwhile, the job's
+    process group is ended here and the final status written once no process of it is left."""
     folder = RunFolder(run_dir)
     state = folder.read_state()
     if state.get("status") in FINAL_STATUSES:
         return 0
     folder.write_atomic("stop_request", reason + "\n")
-    runner_pid = _read_int(folder.path("pid"))
-    if runner_pid and pid_alive(runner_pid):
+    runner_pid = runner_alive(folder)
+    if runner_pid is not None:
         os.kill(runner_pid, signal.SIGTERM)
         end = time.time() + wait
         while time.time() < end:
             if folder.read_state().get("status") in FINAL_STATUSES:
                 return 0
+            if runner_alive(folder) is None:  # died while stopping: finish its work here
+                break
             time.sleep(0.05)
-        sys.stderr.write("the runner did not stop within %gs\n" % wait)
+        else:
+            sys.stderr.write("the runner did not stop within %gs; ending the job itself\n" % wait)
+            _kill(runner_pid, signal.SIGKILL)
+        if folder.read_state().get("status") in FINAL_STATUSES:
+            return 0
+    grace = float(_job_setting(folder, "stop_duration", 15))
+    ended, signalled = end_group(folder, grace)
+    if not ended:
+        sys.stderr.write("processes of the job outlived SIGKILL; status left as it was\n")
         return 1
-    # the runner is gone (host rebooted, killed): end what is left and record it
-    job_pid = _read_int(folder.path("job_pid"))
-    if job_pid:
-        _killpg(job_pid, signal.SIGKILL)
+    state = folder.read_state()
+    code = _read_int(folder.path("job_exit"))
+    if code is None and signalled is not None:
+        code = 128 + signalled  # as a shell reports a job ended by that signal
     state.update({"status": "terminated", "reason": reason, "finished_at": time.time()})
+    if code is not None:
+        state["exit_code"] = code
     folder.save_state(state)
+    folder.note("run terminated: %s" % reason)
     return 0
+
+
+def settle(run_dir: str) -> dict[str, Any]:
+    """The run's state; if the runner died before the job ended, settled from what is left.
+
+    While a process of the job's group lives the job goes on and the state is left as it is;
+    once none is left, the job's own `job_exit` (or its absence) says how it ended."""
+    folder = RunFolder(run_dir)
+    state = folder.read_state()
+    if not state or state.get("status") in FINAL_STATUSES or runner_alive(folder) is not None:
+        return state
+    pgid = _read_int(folder.path("pgid"))
+    if pgid is not None and _group_alive(pgid):
+        if not os.path.exists(folder.path("runner_lost")):
+            folder.write_atomic("runner_lost", "%f\n" % time.time())
+            folder.note("the runner exited; the job goes on and is still followed")
+        return state
+    if runner_alive(folder) is not None or folder.read_state().get("status") in FINAL_STATUSES:
+        return folder.read_state()
+    code = _read_int(folder.path("job_exit"))
+    if os.path.exists(folder.path("stop_request")):
+        status, reason = "terminated", _read_text(folder.path("stop_request")) or "stopped"
+    elif code is None:
+        status, reason = "failed", "the runner and the job ended without an exit code"
+    else:
+        status = "done" if code == 0 else "failed"
+        reason = "exited (%d); the runner had died" % code
+    state.update({"status": status, "reason": reason, "finished_at": time.time()})
+    if code is not None:
+        state["exit_code"] = code
+    folder.save_state(state)
+    folder.note("run %s: %s" % (status, reason))
+    return state
+
+
+def end_group(folder: RunFolder, grace: float) -> tuple[bool, int | None]:
+    """SIGTERM to the job's process group, `grace` seconds, SIGKILL.
+
+    Returns whether none of the group is left, and the last signal it took to end it (None
+    when no process of it was running)."""
+    pgid = _read_int(folder.path("pgid")) or _read_int(folder.path("job_pid"))
+    if pgid is None or not _group_alive(pgid):
+        return True, None
+    _killpg(pgid, signal.SIGTERM)
+    end = time.time() + grace
+    while _group_alive(pgid) and time.time() < end:
+        time.sleep(0.05)
+    if not _group_alive(pgid):
+        return True, int(signal.SIGTERM)
+    _killpg(pgid, signal.SIGKILL)
+    end = time.time() + 10.0
+    while _group_alive(pgid) and time.time() < end:
+        time.sleep(0.05)
+    return not _group_alive(pgid), int(signal.SIGKILL)
+
+
+def runner_alive(folder: RunFolder) -> int | None:
+    """The runner's pid while it runs (a reused pid running something else does not count)."""
+    pid = _read_int(folder.path("pid"))
+    if pid is None or not pid_alive(pid):
+        return None
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            if b"runner.py" not in f.read():
+                return None
+    except OSError:
+        pass  # no /proc (macOS): the pid is trusted
+    return pid
+
+
+def _job_setting(folder: RunFolder, key: str, default: Any) -> Any:
+    try:
+        return folder.read_job().get(key, default)
+    except (OSError, ValueError):
+        return default
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _read_int(path: str) -> int | None:
@@ -523,7 +1059,7 @@ def _read_int(path: str) -> int | None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("start", "run", "stop", "state"):
+    if len(argv) < 2 or argv[0] not in ("start", "run", "stop", "state", "settle"):
         sys.stderr.write(__doc__ or "")
         return 2
     command, run_dir = argv[0], argv[1]
@@ -536,6 +1072,9 @@ def main(argv: list[str]) -> int:
         reason = argv[argv.index("--reason") + 1] if "--reason" in argv else "stopped by user"
         job = RunFolder(run_dir).read_job()
         return stop(run_dir, reason, wait=float(job.get("stop_duration", 15)) + 10)
+    if command == "settle":
+        print(json.dumps(settle(run_dir)))
+        return 0
     print(json.dumps(RunFolder(run_dir).read_state()))
     return 0
 

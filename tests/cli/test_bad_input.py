@@ -36,7 +36,7 @@ CASES = [
     (
         "unsupported",
         "commands: [x]\nvolumes: [data]\n",
-        r"'volumes' is a dstack feature iacrun does not support",
+        r":3:1: volumes: 'volumes' is not supported: iacrun mounts no volumes",
     ),
     ("service", "type: service\ncommands: [x]\n", r"type 'service' is not supported"),
     ("duration", "commands: [x]\nmax_duration: soon\n", r"max_duration: 'soon' is not a duration"),
@@ -89,6 +89,91 @@ CASES = [
         "local-port-twice",
         "commands: [x]\nports: ['7000:6000', '7000:6001']\n",
         r":3:\d+: ports: local port 7000 is used twice \(7000:6000, 7000:6001\)$",
+    ),
+]
+# files and repos (issue 14): every bad form is one line at the entry's position
+CASES += [
+    ("files-type", "commands: [x]\nfiles: a.txt\n", r":3:8: files: input should be a valid list"),
+    (
+        "files-key",
+        "commands: [x]\nfiles:\n  - local_path: task.dstack.yml\n    path: b\n    mode: 600\n",
+        r":6:5: files\[0\]\.mode: unknown field 'mode'",
+    ),
+    (
+        "files-missing",
+        "commands: [x]\nfiles: [nope.txt]\n",
+        r":3:9: files\[0\]\.local_path: 'nope\.txt': no such file or folder \(.*\); check",
+    ),
+    (
+        "files-colons",
+        "commands: [x]\nfiles: ['a:b:c']\n",
+        r":3:9: files\[0\]: 'a:b:c' is not LOCAL\[:PATH\]",
+    ),
+    (
+        "files-user-home",
+        "commands: [x]\nfiles: ['task.dstack.yml:~bob/x']\n",
+        r":3:9: files\[0\]\.path: .*~user is not supported",
+    ),
+    (
+        "files-no-path",
+        "commands: [x]\nfiles:\n  - local_path: task.dstack.yml\n",
+        r":4:5: files\[0\]\.path: is required$",
+    ),
+    ("repos-type", "commands: [x]\nrepos: [42]\n", r":3:9: repos\[0\]: "),
+    (
+        "repos-key",
+        "commands: [x]\nrepos:\n  - url: https://h/r.git\n    brnach: main\n",
+        r":5:5: repos\[0\]\.brnach: unknown field 'brnach' — did you mean 'branch'\?",
+    ),
+    (
+        "repos-url",
+        "commands: [x]\nrepos:\n  - url: not-a-url\n",
+        r":4:10: repos\[0\]\.url: 'not-a-url' is not a git URL; write https://",
+    ),
+    (
+        "repos-password",
+        "commands: [x]\nrepos: ['https://me:pw@h/r.git']\n",
+        r":3:9: repos\[0\]\.url: the URL holds a password; .*IACRUN_GIT_TOKEN",
+    ),
+    (
+        "repos-two",
+        "commands: [x]\nrepos: ['https://h/a.git', 'https://h/b.git']\n",
+        r":3:8: repos: a task takes one repo; ship the others under files$",
+    ),
+    (
+        "repos-both",
+        "commands: [x]\nrepos:\n  - url: https://h/r.git\n    local_path: .\n",
+        r":4:5: repos\[0\]: local_path and url exclude each other",
+    ),
+    (
+        "repos-local-branch",
+        "commands: [x]\nrepos:\n  - local_path: .\n    branch: main\n",
+        r":4:5: repos\[0\]: branch and hash apply to a repo url",
+    ),
+    (
+        "repos-hash",
+        "commands: [x]\nrepos:\n  - url: https://h/r.git\n    hash: main~1\n",
+        r":5:11: repos\[0\]\.hash: 'main~1' is not a commit hash",
+    ),
+    (
+        "repos-if-exists",
+        "commands: [x]\nrepos:\n  - url: https://h/r.git\n    if_exists: overwrite\n",
+        r":5:16: repos\[0\]\.if_exists: 'overwrite' is not allowed",
+    ),
+    (
+        "repos-missing",
+        "commands: [x]\nrepos: [../no-such-repo]\n",
+        r":3:9: repos\[0\]: '\.\./no-such-repo': no such folder",
+    ),
+    (
+        "repos-not-git",
+        "commands: [x]\nrepos: ['.']\n",
+        r":3:9: repos\[0\]: '\.' \(.*\) is not a git repository; list a plain folder under files",
+    ),
+    (
+        "single-branch",
+        "commands: [x]\nsingle_branch: maybe\n",
+        r":3:16: single_branch: ",
     ),
 ]
 UNTYPED = {"yaml", "empty", "list", "untyped"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -95,6 +96,25 @@ def numbers(output: str) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- running
+
+
+def test_the_tasks_shell_and_setup_run_on_the_host(ssh_cli: Cli, project: Path) -> None:
+    """`shell: bash` runs the commands with bash on the host (arrays are bash, not sh), after
+    `setup`; the runner that does it is the same file as locally, shipped over SSH."""
+    write_task(
+        project,
+        """
+        type: task
+        shell: bash
+        setup:
+          - echo prepared > ready.txt
+        commands:
+          - words=(alpha beta); echo "${words[1]} $(cat ready.txt) $BASH_VERSION" | cut -c1-20
+        """,
+    )
+    done = ssh_cli("up", "-y", "-n", "shelly", "task.dstack.yml")
+    assert done.returncode == 0, done.stderr
+    assert re.match(r"beta prepared \d+\.\d+", done.stdout.splitlines()[0]), done.stdout
 
 
 def test_env_args_and_exit_code(ssh_cli: Cli, project: Path, sshd: Sshd) -> None:
