@@ -51,7 +51,7 @@ POLL_SECONDS = 0.02
 #: written is the job's own
 EXIT_WRAPPER = (
     'i=$1 s=$2 e=$3; shift 3; trap : TERM INT; "$i" "$s" "$@"; code=$?; '
-    'echo "$code" > "$e.tmp" && mv -f "$e.tmp" "$e"; exit "$code"'
+    '(umask 077; echo "$code" > "$e.tmp") && mv -f "$e.tmp" "$e"; exit "$code"'
 )
 MAX_BACKOFF_SECONDS = 60.0
 

@@ -136,12 +136,14 @@ def test_entrypoint_user_privileged_and_an_absolute_working_dir() -> None:
 def test_commands_in_an_image_run_in_its_shell_over_its_entrypoint() -> None:
     job = {**JOB, "commands": ["echo a", "echo b"], "shell": "bash"}
     argv = runner.docker_argv(job, "/runs/r")
-    assert argv[-5:] == [
+    assert argv[-7:] == [
         "--entrypoint",
         "/bin/bash",
         "ghcr.io/o/i:1",
         "-c",
         "set -e\necho a\necho b",
+        "iacrun-job",  # $0, then the task's arguments ("$@" of job.sh)
+        runner.ARGS_HERE,
     ]
     assert argv[argv.index("-w") + 1] == "/workflow"
 
