@@ -123,7 +123,7 @@ class AWSBackend(PulumiCloudBackend):
         return [
             f"network: the default VPC of {spec.region}; where the region has none, a new VPC "
             f"{VPC_CIDR} with a public subnet {SUBNET_CIDR}, an internet gateway and a route",
-            "image: the newest Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)"
-            if spec.gpu
-            else "image: the newest Canonical Ubuntu 22.04 AMI",
+            f"image: {spec.machine_image}"
+            if spec.machine_image
+            else f"image: the newest {spec.vm_image.label} AMI of the region",
         ]

@@ -20,6 +20,7 @@ import pytest
 from iacrun.orchestrator.host.transport import Host
 from iacrun.stacks.cloudinit import VmLayout
 from iacrun.stacks.engine import StackEngine
+from iacrun.stacks.images import AWS_UBUNTU
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
 from iacrun.stacks.spec import StackSpec
 from tests.standin.boot import boot_script
@@ -72,6 +73,7 @@ def spec_for(run_name: str, job: dict[str, Any], client_public: str, host: KeyPa
         instance_type="standin.local",
         disk_gb=8,
         gpu=False,
+        vm_image=AWS_UBUNTU["x86"],
         ssh_public_key=client_public,
         host_key=host,
         ssh_cidrs=["127.0.0.1/32"],

@@ -367,7 +367,13 @@ def test_a_dry_run_shows_when_the_public_address_is_unknown(tmp_path: Path) -> N
     text = plan.render()
     assert "could not find this machine's public address" in text
     assert "azure-native:compute:VirtualMachine" in text
-    assert "resource group iacrun-train-1-<id>; image microsoft-dsvm:ubuntu-hpc:2204:latest" in text
+    # an A10 size: NVIDIA's GRID driver through Azure's extension, not the datacenter HPC image
+    assert (
+        "image Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest "
+        "(Canonical Ubuntu 22.04 + NVIDIA GPU Driver Extension (GRID driver))" in text
+    )
+    assert "GPU driver: NVIDIA GRID, installed at first boot" in text
+    assert "azure-native:compute:VirtualMachineExtension" in text
     assert "self-destruct: the VM's identity may only delete this VM" in text
 
 
