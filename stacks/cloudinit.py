@@ -160,20 +160,21 @@ def render_cloud_config(spec: StackSpec, layout: VmLayout | None = None) -> str:
 
 
 def user_data(spec: StackSpec, layout: VmLayout | None = None) -> bytes:
-    """What goes to the cloud, size-checked: gzip'd for AWS (16 KB), plain text for Azure."""
+    """What goes to the cloud, gzip'd (cloud-init unpacks gzip'd user data on every cloud) and
+    size-checked: AWS takes 16 KB, Azure 64 KB."""
     text = render_cloud_config(spec, layout).encode()
-    data = gzip.compress(text, 9, mtime=0) if spec.cloud == "aws" else text
+    data = gzip.compress(text, 9, mtime=0)
     check_user_data_size(spec, data)
     return data
 
 
 def check_user_data_size(spec: StackSpec, data: bytes) -> None:
+    """One clear line, before anything is created, when the user data is too big for the cloud."""
     if spec.cloud == "aws":
         limit, what = AWS_USER_DATA_LIMIT, "AWS takes at most 16 KB of user data"
-        size = f"{len(data)} bytes after gzip"
     else:
         limit, what = AZURE_CUSTOM_DATA_LIMIT, "Azure takes at most 64 KB of custom data"
-        size = f"{len(data)} bytes"
+    size = f"{len(data)} bytes after gzip"
     if len(data) > limit:
         raise InputError(
             f"the cloud-init of run {spec.run_name} is {size}; {what}: shorten the task's "
@@ -239,7 +240,7 @@ def vm_files(spec: StackSpec, layout: VmLayout | None = None) -> list[VmFile]:
     return [
         VmFile(f"{run_dir}/runner.py", _runner_source(), 0o755),
         VmFile(f"{run_dir}/job.json", json.dumps(job, indent=1, sort_keys=True) + "\n", 0o600),
-        VmFile(f"{run_dir}/job.sh", render_job_script(job, run_dir), 0o755),
+        VmFile(f"{run_dir}/job.sh", job_script(spec, layout), 0o755),
         VmFile(layout.guard, _guard_source(), 0o755),
         VmFile(layout.guard_config, json.dumps(guard_config(spec, layout), indent=1) + "\n"),
         VmFile(layout.setup, setup_script(spec, layout), 0o755),
@@ -252,8 +253,17 @@ def vm_files(spec: StackSpec, layout: VmLayout | None = None) -> list[VmFile]:
 
 
 def vm_job(spec: StackSpec) -> dict[str, Any]:
-    """job.json as cloud-init writes it: the job without its env values (iacrun writes those)."""
-    return {**spec.job, "env": {}}
+    """job.json as cloud-init writes it: the job without its env values and without its commands.
+
+    The env values are secrets (user data is readable on the machine); the commands are in
+    job.sh, and once is enough: iacrun writes the full job.json over SSH before the job starts."""
+    return {k: v for k, v in spec.job.items() if k != "commands"} | {"env": {}}
+
+
+def job_script(spec: StackSpec, layout: VmLayout) -> str:
+    """job.sh: the commands, with the env's names (a container gets `-e NAME`) but no values."""
+    names = {name: "" for name in spec.job.get("env") or {}}
+    return render_job_script({**spec.job, "env": names}, layout.run_dir)
 
 
 def guard_config(spec: StackSpec, layout: VmLayout) -> dict[str, Any]:
