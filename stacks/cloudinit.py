@@ -10,18 +10,32 @@ cloud-init, before sshd starts (init stage):
   `iacrun-guard destroy` then powers off, `max_duration + margin` after boot (with a max_duration);
 - writes, under ``RUN_DIR`` (/opt/iacrun/run): ``runner.py``, ``job.json`` (the job WITHOUT its
   env values: user data is readable by anyone on the machine through the metadata service, so
-  iacrun writes the full job.json over SSH), ``job.sh``; and the guard, the setup script and the
-  systemd units.
+  iacrun writes the full job.json over SSH; and without its commands, which are in ``job.sh``:
+  once is enough), ``job.sh``; and the guard, the setup script and the systemd units.
 
 cloud-init, final stage (`runcmd`, quick: no packages are installed by cloud-init itself):
 
 - gives ``RUN_DIR`` to the SSH user (``ubuntu``), enables and starts (without waiting) the
-  watchdog timer, ``iacrun-setup.service`` (installs uv and the requested Python in
-  ``RUN_DIR/venv``, or Docker with the NVIDIA runtime and pulls the image) and
-  ``iacrun-job.path``; then writes ``RUN_DIR/vm.ready``.
+  watchdog timer, ``iacrun-setup.service`` and ``iacrun-job.path``; then writes
+  ``RUN_DIR/vm.ready``.
+
+``iacrun-setup.service`` (every boot), before anything the job needs:
+
+- the machine checks itself: it stops and masks (until the next boot) apt's timers and
+  unattended-upgrades, so no kernel or driver changes under the run; on GPU machines it starts
+  the NVIDIA fabric manager where the image's table row says NVSwitch (stacks/images.py), then
+  runs ``nvidia-smi -L`` every ``gpu_retry`` seconds until it lists every GPU, for at most the
+  image's ``gpu_wait`` (the driver may still be loading, or being installed by Azure's
+  extension). It writes ``RUN_DIR/check.ok``, or ``RUN_DIR/check.failed`` with one line,
+  ``gpu check failed: nvidia-smi: ...`` (and a failed state.json; the job never starts);
+- then installs uv and the requested Python in ``RUN_DIR/venv``, or Docker with the NVIDIA
+  runtime and pulls the image.
 
 iacrun, once SSH answers (host key pinned from the first byte):
 
+0. on GPU offers, still inside the backend's ``provision``, waits for ``check.ok`` or
+   ``check.failed`` (`backends/machine_check.py`): a failed machine is destroyed at once and
+   failover tries the next offer;
 1. waits for ``RUN_DIR/vm.ready`` (the run folder is the SSH user's from then on);
 2. uploads the working folder into ``RUN_DIR/code``, and writes ``RUN_DIR/job.json`` (the full
    job, env included, mode 0600) -- and job.sh/runner.py if it wants to replace them;
@@ -85,6 +99,13 @@ class VmLayout:
     azure_imds: str = "http://169.254.169.254"
     azure_arm: str = "https://management.azure.com"
     azure_resource: str = "https://management.azure.com/"
+    #: the commands the machine check runs (tests point them at harmless stand-ins)
+    systemctl: str = "systemctl"
+    nvidia_smi: str = "nvidia-smi"
+    #: seconds between two `nvidia-smi` tries while the driver loads
+    gpu_retry: float = 10.0
+    #: seconds the GPU check waits in all (None: what the image needs, `VmImage.gpu_wait`)
+    gpu_wait: int | None = None
 
     @property
     def run_dir(self) -> str:
@@ -376,6 +397,7 @@ ExecStart={layout.python} {layout.guard} {layout.guard_config} watch
 
 def setup_script(spec: StackSpec, layout: VmLayout) -> str:
     """Bash, run as root by iacrun-setup.service at every boot; quick when all is in place."""
+    image = spec.vm_image
     settings = {
         "RUN_DIR": layout.run_dir,
         "JOB_USER": layout.user,
@@ -383,6 +405,12 @@ def setup_script(spec: StackSpec, layout: VmLayout) -> str:
         "IMAGE": spec.image or "",
         "CONTAINER_ENGINE": str(spec.job.get("container_engine") or "docker"),
         "GPU": "1" if spec.gpu else "0",
+        "GPU_COUNT": str(spec.gpu_count),
+        "GPU_WAIT": str(layout.gpu_wait if layout.gpu_wait is not None else image.gpu_wait),
+        "GPU_RETRY": f"{layout.gpu_retry:g}",
+        "FABRIC_MANAGER": "1" if image.fabric_manager else "0",
+        "SYSTEMCTL": layout.systemctl,
+        "NVIDIA_SMI": layout.nvidia_smi,
         "UV_INSTALLER": UV_INSTALLER,
     }
     lines = [f"{key}={shlex.quote(value)}" for key, value in settings.items()]
@@ -400,7 +428,12 @@ note() { printf '[iacrun] setup: %s\n' "$*" >>"$RUN_DIR/log"; printf '%s\n' "$*"
 
 fail() {
   note "failed: $*; details in $SETUP_LOG"
-  python3 - "$RUN_DIR" "setup failed: $*" <<'PY'
+  failed_with "setup failed: $*"
+}
+
+# the run is over before its job: state.json says why (iacrun and the watchdog read it)
+failed_with() {
+  python3 - "$RUN_DIR" "$1" <<'PY'
 import json, os, sys, time
 run_dir, reason = sys.argv[1], sys.argv[2]
 state = {"status": "failed", "reason": reason, "attempts": [], "finished_at": time.time()}
@@ -411,6 +444,53 @@ for name, text in (("state.json", json.dumps(state, sort_keys=True)), ("status",
     os.replace(tmp, os.path.join(run_dir, name))
 PY
   exit 1
+}
+
+# no package upgrades (a new kernel or driver) while the run lives
+quiet_upgrades() {
+  local units="apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service"
+  units="$units unattended-upgrades.service"
+  # shellcheck disable=SC2086
+  "$SYSTEMCTL" stop $units >>"$SETUP_LOG" 2>&1
+  # shellcheck disable=SC2086
+  "$SYSTEMCTL" mask --runtime $units >>"$SETUP_LOG" 2>&1
+  return 0
+}
+
+gpu_failed() {
+  local reason="gpu check failed: $*"
+  note "$reason"
+  printf '%s\n' "$reason" >"$RUN_DIR/.check.failed" &&
+    mv -f "$RUN_DIR/.check.failed" "$RUN_DIR/check.failed"
+  failed_with "$reason"
+}
+
+# the machine checks itself before the job: the fabric manager on NVSwitch machines, then
+# nvidia-smi until it sees every GPU (the driver may still be loading), at most GPU_WAIT seconds
+check_gpus() {
+  if [ "$FABRIC_MANAGER" = 1 ]; then
+    note "starting the NVIDIA fabric manager (an NVSwitch machine)"
+    "$SYSTEMCTL" start nvidia-fabricmanager.service >>"$SETUP_LOG" 2>&1 ||
+      gpu_failed "the NVIDIA fabric manager (nvidia-fabricmanager.service) did not start"
+  fi
+  local deadline=$((SECONDS + GPU_WAIT)) try=0 out seen last
+  while :; do
+    try=$((try + 1))
+    if out=$("$NVIDIA_SMI" -L 2>&1); then
+      seen=$(printf '%s\n' "$out" | grep -c '^GPU ')
+      if [ "$seen" -ge "$GPU_COUNT" ] && [ "$seen" -gt 0 ]; then
+        note "nvidia-smi sees $seen GPU(s)"
+        return 0
+      fi
+      out="sees $seen of $GPU_COUNT GPUs"
+    fi
+    last=$(printf '%s\n' "$out" | grep -v '^[[:space:]]*$' | tail -n 1)
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      gpu_failed "nvidia-smi: ${last:-no answer}"
+    fi
+    note "waiting for the NVIDIA driver (try $try): ${last:-no answer}"
+    sleep "$GPU_RETRY"
+  done
 }
 
 as_user() {
@@ -492,6 +572,12 @@ cd "$RUN_DIR" || exit 1
 if [ ! -e "$RUN_DIR/log" ]; then
   touch "$RUN_DIR/log" && chown "$JOB_USER" "$RUN_DIR/log"
 fi
+rm -f "$RUN_DIR/check.ok" "$RUN_DIR/check.failed"
+quiet_upgrades
+if [ "$GPU" = 1 ]; then
+  check_gpus
+fi
+touch "$RUN_DIR/check.ok"
 if [ -n "$PYTHON_VERSION" ]; then
   setup_python || fail "could not create a Python $PYTHON_VERSION virtual environment"
 fi
