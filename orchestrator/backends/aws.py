@@ -125,5 +125,5 @@ class AWSBackend(PulumiCloudBackend):
             f"{VPC_CIDR} with a public subnet {SUBNET_CIDR}, an internet gateway and a route",
             f"image: {spec.machine_image}"
             if spec.machine_image
-            else f"image: the newest {spec.vm_image.label} AMI of the region",
+            else f"image: the newest {spec.vm_image.label} of the region",
         ]
