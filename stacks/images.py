@@ -35,7 +35,7 @@ AMAZON = "amazon"
 
 # ---------------------------------------------------------------------------- the images
 
-AWS_UBUNTU = {
+AWS_UBUNTU: dict[Arch, VmImage] = {
     "x86": VmImage(
         label="Canonical Ubuntu 22.04",
         owner=CANONICAL,
@@ -65,7 +65,7 @@ AWS_DLAMI_2404 = VmImage(
     name="Deep Learning Base AMI with Single CUDA (Ubuntu 24.04) *",
     driver="nvidia",
 )
-AZURE_UBUNTU = {
+AZURE_UBUNTU: dict[Arch, VmImage] = {
     "x86": VmImage(
         label="Canonical Ubuntu 22.04",
         urn="Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest",

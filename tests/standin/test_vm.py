@@ -145,6 +145,7 @@ def test_a_task_runs_end_to_end_on_the_standin_vm(engine: StackEngine, tmp_path:
         systemd_dir=f"{root}/etc/systemd/system",
         python="/usr/bin/python3",
         poweroff=("true",),
+        systemctl="true",  # the machine check must not touch this machine's units
     )
     script = boot_script(spec, layout)
 
