@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from iacrun.orchestrator.backends.stack_spec import build_stack_spec, stack_name_for
+from iacrun.orchestrator.backends.stack_spec import (
+    StackName,
+    build_stack_spec,
+    parse_stack_name,
+    stack_name_for,
+)
 from iacrun.stacks.spec import StackSpec
 from tests.stacks.conftest import CALLER, NOW, client_key, host_key, job
 
@@ -26,7 +31,7 @@ def spec_from_offer(
     return build_stack_spec(
         offer(backend, gpu=gpu, spot=spot),
         job_ if job_ is not None else job(),
-        stack_name="train-1-7",
+        stack_name=options.pop("stack_name", "train-1-7"),
         ssh_public_key=client_key().public_openssh,
         host_key=host_key(),
         ssh_cidrs=[CALLER],
@@ -36,9 +41,47 @@ def spec_from_offer(
     )
 
 
-def test_the_stack_of_a_run_is_named_after_the_run_and_its_id() -> None:
-    assert stack_name_for("train-1", 7) == "train-1-7"
-    assert stack_name_for("train-1", "<id>") == "train-1-<id>"
+def test_the_stack_of_a_run_is_named_after_the_run_its_id_and_the_home() -> None:
+    assert stack_name_for("train-1", 7, "k3x9q2ab") == "train-1-7-k3x9q2ab"
+    assert stack_name_for("train-1", "<id>", "k3x9q2ab") == "train-1-<id>-k3x9q2ab"
+    # two homes, the same first run: two names
+    assert stack_name_for("train", 1, "k3x9q2ab") != stack_name_for("train", 1, "m0p4zz71")
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed"),
+    [
+        ("train-1-k3x9q2ab", StackName("train", 1, "k3x9q2ab")),
+        ("brave-otter-12-k3x9q2ab", StackName("brave-otter", 12, "k3x9q2ab")),
+        ("exp-3-1-k3x9q2ab", StackName("exp-3", 1, "k3x9q2ab")),
+        # older versions: `<run>-<id>`, no home
+        ("train-1", StackName("train", 1, None)),
+        ("brave-otter-12", StackName("brave-otter", 12, None)),
+        # a run called `exp-k3x9q2ab` with id 4, by an older version: its last part is digits
+        ("exp-k3x9q2ab-4", StackName("exp-k3x9q2ab", 4, None)),
+        # a tag starts with a letter: `train-1-12345678` is run `train-1`, id 12345678
+        ("train-1-12345678", StackName("train-1", 12345678, None)),
+        # not iacrun's form
+        ("someone-elses", None),
+        ("dev", None),
+        ("Train-1", None),
+        ("train-1-K3X9Q2AB", None),
+    ],
+)
+def test_stack_names_are_read_back(name: str, parsed: StackName | None) -> None:
+    assert parse_stack_name(name) == parsed
+
+
+def test_the_longest_stack_name_is_a_valid_stack_and_azure_group_name() -> None:
+    """Run names have at most 41 characters; the stack name must stay a Pulumi stack name
+    (100 characters at most) and `iacrun-<stack>` an Azure resource group name (90 at most)."""
+    from iacrun.stacks.azure import resource_group_name
+    from iacrun.stacks.engine import check_stack_name
+
+    longest = stack_name_for("r" + "x" * 40, 10**9, "k3x9q2ab")
+    assert check_stack_name(longest) == longest
+    spec = spec_from_offer("azure", stack_name=longest)
+    assert len(resource_group_name(spec)) <= 90
 
 
 def test_the_same_offer_and_job_give_the_spec_the_stack_tests_use() -> None:
