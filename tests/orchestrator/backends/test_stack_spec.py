@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -150,3 +151,26 @@ def test_only_cloud_offers_have_a_stack() -> None:
             host_key=host_key(),
             ssh_cidrs=["10.0.0.1/32"],
         )
+
+
+def test_dry_runs_in_two_homes_name_different_stacks(tmp_path: Path) -> None:
+    """`iacrun up --dry-run` shows the stack a run would get: each home's own, tagged."""
+    from iacrun.orchestrator.paths import home_tag
+    from tests.orchestrator.backends.test_cloud_backends import aws_backend, run_spec
+
+    labels = []
+    for name in ("a", "b"):
+        home = tmp_path / name
+        plan = aws_backend(tmp_path, environ={}, home=home).dry_run(
+            run_spec(tmp_path), offer("aws")
+        )
+        assert plan.stack_name == f"train-1-<id>-{home_tag(home)}"
+        assert plan.spec.owner is not None and plan.spec.owner.startswith(home_tag(home) + " ")
+        labels.append(plan.stack_name)
+    assert labels[0] != labels[1]
+
+
+def test_the_owner_is_tagged_on_every_resource_that_takes_tags() -> None:
+    spec = spec_from_offer("aws", owner="k3x9q2ab alice@laptop")
+    assert spec.tags["iacrun:owner"] == "k3x9q2ab alice@laptop"
+    assert "iacrun:owner" not in spec_from_offer("aws").tags
