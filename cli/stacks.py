@@ -50,7 +50,7 @@ def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_or
     @app.command(
         "stacks",
         cls=Command,
-        help="List the stacks in the Pulumi state backend, whose each is; flag our leaks.",
+        help="List the state backend's stacks and their owners; flag our leaks.",
     )
     def stacks(json_out: Json = False) -> None:
         import json
