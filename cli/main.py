@@ -371,12 +371,16 @@ def down(
             metavar="RUN|STACK", help="Runs or stacks to take down.", show_default=False
         ),
     ] = None,
-    all_runs: Annotated[bool, typer.Option("--all", help="Every active run.")] = False,
+    all_runs: Annotated[bool, typer.Option("--all", help="Every active run of this home.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Also a stack another iacrun home made (says whose first)."),
+    ] = False,
 ) -> None:
     from iacrun.orchestrator.api import Orchestrator
 
     orch = Orchestrator()
-    _each(_names(runs, all_runs), orch.down)
+    _each(_names(runs, all_runs), lambda name: orch.down(name, force=force, on_note=typer.echo))
 
 
 def _register_groups() -> None:

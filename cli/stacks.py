@@ -1,7 +1,8 @@
 """`iacrun stacks` and `iacrun state RUN`: what iacrun's Pulumi state backend holds.
 
-    iacrun stacks [--json]        every stack, its run and the run's status, resource count, last
-                                  update; a stack whose run is missing or over is flagged a leak
+    iacrun stacks [--json]        every stack, whose it is (`me`, another home, or unknown), its
+                                  run and the run's status, resource count, last update; a stack
+                                  of ours whose run is missing or over is flagged a leak
     iacrun state RUN [--json]     the run's stack: resources (type, name, id), outputs (secrets
                                   masked), the last update's result, pending operations
 
@@ -25,9 +26,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from iacrun.orchestrator.api import Orchestrator
-    from iacrun.orchestrator.backends.stack_inventory import StackRow
-    from iacrun.orchestrator.registry import RunRecord
-    from iacrun.stacks.engine import StackState
+    from iacrun.orchestrator.backends.stack_inventory import StackDetail, StackRow
 
 _DONE = {
     "create": "created",
@@ -49,7 +48,9 @@ def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_or
     """Add `stacks` and `state` to `app`. Tests inject an Orchestrator with their own engine."""
 
     @app.command(
-        "stacks", cls=Command, help="List the stacks in the Pulumi state backend; flag leaks."
+        "stacks",
+        cls=Command,
+        help="List the state backend's stacks and their owners; flag our leaks.",
     )
     def stacks(json_out: Json = False) -> None:
         import json
@@ -75,9 +76,9 @@ def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_or
 
         found = orchestrator().stack_state(run)
         if json_out:
-            typer.echo(json.dumps(state_json(found.state, found.run, found.backend_url), indent=2))
+            typer.echo(json.dumps(state_json(found), indent=2))
             return
-        typer.echo(state_text(found.state, found.run, found.backend_url))
+        typer.echo(state_text(found))
 
 
 # ----------------------------------------------------------------------------- stacks
@@ -98,10 +99,11 @@ def stacks_text(rows: Sequence[StackRow], now: float | None = None) -> str:
     if not rows:
         return "no stacks in the state backend"
     table = render_table(
-        ["STACK", "RUN", "STATUS", "RESOURCES", "UPDATED", "RESULT", ""],
+        ["STACK", "OWNER", "RUN", "STATUS", "RESOURCES", "UPDATED", "RESULT", ""],
         [
             [
                 row.stack.name,
+                row.owner.label,
                 row.run.name if row.run else "-",
                 row.run.status if row.run else "-",
                 _count(row.stack.resource_count),
@@ -119,6 +121,13 @@ def stacks_text(rows: Sequence[StackRow], now: float | None = None) -> str:
             f"\n\n{len(leaks)} {word} no live run and may still cost money: "
             f"iacrun down {' '.join(leaks)}"
         )
+    others = sum(1 for row in rows if not row.owner.mine)
+    if others:
+        word = "stack belongs" if others == 1 else "stacks belong"
+        table += (
+            f"\n\n{others} {word} to other iacrun homes (or to no known one): their owners "
+            "take them down"
+        )
     return table
 
 
@@ -132,6 +141,9 @@ def row_json(row: StackRow) -> dict[str, Any]:
         "update_in_progress": s.update_in_progress,
         "run": row.run.name if row.run else None,
         "run_status": row.run.status if row.run else None,
+        "owner": row.owner.kind,
+        "owner_home": row.owner.owner.home if row.owner.owner else None,
+        "owner_user": (row.owner.owner.who or None) if row.owner.owner else None,
         "leak": row.leak,
     }
 
@@ -149,11 +161,18 @@ def _ago(when: datetime | None, now: float | None) -> str:
 # ----------------------------------------------------------------------------- state
 
 
-def state_text(state: StackState, run: RunRecord | None, backend_url: str) -> str:
+def state_text(found: StackDetail) -> str:
     from iacrun.cli.tables import render_table
 
-    lines = [f"stack   {state.name} ({_safe_url(backend_url)})"]
-    lines.append(f"run     {run.name}, {run.status}" if run else "run     - (no run: a leak)")
+    state, run = found.state, found.run
+    lines = [f"stack   {state.name} ({_safe_url(found.backend_url)})"]
+    lines.append(f"owner   {found.owner.label}")
+    if run:
+        lines.append(f"run     {run.name}, {run.status}")
+    elif found.owner.mine:
+        lines.append("run     - (no run: a leak)")
+    else:
+        lines.append("run     - (not a run of this home)")
     last = state.last_update
     if last is None:
         lines.append("last    none recorded (an update was interrupted)")
@@ -188,7 +207,8 @@ def state_text(state: StackState, run: RunRecord | None, backend_url: str) -> st
     return "\n".join(lines)
 
 
-def state_json(state: StackState, run: RunRecord | None, backend_url: str) -> dict[str, Any]:
+def state_json(found: StackDetail) -> dict[str, Any]:
+    state, run = found.state, found.run
     last = state.last_update
 
     def resource(r: Any) -> dict[str, Any]:
@@ -196,7 +216,10 @@ def state_json(state: StackState, run: RunRecord | None, backend_url: str) -> di
 
     return {
         "stack": state.name,
-        "backend_url": _safe_url(backend_url),
+        "backend_url": _safe_url(found.backend_url),
+        "owner": found.owner.kind,
+        "owner_home": found.owner.owner.home if found.owner.owner else None,
+        "owner_user": (found.owner.owner.who or None) if found.owner.owner else None,
         "run": {"name": run.name, "status": run.status, "id": run.id} if run else None,
         "resources": [resource(r) for r in state.resources],
         "outputs": state.outputs,

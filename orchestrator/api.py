@@ -56,6 +56,7 @@ from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord, n
 
 if TYPE_CHECKING:  # planning needs models that listing runs does not: imported where used
     from iacrun.orchestrator.backends.stack_inventory import (
+        Ownership,
         StackDetail,
         StackEngineFactory,
         StackRow,
@@ -417,11 +418,19 @@ class Orchestrator:
         )
         return self.registry.get_by_id(run.id)
 
-    def down(self, name: str, *, reason: str = "stopped by user") -> str:
+    def down(
+        self,
+        name: str,
+        *,
+        reason: str = "stopped by user",
+        force: bool = False,
+        on_note: Callable[[str], None] = lambda line: None,
+    ) -> str:
         """Stop a run and destroy what it created; or destroy a leftover stack of that name.
 
         Safe to repeat: a finished run's stack is destroyed again (idempotent), which is how a
-        failed or interrupted teardown is finished."""
+        failed or interrupted teardown is finished. A stack this home did not make is left alone
+        (StackOwnerError, saying whose it is) unless `force`: see `destroy_stack`."""
         try:
             run = self.registry.get(name)
         except RunNotFoundError:
@@ -429,22 +438,56 @@ class Orchestrator:
                 from iacrun.orchestrator.backends.stack_inventory import no_run_or_stack
 
                 raise no_run_or_stack(name, stacks=False) from None
-            return self.destroy_stack(name)
+            return self.destroy_stack(name, force=force, on_note=on_note)
         if run.active:
             run = self.stop(name, reason=reason)
         elif run.stack_name and run.backend:
             self.backend(run.backend).terminate(run)
         return f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else "")
 
-    def destroy_stack(self, stack_name: str) -> str:
-        """Destroy and remove a stack that no recorded run owns (a leak `iacrun stacks` found)."""
-        from iacrun.orchestrator.backends.stack_inventory import no_run_or_stack
+    def destroy_stack(
+        self,
+        stack_name: str,
+        *,
+        force: bool = False,
+        on_note: Callable[[str], None] = lambda line: None,
+    ) -> str:
+        """Destroy and remove a stack that no live run owns (a leak `iacrun stacks` found).
+
+        Only a stack of this home (`stack_inventory.ownership`): another home's, or one of no
+        known owner, raises StackOwnerError saying whose it is, unless `force`; then whose it is
+        goes to `on_note` before it is destroyed."""
+        from iacrun.orchestrator.backends.stack_inventory import (
+            no_run_or_stack,
+            refuse_unless_mine,
+        )
 
         engine = self.stack_engine()
         if stack_name not in engine.stack_names():
             raise no_run_or_stack(stack_name, stacks=True)
+        owner = self.stack_owner(stack_name, engine.owner(stack_name))
+        if not force:
+            refuse_unless_mine(stack_name, owner)
+        elif not owner.mine:
+            on_note(f"stack {stack_name} {owner.whose}: destroying it (--force)")
         engine.destroy(stack_name)
         return f"{stack_name}: stack destroyed and removed"
+
+    def home_tag(self) -> str:
+        """This home's tag: the end of every stack name it makes (see `paths.home_tag`)."""
+        from iacrun.orchestrator.paths import home_tag
+
+        return home_tag(self.home)
+
+    def stack_owner(self, stack_name: str, recorded_owner: str | None) -> Ownership:
+        """Whose the stack is, from its name, the owner it recorded and this home's runs."""
+        from iacrun.orchestrator.backends.stack_inventory import (
+            ownership,
+            recorded_stack_names,
+        )
+
+        recorded = recorded_stack_names(self.registry.runs(all_runs=True))
+        return ownership(stack_name, recorded_owner, self.home_tag(), recorded)
 
     # ------------------------------------------------------------------ stacks in the state backend
     # What `iacrun stacks` and `iacrun state` show: every stack with the run that owns it, leaks
@@ -486,7 +529,9 @@ class Orchestrator:
 
         if not self.stacks_possible():
             return []
-        return link_runs(self.stack_engine().list_stacks(), self.registry.runs(all_runs=True))
+        return link_runs(
+            self.stack_engine().list_stacks(), self.registry.runs(all_runs=True), self.home_tag()
+        )
 
     def stack_state(self, run_or_stack: str) -> StackDetail:
         """The stack of the run called `run_or_stack`, else the stack of that name, with its run.
@@ -510,8 +555,12 @@ class Orchestrator:
         if run is None and not self.stacks_possible():
             raise no_run_or_stack(run_or_stack, stacks=False)
         engine = self.stack_engine()
-        run, stack_name = find_stack(run_or_stack, engine.stack_names(), self.registry)
-        return StackDetail(state=engine.state(stack_name), run=run, backend_url=engine.backend_url)
+        run, stack_name = find_stack(
+            run_or_stack, engine.stack_names(), self.registry, self.home_tag()
+        )
+        state = engine.state(stack_name)
+        owner = self.stack_owner(stack_name, state.last_update.owner if state.last_update else None)
+        return StackDetail(state=state, run=run, backend_url=engine.backend_url, owner=owner)
 
 
 class _Follow:

@@ -227,12 +227,19 @@ class Doctor:
             names = engine.stack_names()
         except IacrunError as exc:
             return Check("state backend", False, str(exc), "check state.backend_url in config.yml")
-        ours = {r.stack_name for r in self.orch.runs(all_runs=True) if r.stack_name}
-        mine = len([n for n in names if n in ours])
+        from collections import Counter
+
+        from iacrun.orchestrator.backends.stack_inventory import ownership, recorded_stack_names
+
+        tag = self.orch.home_tag()
+        recorded = recorded_stack_names(self.orch.runs(all_runs=True))
+        kinds = Counter(ownership(n, None, tag, recorded).kind for n in names)
         return Check(
             "state backend",
             True,
-            f"{engine.backend_url}: {len(names)} stacks, {mine} of this home's runs",
+            f"{engine.backend_url}: {len(names)} stacks, {kinds['me']} of this home "
+            f"(home {tag}), {kinds['other']} of other homes, {kinds['unknown']} of no known "
+            "owner",
         )
 
     def _own_machines(self, backend: Any) -> list[Check]:

@@ -23,7 +23,8 @@
     │   ├── HostUnreachableError   an SSH host or a VM cannot be reached
     │   │   └── PortFilteredError  a running VM's SSH port never answers: a firewall drops it
     │   ├── StackTimeoutError      a stack's `up` or `destroy` ran past its time limit
-    │   └── StackLockedError       another update holds a stack's lock, not shown to be stale
+    │   ├── StackLockedError       another update holds a stack's lock, not shown to be stale
+    │   └── StackOwnerError        the stack belongs to another iacrun home: left alone
     └── RunnerError                the runner on a host could not start or answer
 
 Foreign errors (yaml, pydantic, asyncssh, pulumi) are translated at the seam where they occur and
@@ -153,6 +154,10 @@ class StackTimeoutError(BackendError):
 
 class StackLockedError(BackendError):
     """Another update holds the stack's lock, and it cannot be shown to be stale."""
+
+
+class StackOwnerError(BackendError):
+    """The stack was made by another iacrun home (or by no known one): it is not touched."""
 
 
 class RunnerError(IacrunError):

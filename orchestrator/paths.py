@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+
+from iacrun.stacks.owner import HOME_TAG, new_home_tag
 
 #: the umask of the user who ran iacrun, handed to the job (iacrun's own files use 077)
 UMASK_ENV = "IACRUN_UMASK"
@@ -59,3 +62,37 @@ def registry_file(home: Path) -> Path:
 def runs_dir(home: Path) -> Path:
     """The folder of each run's local files (log copy, events, keys), made on first use."""
     return private_dir(home / "runs")
+
+
+def home_id_file(home: Path) -> Path:
+    """`home-id`: this home's tag, drawn once; it ends the name of every stack the home makes."""
+    return home / "home-id"
+
+
+def home_tag(home: Path) -> str:
+    """This home's tag (see `stacks/owner.py`), drawn and written (0600) on first use.
+
+    Written whole or not at all, and concurrent first uses agree on one: the first link wins."""
+    from iacrun.orchestrator.errors import ConfigError
+
+    path = home_id_file(home)
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".home-id.{os.getpid()}.{threading.get_ident()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(new_home_tag() + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    tag = path.read_text().strip()
+    if not HOME_TAG.fullmatch(tag):
+        raise ConfigError(
+            f"{shown_path(path)} holds {tag[:20]!r}, not a home id (8 lowercase letters and "
+            "digits, a letter first); remove it to draw a new one (stacks named after the old "
+            "one then count as another home's)"
+        )
+    return tag

@@ -76,10 +76,12 @@ from iacrun.orchestrator.errors import (
     BackendError,
     IacrunError,
     StackLockedError,
+    StackOwnerError,
     StackTimeoutError,
     ToolMissingError,
 )
 from iacrun.stacks.errors import translate
+from iacrun.stacks.owner import OWNER_KEY, Owner
 from iacrun.stacks.progress import (
     EventRecord,
     Progress,
@@ -151,6 +153,8 @@ class StackSummary:
     result: str | None
     update_in_progress: bool
     url: str | None
+    #: the `iacrun:owner` the last update recorded (`stacks/owner.py`); None when none did
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,8 @@ class UpdateInfo:
     started: datetime | None
     ended: datetime | None
     resource_changes: dict[str, int]
+    #: the `iacrun:owner` in the stack's config at that operation (None: not recorded)
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -559,14 +565,14 @@ class StackEngine:
         timeout: float = 1800,
     ) -> dict[str, Any]:
         """Create or update the stack; its outputs as plain values. See the module docstring."""
-        from pulumi.automation import CommandError, ConfigValue, Stack
+        from pulumi.automation import CommandError, ConfigValue
 
         tracker = ProgressTracker("up")
         stack: Stack | None = None
         try:
             with self._deadline(timeout) as deadline:
                 try:
-                    stack = Stack.create_or_select(stack_name, self._workspace(stack_name))
+                    stack = self._create_or_select_own(stack_name, (config or {}).get(OWNER_KEY))
                     values = {k: ConfigValue(value=v) for k, v in (config or {}).items()}
                     values |= {
                         k: ConfigValue(value=v, secret=True) for k, v in (secrets or {}).items()
@@ -597,6 +603,37 @@ class StackEngine:
             if stack is not None:
                 self._cleanup_after_failure(stack_name, error, timeout)
             raise
+
+    def _create_or_select_own(self, stack_name: str, owner: str | None) -> Stack:
+        """The stack `up` works on: a new one, or the existing one when no other owner recorded
+        it (an update of ours that stopped midway). With no `owner` given, no check is made."""
+        from pulumi.automation import Stack, StackAlreadyExistsError
+
+        workspace = self._workspace(stack_name)
+        try:
+            return Stack.create(stack_name, workspace)
+        except StackAlreadyExistsError:
+            pass
+        ours = Owner.parse(owner)
+        recorded = Owner.parse(self.owner(stack_name))
+        if ours is not None and recorded is not None and recorded.home != ours.home:
+            self._forget(stack_name)  # the folder this look made in our home
+            raise StackOwnerError(
+                f"stack {stack_name} belongs to {recorded.describe()}, not to this iacrun home "
+                f"(home {ours.home}); it is left alone"
+            )
+        return Stack.select(stack_name, workspace)
+
+    def owner(self, stack_name: str) -> str | None:
+        """The `iacrun:owner` the stack's last update recorded (one quick CLI call); None when
+        none did (a stack made by an older iacrun, or whose first update has not ended)."""
+        from pulumi.automation import CommandError
+
+        try:
+            last = self._last_update(stack_name)
+        except CommandError as exc:
+            raise translate(exc, action=f"reading stack {stack_name}") from exc
+        return last.owner if last else None
 
     def _cleanup_after_failure(self, stack_name: str, error: BaseException, timeout: float) -> None:
         problem: IacrunError | None = None
@@ -780,6 +817,7 @@ class StackEngine:
             resource_changes={
                 str(k): int(v) for k, v in (last.get("resourceChanges") or {}).items()
             },
+            owner=_recorded_owner(last.get("config")),
         )
 
     def state(self, stack_name: str) -> StackState:
@@ -844,6 +882,7 @@ class StackEngine:
                     result=update.result if update else None,
                     update_in_progress=bool(item.get("updateInProgress", False)),
                     url=item.get("url"),
+                    owner=update.owner if update else None,
                 )
             )
         return summaries
@@ -955,6 +994,13 @@ def _resources(deployment: Mapping[str, Any]) -> tuple[list[StackResource], list
     resources = [_resource(r) for r in body.get("resources") or []]
     pending = [_resource(op.get("resource", {})) for op in body.get("pending_operations") or []]
     return resources, pending
+
+
+def _recorded_owner(config: Any) -> str | None:
+    """The `iacrun:owner` value in an update's config, as `pulumi stack history` shows it."""
+    entry = config.get(OWNER_KEY) if isinstance(config, dict) else None
+    value = entry.get("value") if isinstance(entry, dict) and not entry.get("secret") else None
+    return str(value) if value else None
 
 
 def _parse_time(value: Any) -> datetime | None:

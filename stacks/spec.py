@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from iacrun.stacks.keys import KeyPair
+from iacrun.stacks.owner import OWNER_KEY
 
 #: the clouds that have a stack program (the orchestrator's set of clouds is built on this)
 Cloud = Literal["aws", "azure"]
@@ -63,8 +64,11 @@ class StackSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     run_name: str
-    #: the Pulumi stack's name; unique per run (the Azure resource group is named after it)
+    #: the Pulumi stack's name; unique per run and home (the Azure resource group is named after
+    #: it, so it is unique in a subscription too)
     stack_name: str
+    #: who made the stack (`stacks/owner.py`: `<home tag> <user@host>`); tagged on every resource
+    owner: str | None = None
     cloud: Cloud
     region: str
     instance_type: str
@@ -186,4 +190,4 @@ class StackSpec(BaseModel):
                 else "none"
             ),
             "managed-by": "iacrun",
-        }
+        } | ({OWNER_KEY: self.owner} if self.owner else {})

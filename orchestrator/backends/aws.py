@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from iacrun.orchestrator.backends.base import ProgressCallback
-from iacrun.orchestrator.backends.pulumi_cloud import PulumiCloudBackend, StackEngineLike
+from iacrun.orchestrator.backends.pulumi_cloud import (
+    PulumiCloudBackend,
+    StackEngineLike,
+    owner_config,
+)
 from iacrun.orchestrator.errors import CapacityError, CredentialsError
 from iacrun.orchestrator.models.settings import AWSSettings
 from iacrun.stacks.spec import StackSpec
@@ -145,6 +149,7 @@ class AWSBackend(PulumiCloudBackend):
                 outputs = engine.up(
                     stack_name,
                     self.program(attempt, heard.append),
+                    owner_config(spec),
                     on_progress=lambda p: progress(p.render() if hasattr(p, "render") else str(p)),
                     timeout=self.up_timeout,
                 )

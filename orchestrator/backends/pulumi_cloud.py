@@ -7,7 +7,9 @@
    host key, and builds the `StackSpec` (SSH open to `ssh_cidrs` from the config, else to this
    machine's public address as a /32, as two services agree on it: `caller_address`);
 3. checks the cloud-init's size, then runs the stack program through the stack engine
-   (`stacks/engine.py`, which needs the `pulumi` CLI) in the stack `<run name>-<run id>`;
+   (`stacks/engine.py`, which needs the `pulumi` CLI) in the stack `<run name>-<run id>-<home
+   tag>`, recording the owner (`iacrun:owner`: this home's tag and `user@host`) in the stack's
+   config and on every resource; the engine refuses a stack another home recorded;
 4. on GPU offers, waits for the VM's own check (`machine_check.py`): a machine whose GPUs fail it
    is destroyed at once and reported as `MachineCheckError`, so failover tries the next offer;
 5. returns the `Host`: the VM's public address, user `ubuntu`, the run's key, the pinned host key
@@ -280,9 +282,9 @@ class PulumiCloudBackend(Backend):
         key_path = write_private_key(local / self.key_file, client)
         spec = self.stack_spec(run, offer, client.public_openssh, self.caller_cidrs())
         user_data(spec)  # the size check, with its clear error, before any resource
-        progress(f"creating stack {self.stack_name(run)} ({self.name} {offer.region})")
-        (local / STACK_MARK).write_text(self.stack_name(run))  # from here on, terminate destroys
-        outputs = self.up_stack(engine, self.stack_name(run), spec, progress)
+        progress(f"creating stack {spec.stack_name} ({self.name} {offer.region})")
+        (local / STACK_MARK).write_text(spec.stack_name)  # from here on, terminate destroys
+        outputs = self.up_stack(engine, spec.stack_name, spec, progress)
         address, user = self.host_from_outputs(outputs)
         host = Host(
             kind="ssh",
@@ -308,6 +310,7 @@ class PulumiCloudBackend(Backend):
         return engine.up(
             stack_name,
             self.program(spec),
+            owner_config(spec),
             on_progress=lambda p: progress(p.render() if hasattr(p, "render") else str(p)),
             timeout=self.up_timeout,
         )
@@ -331,7 +334,7 @@ class PulumiCloudBackend(Backend):
     def terminate(self, run: RunRecord) -> None:
         if (Path(run.local_dir) / STACK_MARK).exists():
             self.check_credentials()
-            self.engine().destroy(self.stack_name(run))
+            self.engine().destroy(self.stack_name(run))  # the recorded name: ours
         # else no update ever started (no credentials, no pulumi, cloud-init too big): nothing
         # was created, and nothing is needed to give it back
         self.ssh_config().remove(run.name)
@@ -349,9 +352,20 @@ class PulumiCloudBackend(Backend):
             self._engine = self._engine_factory()
         return self._engine
 
-    @staticmethod
-    def stack_name(run: RunRecord) -> str:
-        return stack_name_for(run.name, run.id)
+    def stack_name(self, run: RunRecord) -> str:
+        """The run's stack: the name the registry recorded, else `<run>-<id>-<home tag>`."""
+        return run.stack_name or stack_name_for(run.name, run.id, self.home_tag())
+
+    def home_tag(self) -> str:
+        from iacrun.orchestrator.paths import home_tag, iacrun_home
+
+        return home_tag(self.home or iacrun_home())
+
+    def owner(self) -> str:
+        """What the stack and its resources record as their owner: this home, and who."""
+        from iacrun.stacks.owner import Owner, this_user
+
+        return Owner(self.home_tag(), this_user()).value
 
     def caller_cidrs(self) -> list[str]:
         if self.ssh_cidrs:
@@ -376,6 +390,7 @@ class PulumiCloudBackend(Backend):
             ssh_cidrs=ssh_cidrs,
             disk_gb=int(disk) if disk else None,
             max_price=requirements.max_price,
+            owner=self.owner(),
             **self.spec_options(),
         )
 
@@ -404,7 +419,7 @@ class PulumiCloudBackend(Backend):
         data = cloudinit.user_data(stack_spec)
         result = preview(self.program(stack_spec))
         notes.append(f"SSH (port 22) open to {', '.join(cidrs)} only")
-        stack_label = stack_name_for(run_name, "<id>")
+        stack_label = stack_name_for(run_name, "<id>", self.home_tag())
         notes += self.plan_notes(stack_spec, stack_label)
         limit = (
             cloudinit.AWS_USER_DATA_LIMIT
@@ -426,6 +441,13 @@ class PulumiCloudBackend(Backend):
     def plan_notes(self, spec: StackSpec, stack_label: str) -> list[str]:
         """Lines of the dry-run plan about this cloud (networking, image...)."""
         return []
+
+
+def owner_config(spec: StackSpec) -> dict[str, str]:
+    """The stack config that records the owner; the engine checks it before touching a stack."""
+    from iacrun.stacks.owner import OWNER_KEY
+
+    return {OWNER_KEY: spec.owner} if spec.owner else {}
 
 
 def gpu_indices(offer: Offer) -> str | None:

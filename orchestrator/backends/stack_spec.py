@@ -2,10 +2,17 @@
 
 This is the one step between the orchestrator's models (`Offer`, the run) and `stacks`, which
 knows only its own spec: the cloud backend calls `build_stack_spec`, never a stack program.
+
+The stack-name rule lives here too: `<run name>-<run id>-<home tag>` (`train-1-k3x9q2ab`). The run
+id is unique in one iacrun home and the home tag (`stacks/owner.py`) tells homes apart, so two
+homes that share a state backend never pick the same name. Older versions named stacks
+`<run name>-<run id>`; `parse_stack_name` reads both.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,12 +20,38 @@ from iacrun.orchestrator.errors import NoOfferError
 from iacrun.orchestrator.offers.model import Offer, is_cloud
 from iacrun.stacks.images import NotOffered, image_for
 from iacrun.stacks.keys import KeyPair
+from iacrun.stacks.owner import HOME_TAG
 from iacrun.stacks.spec import DEFAULT_SELF_DESTRUCT_MARGIN, StackSpec
 
+_TAGGED = re.compile(rf"(?P<run>[a-z][a-z0-9-]*)-(?P<id>\d+)-(?P<home>{HOME_TAG.pattern})")
+_UNTAGGED = re.compile(r"(?P<run>[a-z][a-z0-9-]*)-(?P<id>\d+)")
 
-def stack_name_for(run_name: str, run_id: int | str) -> str:
-    """The Pulumi stack of a run: `<run name>-<run id>`, unique in this iacrun home."""
-    return f"{run_name}-{run_id}"
+
+def stack_name_for(run_name: str, run_id: int | str, home_tag: str) -> str:
+    """The Pulumi stack of a run: `<run name>-<run id>-<home tag>`, unique across homes."""
+    return f"{run_name}-{run_id}-{home_tag}"
+
+
+@dataclass(frozen=True)
+class StackName:
+    """What a stack's name says: the run, its id, and the home that made it (None for a name
+    made by a version before home tags)."""
+
+    run: str
+    run_id: int
+    home: str | None
+
+
+def parse_stack_name(name: str) -> StackName | None:
+    """The parts of an iacrun stack name; None for a name of another form.
+
+    A tag begins with a letter, and an untagged name ends in the run id's digits, so no name
+    reads both ways."""
+    if match := _TAGGED.fullmatch(name):
+        return StackName(match["run"], int(match["id"]), match["home"])
+    if match := _UNTAGGED.fullmatch(name):
+        return StackName(match["run"], int(match["id"]), None)
+    return None
 
 
 def build_stack_spec(

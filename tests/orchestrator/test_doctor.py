@@ -16,6 +16,7 @@ from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.settings import AWSSettings
 from iacrun.orchestrator.offers.quotas import load_quota_cache
+from iacrun.orchestrator.paths import home_tag
 from iacrun.stacks.toolchain import Plugin, required_plugin
 from tests.conftest import Cli
 
@@ -113,6 +114,9 @@ def test_a_probe_reads_the_account_and_low_quotas_rule_offers_out(tmp_path: Path
     quotas = by_name["aws quotas"]
     assert quotas.ok is False and quotas.detail.startswith("g/on-demand in us-east-1: 0 vCPUs free")
     assert by_name["state backend"].ok is True
+    assert by_name["state backend"].detail.endswith(
+        f": 0 stacks, 0 of this home (home {home_tag(home)}), 0 of other homes, 0 of no known owner"
+    )
     assert load_quota_cache(home)["aws"]["account"] == "123456789012"
 
     gpu = Requirements(resources=ResourcesSpec.model_validate({"gpu": "1.."}))

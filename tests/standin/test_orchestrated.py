@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from iacrun.orchestrator.models.runspec import build_run_spec
+from iacrun.orchestrator.paths import home_tag
 from iacrun.stacks.engine import StackEngine
 from tests.stacks.engine.test_engine import descendants
 from tests.standin.supervise import orchestrator
@@ -82,7 +83,8 @@ def test_a_task_through_the_orchestrator_on_the_standin_cloud(tmp_path: Path) ->
             assert orch.registry.get_by_id(run.id).status in ("submitted", "provisioning")
             time.sleep(0.2)
         record = orch.registry.get_by_id(run.id)
-        assert record.stack_name == f"{run.name}-{run.id}" and record.backend == "standin"
+        assert record.stack_name == f"{run.name}-{run.id}-{home_tag(home)}"
+        assert record.backend == "standin"
         assert record.host is not None and (record.host.host_key or "").startswith("ssh-ed25519 ")
 
         from iacrun.orchestrator.models.taskfile import PortMapping
@@ -145,7 +147,8 @@ def test_a_supervisor_killed_midway_is_cleaned_up_by_down(tmp_path: Path) -> Non
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
     record = orch.registry.get_by_id(run.id)
-    assert record.status == "provisioning" and record.stack_name == f"{run.name}-{run.id}"
+    assert record.status == "provisioning"
+    assert record.stack_name == f"{run.name}-{run.id}-{home_tag(home)}"
     engine = StackEngine(home)
     assert engine.stack_names() == [record.stack_name]  # locked, with a pending create
 

@@ -39,6 +39,7 @@ from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.models.settings import AWSSettings, AzureSettings
 from iacrun.orchestrator.models.taskfile import RetrySpec
 from iacrun.orchestrator.offers.model import Offer
+from iacrun.orchestrator.paths import home_tag, iacrun_home
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.cloudinit import RUN_DIR
 from iacrun.stacks.preview import PreviewResult, preview
@@ -139,6 +140,11 @@ def record(tmp_path: Path, **changes: Any) -> RunRecord:
     )
 
 
+def stack() -> str:
+    """The stack of `record()`'s run in the tests' iacrun home: `<run>-<id>-<home tag>`."""
+    return f"train-1-7-{home_tag(iacrun_home())}"
+
+
 def never() -> Any:
     raise AssertionError("the engine must not be made")
 
@@ -215,7 +221,7 @@ def test_aws_provision_runs_the_stack_and_returns_a_pinned_host(tmp_path: Path) 
     host = aws_backend(tmp_path, engine).provision(
         record(tmp_path), offer("aws", spot=True), lines.append
     )
-    assert engine.calls == [("up", "train-1-7")]
+    assert engine.calls == [("up", stack())]
     assert host.kind == "ssh"
     assert (host.address, host.user, host.port, host.run_dir) == (
         "203.0.113.10",
@@ -378,7 +384,7 @@ def test_a_gpu_machine_that_fails_its_check_is_destroyed_at_once(tmp_path: Path)
     with pytest.raises(MachineCheckError, match="gpu check failed: nvidia-smi") as caught:
         backend.provision(record(tmp_path), offer("aws"), lambda _: None)
     assert isinstance(caught.value, CapacityError)  # failover moves on to the next offer
-    assert engine.calls[1:] == [("destroy", "train-1-7")]
+    assert engine.calls[1:] == [("destroy", stack())]
     assert seen == [300 + 600]  # the DLAMI's driver wait, plus boot
 
 
@@ -396,7 +402,7 @@ def test_aws_terminate_destroys_the_stack_and_may_repeat(tmp_path: Path) -> None
     backend.provision(record(tmp_path), offer("aws"), lambda _: None)
     backend.terminate(record(tmp_path))
     backend.terminate(record(tmp_path))
-    assert engine.calls[1:] == [("destroy", "train-1-7"), ("destroy", "train-1-7")]
+    assert engine.calls[1:] == [("destroy", stack()), ("destroy", stack())]
 
 
 def test_terminate_before_any_update_needs_nothing(tmp_path: Path) -> None:
@@ -476,7 +482,7 @@ def test_azure_provision_uses_an_rsa_key_and_the_subscription(tmp_path: Path) ->
     host = azure_backend(tmp_path, engine).provision(
         record(tmp_path), offer("azure"), lambda _: None
     )
-    assert engine.calls == [("up", "train-1-7")]
+    assert engine.calls == [("up", stack())]
     assert (host.address, host.user, host.run_dir) == ("203.0.113.10", "ubuntu", RUN_DIR)
     key = Path(str(host.identity_file))
     assert key.name == "id_rsa" and stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -488,7 +494,7 @@ def test_azure_provision_uses_an_rsa_key_and_the_subscription(tmp_path: Path) ->
     provider = result.one("pulumi:providers:azure-native").inputs
     assert provider["subscriptionId"] == AZURE_ENV["ARM_SUBSCRIPTION_ID"]
     assert result.one("azure-native:resources:ResourceGroup").inputs["resourceGroupName"] == (
-        "iacrun-train-1-7"
+        f"iacrun-{stack()}"
     )
 
 
@@ -670,7 +676,8 @@ def test_a_dry_run_needs_neither_credentials_nor_an_engine(tmp_path: Path) -> No
     types = [r.type for r in plan.resources]
     assert types.count("aws:ec2/instance:Instance") == 1
     text = plan.render()
-    assert "stack train-1-<id> on aws us-east-1: g5.2xlarge (spot, $1.2/h)" in text
+    tag = home_tag(iacrun_home())
+    assert f"stack train-1-<id>-{tag} on aws us-east-1: g5.2xlarge (spot, $1.2/h)" in text
     assert "aws:ec2/securityGroup:SecurityGroup" in text
     assert "SSH (port 22) open to 198.51.100.23/32 only" in text
     assert "network: the default VPC of us-east-1" in text
@@ -688,9 +695,11 @@ def test_a_dry_run_shows_when_the_public_address_is_unknown(tmp_path: Path) -> N
     text = plan.render()
     assert "could not find this machine's public address" in text
     assert "azure-native:compute:VirtualMachine" in text
+    tag = home_tag(iacrun_home())
     # an A10 size: NVIDIA's GRID driver through Azure's extension, not the datacenter HPC image
     assert (
-        "image Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest "
+        f"resource group iacrun-train-1-<id>-{tag}; image "
+        "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest "
         "(Canonical Ubuntu 22.04 + NVIDIA GPU Driver Extension (GRID driver))" in text
     )
     assert "GPU driver: NVIDIA GRID, installed at first boot" in text

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from iacrun.orchestrator.backends.stack_spec import build_stack_spec, stack_name_for
+from iacrun.orchestrator.backends.stack_spec import (
+    StackName,
+    build_stack_spec,
+    parse_stack_name,
+    stack_name_for,
+)
 from iacrun.stacks.spec import StackSpec
 from tests.stacks.conftest import CALLER, NOW, client_key, host_key, job
 
@@ -26,7 +32,7 @@ def spec_from_offer(
     return build_stack_spec(
         offer(backend, gpu=gpu, spot=spot),
         job_ if job_ is not None else job(),
-        stack_name="train-1-7",
+        stack_name=options.pop("stack_name", "train-1-7"),
         ssh_public_key=client_key().public_openssh,
         host_key=host_key(),
         ssh_cidrs=[CALLER],
@@ -36,9 +42,47 @@ def spec_from_offer(
     )
 
 
-def test_the_stack_of_a_run_is_named_after_the_run_and_its_id() -> None:
-    assert stack_name_for("train-1", 7) == "train-1-7"
-    assert stack_name_for("train-1", "<id>") == "train-1-<id>"
+def test_the_stack_of_a_run_is_named_after_the_run_its_id_and_the_home() -> None:
+    assert stack_name_for("train-1", 7, "k3x9q2ab") == "train-1-7-k3x9q2ab"
+    assert stack_name_for("train-1", "<id>", "k3x9q2ab") == "train-1-<id>-k3x9q2ab"
+    # two homes, the same first run: two names
+    assert stack_name_for("train", 1, "k3x9q2ab") != stack_name_for("train", 1, "m0p4zz71")
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed"),
+    [
+        ("train-1-k3x9q2ab", StackName("train", 1, "k3x9q2ab")),
+        ("brave-otter-12-k3x9q2ab", StackName("brave-otter", 12, "k3x9q2ab")),
+        ("exp-3-1-k3x9q2ab", StackName("exp-3", 1, "k3x9q2ab")),
+        # older versions: `<run>-<id>`, no home
+        ("train-1", StackName("train", 1, None)),
+        ("brave-otter-12", StackName("brave-otter", 12, None)),
+        # a run called `exp-k3x9q2ab` with id 4, by an older version: its last part is digits
+        ("exp-k3x9q2ab-4", StackName("exp-k3x9q2ab", 4, None)),
+        # a tag starts with a letter: `train-1-12345678` is run `train-1`, id 12345678
+        ("train-1-12345678", StackName("train-1", 12345678, None)),
+        # not iacrun's form
+        ("someone-elses", None),
+        ("dev", None),
+        ("Train-1", None),
+        ("train-1-K3X9Q2AB", None),
+    ],
+)
+def test_stack_names_are_read_back(name: str, parsed: StackName | None) -> None:
+    assert parse_stack_name(name) == parsed
+
+
+def test_the_longest_stack_name_is_a_valid_stack_and_azure_group_name() -> None:
+    """Run names have at most 41 characters; the stack name must stay a Pulumi stack name
+    (100 characters at most) and `iacrun-<stack>` an Azure resource group name (90 at most)."""
+    from iacrun.stacks.azure import resource_group_name
+    from iacrun.stacks.engine import check_stack_name
+
+    longest = stack_name_for("r" + "x" * 40, 10**9, "k3x9q2ab")
+    assert check_stack_name(longest) == longest
+    spec = spec_from_offer("azure", stack_name=longest)
+    assert len(resource_group_name(spec)) <= 90
 
 
 def test_the_same_offer_and_job_give_the_spec_the_stack_tests_use() -> None:
@@ -107,3 +151,26 @@ def test_only_cloud_offers_have_a_stack() -> None:
             host_key=host_key(),
             ssh_cidrs=["10.0.0.1/32"],
         )
+
+
+def test_dry_runs_in_two_homes_name_different_stacks(tmp_path: Path) -> None:
+    """`iacrun up --dry-run` shows the stack a run would get: each home's own, tagged."""
+    from iacrun.orchestrator.paths import home_tag
+    from tests.orchestrator.backends.test_cloud_backends import aws_backend, run_spec
+
+    labels = []
+    for name in ("a", "b"):
+        home = tmp_path / name
+        plan = aws_backend(tmp_path, environ={}, home=home).dry_run(
+            run_spec(tmp_path), offer("aws")
+        )
+        assert plan.stack_name == f"train-1-<id>-{home_tag(home)}"
+        assert plan.spec.owner is not None and plan.spec.owner.startswith(home_tag(home) + " ")
+        labels.append(plan.stack_name)
+    assert labels[0] != labels[1]
+
+
+def test_the_owner_is_tagged_on_every_resource_that_takes_tags() -> None:
+    spec = spec_from_offer("aws", owner="k3x9q2ab alice@laptop")
+    assert spec.tags["iacrun:owner"] == "k3x9q2ab alice@laptop"
+    assert "iacrun:owner" not in spec_from_offer("aws").tags

@@ -15,12 +15,17 @@ from iacrun.cli.stacks import register, stacks_text
 from iacrun.orchestrator.api import Orchestrator
 from iacrun.orchestrator.backends.stack_inventory import StackRow, link_runs
 from iacrun.orchestrator.errors import RunNotFoundError
+from iacrun.orchestrator.paths import home_tag
 from iacrun.orchestrator.registry import Registry, RunRecord
 from iacrun.stacks.engine import StackEngine, StackSummary
+from iacrun.stacks.owner import OWNER_KEY
 from tests.stacks.engine.resources import Marker
 
+MINE = "k3x9q2ab"
+THEIRS = "m0p4zz71"
 
-def summary(name: str, resources: int = 3) -> StackSummary:
+
+def summary(name: str, resources: int = 3, owner: str | None = None) -> StackSummary:
     return StackSummary(
         name=name,
         resource_count=resources,
@@ -28,6 +33,7 @@ def summary(name: str, resources: int = 3) -> StackSummary:
         result="succeeded",
         update_in_progress=False,
         url=None,
+        owner=owner,
     )
 
 
@@ -37,49 +43,71 @@ def run(id_: int, name: str, status: str, stack_name: str | None = None) -> RunR
     )
 
 
-def test_stacks_are_linked_to_their_runs_and_leaks_flagged() -> None:
+def test_stacks_are_linked_to_their_runs_and_only_our_leaks_flagged() -> None:
     runs = [
-        run(7, "brave-otter-1", "running", stack_name="brave-otter-1-7"),
-        run(3, "calm-panda-1", "terminated"),  # its stack calm-panda-1-3 should be gone
-        run(5, "quick-newt-2", "provisioning"),  # no recorded stack name: <name>-<id>
-        run(2, "brave-otter-1", "failed", stack_name="brave-otter-1-2"),
+        run(7, "brave-otter-1", "running", stack_name=f"brave-otter-1-7-{MINE}"),
+        run(3, "calm-panda-1", "terminated"),  # its stack calm-panda-1-3-<ours> should be gone
+        run(5, "quick-newt-2", "provisioning"),  # no recorded stack name: <name>-<id>-<ours>
+        run(2, "brave-otter-1", "failed", stack_name="brave-otter-1-2"),  # an older iacrun's
     ]
     stacks = [
-        summary("brave-otter-1-7"),
-        summary("calm-panda-1-3"),
-        summary("quick-newt-2-5"),
+        summary(f"brave-otter-1-7-{MINE}", owner=f"{MINE} alice@laptop"),
+        summary(f"calm-panda-1-3-{MINE}"),
+        summary(f"quick-newt-2-5-{MINE}"),
         summary("someone-elses", 0),
         summary("brave-otter-1-2"),
+        summary(f"brave-otter-1-7-{THEIRS}", owner=f"{THEIRS} bob@desk"),
+        summary("calm-panda-1-3"),  # untagged, and not recorded by our run 3
     ]
-    rows = {row.stack.name: row for row in link_runs(stacks, runs)}
-    assert rows["brave-otter-1-7"].run is not None and rows["brave-otter-1-7"].run.id == 7
-    assert not rows["brave-otter-1-7"].leak
-    assert not rows["quick-newt-2-5"].leak
-    assert rows["calm-panda-1-3"].leak and rows["calm-panda-1-3"].note == "leak: run terminated"
+    rows = {row.stack.name: row for row in link_runs(stacks, runs, MINE)}
+    ours = rows[f"brave-otter-1-7-{MINE}"]
+    assert ours.run is not None and ours.run.id == 7 and not ours.leak
+    assert not rows[f"quick-newt-2-5-{MINE}"].leak
+    calm = rows[f"calm-panda-1-3-{MINE}"]
+    assert calm.leak and calm.note == "leak: run terminated"
     assert rows["brave-otter-1-2"].leak and rows["brave-otter-1-2"].run.id == 2  # type: ignore[union-attr]
-    assert rows["someone-elses"].run is None and rows["someone-elses"].note == "leak: no run"
+    for name in ("someone-elses", "calm-panda-1-3", f"brave-otter-1-7-{THEIRS}"):
+        assert rows[name].run is None and not rows[name].leak and rows[name].note == ""
 
     text = stacks_text(
         list(rows.values()), now=datetime(2026, 11, 27, 12, 5, tzinfo=UTC).timestamp()
     )
+    lines = text.splitlines()
+    assert lines[0].split() == [
+        "STACK", "OWNER", "RUN", "STATUS", "RESOURCES", "UPDATED", "RESULT"
+    ]  # fmt: skip
+    theirs = next(line for line in lines if line.startswith(f"brave-otter-1-7-{THEIRS}"))
+    assert theirs.split()[1:6] == ["bob@desk", "(home", f"{THEIRS})", "-", "-"]
+    assert "LEAK" not in theirs
+    assert next(line for line in lines if line.startswith("someone-elses")).split()[1] == "unknown"
     assert "LEAK: RUN TERMINATED" in text
     assert "5 min ago" in text
-    assert text.endswith(
+    assert (
         "3 stacks have no live run and may still cost money: "
-        "iacrun down brave-otter-1-2 calm-panda-1-3 someone-elses"
+        f"iacrun down brave-otter-1-2 calm-panda-1-3-{MINE} quick-newt-2-5-{MINE}"
+    ) not in text  # quick-newt's run is live
+    assert (
+        "2 stacks have no live run and may still cost money: "
+        f"iacrun down brave-otter-1-2 calm-panda-1-3-{MINE}\n"
+    ) in text
+    assert text.endswith(
+        "3 stacks belong to other iacrun homes (or to no known one): their owners take them down"
     )
 
 
 def test_no_stacks() -> None:
+    from iacrun.orchestrator.backends.stack_inventory import Ownership
+
     assert stacks_text([]) == "no stacks in the state backend"
-    assert StackRow(stack=summary("x"), run=None).leak
+    assert StackRow(stack=summary("x"), run=None, owner=Ownership("me")).leak
+    assert not StackRow(stack=summary("x"), run=None, owner=Ownership("unknown")).leak
 
 
 @pytest.mark.engine
 def test_stacks_and_state_commands(engine: StackEngine, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "registry.db")
     live = registry.create("brave-otter-1", {}, tmp_path)
-    live_stack = f"brave-otter-1-{live.id}"
+    live_stack = f"brave-otter-1-{live.id}-{home_tag(tmp_path)}"
     registry.update(live.id, status="running", stack_name=live_stack)
 
     def program() -> None:
@@ -89,8 +117,10 @@ def test_stacks_and_state_commands(engine: StackEngine, tmp_path: Path) -> None:
         pulumi.export("token", pulumi.Output.secret("hunter2"))
         pulumi.export("vm", made.value)
 
-    engine.up(live_stack, program)
-    engine.up("old-leak-9", lambda: pulumi.export("n", 1))
+    mine = home_tag(tmp_path)
+    engine.up(live_stack, program, {OWNER_KEY: f"{mine} alice@laptop"})
+    engine.up(f"old-leak-9-{mine}", lambda: pulumi.export("n", 1))
+    engine.up("old-run-9", lambda: pulumi.export("n", 1))  # an older iacrun's, of no run of ours
 
     app = typer.Typer()
     register(app, orchestrator=lambda: Orchestrator(home=tmp_path, stack_engine=lambda: engine))
@@ -99,22 +129,29 @@ def test_stacks_and_state_commands(engine: StackEngine, tmp_path: Path) -> None:
     result = cli.invoke(app, ["stacks"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["STACK", "RUN", "STATUS", "RESOURCES", "UPDATED", "RESULT"]
-    assert lines[1].split()[:4] == [live_stack, "brave-otter-1", "running", "3"]
-    assert lines[1].split()[5:8] == ["sec", "ago", "succeeded"]
-    assert lines[2].split()[:3] == ["old-leak-9", "-", "-"]
+    assert lines[0].split() == [
+        "STACK", "OWNER", "RUN", "STATUS", "RESOURCES", "UPDATED", "RESULT"
+    ]  # fmt: skip
+    assert lines[1].split()[:5] == [live_stack, "me", "brave-otter-1", "running", "3"]
+    assert lines[1].split()[6:9] == ["sec", "ago", "succeeded"]
+    assert lines[2].split()[:4] == [f"old-leak-9-{mine}", "me", "-", "-"]
     assert lines[2].endswith("LEAK: NO RUN")
-    assert "iacrun down old-leak-9" in result.output
+    assert lines[3].split()[:4] == ["old-run-9", "unknown", "-", "-"]
+    assert "LEAK" not in lines[3]
+    assert f"iacrun down old-leak-9-{mine}\n" in result.output
 
     data = json.loads(cli.invoke(app, ["stacks", "--json"]).output)
-    assert [(d["stack"], d["leak"], d["run_status"]) for d in data] == [
-        (live_stack, False, "running"),
-        ("old-leak-9", True, None),
+    assert [(d["stack"], d["owner"], d["leak"], d["run_status"]) for d in data] == [
+        (live_stack, "me", False, "running"),
+        (f"old-leak-9-{mine}", "me", True, None),
+        ("old-run-9", "unknown", False, None),
     ]
+    assert data[0]["owner_home"] is None  # ours: no other home to name
 
     result = cli.invoke(app, ["state", "brave-otter-1"])
     assert result.exit_code == 0, result.output
     assert f"stack   {live_stack} (file://" in result.output
+    assert "owner   me\n" in result.output
     assert "run     brave-otter-1, running" in result.output
     assert "last    update succeeded at " in result.output
     assert "pulumi-python:dynamic:Resource  vm" in result.output

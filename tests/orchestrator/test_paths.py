@@ -1,0 +1,43 @@
+"""What lies in an iacrun home: the home tag, drawn once, private, the same for every reader."""
+
+from __future__ import annotations
+
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from iacrun.orchestrator.errors import ConfigError
+from iacrun.orchestrator.paths import home_id_file, home_tag
+from iacrun.stacks.owner import HOME_TAG
+
+
+def test_the_home_tag_is_drawn_once_and_kept_private(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    tag = home_tag(home)
+    assert HOME_TAG.fullmatch(tag)
+    assert home_tag(home) == tag
+    assert stat.S_IMODE(home_id_file(home).stat().st_mode) == 0o600
+    assert home_tag(tmp_path / "other") != tag
+    assert [p.name for p in home.iterdir()] == ["home-id"]  # no temporary file left
+
+
+def test_concurrent_first_uses_agree_on_one_tag(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    seen: list[str] = []
+    threads = [threading.Thread(target=lambda: seen.append(home_tag(home))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(seen)) == 1 and len(seen) == 8
+
+
+def test_a_damaged_home_id_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    home_id_file(tmp_path).write_text("not a tag\n")
+    with pytest.raises(ConfigError) as caught:
+        home_tag(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "holds 'not a tag', not a home id" in message and "remove it" in message
