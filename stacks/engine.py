@@ -287,7 +287,8 @@ def _command_class() -> type[Any]:
                 finally:
                     _kill_leftovers(process, started)
                 for reader in readers:
-                    reader.join()
+                    # a killed engine's pipes may be held by what it left (daemon threads)
+                    reader.join(timeout=None if (process.returncode or 0) >= 0 else 10)
             result = CommandResult(
                 stdout="\n".join(chunks["out"]),
                 stderr="\n".join(chunks["err"]),
@@ -352,16 +353,29 @@ def _remember(root: int, started: dict[int, str]) -> None:
 
 
 def _kill_leftovers(process: subprocess.Popen[str], started: dict[int, str]) -> None:
-    """Once `pulumi` has ended, however it ended: SIGKILL its process group and every process
-    it started that still lives (a plugin leads a process group of its own, and a `pulumi`
-    killed with SIGKILL leaves its plugins waiting forever). A pid taken since by another
-    process is recognised by its start time and left alone."""
+    """Once `pulumi` was killed by a signal (kill -9 from outside, say): SIGKILL its process
+    group and every Pulumi plugin it started that still lives. A plugin leads a process group
+    of its own and, its engine gone, waits forever. A `pulumi` that exited on its own has shut
+    its plugins down itself, and what a provider started on purpose (the stand-in's VM) is not
+    a plugin; a pid taken since by another process is recognised by its start time."""
+    if process.returncode is None or process.returncode >= 0:
+        return
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     for pid, began in started.items():
-        if _start_time(pid) == began:
+        if _start_time(pid) == began and _is_pulumi_plugin(pid):
             with suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _is_pulumi_plugin(pid: int) -> bool:
+    """A plugin or language host (`pulumi-resource-*`, `pulumi-language-*`) or what runs one
+    (the Python dynamic provider: `python .../pulumi/dynamic/__main__.py`)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(b"pulumi" in os.path.basename(arg) or b"/pulumi/" in arg for arg in argv[:3])
 
 
 def _start_time(pid: int) -> str | None:

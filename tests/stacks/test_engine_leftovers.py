@@ -15,11 +15,20 @@ import pytest
 from iacrun.orchestrator.runner.runner import pid_alive
 from iacrun.stacks.engine import _command_class
 
+FAKE_PULUMI_OK = """#!/bin/bash
+setsid sleep 302 >/dev/null 2>&1 &  # a provider's daemon, left on purpose by a pulumi that exits 0
+echo $! > "$MARKS/daemon"
+exit 0
+"""
+
 FAKE_PULUMI = """#!/bin/bash
-setsid sleep 300 &            # a plugin: a process group (and session) of its own
+# a plugin: a process group (and session) of its own, named as Pulumi names them
+setsid bash -c 'exec -a pulumi-resource-fake sleep 300' &
 echo $! > "$MARKS/plugin"
 sleep 300 &                   # a helper in the engine's own group
 echo $! > "$MARKS/helper"
+setsid sleep 301 >/dev/null 2>&1 &  # what a provider started on purpose (the stand-in's VM)
+echo $! > "$MARKS/daemon"
 echo $$ > "$MARKS/engine"
 wait
 """
@@ -55,6 +64,7 @@ def test_plugins_of_a_killed_engine_are_killed(tmp_path: Path) -> None:
     engine = _read_pid(marks / "engine")
     plugin = _read_pid(marks / "plugin")
     helper = _read_pid(marks / "helper")
+    daemon = _read_pid(marks / "daemon")
     try:
         time.sleep(0.5)  # the engine's watcher has seen its children
         os.kill(engine, signal.SIGKILL)
@@ -66,7 +76,25 @@ def test_plugins_of_a_killed_engine_are_killed(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert not pid_alive(plugin), "the plugin outlived its engine"
         assert not pid_alive(helper), "the engine's helper outlived it"
+        assert pid_alive(daemon), "not a plugin, not in the engine's group: left alone"
     finally:
-        for pid in (plugin, helper):
+        for pid in (plugin, helper, daemon):
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_an_engine_that_ended_on_its_own_leaves_what_it_started_on_purpose(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("pulumi.automation")
+    fake = tmp_path / "pulumi"
+    fake.write_text(FAKE_PULUMI_OK)
+    fake.chmod(0o700)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    _command_class()(str(fake), None).run(["up"], str(tmp_path), {"MARKS": str(marks)})
+    daemon = _read_pid(marks / "daemon")
+    try:
+        assert pid_alive(daemon)
+    finally:
+        os.kill(daemon, signal.SIGKILL)
