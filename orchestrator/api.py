@@ -395,7 +395,9 @@ class Orchestrator:
         engine = self.stack_engine()
         if stack_name not in engine.stack_names():
             raise no_run_or_stack(stack_name, stacks=True)
-        engine.destroy(stack_name)
+        result = engine.destroy(stack_name)
+        if result.leaks:
+            raise BackendError(result.leak_text(stack_name))
         return f"{stack_name}: stack destroyed and removed"
 
     # ------------------------------------------------------------------ stacks in the state backend

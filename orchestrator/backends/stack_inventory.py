@@ -33,11 +33,14 @@ class StackRow:
 
     @property
     def leak(self) -> bool:
-        """No live run owns the stack: its run is unknown here, or over."""
-        return self.run is None or self.run.status.is_final
+        """No live run owns the stack (its run is unknown here, or over), or an interrupted
+        update left a create iacrun could not settle (stacks/pending.py)."""
+        return self.run is None or self.run.status.is_final or bool(self.stack.unresolved)
 
     @property
     def note(self) -> str:
+        if self.stack.unresolved:
+            return f"leak: {len(self.stack.unresolved)} unresolved create"
         if self.run is None:
             return "leak: no run"
         if self.leak:

@@ -39,6 +39,7 @@ from iacrun.orchestrator.models.taskfile import RetrySpec
 from iacrun.orchestrator.offers.model import Offer
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.cloudinit import RUN_DIR
+from iacrun.stacks.engine import DestroyResult
 from iacrun.stacks.preview import PreviewResult, preview
 from iacrun.stacks.toolchain import Plugin, required_plugin
 
@@ -100,8 +101,9 @@ class RecordingEngine:
         on_progress: Callable[[Any], None] | None = None,
         timeout: float = 1800,
         force: bool = False,
-    ) -> None:
+    ) -> DestroyResult:
         self.calls.append(("destroy", stack_name))
+        return DestroyResult(existed=True)
 
 
 def run_spec(tmp_path: Path, **changes: Any) -> RunSpec:

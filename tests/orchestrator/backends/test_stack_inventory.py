@@ -11,7 +11,7 @@ from iacrun.orchestrator.api import Orchestrator
 from iacrun.orchestrator.backends.stack_inventory import find_stack
 from iacrun.orchestrator.errors import BackendError, RunNotFoundError
 from iacrun.orchestrator.registry import Registry
-from iacrun.stacks.engine import StackState, StackSummary
+from iacrun.stacks.engine import DestroyResult, StackState, StackSummary
 
 if TYPE_CHECKING:
     from iacrun.stacks.engine import StackEngine
@@ -35,9 +35,10 @@ class ScriptedEngine:
     def state(self, stack_name: str) -> StackState:
         return StackState(stack_name, [], {"public_ip": "127.0.0.1"}, None)
 
-    def destroy(self, stack_name: str, **_: Any) -> None:
+    def destroy(self, stack_name: str, **_: Any) -> DestroyResult:
         self.destroyed.append(stack_name)
         self.names.remove(stack_name)
+        return DestroyResult(existed=True)
 
 
 def orchestrator(home: Path, engine: ScriptedEngine) -> tuple[Orchestrator, list[int]]:
