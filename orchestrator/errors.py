@@ -11,9 +11,14 @@
     │   ├── RunNotFoundError       no run of that name
     │   └── RunNameTakenError      a run of that name is still active
     ├── BackendError               a backend failed to provision, reach or terminate
-    │   ├── CapacityError          the cloud has no capacity for the offer: try the next one
-    │   ├── QuotaError             an account limit (vCPUs, spot count): try another region/cloud
+    │   ├── CapacityError          this offer cannot be had now: try the next one
+    │   │   ├── RegionNotReadyError  the region is not yet usable by the account (verification)
+    │   │   ├── PropagationError   the cloud has not yet propagated what the stack just created
+    │   │   └── MachineCheckError  the machine came up broken (its GPU check failed); torn down
+    │   ├── QuotaError             an account limit (vCPUs, spot count, IPs, VPCs) in a region
     │   ├── CredentialsError       missing or rejected credentials
+    │   │   └── AccountSetupError  the credentials work, but the account lacks a permission or a
+    │   │                          registration, or a policy forbids the request: what to grant
     │   ├── ToolMissingError       a program iacrun needs is not installed (`pulumi`, docker)
     │   ├── HostUnreachableError   an SSH host or a VM cannot be reached
     │   │   └── PortFilteredError  a running VM's SSH port never answers: a firewall drops it
@@ -97,7 +102,24 @@ class BackendError(IacrunError):
 
 
 class CapacityError(BackendError):
-    """No capacity for this offer right now; the next offer may succeed."""
+    """This offer cannot be had now (capacity, price, zone, region); the next offer may succeed.
+
+    Failover moves to the next offer on this error and every subclass of it."""
+
+
+class RegionNotReadyError(CapacityError):
+    """The account may not yet use the region (AWS still verifying it); other regions may work."""
+
+
+class PropagationError(CapacityError):
+    """The cloud had not yet propagated a resource the stack had just created (an Azure role or
+    identity); the stack was destroyed, and the next offer builds everything anew."""
+
+
+class MachineCheckError(CapacityError):
+    """The machine came up but failed its own check before the job (`gpu check failed: ...`).
+
+    The backend has torn it down already; the next offer gets another machine."""
 
 
 class QuotaError(BackendError):
@@ -105,7 +127,12 @@ class QuotaError(BackendError):
 
 
 class CredentialsError(BackendError):
-    pass
+    """Missing or rejected credentials: nothing else can succeed until they are fixed."""
+
+
+class AccountSetupError(CredentialsError):
+    """The credentials work, but the account lacks a permission or a registration, or a policy
+    forbids the request; the message says what to grant or register, and how."""
 
 
 class ToolMissingError(BackendError):

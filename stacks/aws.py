@@ -12,8 +12,9 @@
 - a security group: TCP 22 from `ssh_cidrs` only, all egress; no task port is opened (iacrun
   reaches task ports through SSH tunnels);
 - a key pair from the run's public key;
-- the instance: the offer's type, an NVIDIA-driver Deep Learning AMI (Ubuntu 22.04) for GPU types
-  or Canonical's Ubuntu 22.04 otherwise, looked up in the region; the root volume of `disk_gb`
+- the instance: the offer's type, the image `spec.vm_image` names (stacks/images.py: a Deep
+  Learning AMI with the NVIDIA driver for GPU types, Canonical's Ubuntu 22.04 otherwise), looked up
+  in the region; the root volume of `disk_gb`
   (gp3, encrypted, deleted with the instance); IMDSv2 required (hop limit 1, so containers
   cannot read the user data); `instance_initiated_shutdown_behavior="terminate"` so that the VM's
   own power-off ends it; one-time spot through market options for spot offers; the gzip'd
@@ -40,16 +41,6 @@ if TYPE_CHECKING:
         InstanceInstanceMarketOptionsSpotOptionsArgsDict,
     )
 
-AMAZON = "amazon"
-CANONICAL = "099720109477"
-DLAMI_NAMES = {
-    "x86": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *",
-    "arm": "Deep Learning ARM64 Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *",
-}
-UBUNTU_NAMES = {
-    "x86": "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*",
-    "arm": "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-arm64-server-*",
-}
 ARCHITECTURES = {"x86": "x86_64", "arm": "arm64"}
 VPC_CIDR = "10.0.0.0/16"
 #: the iacrun VPC's subnets, one per zone (a /20 each: 4091 addresses)
@@ -60,13 +51,16 @@ NETWORK_TAG_VALUE = "shared"
 
 
 def image_query(spec: StackSpec) -> dict[str, Any]:
-    """The `aws.ec2.get_ami` arguments that find the image for `spec` in its region."""
-    names = DLAMI_NAMES if spec.gpu else UBUNTU_NAMES
+    """The `aws.ec2.get_ami` arguments that find the spec's image (stacks/images.py) in its
+    region: the newest of its owner's AMIs whose name matches."""
+    image = spec.vm_image
+    if not image.owner or not image.name:
+        raise ValueError(f"the image {image.label!r} has no AMI owner and name")
     return {
         "most_recent": True,
-        "owners": [AMAZON if spec.gpu else CANONICAL],
+        "owners": [image.owner],
         "filters": [
-            {"name": "name", "values": [names[spec.cpu_arch]]},
+            {"name": "name", "values": [image.name]},
             {"name": "architecture", "values": [ARCHITECTURES[spec.cpu_arch]]},
             {"name": "state", "values": ["available"]},
             {"name": "root-device-type", "values": ["ebs"]},

@@ -5,12 +5,15 @@
 - a network security group allowing TCP 22 from `ssh_cidrs` only (Azure's default rules deny
   every other inbound connection), attached to the NIC; no task port is opened;
 - a static Standard public IP and a NIC;
-- the VM: the offer's size; the Ubuntu HPC image (NVIDIA driver, CUDA) for GPU sizes, Canonical's
-  Ubuntu 22.04 otherwise; the run's SSH key for `ubuntu` (password login disabled); the
-  cloud-init as custom data (a Pulumi secret: it holds the host key); an OS disk of `disk_gb`
+- the VM: the offer's size; the image `spec.vm_image` names (stacks/images.py: the Ubuntu HPC
+  image with the NVIDIA datacenter driver for NC/ND sizes, Canonical's Ubuntu 22.04 otherwise);
+  the run's SSH key for `ubuntu` (password login disabled); the cloud-init as custom data (a
+  Pulumi secret: it holds the host key); an OS disk of `disk_gb`
   (Premium SSD where the size supports it, else Standard SSD; encrypted at rest by Azure);
   the OS disk, NIC and public IP deleted with the VM; for spot offers `priority="Spot"`,
   `eviction_policy="Delete"` and `billing_profile.max_price` (-1: up to the on-demand price);
+- for A10 sizes (NVadsA10 v5, which need NVIDIA's GRID driver): Azure's NVIDIA GPU Driver
+  Extension on the VM, which installs GRID at first boot;
 - with `azure_self_delete`: a system-assigned identity on the VM, given the built-in
   Contributor role on the run's resource group only (no custom role: creating one and assigning
   it at once races Azure's replication, `RoleDefinitionDoesNotExist`). The VM's self-destruct
@@ -37,25 +40,11 @@ from iacrun.stacks.spec import StackSpec
 if TYPE_CHECKING:
     from pulumi_azure_native.compute import ImageReferenceArgsDict
 
-HPC_IMAGE = {
-    "publisher": "microsoft-dsvm",
-    "offer": "ubuntu-hpc",
-    "sku": "2204",
-    "version": "latest",
-}
-UBUNTU_IMAGES = {
-    "x86": {
-        "publisher": "Canonical",
-        "offer": "0001-com-ubuntu-server-jammy",
-        "sku": "22_04-lts-gen2",
-        "version": "latest",
-    },
-    "arm": {
-        "publisher": "Canonical",
-        "offer": "0001-com-ubuntu-server-jammy",
-        "sku": "22_04-lts-arm64",
-        "version": "latest",
-    },
+#: Microsoft's NVIDIA GPU Driver Extension: GRID on NVadsA10 v5, CUDA on NC/ND (azhpc-extensions)
+GPU_DRIVER_EXTENSION = {
+    "publisher": "Microsoft.HpcCompute",
+    "type": "NvidiaGpuDriverLinux",
+    "type_handler_version": "1.8",
 }
 VNET_CIDR = "10.0.0.0/16"
 SUBNET_CIDR = "10.0.0.0/24"
@@ -72,10 +61,9 @@ def image_reference(spec: StackSpec) -> ImageReferenceArgsDict:
             raise ValueError("an Azure image is publisher:offer:sku:version")
         publisher, offer, sku, version = parts
     else:
-        image = HPC_IMAGE if spec.gpu else UBUNTU_IMAGES[spec.cpu_arch]
-        publisher, offer, sku, version = (
-            image[k] for k in ("publisher", "offer", "sku", "version")
-        )
+        if not spec.vm_image.urn:
+            raise ValueError(f"the image {spec.vm_image.label!r} has no Azure URN")
+        publisher, offer, sku, version = spec.vm_image.urn.split(":")
     return {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
 
 
@@ -225,9 +213,10 @@ def build(spec: StackSpec) -> None:
     billing: az.compute.BillingProfileArgsDict | None = None
     if spec.spot:
         billing = {"max_price": spec.max_price if spec.max_price else -1}
+    vm_name = f"{prefix}-vm"[:64]
     vm = az.compute.VirtualMachine(
         f"{prefix}-vm",
-        vm_name=f"{prefix}-vm"[:64],
+        vm_name=vm_name,
         resource_group_name=rg,
         location=location,
         hardware_profile=hardware,
@@ -241,6 +230,20 @@ def build(spec: StackSpec) -> None:
         tags=tags,
         opts=opts,
     )
+    if spec.vm_image.driver_extension:
+        az.compute.VirtualMachineExtension(
+            f"{prefix}-gpu-driver",
+            vm_extension_name="NvidiaGpuDriverLinux",
+            resource_group_name=rg,
+            vm_name=vm_name,
+            location=location,
+            publisher=GPU_DRIVER_EXTENSION["publisher"],
+            type=GPU_DRIVER_EXTENSION["type"],
+            type_handler_version=GPU_DRIVER_EXTENSION["type_handler_version"],
+            auto_upgrade_minor_version=True,
+            tags=tags,
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[vm])),
+        )
     if spec.azure_self_delete:
         _self_delete_role(spec, az, pulumi, group, vm, opts)
     pulumi.export("public_ip", ip.ip_address)

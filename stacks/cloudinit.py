@@ -10,18 +10,32 @@ cloud-init, before sshd starts (init stage):
   `iacrun-guard destroy` then powers off, `max_duration + margin` after boot (with a max_duration);
 - writes, under ``RUN_DIR`` (/opt/iacrun/run): ``runner.py``, ``job.json`` (the job WITHOUT its
   env values: user data is readable by anyone on the machine through the metadata service, so
-  iacrun writes the full job.json over SSH), ``job.sh``; and the guard, the setup script and the
-  systemd units.
+  iacrun writes the full job.json over SSH; and without its commands, which are in ``job.sh``:
+  once is enough), ``job.sh``; and the guard, the setup script and the systemd units.
 
 cloud-init, final stage (`runcmd`, quick: no packages are installed by cloud-init itself):
 
 - gives ``RUN_DIR`` to the SSH user (``ubuntu``), enables and starts (without waiting) the
-  watchdog timer, ``iacrun-setup.service`` (installs uv and the requested Python in
-  ``RUN_DIR/venv``, or Docker with the NVIDIA runtime and pulls the image) and
-  ``iacrun-job.path``; then writes ``RUN_DIR/vm.ready``.
+  watchdog timer, ``iacrun-setup.service`` and ``iacrun-job.path``; then writes
+  ``RUN_DIR/vm.ready``.
+
+``iacrun-setup.service`` (every boot), before anything the job needs:
+
+- the machine checks itself: it stops and masks (until the next boot) apt's timers and
+  unattended-upgrades, so no kernel or driver changes under the run; on GPU machines it starts
+  the NVIDIA fabric manager where the image's table row says NVSwitch (stacks/images.py), then
+  runs ``nvidia-smi -L`` every ``gpu_retry`` seconds until it lists every GPU, for at most the
+  image's ``gpu_wait`` (the driver may still be loading, or being installed by Azure's
+  extension). It writes ``RUN_DIR/check.ok``, or ``RUN_DIR/check.failed`` with one line,
+  ``gpu check failed: nvidia-smi: ...`` (and a failed state.json; the job never starts);
+- then installs uv and the requested Python in ``RUN_DIR/venv``, or Docker with the NVIDIA
+  runtime and pulls the image.
 
 iacrun, once SSH answers (host key pinned from the first byte):
 
+0. on GPU offers, still inside the backend's ``provision``, waits for ``check.ok`` or
+   ``check.failed`` (`backends/machine_check.py`): a failed machine is destroyed at once and
+   failover tries the next offer;
 1. waits for ``RUN_DIR/vm.ready`` (the run folder is the SSH user's from then on);
 2. uploads the working folder into ``RUN_DIR/code``, and writes ``RUN_DIR/job.json`` (the full
    job, env included, mode 0600) -- and job.sh/runner.py if it wants to replace them;
@@ -86,6 +100,13 @@ class VmLayout:
     azure_imds: str = "http://169.254.169.254"
     azure_arm: str = "https://management.azure.com"
     azure_resource: str = "https://management.azure.com/"
+    #: the commands the machine check runs (tests point them at harmless stand-ins)
+    systemctl: str = "systemctl"
+    nvidia_smi: str = "nvidia-smi"
+    #: seconds between two `nvidia-smi` tries while the driver loads
+    gpu_retry: float = 10.0
+    #: seconds the GPU check waits in all (None: what the image needs, `VmImage.gpu_wait`)
+    gpu_wait: int | None = None
 
     @property
     def run_dir(self) -> str:
@@ -161,20 +182,21 @@ def render_cloud_config(spec: StackSpec, layout: VmLayout | None = None) -> str:
 
 
 def user_data(spec: StackSpec, layout: VmLayout | None = None) -> bytes:
-    """What goes to the cloud, size-checked: gzip'd for AWS (16 KB), plain text for Azure."""
+    """What goes to the cloud, gzip'd (cloud-init unpacks gzip'd user data on every cloud) and
+    size-checked: AWS takes 16 KB, Azure 64 KB."""
     text = render_cloud_config(spec, layout).encode()
-    data = gzip.compress(text, 9, mtime=0) if spec.cloud == "aws" else text
+    data = gzip.compress(text, 9, mtime=0)
     check_user_data_size(spec, data)
     return data
 
 
 def check_user_data_size(spec: StackSpec, data: bytes) -> None:
+    """One clear line, before anything is created, when the user data is too big for the cloud."""
     if spec.cloud == "aws":
         limit, what = AWS_USER_DATA_LIMIT, "AWS takes at most 16 KB of user data"
-        size = f"{len(data)} bytes after gzip"
     else:
         limit, what = AZURE_CUSTOM_DATA_LIMIT, "Azure takes at most 64 KB of custom data"
-        size = f"{len(data)} bytes"
+    size = f"{len(data)} bytes after gzip"
     if len(data) > limit:
         raise InputError(
             f"the cloud-init of run {spec.run_name} is {size}; {what}: shorten the task's "
@@ -240,7 +262,7 @@ def vm_files(spec: StackSpec, layout: VmLayout | None = None) -> list[VmFile]:
     return [
         VmFile(f"{run_dir}/runner.py", _runner_source(), 0o755),
         VmFile(f"{run_dir}/job.json", json.dumps(job, indent=1, sort_keys=True) + "\n", 0o600),
-        VmFile(f"{run_dir}/job.sh", render_job_script(job, run_dir), 0o755),
+        VmFile(f"{run_dir}/job.sh", job_script(spec, layout), 0o755),
         VmFile(layout.guard, _guard_source(), 0o755),
         VmFile(layout.guard_config, json.dumps(guard_config(spec, layout), indent=1) + "\n"),
         VmFile(layout.setup, setup_script(spec, layout), 0o755),
@@ -253,8 +275,17 @@ def vm_files(spec: StackSpec, layout: VmLayout | None = None) -> list[VmFile]:
 
 
 def vm_job(spec: StackSpec) -> dict[str, Any]:
-    """job.json as cloud-init writes it: the job without its env values (iacrun writes those)."""
-    return {**spec.job, "env": {}}
+    """job.json as cloud-init writes it: the job without its env values and without its commands.
+
+    The env values are secrets (user data is readable on the machine); the commands are in
+    job.sh, and once is enough: iacrun writes the full job.json over SSH before the job starts."""
+    return {k: v for k, v in spec.job.items() if k != "commands"} | {"env": {}}
+
+
+def job_script(spec: StackSpec, layout: VmLayout) -> str:
+    """job.sh: the commands, with the env's names (a container gets `-e NAME`) but no values."""
+    names = {name: "" for name in spec.job.get("env") or {}}
+    return render_job_script({**spec.job, "env": names}, layout.run_dir)
 
 
 def guard_config(spec: StackSpec, layout: VmLayout) -> dict[str, Any]:
@@ -387,6 +418,7 @@ ExecStart={layout.python} {layout.guard} {layout.guard_config} watch
 
 def setup_script(spec: StackSpec, layout: VmLayout) -> str:
     """Bash, run as root by iacrun-setup.service at every boot; quick when all is in place."""
+    image = spec.vm_image
     settings = {
         "RUN_DIR": layout.run_dir,
         "JOB_USER": layout.user,
@@ -394,6 +426,12 @@ def setup_script(spec: StackSpec, layout: VmLayout) -> str:
         "IMAGE": spec.image or "",
         "CONTAINER_ENGINE": str(spec.job.get("container_engine") or "docker"),
         "GPU": "1" if spec.gpu else "0",
+        "GPU_COUNT": str(spec.gpu_count),
+        "GPU_WAIT": str(layout.gpu_wait if layout.gpu_wait is not None else image.gpu_wait),
+        "GPU_RETRY": f"{layout.gpu_retry:g}",
+        "FABRIC_MANAGER": "1" if image.fabric_manager else "0",
+        "SYSTEMCTL": layout.systemctl,
+        "NVIDIA_SMI": layout.nvidia_smi,
         "UV_INSTALLER": UV_INSTALLER,
     }
     lines = [f"{key}={shlex.quote(value)}" for key, value in settings.items()]
@@ -411,7 +449,12 @@ note() { printf '[iacrun] setup: %s\n' "$*" >>"$RUN_DIR/log"; printf '%s\n' "$*"
 
 fail() {
   note "failed: $*; details in $SETUP_LOG"
-  python3 - "$RUN_DIR" "setup failed: $*" <<'PY'
+  failed_with "setup failed: $*"
+}
+
+# the run is over before its job: state.json says why (iacrun and the watchdog read it)
+failed_with() {
+  python3 - "$RUN_DIR" "$1" <<'PY'
 import json, os, sys, time
 run_dir, reason = sys.argv[1], sys.argv[2]
 state = {"status": "failed", "reason": reason, "attempts": [], "finished_at": time.time()}
@@ -422,6 +465,53 @@ for name, text in (("state.json", json.dumps(state, sort_keys=True)), ("status",
     os.replace(tmp, os.path.join(run_dir, name))
 PY
   exit 1
+}
+
+# no package upgrades (a new kernel or driver) while the run lives
+quiet_upgrades() {
+  local units="apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service"
+  units="$units unattended-upgrades.service"
+  # shellcheck disable=SC2086
+  "$SYSTEMCTL" stop $units >>"$SETUP_LOG" 2>&1
+  # shellcheck disable=SC2086
+  "$SYSTEMCTL" mask --runtime $units >>"$SETUP_LOG" 2>&1
+  return 0
+}
+
+gpu_failed() {
+  local reason="gpu check failed: $*"
+  note "$reason"
+  printf '%s\n' "$reason" >"$RUN_DIR/.check.failed" &&
+    mv -f "$RUN_DIR/.check.failed" "$RUN_DIR/check.failed"
+  failed_with "$reason"
+}
+
+# the machine checks itself before the job: the fabric manager on NVSwitch machines, then
+# nvidia-smi until it sees every GPU (the driver may still be loading), at most GPU_WAIT seconds
+check_gpus() {
+  if [ "$FABRIC_MANAGER" = 1 ]; then
+    note "starting the NVIDIA fabric manager (an NVSwitch machine)"
+    "$SYSTEMCTL" start nvidia-fabricmanager.service >>"$SETUP_LOG" 2>&1 ||
+      gpu_failed "the NVIDIA fabric manager (nvidia-fabricmanager.service) did not start"
+  fi
+  local deadline=$((SECONDS + GPU_WAIT)) try=0 out seen last
+  while :; do
+    try=$((try + 1))
+    if out=$("$NVIDIA_SMI" -L 2>&1); then
+      seen=$(printf '%s\n' "$out" | grep -c '^GPU ')
+      if [ "$seen" -ge "$GPU_COUNT" ] && [ "$seen" -gt 0 ]; then
+        note "nvidia-smi sees $seen GPU(s)"
+        return 0
+      fi
+      out="sees $seen of $GPU_COUNT GPUs"
+    fi
+    last=$(printf '%s\n' "$out" | grep -v '^[[:space:]]*$' | tail -n 1)
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      gpu_failed "nvidia-smi: ${last:-no answer}"
+    fi
+    note "waiting for the NVIDIA driver (try $try): ${last:-no answer}"
+    sleep "$GPU_RETRY"
+  done
 }
 
 as_user() {
@@ -503,6 +593,12 @@ cd "$RUN_DIR" || exit 1
 if [ ! -e "$RUN_DIR/log" ]; then
   touch "$RUN_DIR/log" && chown "$JOB_USER" "$RUN_DIR/log"
 fi
+rm -f "$RUN_DIR/check.ok" "$RUN_DIR/check.failed"
+quiet_upgrades
+if [ "$GPU" = 1 ]; then
+  check_gpus
+fi
+touch "$RUN_DIR/check.ok"
 if [ -n "$PYTHON_VERSION" ]; then
   setup_python || fail "could not create a Python $PYTHON_VERSION virtual environment"
 fi

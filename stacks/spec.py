@@ -20,6 +20,9 @@ from iacrun.stacks.keys import KeyPair
 
 #: the clouds that have a stack program (the orchestrator's set of clouds is built on this)
 Cloud = Literal["aws", "azure"]
+Arch = Literal["x86", "arm"]
+#: the GPU driver a VM must have before its job: none, NVIDIA's datacenter driver, NVIDIA GRID
+GpuDriver = Literal["none", "nvidia", "nvidia-grid"]
 
 #: seconds after boot + max_duration at which the VM ends itself (boot, setup and upload time)
 DEFAULT_SELF_DESTRUCT_MARGIN = 1800
@@ -30,6 +33,28 @@ DEFAULT_LINGER = 900
 
 _STACK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _KEY_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-nistp256 ", "ecdsa-sha2-nistp384 ")
+
+
+class VmImage(BaseModel):
+    """The OS image a run's VM boots and what its GPUs need at boot; chosen from the one table in
+    `stacks/images.py`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: what the image is, in words (the dry run and the docs show it)
+    label: str
+    #: AWS: the newest AMI of `owner` whose name matches `name`, looked up in the region
+    owner: str | None = None
+    name: str | None = None
+    #: Azure: `publisher:offer:sku:version`
+    urn: str | None = None
+    driver: GpuDriver = "none"
+    #: Azure: install the driver with Microsoft's NVIDIA GPU Driver Extension at first boot
+    driver_extension: bool = False
+    #: NVSwitch machines: start the NVIDIA fabric manager before checking the GPUs
+    fabric_manager: bool = False
+    #: seconds the boot check waits for `nvidia-smi` to see the GPUs (the driver loading)
+    gpu_wait: int = Field(default=300, ge=1)
 
 
 class StackSpec(BaseModel):
@@ -48,7 +73,11 @@ class StackSpec(BaseModel):
     max_price: float | None = Field(default=None, gt=0)
     disk_gb: int = Field(ge=8, le=16384)
     gpu: bool
-    cpu_arch: Literal["x86", "arm"] = "x86"
+    #: how many GPUs the machine has (the boot check expects to see them all; 0: unknown)
+    gpu_count: int = Field(default=0, ge=0)
+    cpu_arch: Arch = "x86"
+    #: the OS image and driver set-up of the machine (stacks/images.py)
+    vm_image: VmImage
     python: str | None = None
     image: str | None = None
     #: the run's SSH public key ("ssh-ed25519 AAAA..." or "ssh-rsa AAAA...")

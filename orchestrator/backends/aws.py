@@ -178,7 +178,7 @@ class AWSBackend(PulumiCloudBackend):
             "run there and kept",
             f"zone: the first zone of {spec.region} that offers {spec.instance_type}; on no "
             "capacity the next zone, then the next region; public IP assigned explicitly",
-            "image: the newest Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)"
-            if spec.gpu
-            else "image: the newest Canonical Ubuntu 22.04 AMI",
+            f"image: {spec.machine_image}"
+            if spec.machine_image
+            else f"image: the newest {spec.vm_image.label} of the region",
         ]

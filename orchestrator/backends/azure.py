@@ -285,7 +285,12 @@ class AzureBackend(PulumiCloudBackend):
 
         ref = image_reference(spec)
         image = ":".join(str(ref.get(k)) for k in ("publisher", "offer", "sku", "version"))
-        notes = [f"resource group iacrun-{stack_label}; image {image}"]
+        notes = [f"resource group iacrun-{stack_label}; image {image} ({spec.vm_image.label})"]
+        if spec.vm_image.driver_extension and not spec.machine_image:
+            notes.append(
+                "GPU driver: NVIDIA GRID, installed at first boot by Azure's NVIDIA GPU Driver "
+                "Extension (the A10 sizes cannot run the datacenter driver)"
+            )
         if spec.azure_self_delete:
             notes.append(
                 "self-destruct: the VM's identity gets the built-in Contributor role on this "

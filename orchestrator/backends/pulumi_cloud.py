@@ -8,7 +8,9 @@
    machine's public address as a /32, as two services agree on it: `caller_address`);
 3. checks the cloud-init's size, then runs the stack program through the stack engine
    (`stacks/engine.py`, which needs the `pulumi` CLI) in the stack `<run name>-<run id>`;
-4. returns the `Host`: the VM's public address, user `ubuntu`, the run's key, the pinned host key
+4. on GPU offers, waits for the VM's own check (`machine_check.py`): a machine whose GPUs fail it
+   is destroyed at once and reported as `MachineCheckError`, so failover tries the next offer;
+5. returns the `Host`: the VM's public address, user `ubuntu`, the run's key, the pinned host key
    and the run folder `/opt/iacrun/run`.
 
 `terminate(run)` destroys the stack and removes it; what is already gone is no error.
@@ -102,6 +104,17 @@ class StackEngineLike(Protocol):
 
 
 EngineFactory = Callable[[], StackEngineLike]
+#: reads a new VM's own check: None when it passed, else its one-line reason (machine_check.py)
+MachineCheck = Callable[[Host, float], "str | None"]
+
+
+def read_machine_check_now(host: Host, timeout: float) -> str | None:
+    """The VM's check result over SSH (see `backends/machine_check.py`)."""
+    import asyncio
+
+    from iacrun.orchestrator.backends.machine_check import read_machine_check
+
+    return asyncio.run(read_machine_check(host, timeout))
 
 
 def default_engine_factory(home: Path | None, backend_url: str | None) -> EngineFactory:
@@ -169,6 +182,7 @@ class PulumiCloudBackend(Backend):
         catalog: OfferCatalog | None = None,
         regions: list[str] | None = None,
         up_timeout: float = UP_TIMEOUT,
+        machine_check: MachineCheck | None = None,
     ) -> None:
         self.ssh_cidrs = ssh_cidrs
         self.environ = os.environ if environ is None else environ
@@ -177,6 +191,7 @@ class PulumiCloudBackend(Backend):
         self.regions = regions
         self._catalog = catalog
         self.up_timeout = up_timeout
+        self.machine_check = machine_check or read_machine_check_now
         self._engine = engine
         self._engine_factory = engine_factory or default_engine_factory(home, backend_url)
         self.home = home
@@ -283,6 +298,8 @@ class PulumiCloudBackend(Backend):
             boot="cloud-init",
         )
         self.ssh_config().add(run.name, host)  # `ssh RUN-NAME` while the run lives
+        if spec.gpu:
+            self.check_machine(run, spec, host, progress)
         return host
 
     def up_stack(
@@ -295,6 +312,22 @@ class PulumiCloudBackend(Backend):
             on_progress=lambda p: progress(p.render() if hasattr(p, "render") else str(p)),
             timeout=self.up_timeout,
         )
+
+    def check_machine(
+        self, run: RunRecord, spec: StackSpec, host: Host, progress: ProgressCallback
+    ) -> None:
+        """Wait for the VM's own GPU check; a broken machine is torn down at once and reported
+        as MachineCheckError, on which failover tries the next offer."""
+        from iacrun.orchestrator.backends.machine_check import CHECK_MARGIN
+        from iacrun.orchestrator.errors import MachineCheckError
+
+        progress("waiting for the machine to check its GPUs")
+        failure = self.machine_check(host, spec.vm_image.gpu_wait + CHECK_MARGIN)
+        if failure is None:
+            return
+        progress(f"{failure}; tearing the machine down")
+        self.terminate(run)
+        raise MachineCheckError(failure)
 
     def terminate(self, run: RunRecord) -> None:
         if (Path(run.local_dir) / STACK_MARK).exists():

@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from iacrun.orchestrator.errors import NoOfferError
 from iacrun.orchestrator.offers.model import Offer, is_cloud
+from iacrun.stacks.images import NotOffered, image_for
 from iacrun.stacks.keys import KeyPair
 from iacrun.stacks.spec import DEFAULT_SELF_DESTRUCT_MARGIN, StackSpec
 
@@ -45,6 +47,10 @@ def build_stack_spec(
     now = now or datetime.now(UTC)
     expires_at = now + timedelta(seconds=max_duration + margin) if max_duration else None
     size = disk_gb if disk_gb is not None else offer.resources.disk_gb
+    gpus = offer.resources.gpus
+    image = image_for(cloud, offer.instance_type, gpu=bool(gpus), arch=offer.resources.cpu_arch)
+    if isinstance(image, NotOffered):
+        raise NoOfferError(f"{cloud} {offer.instance_type} is not offered: {image.reason}")
     return StackSpec(
         run_name=job["run_name"],
         stack_name=stack_name,
@@ -54,8 +60,10 @@ def build_stack_spec(
         spot=offer.spot,
         max_price=max_price if offer.spot else None,
         disk_gb=round(size) if size else 100,
-        gpu=bool(offer.resources.gpus),
+        gpu=bool(gpus),
+        gpu_count=len(gpus),
         cpu_arch=offer.resources.cpu_arch,
+        vm_image=image,
         python=job.get("python"),
         image=job.get("image"),
         ssh_public_key=ssh_public_key,

@@ -6,6 +6,7 @@ import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from iacrun.stacks.images import NotOffered, image_for
 from iacrun.stacks.keys import KeyPair, generate_ed25519
 from iacrun.stacks.spec import DEFAULT_SELF_DESTRUCT_MARGIN, Cloud, StackSpec
 
@@ -71,17 +72,22 @@ def make_spec(
     """The spec of run train-1 (stack train-1-7) on a GPU (A10G) or CPU machine, as of NOW."""
     job_ = job_ if job_ is not None else job()
     max_duration = job_.get("max_duration")
+    instance_type = options.pop("instance_type", INSTANCE_TYPES[(backend, gpu)])
+    image = image_for(backend, instance_type, gpu=gpu, arch="arm" if arm else "x86")
+    assert not isinstance(image, NotOffered), image
     margin = int(options.get("self_destruct_margin", DEFAULT_SELF_DESTRUCT_MARGIN))
     return StackSpec(
         run_name=job_["run_name"],
         stack_name="train-1-7",
         cloud=backend,
         region=REGIONS[backend],
-        instance_type=INSTANCE_TYPES[(backend, gpu)],
+        instance_type=instance_type,
         spot=spot,
         max_price=max_price if spot else None,
         disk_gb=150 if gpu else 100,
         gpu=gpu,
+        gpu_count=1 if gpu else 0,
+        vm_image=image,
         cpu_arch="arm" if arm else "x86",
         python=job_.get("python"),
         image=job_.get("image"),

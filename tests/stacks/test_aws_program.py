@@ -108,7 +108,7 @@ def test_a_cpu_only_type_gets_canonical_ubuntu() -> None:
 
 
 def test_an_arm_gpu_type_gets_the_arm64_deep_learning_ami() -> None:
-    result = run(arm=True)
+    result = run(arm=True, instance_type="g5g.2xlarge")
     (call,) = result.calls_to("aws:ec2/getAmi:getAmi")
     filters = {f["name"]: f["values"] for f in call.args["filters"]}
     assert filters["architecture"] == ["arm64"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import gzip
+import secrets
 import uuid
 from importlib import resources
 from typing import Any
@@ -23,6 +25,7 @@ NIC = "azure-native:network:NetworkInterface"
 RG = "azure-native:resources:ResourceGroup"
 ROLE_DEFINITION = "azure-native:authorization:RoleDefinition"
 ASSIGNMENT = "azure-native:authorization:RoleAssignment"
+EXTENSION = "azure-native:compute:VirtualMachineExtension"
 #: resources that take no tags
 UNTAGGED = {"azure-native:network:Subnet", ASSIGNMENT}
 
@@ -36,7 +39,7 @@ def vm(result: PreviewResult) -> dict[str, Any]:
 
 
 def custom_data(result: PreviewResult) -> dict[str, Any]:
-    text = base64.b64decode(vm(result)["osProfile"]["customData"]).decode()
+    text = gzip.decompress(base64.b64decode(vm(result)["osProfile"]["customData"])).decode()
     assert text.startswith("#cloud-config\n")
     loaded: dict[str, Any] = yaml.safe_load(text)
     return loaded
@@ -54,6 +57,7 @@ def test_on_demand_gpu_python() -> None:
             IP,
             NIC,
             VM,
+            EXTENSION,
             ASSIGNMENT,  # of a built-in role: no role definition is created
         ]
     )
@@ -63,11 +67,24 @@ def test_on_demand_gpu_python() -> None:
     machine = vm(result)
     assert machine["hardwareProfile"] == {"vmSize": "Standard_NV36ads_A10_v5"}
     assert machine["resourceGroupName"] == "iacrun-train-1-7"
+    # an A10 size needs NVIDIA's GRID driver: Ubuntu plus Azure's NVIDIA GPU Driver Extension
     assert machine["storageProfile"]["imageReference"] == {
-        "publisher": "microsoft-dsvm",
-        "offer": "ubuntu-hpc",
-        "sku": "2204",
+        "publisher": "Canonical",
+        "offer": "0001-com-ubuntu-server-jammy",
+        "sku": "22_04-lts-gen2",
         "version": "latest",
+    }
+    driver = result.one(EXTENSION).inputs
+    assert driver == {
+        "vmExtensionName": "NvidiaGpuDriverLinux",
+        "resourceGroupName": "iacrun-train-1-7",
+        "vmName": machine["vmName"],
+        "location": "eastus",
+        "publisher": "Microsoft.HpcCompute",
+        "type": "NvidiaGpuDriverLinux",
+        "typeHandlerVersion": "1.8",
+        "autoUpgradeMinorVersion": True,
+        "tags": spec.tags,
     }
     assert machine["storageProfile"]["osDisk"] == {
         "createOption": "FromImage",
@@ -94,6 +111,20 @@ def test_on_demand_gpu_python() -> None:
         "instance_id": f"{result.one(VM).name}-id",
         "resource_group": "iacrun-train-1-7",
     }
+
+
+@pytest.mark.parametrize(
+    "size", ["Standard_NC24ads_A100_v4", "Standard_ND96isr_H100_v5", "Standard_NC4as_T4_v3"]
+)
+def test_nc_and_nd_sizes_get_the_hpc_image_with_its_datacenter_driver(size: str) -> None:
+    result = run(instance_type=size)
+    assert vm(result)["storageProfile"]["imageReference"] == {
+        "publisher": "microsoft-dsvm",
+        "offer": "ubuntu-hpc",
+        "sku": "2204",
+        "version": "latest",
+    }
+    assert result.of_type(EXTENSION) == []
 
 
 def test_spot_priority_eviction_and_max_price() -> None:
@@ -226,6 +257,7 @@ def test_a_given_image_urn() -> None:
 
 
 def test_an_oversized_custom_data_fails_before_any_resource() -> None:
-    commands = ["echo " + "x" * 1000] * 70
+    # gzip'd, so only text that does not compress (here random) can pass 64 KB
+    commands = ["echo " + secrets.token_urlsafe(1500) for _ in range(70)]
     with pytest.raises(InputError, match="Azure takes at most 64 KB of custom data"):
         run(job_=job(commands=commands))

@@ -50,8 +50,25 @@ def test_runner_job_and_script_are_written_to_the_run_folder() -> None:
     job_file = written[f"{RUN_DIR}/job.json"]
     assert job_file["permissions"] == "0600"
     on_vm = json.loads(job_file["content"])
-    assert on_vm == {**spec.job, "env": {}}  # env values are written by iacrun over SSH
-    assert written[f"{RUN_DIR}/job.sh"]["content"] == render_job_script(on_vm, RUN_DIR)
+    # env values are written by iacrun over SSH; the commands are in job.sh only
+    assert on_vm == {k: v for k, v in spec.job.items() if k != "commands"} | {"env": {}}
+    names = {name: "" for name in spec.job["env"]}
+    assert written[f"{RUN_DIR}/job.sh"]["content"] == render_job_script(
+        {**spec.job, "env": names}, RUN_DIR
+    )
+
+
+def test_the_commands_are_embedded_once() -> None:
+    command = "python train.py --marker-7f3a --epochs 3"
+    spec = make_spec(job_=job(commands=[command]))
+    assert cloudinit.render_cloud_config(spec).count("--marker-7f3a") == 1
+
+
+def test_a_container_job_script_passes_the_env_names_but_no_values() -> None:
+    spec = make_spec(job_=job(python=None, image="ghcr.io/org/img:1"))
+    script = files(doc(job_=spec.job))[f"{RUN_DIR}/job.sh"]["content"]
+    assert "-e WANDB_API_KEY" in script
+    assert "secret-value-123" not in cloudinit.render_cloud_config(spec)
 
 
 def test_the_job_starts_from_a_path_unit_once_the_code_is_there() -> None:
@@ -134,11 +151,12 @@ def test_aws_user_data_is_gzipped_and_within_16_kb() -> None:
     assert len(data) < cloudinit.AWS_USER_DATA_LIMIT
 
 
-def test_azure_custom_data_is_plain_and_within_64_kb() -> None:
+def test_azure_custom_data_is_gzipped_too_and_within_64_kb() -> None:
     spec = make_spec("azure")
     data = cloudinit.user_data(spec)
-    assert data.decode() == cloudinit.render_cloud_config(spec)
-    assert len(data) <= cloudinit.AZURE_CUSTOM_DATA_LIMIT
+    assert data[:2] == b"\x1f\x8b"
+    assert gzip.decompress(data).decode() == cloudinit.render_cloud_config(spec)
+    assert len(data) < cloudinit.AWS_USER_DATA_LIMIT  # gzip'd, it fits even AWS's limit
 
 
 def test_the_size_errors_say_what_to_do() -> None:
@@ -149,6 +167,7 @@ def test_the_size_errors_say_what_to_do() -> None:
     azure = make_spec("azure")
     with pytest.raises(InputError, match=r"move them into a script in the working folder"):
         cloudinit.check_user_data_size(azure, b"x" * 65536)
+    cloudinit.check_user_data_size(azure, b"x" * 65535)
 
 
 def test_a_layout_moves_every_path() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from iacrun.orchestrator.errors import InputError
@@ -29,7 +31,7 @@ def test_calls_in_a_row_give_the_same_answer() -> None:
 
 
 def test_a_failing_program_raises_and_the_next_call_still_works() -> None:
-    too_big = job(commands=["echo " + "x" * 1000] * 70)
+    too_big = job(commands=["echo " + secrets.token_urlsafe(1500) for _ in range(70)])
     with pytest.raises(InputError):
         preview(azure.program(make_spec("azure", job_=too_big)))
     assert preview(azure.program(make_spec("azure"))).outputs["ssh_user"] == "ubuntu"

@@ -40,12 +40,20 @@ class Vm:
     def __init__(self, root: Path, job_: dict[str, Any], **spec_options: Any) -> None:
         self.root = root
         self.powered_off = root / "powered-off"
+        # the machine check's commands: never this machine's systemctl; a GPU that answers
+        tools = root / "tools"
+        tools.mkdir(parents=True, exist_ok=True)
+        smi = tools / "nvidia-smi"
+        smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA A10G (UUID: GPU-0)'\n")
+        smi.chmod(0o755)
         self.layout = VmLayout(
             root=str(root / "opt"),
             user=getpass.getuser(),
             systemd_dir=str(root / "systemd"),
             python=sys.executable,
             poweroff=(sys.executable, "-c", f"open({str(self.powered_off)!r}, 'w').write('off')"),
+            systemctl="true",
+            nvidia_smi=str(smi),
         )
         self.spec = make_spec("aws", job_=job_, **spec_options)
         self.document = yaml.safe_load(cloudinit.render_cloud_config(self.spec, self.layout))

@@ -20,7 +20,7 @@ import pulumi
 
 from iacrun.orchestrator.backends.pulumi_cloud import PulumiCloudBackend
 from iacrun.orchestrator.models.requirements import Requirements
-from iacrun.orchestrator.offers.model import InstanceResources, Offer
+from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.cloudinit import VmLayout
 from iacrun.stacks.spec import StackSpec
@@ -40,18 +40,24 @@ class StandinBackend(PulumiCloudBackend):
         *,
         slow_seconds: float = 0.0,
         hold_create: Path | None = None,
+        gpus: int = 0,
+        layout: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(ssh_cidrs=["127.0.0.1/32"], **kwargs)
         self.root = root
         self.slow_seconds = slow_seconds
         self.hold_create = hold_create
+        self.gpus = gpus
+        # systemctl and nvidia-smi of the "VM" are harmless stand-ins unless a test names others
+        options: dict[str, Any] = {"systemctl": "true", "nvidia_smi": "false", **(layout or {})}
         self.layout = VmLayout(
             root=f"{root}/opt/iacrun",
             user=getpass.getuser(),
             systemd_dir=f"{root}/etc/systemd/system",
             python=shutil.which("python3") or sys.executable,
             poweroff=("true",),
+            **options,
         )
         self.run_dir = self.layout.run_dir
 
@@ -62,12 +68,14 @@ class StandinBackend(PulumiCloudBackend):
         return None  # its program creates dynamic resources only: no provider plugin
 
     def offers(self, requirements: Requirements) -> list[Offer]:
-        resources = InstanceResources(cpus=2, memory_gb=8, disk_gb=100)
+        gpus = (Gpu(name="A10G", memory_gb=24),) * self.gpus
+        resources = InstanceResources(cpus=2, memory_gb=8, disk_gb=100, gpus=gpus)
         return [
             Offer(
                 backend=self.name,
                 region="loopback",
-                instance_type="standin.local",
+                # a GPU stand-in plays an AWS g5: its image and its GPU check
+                instance_type="g5.xlarge" if gpus else "standin.local",
                 resources=resources,
                 price=0.5,
             )

@@ -20,6 +20,7 @@ import pytest
 from iacrun.orchestrator.host.transport import Host
 from iacrun.stacks.cloudinit import VmLayout
 from iacrun.stacks.engine import StackEngine
+from iacrun.stacks.images import AWS_UBUNTU
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
 from iacrun.stacks.spec import StackSpec
 from tests.standin.boot import boot_script
@@ -72,6 +73,7 @@ def spec_for(run_name: str, job: dict[str, Any], client_public: str, host: KeyPa
         instance_type="standin.local",
         disk_gb=8,
         gpu=False,
+        vm_image=AWS_UBUNTU["x86"],
         ssh_public_key=client_public,
         host_key=host,
         ssh_cidrs=["127.0.0.1/32"],
@@ -143,6 +145,7 @@ def test_a_task_runs_end_to_end_on_the_standin_vm(engine: StackEngine, tmp_path:
         systemd_dir=f"{root}/etc/systemd/system",
         python="/usr/bin/python3",
         poweroff=("true",),
+        systemctl="true",  # the machine check must not touch this machine's units
     )
     script = boot_script(spec, layout)
 

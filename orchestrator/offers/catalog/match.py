@@ -15,7 +15,8 @@ from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.resources import GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.units import Range, format_size_gb
 from iacrun.orchestrator.offers.catalog.store import load_catalog
-from iacrun.orchestrator.offers.model import InstanceResources, Offer, unmet_requirement
+from iacrun.orchestrator.offers.model import InstanceResources, Offer, is_cloud, unmet_requirement
+from iacrun.stacks.images import NotOffered, image_for
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -49,7 +50,8 @@ def offers_from_catalog(
     """Offers of `catalog` that meet `req`, cheapest first.
 
     Applies the resources, `regions` (the argument and `req.regions` both, when given),
-    `instance_types`, `spot_policy` and `max_price`. `backends` is the caller's business.
+    `instance_types`, `spot_policy` and `max_price`. `backends` is the caller's business. A type
+    without a compatible image (stacks/images.py) is listed unavailable, with the reason.
     """
     wanted: set[str] | None = None
     for given in (regions, req.regions):
@@ -66,18 +68,28 @@ def offers_from_catalog(
         if types is not None and name not in types:
             continue
         res: InstanceResources | None = None
+        why_not: str | None = None
         for row in catalog.prices_by_type.get(name, ()):
             if wanted is not None and row.region not in wanted:
                 continue
             if res is None:
                 res = catalog.types[name].resources(disk)
+                why_not = not_offered(cloud, name, res)
             if want_od and (ceiling is None or row.price <= ceiling):
-                offers.append(_offer(cloud, row.region, name, res, False, row.price))
+                offers.append(_offer(cloud, row.region, name, res, False, row.price, why_not))
             spot = row.spot_price
             if want_spot and spot is not None and (ceiling is None or spot <= ceiling):
-                offers.append(_offer(cloud, row.region, name, res, True, spot))
+                offers.append(_offer(cloud, row.region, name, res, True, spot, why_not))
     offers.sort(key=lambda o: (o.price, o.region, o.instance_type, o.spot))
     return offers
+
+
+def not_offered(cloud: str, instance_type: str, res: InstanceResources) -> str | None:
+    """Why iacrun cannot run `instance_type` (no compatible image), or None when it can."""
+    if not is_cloud(cloud):
+        return None
+    image = image_for(cloud, instance_type, gpu=bool(res.gpus), arch=res.cpu_arch)
+    return f"not offered: {image.reason}" if isinstance(image, NotOffered) else None
 
 
 def catalog_offers(
@@ -169,7 +181,13 @@ def _cheapest(catalog: Catalog, name: str) -> float:
 
 
 def _offer(
-    cloud: str, region: str, name: str, res: InstanceResources, spot: bool, price: float
+    cloud: str,
+    region: str,
+    name: str,
+    res: InstanceResources,
+    spot: bool,
+    price: float,
+    why_not: str | None = None,
 ) -> Offer:
     # Built without validation: every field comes from a parsed catalog. 30x faster than Offer().
     return Offer.model_construct(
@@ -179,8 +197,8 @@ def _offer(
         resources=res,
         spot=spot,
         price=price,
-        available=True,
-        note=None,
+        available=why_not is None,
+        note=why_not,
     )
 
 

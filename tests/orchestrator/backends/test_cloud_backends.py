@@ -30,8 +30,10 @@ from iacrun.orchestrator.errors import (
     BackendError,
     CapacityError,
     CredentialsError,
+    MachineCheckError,
     ToolMissingError,
 )
+from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.models.settings import AWSSettings, AzureSettings
@@ -143,9 +145,15 @@ def never() -> Any:
     raise AssertionError("the engine must not be made")
 
 
+def passed(host: Host, timeout: float) -> str | None:
+    """The VM's own check, passed (the stand-in tests run the real one)."""
+    return None
+
+
 def aws_backend(tmp_path: Path, engine: Any = None, **kwargs: Any) -> AWSBackend:
     kwargs.setdefault("environ", AWS_ENV)
     kwargs.setdefault("public_ip", lambda: "198.51.100.23")
+    kwargs.setdefault("machine_check", passed)
     return AWSBackend(
         kwargs.pop("settings", AWSSettings()),
         engine=engine,
@@ -190,6 +198,7 @@ def azure_backend(tmp_path: Path, engine: Any = None, **kwargs: Any) -> AzureBac
     kwargs.setdefault("environ", AZURE_ENV)
     kwargs.setdefault("public_ip", lambda: "198.51.100.23")
     kwargs.setdefault("rights", lambda subscription: OWNER)
+    kwargs.setdefault("machine_check", passed)
     return AzureBackend(
         kwargs.pop("settings", AzureSettings()),
         engine=engine,
@@ -233,9 +242,11 @@ def test_aws_provision_runs_the_stack_and_returns_a_pinned_host(tmp_path: Path) 
     assert ingress[0]["cidrBlocks"] == ["198.51.100.23/32"]
     market = result.one("aws:ec2/instance:Instance").inputs["instanceMarketOptions"]
     assert market["spotOptions"]["maxPrice"] == "2.5"
-    # the job carries the run's commands, not its env values
-    job_file = next(f for f in document["write_files"] if f["path"] == f"{RUN_DIR}/job.json")
-    assert "python train.py" in job_file["content"] and "hf-secret" not in job_file["content"]
+    # the job carries the run's commands (in job.sh, once), not its env values
+    written = {f["path"]: f["content"] for f in document["write_files"]}
+    assert "python train.py" in written[f"{RUN_DIR}/job.sh"]
+    assert "python train.py" not in written[f"{RUN_DIR}/job.json"]
+    assert all("hf-secret" not in content for content in written.values())
 
 
 class ZonalEngine(RecordingEngine):
@@ -355,6 +366,30 @@ def test_aws_configured_cidrs_and_profile(tmp_path: Path) -> None:
     assert result.one("pulumi:providers:aws").inputs["profile"] == "research"
     ingress = result.one("aws:ec2/securityGroup:SecurityGroup").inputs["ingress"]
     assert ingress[0]["cidrBlocks"] == ["10.20.0.0/16"]
+
+
+def test_a_gpu_machine_that_fails_its_check_is_destroyed_at_once(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    seen: list[float] = []
+
+    def broken(host: Host, timeout: float) -> str | None:
+        seen.append(timeout)
+        return "gpu check failed: nvidia-smi: NVIDIA-SMI has failed"
+
+    backend = aws_backend(tmp_path, engine, machine_check=broken)
+    with pytest.raises(MachineCheckError, match="gpu check failed: nvidia-smi") as caught:
+        backend.provision(record(tmp_path), offer("aws"), lambda _: None)
+    assert isinstance(caught.value, CapacityError)  # failover moves on to the next offer
+    assert engine.calls[1:] == [("destroy", "train-1-7")]
+    assert seen == [300 + 600]  # the DLAMI's driver wait, plus boot
+
+
+def test_a_cpu_machine_is_not_waited_for(tmp_path: Path) -> None:
+    def never_called(host: Host, timeout: float) -> str | None:
+        raise AssertionError("a CPU machine has no GPU check to wait for")
+
+    backend = aws_backend(tmp_path, RecordingEngine(), machine_check=never_called)
+    backend.provision(record(tmp_path), offer("aws", gpu=False), lambda _: None)
 
 
 def test_aws_terminate_destroys_the_stack_and_may_repeat(tmp_path: Path) -> None:
@@ -655,7 +690,13 @@ def test_a_dry_run_shows_when_the_public_address_is_unknown(tmp_path: Path) -> N
     text = plan.render()
     assert "could not find this machine's public address" in text
     assert "azure-native:compute:VirtualMachine" in text
-    assert "resource group iacrun-train-1-<id>; image microsoft-dsvm:ubuntu-hpc:2204:latest" in text
+    # an A10 size: NVIDIA's GRID driver through Azure's extension, not the datacenter HPC image
+    assert (
+        "image Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest "
+        "(Canonical Ubuntu 22.04 + NVIDIA GPU Driver Extension (GRID driver))" in text
+    )
+    assert "GPU driver: NVIDIA GRID, installed at first boot" in text
+    assert "azure-native:compute:VirtualMachineExtension" in text
     assert "the built-in Contributor role on this resource group only" in text
 
 

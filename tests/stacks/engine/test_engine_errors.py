@@ -180,7 +180,7 @@ def test_credentials() -> None:
     token = aws("AuthFailure", "AWS was not able to validate the provided access credentials")
     assert "(AuthFailure)" in str(translate(token))
     az = azure_azcore("AuthorizationFailed", "The client 'x' does not have authorization")
-    assert type(translate(az)) is CredentialsError
+    assert isinstance(translate(az), CredentialsError)
     login = (
         "error: building auth config: obtain subscription(): ERROR: Please run 'az login' to "
         "setup account."
