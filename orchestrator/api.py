@@ -422,7 +422,9 @@ class Orchestrator:
             refuse_unless_mine(stack_name, owner)
         elif not owner.mine:
             on_note(f"stack {stack_name} {owner.whose}: destroying it (--force)")
-        engine.destroy(stack_name)
+        result = engine.destroy(stack_name)
+        if result.leaks:
+            raise BackendError(result.leak_text(stack_name))
         return f"{stack_name}: stack destroyed and removed"
 
     def home_tag(self) -> str:

@@ -56,9 +56,11 @@ the VM through the cloud's API (see the Azure notes in docs/clouds.md).
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import json
 import shlex
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -306,12 +308,19 @@ def guard_config(spec: StackSpec, layout: VmLayout) -> dict[str, Any]:
     }
 
 
+@functools.cache
 def _runner_source() -> str:
     """runner.py as the VM gets it: without docstrings and comments (a third smaller, which
-    keeps user data under AWS's 16 KB); the code itself is the same, statement for statement."""
-    return compact_python(
-        resources.files("iacrun.orchestrator.runner").joinpath("runner.py").read_text()
-    )
+    keeps user data under AWS's 16 KB); the code itself is the same, statement for statement.
+    Made once per process: CPython 3.11's `ast` is not safe to use from several threads at once
+    (stacks are built in threads), so the work is done under a lock and kept."""
+    with _AST_LOCK:
+        return compact_python(
+            resources.files("iacrun.orchestrator.runner").joinpath("runner.py").read_text()
+        )
+
+
+_AST_LOCK = threading.Lock()
 
 
 def compact_python(source: str) -> str:

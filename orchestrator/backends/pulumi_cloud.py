@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.offers.catalog.match import Shortfall
     from iacrun.orchestrator.registry import RunRecord
+    from iacrun.stacks.engine import DestroyResult
     from iacrun.stacks.preview import PlannedResource
     from iacrun.stacks.toolchain import Plugin
 
@@ -91,7 +92,7 @@ class StackEngineLike(Protocol):
         on_progress: Callable[[Any], None] | None = None,
         timeout: float = ...,
         force: bool = ...,
-    ) -> Any: ...
+    ) -> DestroyResult: ...
 
     def plugins(self) -> list[Plugin]: ...
 
@@ -334,7 +335,10 @@ class PulumiCloudBackend(Backend):
     def terminate(self, run: RunRecord) -> None:
         if (Path(run.local_dir) / STACK_MARK).exists():
             self.check_credentials()
-            self.engine().destroy(self.stack_name(run))  # the recorded name: ours
+            stack = self.stack_name(run)  # the recorded name: ours
+            result = self.engine().destroy(stack)
+            if result.leaks:  # what an interrupted update may have made, not found: named
+                raise BackendError(result.leak_text(stack))
         # else no update ever started (no credentials, no pulumi, cloud-init too big): nothing
         # was created, and nothing is needed to give it back
         self.ssh_config().remove(run.name)
