@@ -40,6 +40,7 @@ from iacrun.orchestrator.errors import (
 )
 from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.requirements import Requirements
+from iacrun.orchestrator.models.settings import UNREACHABLE_AFTER
 from iacrun.orchestrator.offers.model import Offer, pick_gpus
 from iacrun.stacks.cloudinit import RUN_DIR, SSH_USER
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
@@ -169,6 +170,9 @@ class PulumiCloudBackend(Backend):
     key_file = "id_ed25519"
     #: the run folder on the VM, where cloud-init puts the runner and the job
     run_dir = RUN_DIR
+    #: seconds a silent VM is waited for while its job runs (the settings' `unreachable_after`;
+    #: the VM's own guard ends it at max_duration anyway)
+    unreachable_after: float = float(UNREACHABLE_AFTER)
 
     def __init__(
         self,
@@ -296,6 +300,7 @@ class PulumiCloudBackend(Backend):
             identity_file=str(key_path),
             host_key=spec.host_key.public_key_only,
             connect_timeout=CONNECT_TIMEOUT,
+            unreachable_after=self.unreachable_after,
             gpus=gpu_indices(offer),
             boot="cloud-init",
         )
