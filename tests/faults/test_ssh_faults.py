@@ -19,7 +19,18 @@ import yaml
 
 from iacrun.orchestrator.runner.runner import pid_alive
 from tests.conftest import Cli, write_task
-from tests.faults.test_local_faults import FINAL, log_has, processes_of, record, run_dir, wait_for
+from tests.faults.test_local_faults import (
+    FINAL,
+    GATED,
+    kill9,
+    log_has,
+    processes_of,
+    record,
+    run_dir,
+    settle_and_check,
+    victim_pid,
+    wait_for,
+)
 from tests.orchestrator.host.sshd import Sshd, sshd_missing
 
 TICKING = """
@@ -105,7 +116,7 @@ def status(cli: Cli, name: str) -> str:
 
 
 def test_an_outage_within_the_limit_is_waited_out_and_the_log_is_whole(
-    cli: Cli, sshd: Sshd, project: Path, tmp_path: Path
+    cli: Cli, sshd: Sshd, project: Path, tmp_path: Path, outcomes: list[dict[str, str]]
 ) -> None:
     configure(cli, sshd, unreachable_after="10m")
     gate = tmp_path / "gate"
@@ -133,11 +144,25 @@ def test_an_outage_within_the_limit_is_waited_out_and_the_log_is_whole(
     assert shown == (Path(folder) / "log").read_text()  # every byte the host logged
     assert "finished" in shown
     assert not processes_of(folder)
+    outcomes.append(outage_row("host frozen >20s (limit 10m)", cli, name, "none", "ok"))
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def outage_row(victim: str, cli: Cli, name: str, left: str, stop: str) -> dict[str, str]:
+    row = record(cli, name)
+    return {
+        "backend": "ssh",
+        "phase": "running",
+        "victim": victim,
+        "status": str(row.status),
+        "exit": str(row.exit_code),
+        "left over": left,
+        "stop+down": stop,
+    }
+
+
 def test_an_outage_past_the_limit_fails_the_run_and_stop_ends_the_job_later(
-    cli: Cli, sshd: Sshd, project: Path, tmp_path: Path
+    cli: Cli, sshd: Sshd, project: Path, tmp_path: Path, outcomes: list[dict[str, str]]
 ) -> None:
     configure(cli, sshd, unreachable_after="5s")
     gate = tmp_path / "gate"  # never opened: only a stop ends the job
@@ -170,4 +195,45 @@ def test_an_outage_past_the_limit_fails_the_run_and_stop_ends_the_job_later(
     assert cli("down", name).returncode == 0
     again = cli("stop", name)  # nothing left to stop: a no-op
     assert again.returncode == 0, again.stderr
+    outcomes.append(outage_row("host frozen past limit (5s)", cli, name, "none", "ok"))
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("victim", ["cli", "supervisor", "runner"])
+def test_kill_while_running(
+    cli: Cli, sshd: Sshd, project: Path, tmp_path: Path, victim: str, outcomes: list[dict[str, str]]
+) -> None:
+    configure(cli, sshd)
+    gate = tmp_path / "gate"
+    write_task(project, GATED.format(gate=gate))
+    name = f"run-{victim}"
+    attached = None
+    if victim == "cli":
+        attached = cli.popen("up", "-y", "-n", name, "task.dstack.yml")
+    else:
+        assert cli("up", "-y", "-d", "-n", name, "task.dstack.yml").returncode == 0
+    wait_for(lambda: log_has(cli, name, "started"))
+    kill9(victim_pid(cli, name, victim, attached))
+    if attached is not None:
+        attached.communicate()
+    gate.touch()
+    settle_and_check(cli, name, outcomes, "running", victim, "done", backend="ssh")
+    if victim != "cli":  # `logs -f` of a run whose runner or supervisor died returns
+        assert "finished" in cli("logs", "-f", name, timeout=60).stdout
+
+
+@pytest.mark.parametrize("victim", ["cli", "supervisor", "runner"])
+def test_kill_while_stopping(
+    cli: Cli, sshd: Sshd, project: Path, tmp_path: Path, victim: str, outcomes: list[dict[str, str]]
+) -> None:
+    configure(cli, sshd)
+    gate = tmp_path / "gate"  # never opened: the job runs until stopped
+    write_task(project, GATED.format(gate=gate))
+    name = f"stop-{victim}"
+    assert cli("up", "-y", "-d", "-n", name, "task.dstack.yml").returncode == 0
+    wait_for(lambda: log_has(cli, name, "started"))
+    stopper = cli.popen("stop", name)
+    wait_for(lambda: log_has(cli, name, "got-term"))  # inside the job's 3s grace now
+    kill9(victim_pid(cli, name, victim, stopper))
+    stopper.communicate()
+    settle_and_check(cli, name, outcomes, "stopping", victim, "terminated", backend="ssh")
