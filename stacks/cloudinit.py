@@ -339,8 +339,11 @@ def compact_python(source: str) -> str:
     return "#!/usr/bin/env python3\n" + ast.unparse(tree) + "\n"
 
 
+@functools.cache
 def _guard_source() -> str:
-    return resources.files("iacrun.stacks").joinpath("vmguard.py").read_text()
+    """vmguard.py as the VM gets it: compacted like the runner (see `_runner_source`)."""
+    with _AST_LOCK:
+        return compact_python(resources.files("iacrun.stacks").joinpath("vmguard.py").read_text())
 
 
 # ---------------------------------------------------------------------------- units
