@@ -339,8 +339,11 @@ def compact_python(source: str) -> str:
     return "#!/usr/bin/env python3\n" + ast.unparse(tree) + "\n"
 
 
+@functools.cache
 def _guard_source() -> str:
-    return resources.files("iacrun.stacks").joinpath("vmguard.py").read_text()
+    """vmguard.py as the VM gets it: compacted like the runner (see `_runner_source`)."""
+    with _AST_LOCK:
+        return compact_python(resources.files("iacrun.stacks").joinpath("vmguard.py").read_text())
 
 
 # ---------------------------------------------------------------------------- units
@@ -434,6 +437,8 @@ def setup_script(spec: StackSpec, layout: VmLayout) -> str:
         "PYTHON_VERSION": spec.python or "",
         "IMAGE": spec.image or "",
         "CONTAINER_ENGINE": str(spec.job.get("container_engine") or "docker"),
+        #: dstack's `docker: true`: Docker on the machine for the job's own commands
+        "DOCKER": "1" if spec.job.get("docker") else "0",
         "GPU": "1" if spec.gpu else "0",
         "GPU_COUNT": str(spec.gpu_count),
         "GPU_WAIT": str(layout.gpu_wait if layout.gpu_wait is not None else image.gpu_wait),
@@ -581,7 +586,7 @@ setup_container() {
     apt_install "$package" || return 1
   fi
   if [ "$CONTAINER_ENGINE" = docker ]; then
-    systemctl enable --now docker >>"$SETUP_LOG" 2>&1 || return 1
+    "$SYSTEMCTL" enable --now docker >>"$SETUP_LOG" 2>&1 || return 1
     getent group docker >/dev/null && usermod -aG docker "$JOB_USER"
     if [ "$GPU" = 1 ] && ! nvidia_runtime; then
       if ! command -v nvidia-ctk >/dev/null 2>&1; then
@@ -589,12 +594,14 @@ setup_container() {
         install_nvidia_toolkit || return 1
       fi
       nvidia-ctk runtime configure --runtime=docker >>"$SETUP_LOG" 2>&1 &&
-        systemctl restart docker >>"$SETUP_LOG" 2>&1 || return 1
+        "$SYSTEMCTL" restart docker >>"$SETUP_LOG" 2>&1 || return 1
     fi
   fi
-  note "pulling $IMAGE"
-  "$CONTAINER_ENGINE" pull -q "$IMAGE" >>"$SETUP_LOG" 2>&1 ||
-    note "could not pull $IMAGE now; the job will try again"
+  if [ -n "$IMAGE" ]; then
+    note "pulling $IMAGE"
+    "$CONTAINER_ENGINE" pull -q "$IMAGE" >>"$SETUP_LOG" 2>&1 ||
+      note "could not pull $IMAGE now; the job will try again"
+  fi
   return 0
 }
 
@@ -613,6 +620,8 @@ if [ -n "$PYTHON_VERSION" ]; then
 fi
 if [ -n "$IMAGE" ]; then
   setup_container || fail "could not prepare $CONTAINER_ENGINE for $IMAGE"
+elif [ "$DOCKER" = 1 ]; then
+  setup_container || fail "could not prepare Docker for the job (docker: true)"
 fi
 note "ready"
 exit 0
