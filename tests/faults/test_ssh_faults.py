@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,12 @@ def with_sshd_running(sshd: Sshd) -> None:
         thaw(sshd_tree(sshd, spare=[]))
 
 
+def unique(name: str) -> str:
+    """A run name no earlier test used: the loopback host's run folders live in its user's home
+    (`~/.iacrun/runs/NAME-ID`), shared by every test, so a reused name would find old files."""
+    return f"{name}-{uuid.uuid4().hex[:6]}"
+
+
 def events(cli: Cli, name: str) -> str:
     try:
         return (Path(record(cli, name).local_dir) / "events").read_text()
@@ -121,7 +128,7 @@ def test_an_outage_within_the_limit_is_waited_out_and_the_log_is_whole(
     configure(cli, sshd, unreachable_after="10m")
     gate = tmp_path / "gate"
     write_task(project, TICKING.format(gate=gate))
-    name = "outage"
+    name = unique("outage")
     assert cli("up", "-y", "-d", "-n", name, "task.dstack.yml").returncode == 0
     wait_for(lambda: log_has(cli, name, "tick 3"))
     folder = run_dir(cli, name)
@@ -167,7 +174,7 @@ def test_an_outage_past_the_limit_fails_the_run_and_stop_ends_the_job_later(
     configure(cli, sshd, unreachable_after="5s")
     gate = tmp_path / "gate"  # never opened: only a stop ends the job
     write_task(project, TICKING.format(gate=gate))
-    name = "lost"
+    name = unique("lost")
     assert cli("up", "-y", "-d", "-n", name, "task.dstack.yml").returncode == 0
     wait_for(lambda: log_has(cli, name, "tick 3"))
     folder = run_dir(cli, name)
@@ -206,7 +213,7 @@ def test_kill_while_running(
     configure(cli, sshd)
     gate = tmp_path / "gate"
     write_task(project, GATED.format(gate=gate))
-    name = f"run-{victim}"
+    name = unique(f"run-{victim}")
     attached = None
     if victim == "cli":
         attached = cli.popen("up", "-y", "-n", name, "task.dstack.yml")
@@ -220,6 +227,7 @@ def test_kill_while_running(
     settle_and_check(cli, name, outcomes, "running", victim, "done", backend="ssh")
     if victim != "cli":  # `logs -f` of a run whose runner or supervisor died returns
         assert "finished" in cli("logs", "-f", name, timeout=60).stdout
+    shutil.rmtree(run_dir(cli, name), ignore_errors=True)
 
 
 @pytest.mark.parametrize("victim", ["cli", "supervisor", "runner"])
@@ -229,7 +237,7 @@ def test_kill_while_stopping(
     configure(cli, sshd)
     gate = tmp_path / "gate"  # never opened: the job runs until stopped
     write_task(project, GATED.format(gate=gate))
-    name = f"stop-{victim}"
+    name = unique(f"stop-{victim}")
     assert cli("up", "-y", "-d", "-n", name, "task.dstack.yml").returncode == 0
     wait_for(lambda: log_has(cli, name, "started"))
     stopper = cli.popen("stop", name)
@@ -237,3 +245,4 @@ def test_kill_while_stopping(
     kill9(victim_pid(cli, name, victim, stopper))
     stopper.communicate()
     settle_and_check(cli, name, outcomes, "stopping", victim, "terminated", backend="ssh")
+    shutil.rmtree(run_dir(cli, name), ignore_errors=True)
