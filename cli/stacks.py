@@ -121,6 +121,9 @@ def stacks_text(rows: Sequence[StackRow], now: float | None = None) -> str:
             f"\n\n{len(leaks)} {word} no live run and may still cost money: "
             f"iacrun down {' '.join(leaks)}"
         )
+    for row in rows:
+        for leak in row.stack.unresolved:
+            table += f"\n{leak.line(row.stack.name)}"
     others = sum(1 for row in rows if not row.owner.mine)
     if others:
         word = "stack belongs" if others == 1 else "stacks belong"

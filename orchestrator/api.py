@@ -31,6 +31,7 @@ from iacrun.orchestrator.backends.base import (
     DryRunnable,
     Preflight,
     RunPreflight,
+    StackBacked,
     backend_named,
 )
 from iacrun.orchestrator.errors import (
@@ -51,7 +52,13 @@ from iacrun.orchestrator.host.runner_client import (
 )
 from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.names import generate_name, run_name_problem
-from iacrun.orchestrator.paths import config_file, iacrun_home, registry_file, runs_dir
+from iacrun.orchestrator.paths import (
+    UNREACHED,
+    config_file,
+    iacrun_home,
+    registry_file,
+    runs_dir,
+)
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord, name_taken
 
 if TYPE_CHECKING:  # planning needs models that listing runs does not: imported where used
@@ -361,7 +368,7 @@ class Orchestrator:
 
         run = self.request_stop(name, reason=reason)
         if not run.active:
-            return run
+            return self.stop_left_job(run, reason)
         broken = self.broken(run)
         if broken is not None and not self.supervised(run):
             return self._settle_broken(run, reason, broken)
@@ -378,6 +385,8 @@ class Orchestrator:
                 state = asyncio.run(_stop(host, reason, Path(run.local_dir) / "log"))
             except IacrunError as exc:  # an unreachable machine is still torn down
                 events.write(f"could not stop the job on its host: {exc}")
+                if not self._machine_ends_job(run):  # the next stop/down tries it again
+                    (Path(run.local_dir) / UNREACHED).write_text(str(exc))
         supervisor = self.supervisor()
         supervisor.finish(run.id, "terminated", reason, state.get("exit_code"))
         supervisor.teardown(self.registry.get_by_id(run.id), events)
@@ -418,6 +427,32 @@ class Orchestrator:
         )
         return self.registry.get_by_id(run.id)
 
+    def stop_left_job(self, run: RunRecord, reason: str) -> RunRecord:
+        """Stop the job of an ended run whose host was out of reach when it ended (marked
+        `UNREACHED` by its supervisor or a stop): once the host answers, the job left there is
+        stopped and its log kept here. Raises HostUnreachableError while it still does not."""
+        from iacrun.orchestrator.supervisor import EventLog
+
+        marker = Path(run.local_dir) / UNREACHED
+        if run.host is None or not marker.exists():
+            return run
+        try:
+            state = asyncio.run(_stop(run.host, reason, Path(run.local_dir) / "log"))
+        except HostUnreachableError as exc:
+            raise HostUnreachableError(
+                f"{run.name} ended while its host was out of reach, and its job may still run "
+                f"there; the host still does not answer ({exc}); run iacrun stop {run.name} "
+                "again once it does"
+            ) from exc
+        marker.unlink(missing_ok=True)
+        EventLog.of(run).write(
+            f"the job left on the host was stopped once it answered (exit {state.get('exit_code')})"
+        )
+        return run
+
+    def _machine_ends_job(self, run: RunRecord) -> bool:
+        return run.backend is not None and isinstance(self.backend(run.backend), StackBacked)
+
     def down(
         self,
         name: str,
@@ -441,8 +476,10 @@ class Orchestrator:
             return self.destroy_stack(name, force=force, on_note=on_note)
         if run.active:
             run = self.stop(name, reason=reason)
-        elif run.stack_name and run.backend:
-            self.backend(run.backend).terminate(run)
+        else:
+            run = self.stop_left_job(run, reason)
+            if run.stack_name and run.backend:
+                self.backend(run.backend).terminate(run)
         return f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else "")
 
     def destroy_stack(
@@ -470,7 +507,9 @@ class Orchestrator:
             refuse_unless_mine(stack_name, owner)
         elif not owner.mine:
             on_note(f"stack {stack_name} {owner.whose}: destroying it (--force)")
-        engine.destroy(stack_name)
+        result = engine.destroy(stack_name)
+        if result.leaks:
+            raise BackendError(result.leak_text(stack_name))
         return f"{stack_name}: stack destroyed and removed"
 
     def home_tag(self) -> str:
@@ -627,7 +666,12 @@ class _Follow:
     async def _follow_host(self, host: Host, ports: Sequence[PortMapping]) -> None:
         """Ports forwarded and the log followed until the run ends, with every reconnection
         given up as soon as the registry says the run is final."""
-        transport = await open_transport(host, give_up=lambda: self._refresh().status.is_final)
+        # a host out of reach is waited for as long as the run's supervisor waits for it
+        transport = await open_transport(
+            host,
+            give_up=lambda: self._refresh().status.is_final,
+            reconnect_for=host.unreachable_after,
+        )
         stops: list[Callable[[], Awaitable[None]]] = []
         try:
             for port in ports:
@@ -730,7 +774,7 @@ async def _follow(
 ) -> tuple[int, dict[str, Any]]:
     """The log from `offset`; following stops once the runner or the registry says the run
     ended, and no reconnection outlives the run."""
-    transport = await open_transport(host, give_up=ended)
+    transport = await open_transport(host, give_up=ended, reconnect_for=host.unreachable_after)
     try:
         return await follow_log(transport, host, offset, sink, follow=follow, until=ended)
     finally:

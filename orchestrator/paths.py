@@ -96,3 +96,8 @@ def home_tag(home: Path) -> str:
             "one then count as another home's)"
         )
     return tag
+
+
+#: in a run's local folder: the run ended while its host was out of reach, so its job may still
+#: run there; `iacrun stop`/`down` stop it once the host answers (Orchestrator.stop_left_job)
+UNREACHED = "unreached"

@@ -23,9 +23,9 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from iacrun.orchestrator.backends.base import (
     Backend,
@@ -33,8 +33,8 @@ from iacrun.orchestrator.backends.base import (
     StackBacked,
     backend_named,
 )
-from iacrun.orchestrator.errors import IacrunError
-from iacrun.orchestrator.host.reconnecting import open_transport
+from iacrun.orchestrator.errors import HostUnreachableError, IacrunError
+from iacrun.orchestrator.host.reconnecting import ReconnectingTransport, open_transport
 from iacrun.orchestrator.host.runner_client import (
     build_job,
     keep_log,
@@ -44,6 +44,7 @@ from iacrun.orchestrator.host.runner_client import (
     stop_job,
 )
 from iacrun.orchestrator.host.transport import Host, Transport
+from iacrun.orchestrator.paths import UNREACHED
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, FINAL_STATUSES, Registry, RunRecord
 
 if TYPE_CHECKING:
@@ -51,12 +52,19 @@ if TYPE_CHECKING:
     from iacrun.orchestrator.models.requirements import Requirements
     from iacrun.orchestrator.offers.model import Offer
 
+T = TypeVar("T")
+
 #: seconds past max_duration after which any iacrun command tears a run down itself
 REAPER_MARGIN = 120.0
 #: seconds between the attempts to give a machine back before the failure is shown
 TEARDOWN_RETRIES = (5.0, 15.0)
 #: seconds between the checks that the runner still lives (a dead one is settled on the host)
 RUNNER_CHECK_SECONDS = 2.0
+#: seconds one answer of a remote host is waited for before it counts as not answering (a
+#: stalled connection is dropped and made again), and the window of each reconnection
+ANSWER_SECONDS = 20.0
+#: seconds between the tries to reach a host that stopped answering
+OUTAGE_POLL_SECONDS = 1.0
 
 
 class EventLog:
@@ -263,7 +271,7 @@ class Supervisor:
 
         if self._stop_requested(run):  # stopped while the machine came up: no job starts
             return
-        transport = await open_transport(host)
+        transport = await open_transport(host, reconnect_for=ANSWER_SECONDS)
         try:
             archive, payload, files, size = pack_run(
                 run.spec, Path(run.local_dir), self.upload_limit_gb, exclude=(self.home,)
@@ -303,7 +311,12 @@ class Supervisor:
         return self.registry.get_by_id(run.id).status == "terminating"
 
     async def _resume_watch(self, run: RunRecord, host: Host) -> None:
-        transport = await open_transport(host)
+        # connected on first use: a host out of reach now is an outage to wait out, not a failure
+        transport: Transport
+        if host.kind == "local":
+            transport = await open_transport(host)
+        else:
+            transport = ReconnectingTransport(host, reconnect_for=ANSWER_SECONDS)
         try:
             await self._watch(run, host, transport)
         finally:
@@ -312,6 +325,8 @@ class Supervisor:
     async def _watch(self, run: RunRecord, host: Host, transport: Transport) -> None:
         """Follow the runner until the run ends; record how, keeping the log of a remote host."""
         state = await self._until_final(run, host, transport)
+        if state is None:  # settled by another process while the host was out of reach
+            return
         if host.kind != "local":
             await keep_log(transport, host, Path(run.local_dir) / "log")
         self.registry.update(run.id, attempt=int(state.get("attempt") or run.attempt or 1))
@@ -319,20 +334,33 @@ class Supervisor:
 
     async def _until_final(
         self, run: RunRecord, host: Host, transport: Transport
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
+        """The runner's final state; None when another process settled the run meanwhile."""
         deadline = None
         if run.spec.max_duration:
             deadline = time.time() + float(run.spec.max_duration) + REAPER_MARGIN
         seen_attempts = 0
         checked = self.clock()
+        outage = _Outage(run, host, EventLog.of(run), self.registry)
         while True:
-            state = await read_state(transport, host)
-            if state.get("status") not in FINAL_STATUSES and (
-                self.clock() - checked >= RUNNER_CHECK_SECONDS
-            ):
-                # a runner that died leaves the state as it was: settle it from the job's files
-                checked = self.clock()
-                state = await settle_state(transport, host) or state
+            try:
+                state = await _answer(read_state(transport, host), host, transport)
+                if state.get("status") not in FINAL_STATUSES and (
+                    self.clock() - checked >= RUNNER_CHECK_SECONDS
+                ):
+                    # a runner that died leaves the state as it was: settle it from its files
+                    checked = self.clock()
+                    settled = await _answer(settle_state(transport, host), host, transport)
+                    state = settled or state
+            except HostUnreachableError as exc:
+                # the job goes on without us: wait for the host within its limit (a stop
+                # recorded meanwhile is carried out once it answers)
+                outage.lost(exc)  # raises once the limit is past
+                if self.registry.get_by_id(run.id).status.is_final:
+                    return None
+                await asyncio.sleep(OUTAGE_POLL_SECONDS)
+                continue
+            outage.back()
             if state.get("status") in FINAL_STATUSES:
                 return state
             # every failed attempt that the runner retries is one line of the run's history
@@ -428,6 +456,71 @@ _NO_MACHINE: dict[str, Any] = {
 
 class _Stopped(Exception):
     """The run was stopped while its machine was being provisioned."""
+
+
+async def _answer(call: Awaitable[T], host: Host, transport: Transport) -> T:
+    """`call`'s result, or HostUnreachableError when the host gives no answer in time (a
+    stalled connection, e.g. a host or network that froze, is dropped: the next call reconnects)."""
+    if host.kind == "local":
+        return await call
+    try:
+        return await asyncio.wait_for(call, ANSWER_SECONDS)
+    except TimeoutError:
+        if isinstance(transport, ReconnectingTransport):
+            transport.abort()
+        raise HostUnreachableError(
+            f"{host.address}:{host.port} gave no answer within {ANSWER_SECONDS:.0f}s"
+        ) from None
+
+
+class _Outage:
+    """A running job's host that stopped answering: shown, waited for `unreachable_after`
+    seconds from its last answer, then the run is failed and marked `UNREACHED`."""
+
+    def __init__(self, run: RunRecord, host: Host, events: EventLog, registry: Registry) -> None:
+        self.run = run
+        self.host = host
+        self.events = events
+        self.registry = registry
+        self.last_answer = time.time()
+        self.since: float | None = None
+
+    def lost(self, exc: HostUnreachableError) -> None:
+        now = time.time()
+        if self.since is None:
+            self.since = self.last_answer
+            until = self.since + self.host.unreachable_after
+            line = f"host unreachable since {_clock(self.since)}; waiting until {_clock(until)}"
+            self.events.write(f"{line} ({exc})")
+            self.registry.transition(self.run.id, ("running", "pending"), reason=line)
+        if now - self.since < self.host.unreachable_after:
+            return
+        from iacrun.orchestrator.models.units import format_duration
+
+        reason = (
+            f"{self.host.address}:{self.host.port} unreachable since {_clock(self.since)}, "
+            f"longer than unreachable_after ({format_duration(self.host.unreachable_after)}); "
+            f"the job may still run there: iacrun stop {self.run.name} stops it once the host "
+            "answers"
+        )
+        (Path(self.run.local_dir) / UNREACHED).write_text(reason)
+        raise HostUnreachableError(reason) from exc
+
+    def back(self) -> None:
+        self.last_answer = time.time()
+        if self.since is None:
+            return
+        self.events.write(
+            f"host answers again after {self.last_answer - self.since:.0f}s; following on"
+        )
+        current = self.registry.get_by_id(self.run.id)
+        if (current.reason or "").startswith("host unreachable since"):
+            self.registry.transition(self.run.id, ("running", "pending"), reason=None)
+        self.since = None
+
+
+def _clock(moment: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(moment))
 
 
 class _Recording(Backend):

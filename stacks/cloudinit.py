@@ -56,9 +56,11 @@ the VM through the cloud's API (see the Azure notes in docs/clouds.md).
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import json
 import shlex
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -309,12 +311,19 @@ def guard_config(spec: StackSpec, layout: VmLayout) -> dict[str, Any]:
     }
 
 
+@functools.cache
 def _runner_source() -> str:
     """runner.py as the VM gets it: without docstrings and comments (a third smaller, which
-    keeps user data under AWS's 16 KB); the code itself is the same, statement for statement."""
-    return compact_python(
-        resources.files("iacrun.orchestrator.runner").joinpath("runner.py").read_text()
-    )
+    keeps user data under AWS's 16 KB); the code itself is the same, statement for statement.
+    Made once per process: CPython 3.11's `ast` is not safe to use from several threads at once
+    (stacks are built in threads), so the work is done under a lock and kept."""
+    with _AST_LOCK:
+        return compact_python(
+            resources.files("iacrun.orchestrator.runner").joinpath("runner.py").read_text()
+        )
+
+
+_AST_LOCK = threading.Lock()
 
 
 def compact_python(source: str) -> str:
@@ -333,8 +342,11 @@ def compact_python(source: str) -> str:
     return "#!/usr/bin/env python3\n" + ast.unparse(tree) + "\n"
 
 
+@functools.cache
 def _guard_source() -> str:
-    return resources.files("iacrun.stacks").joinpath("vmguard.py").read_text()
+    """vmguard.py as the VM gets it: compacted like the runner (see `_runner_source`)."""
+    with _AST_LOCK:
+        return compact_python(resources.files("iacrun.stacks").joinpath("vmguard.py").read_text())
 
 
 # ---------------------------------------------------------------------------- units
@@ -428,6 +440,8 @@ def setup_script(spec: StackSpec, layout: VmLayout) -> str:
         "PYTHON_VERSION": spec.python or "",
         "IMAGE": spec.image or "",
         "CONTAINER_ENGINE": str(spec.job.get("container_engine") or "docker"),
+        #: dstack's `docker: true`: Docker on the machine for the job's own commands
+        "DOCKER": "1" if spec.job.get("docker") else "0",
         "GPU": "1" if spec.gpu else "0",
         "GPU_COUNT": str(spec.gpu_count),
         "GPU_WAIT": str(layout.gpu_wait if layout.gpu_wait is not None else image.gpu_wait),
@@ -575,7 +589,7 @@ setup_container() {
     apt_install "$package" || return 1
   fi
   if [ "$CONTAINER_ENGINE" = docker ]; then
-    systemctl enable --now docker >>"$SETUP_LOG" 2>&1 || return 1
+    "$SYSTEMCTL" enable --now docker >>"$SETUP_LOG" 2>&1 || return 1
     getent group docker >/dev/null && usermod -aG docker "$JOB_USER"
     if [ "$GPU" = 1 ] && ! nvidia_runtime; then
       if ! command -v nvidia-ctk >/dev/null 2>&1; then
@@ -583,12 +597,14 @@ setup_container() {
         install_nvidia_toolkit || return 1
       fi
       nvidia-ctk runtime configure --runtime=docker >>"$SETUP_LOG" 2>&1 &&
-        systemctl restart docker >>"$SETUP_LOG" 2>&1 || return 1
+        "$SYSTEMCTL" restart docker >>"$SETUP_LOG" 2>&1 || return 1
     fi
   fi
-  note "pulling $IMAGE"
-  "$CONTAINER_ENGINE" pull -q "$IMAGE" >>"$SETUP_LOG" 2>&1 ||
-    note "could not pull $IMAGE now; the job will try again"
+  if [ -n "$IMAGE" ]; then
+    note "pulling $IMAGE"
+    "$CONTAINER_ENGINE" pull -q "$IMAGE" >>"$SETUP_LOG" 2>&1 ||
+      note "could not pull $IMAGE now; the job will try again"
+  fi
   return 0
 }
 
@@ -607,6 +623,8 @@ if [ -n "$PYTHON_VERSION" ]; then
 fi
 if [ -n "$IMAGE" ]; then
   setup_container || fail "could not prepare $CONTAINER_ENGINE for $IMAGE"
+elif [ "$DOCKER" = 1 ]; then
+  setup_container || fail "could not prepare Docker for the job (docker: true)"
 fi
 note "ready"
 exit 0

@@ -20,20 +20,27 @@ Interface (every method blocks; any number of threads may use one engine on diff
         CredentialsError, ToolMissingError, BackendError; StackTimeoutError when the update ran
         past `timeout`: it is sent SIGINT, then killed after `cancel_grace` seconds).
     preview(stack, program, config=None) -> list[(type, name)]   what `up` would create
-    destroy(stack, program=None, *, on_progress=None, timeout=1800, force=False) -> DestroyResult
-        Destroy every resource, drop pending operations left by an interrupted update, remove the
-        stack and its workspace folder. A lock left by a dead `pulumi` on this host is cancelled;
+    destroy(stack, program=None, *, on_progress=None, timeout=1800, force=False, lookups=None)
+        -> DestroyResult
+        Settle the pending operations an interrupted update left (stacks/pending.py: a pending
+        create is adopted and destroyed, found gone, or named as a `Leak`), destroy every resource,
+        remove the stack and its workspace folder. A stack with leaks is kept (with its pending
+        creates and `unresolved.json` naming them), so `list_stacks` and the next destroy see it.
+        A lock left by a dead `pulumi` on this host is cancelled;
         `force=True` cancels any lock (the caller vouches no live process updates the stack; needed
         for Pulumi Cloud, whose locks do not say who holds them). A missing stack is no error.
         Past `timeout`: StackTimeoutError, the stack kept (retry later: the lock is then stale).
     outputs(stack) -> dict     export(stack) -> dict     state(stack) -> StackState
-    list_stacks() -> list[StackSummary]      (with each stack's last update result)
+    list_stacks() -> list[StackSummary]      (with each stack's last update result and leaks)
     stack_names() -> list[str]               (one quick CLI call)
 
 Interruptions: Ctrl-C during `up` is passed to `pulumi` once (it runs in a session of its own):
 it cancels, finishing the operations in flight so that a VM being created ends up in the state,
 and is killed only after `cancel_grace`; KeyboardInterrupt then propagates and the stack stays
-for `destroy` (`iacrun down`). If this process dies, `pulumi` fails the update by itself.
+for `destroy` (`iacrun down`). If this process dies, `pulumi` fails the update by itself. When
+`pulumi` dies (killed, say), the plugins it started (IACRUN_PULUMI_CALL in their environment)
+are killed before anything reads the state: an orphaned provider must not finish a create that
+nobody records.
 
 Where things live (home = ``~/.iacrun`` unless injected):
 
@@ -82,6 +89,7 @@ from iacrun.orchestrator.errors import (
 )
 from iacrun.stacks.errors import translate
 from iacrun.stacks.owner import OWNER_KEY, Owner
+from iacrun.stacks.pending import Leak, Lookup, read_ledger, settle, write_ledger
 from iacrun.stacks.progress import (
     EventRecord,
     Progress,
@@ -102,6 +110,7 @@ if TYPE_CHECKING:
     from pulumi.automation import CommandResult, LocalWorkspace, Stack
 
 PROJECT = "iacrun"
+CALL_MARK = "IACRUN_PULUMI_CALL"  # in the environment of one `pulumi` call and its plugins
 SECRET_MASK = "[secret]"
 _STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _LOCK_OWNER = re.compile(r"created by (?P<user>[^@\s]+)@(?P<host>\S+) \(pid (?P<pid>\d+)\)")
@@ -155,6 +164,7 @@ class StackSummary:
     url: str | None
     #: the `iacrun:owner` the last update recorded (`stacks/owner.py`); None when none did
     owner: str | None = None
+    unresolved: list[Leak] = field(default_factory=list)  # pending creates it could not settle
 
 
 @dataclass(frozen=True)
@@ -189,13 +199,19 @@ class StackState:
 
 @dataclass(frozen=True)
 class DestroyResult:
-    """What `destroy` did. `dropped` are pending creates of an interrupted update: the cloud may
-    hold them although the state does not (find them by the run's tag)."""
+    """What `destroy` did with the pending creates of an interrupted update: `adopted` were put
+    into the state and destroyed, `dropped` were looked up and are not in the cloud, `leaks` could
+    not be looked up (the stack is then kept: see stacks/pending.py)."""
 
     existed: bool
     deleted: int = 0
     dropped: list[StackResource] = field(default_factory=list)
     cancelled_lock: bool = False
+    adopted: list[str] = field(default_factory=list)
+    leaks: list[Leak] = field(default_factory=list)
+
+    def leak_text(self, stack_name: str) -> str:
+        return "; ".join(leak.line(stack_name) for leak in self.leaks)
 
 
 def _noop_program() -> None:
@@ -245,7 +261,9 @@ def _command_class() -> type[Any]:
         ) -> CommandResult:
             if "--non-interactive" not in args:
                 args.insert(0, "--non-interactive")
+            marker = secrets_module.token_hex(8)
             env = {**os.environ, **additional_env, "PULUMI_AUTOMATION_API": "true"}
+            env[CALL_MARK] = marker  # inherited by its plugins: see `_reap_plugins`
             if "PULUMI_CONFIG_PASSPHRASE_FILE" in additional_env and (
                 "PULUMI_CONFIG_PASSPHRASE" not in additional_env
             ):
@@ -278,17 +296,15 @@ def _command_class() -> type[Any]:
                 for reader in readers:
                     reader.daemon = True
                     reader.start()
-                started: dict[int, str] = {}  # what `pulumi` started: pid → its start time
                 try:
-                    _wait(process, deadline, started)
+                    _wait(process, deadline)
                 except KeyboardInterrupt:
                     _stop(process, grace=deadline.grace if deadline else 30.0)
                     raise
-                finally:
-                    _kill_leftovers(process, started)
                 for reader in readers:
-                    # a killed engine's pipes may be held by what it left (daemon threads)
-                    reader.join(timeout=None if (process.returncode or 0) >= 0 else 10)
+                    reader.join()
+            if process.returncode != 0:
+                _reap_plugins(marker)
             result = CommandResult(
                 stdout="\n".join(chunks["out"]),
                 stderr="\n".join(chunks["err"]),
@@ -301,11 +317,8 @@ def _command_class() -> type[Any]:
     return Command
 
 
-def _wait(
-    process: subprocess.Popen[str], deadline: _Deadline | None, started: dict[int, str]
-) -> None:
+def _wait(process: subprocess.Popen[str], deadline: _Deadline | None) -> None:
     while True:
-        _remember(process.pid, started)
         try:
             process.wait(timeout=0.2)
             return
@@ -342,48 +355,21 @@ def _kill_tree(process: subprocess.Popen[str]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _remember(root: int, started: dict[int, str]) -> None:
-    """Add the processes below `root` to `started` while `root` lives: once it died (killed,
-    say), its plugins are reparented and no longer found below it."""
-    for pid in _descendants(root):
-        if pid not in started:
-            began = _start_time(pid)
-            if began is not None:
-                started[pid] = began
-
-
-def _kill_leftovers(process: subprocess.Popen[str], started: dict[int, str]) -> None:
-    """Once `pulumi` was killed by a signal (kill -9 from outside, say): SIGKILL its process
-    group and every Pulumi plugin it started that still lives. A plugin leads a process group
-    of its own and, its engine gone, waits forever. A `pulumi` that exited on its own has shut
-    its plugins down itself, and what a provider started on purpose (the stand-in's VM) is not
-    a plugin; a pid taken since by another process is recognised by its start time."""
-    if process.returncode is None or process.returncode >= 0:
-        return
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    for pid, began in started.items():
-        if _start_time(pid) == began and _is_pulumi_plugin(pid):
-            with suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _is_pulumi_plugin(pid: int) -> bool:
-    """A plugin or language host (`pulumi-resource-*`, `pulumi-language-*`) or what runs one
-    (the Python dynamic provider: `python .../pulumi/dynamic/__main__.py`)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(b"pulumi" in os.path.basename(arg) or b"/pulumi/" in arg for arg in argv[:3])
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc), or None when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+def _reap_plugins(marker: str) -> None:
+    """SIGKILL what is left of a failed `pulumi` call: its plugins (a dynamic provider midway
+    through a create, say) outlive a killed `pulumi` in process groups of their own, orphaned."""
+    needle = f"{CALL_MARK}={marker}".encode()
+    with suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes()
+            except OSError:
+                continue
+            if needle in environ.split(b"\0"):
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry), signal.SIGKILL)
 
 
 def _descendants(root: int) -> list[int]:
@@ -653,10 +639,13 @@ class StackEngine:
         problem: IacrunError | None = None
         for _ in range(2):
             try:
-                self.destroy(stack_name, timeout=timeout)
-                return
+                result = self.destroy(stack_name, timeout=timeout)
             except IacrunError as exc:
                 problem = exc
+                continue
+            if result.leaks:  # named in the error, hence in the run's reason and events
+                raise BackendError(f"{error}; {result.leak_text(stack_name)}") from error
+            return
         raise BackendError(
             f"{error}; destroying the failed stack {stack_name} failed too ({problem}); "
             f"run `iacrun down {stack_name}` to retry"
@@ -698,6 +687,7 @@ class StackEngine:
         on_progress: OnProgress | None = None,
         timeout: float = 1800,
         force: bool = False,
+        lookups: Mapping[str, Lookup] | None = None,
     ) -> DestroyResult:
         """Destroy the stack's resources and remove it. Idempotent. See the module docstring."""
         from pulumi.automation import CommandError
@@ -709,20 +699,34 @@ class StackEngine:
             if stack is None:
                 self._forget(stack_name)
                 return DestroyResult(existed=False)
-            resources, _ = _resources(self._export(stack_name))
-            tracker.planned = sum(counts(r.type, r.urn) for r in resources)
+            settled: list[Any] = []
+
+            def destroy() -> Any:
+                # pending operations first (under the lock's recovery: importing needs it free)
+                settled[:] = [self._settle_pending(stack_name, lookups)]
+                resources, _ = _resources(settled[0].deployment)
+                tracker.planned = sum(counts(r.type, r.urn) for r in resources)
+                return stack.destroy(
+                    program=program or _noop_program,
+                    on_event=on_event,
+                    on_output=self._log(stack_name),
+                )
+
             with self._deadline(timeout) as deadline:
                 with self._reporting(tracker, on_progress) as on_event:
-                    _, cancelled = self._unlocked(
-                        stack_name,
-                        lambda: stack.destroy(
-                            program=program or _noop_program,
-                            on_event=on_event,
-                            on_output=self._log(stack_name),
-                        ),
-                        force=force,
+                    _, cancelled = self._unlocked(stack_name, destroy, force=force)
+                settlement = settled[0]
+                dropped = [_resource(r) for r in settlement.dropped]
+                write_ledger(self.workspace_dir(stack_name), settlement.leaks)
+                if settlement.leaks:  # kept, pending creates and all, for `stacks` and `down`
+                    return DestroyResult(
+                        existed=True,
+                        deleted=tracker.done,
+                        dropped=dropped,
+                        cancelled_lock=cancelled,
+                        adopted=settlement.adopted,
+                        leaks=settlement.leaks,
                     )
-                dropped = self._clear_pending(stack_name)
                 self._cli(["stack", "rm", "--yes", stack_name], stack_name)
         except CommandError as exc:
             if deadline is not None and deadline.expired:
@@ -735,7 +739,11 @@ class StackEngine:
             ) from exc
         self._forget(stack_name)
         return DestroyResult(
-            existed=True, deleted=tracker.done, dropped=dropped, cancelled_lock=cancelled
+            existed=True,
+            deleted=tracker.done,
+            dropped=dropped,
+            cancelled_lock=cancelled,
+            adopted=settlement.adopted,
         )
 
     # -- recovery from interrupted updates --------------------------------------------------------
@@ -759,21 +767,22 @@ class StackEngine:
         self._cli(["cancel", "--yes", "--stack", stack_name], stack_name)
         return operation(), True
 
-    def _clear_pending(self, stack_name: str) -> list[StackResource]:
-        """Drop the pending operations an interrupted update left; return the creates among them."""
-        deployment = self._export(stack_name)
-        pending = deployment.get("deployment", {}).get("pending_operations") or []
-        if not pending:
-            return []
-        from pulumi.automation import Deployment
+    def _settle_pending(
+        self, stack_name: str, lookups: Mapping[str, Lookup] | None
+    ) -> Any:  # a stacks.pending.Settlement
+        """Settle the pending operations an interrupted update left (stacks/pending.py) and put
+        the settled deployment back: adopted creates are destroyed with the rest."""
+        recorded = read_ledger(self.workspace_dir(stack_name))
+        settlement = settle(self._export(stack_name), stack_name, lookups, recorded)
+        if settlement.changed:
+            from pulumi.automation import Deployment
 
-        deployment["deployment"]["pending_operations"] = []
-        ws = self._workspace(stack_name)
-        ws.import_stack(
-            stack_name,
-            Deployment(version=deployment.get("version"), deployment=deployment["deployment"]),
-        )
-        return [_resource(op.get("resource", {})) for op in pending if op.get("type") == "creating"]
+            body = settlement.deployment
+            self._workspace(stack_name).import_stack(
+                stack_name,
+                Deployment(version=body.get("version"), deployment=body["deployment"]),
+            )
+        return settlement
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -897,6 +906,7 @@ class StackEngine:
                     update_in_progress=bool(item.get("updateInProgress", False)),
                     url=item.get("url"),
                     owner=update.owner if update else None,
+                    unresolved=read_ledger(self.workspace_dir(name)),
                 )
             )
         return summaries

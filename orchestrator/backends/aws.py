@@ -119,6 +119,7 @@ class AWSBackend(PulumiCloudBackend):
     def __init__(self, settings: AWSSettings | None = None, **kwargs: Any) -> None:
         self.settings = settings or AWSSettings()
         super().__init__(ssh_cidrs=self.settings.ssh_cidrs, regions=self.settings.regions, **kwargs)
+        self.unreachable_after = float(self.settings.unreachable_after)
 
     def check_credentials(self) -> str:
         source = aws_credentials_source(self.environ, self.user_home, self.settings.profile)

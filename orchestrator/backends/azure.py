@@ -228,6 +228,7 @@ class AzureBackend(PulumiCloudBackend):
         self.which = which
         self.self_delete = self_delete
         super().__init__(ssh_cidrs=self.settings.ssh_cidrs, regions=self.settings.regions, **kwargs)
+        self.unreachable_after = float(self.settings.unreachable_after)
         self.rights: RoleRights = rights or (
             lambda sub: caller_permissions(self.environ, sub, which=self.which)
         )

@@ -40,6 +40,7 @@ from iacrun.orchestrator.errors import (
 )
 from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.requirements import Requirements
+from iacrun.orchestrator.models.settings import UNREACHABLE_AFTER
 from iacrun.orchestrator.offers.model import Offer, pick_gpus
 from iacrun.stacks.cloudinit import RUN_DIR, SSH_USER
 from iacrun.stacks.keys import KeyPair, generate_ed25519, write_private_key
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.offers.catalog.match import Shortfall
     from iacrun.orchestrator.registry import RunRecord
+    from iacrun.stacks.engine import DestroyResult
     from iacrun.stacks.preview import PlannedResource
     from iacrun.stacks.toolchain import Plugin
 
@@ -91,7 +93,7 @@ class StackEngineLike(Protocol):
         on_progress: Callable[[Any], None] | None = None,
         timeout: float = ...,
         force: bool = ...,
-    ) -> Any: ...
+    ) -> DestroyResult: ...
 
     def plugins(self) -> list[Plugin]: ...
 
@@ -168,6 +170,9 @@ class PulumiCloudBackend(Backend):
     key_file = "id_ed25519"
     #: the run folder on the VM, where cloud-init puts the runner and the job
     run_dir = RUN_DIR
+    #: seconds a silent VM is waited for while its job runs (the settings' `unreachable_after`;
+    #: the VM's own guard ends it at max_duration anyway)
+    unreachable_after: float = float(UNREACHABLE_AFTER)
 
     def __init__(
         self,
@@ -295,6 +300,7 @@ class PulumiCloudBackend(Backend):
             identity_file=str(key_path),
             host_key=spec.host_key.public_key_only,
             connect_timeout=CONNECT_TIMEOUT,
+            unreachable_after=self.unreachable_after,
             gpus=gpu_indices(offer),
             boot="cloud-init",
         )
@@ -334,7 +340,10 @@ class PulumiCloudBackend(Backend):
     def terminate(self, run: RunRecord) -> None:
         if (Path(run.local_dir) / STACK_MARK).exists():
             self.check_credentials()
-            self.engine().destroy(self.stack_name(run))  # the recorded name: ours
+            stack = self.stack_name(run)  # the recorded name: ours
+            result = self.engine().destroy(stack)
+            if result.leaks:  # what an interrupted update may have made, not found: named
+                raise BackendError(result.leak_text(stack))
         # else no update ever started (no credentials, no pulumi, cloud-init too big): nothing
         # was created, and nothing is needed to give it back
         self.ssh_config().remove(run.name)

@@ -15,6 +15,7 @@
             known_hosts: ~/.ssh/known_hosts   # optional, the default
             keep_run_dirs: 24h                # optional; the section's below by default
         keep_run_dirs: 24h                  # how long ended runs' folders stay on the hosts
+        unreachable_after: 10m              # how long a silent host is waited for (docs/ssh.md)
 
 Each host is one offer at price 0, with the resources detected over SSH (CPUs, memory, free disk
 in the home folder, NVIDIA GPUs) and cached for ten minutes. A host runs one run at a time, unless
@@ -258,7 +259,11 @@ class SSHBackend(Backend):
         run_dir = posixpath.join(runs_root, f"{run.name}-{run.id}")
         self._remove_old_run_dirs(entry, facts, runs_root, keep=run_dir, progress=progress)
         host = host_for(entry, run_dir=run_dir).model_copy(
-            update={"gpus": gpus, "container_engine": facts.container_engine}
+            update={
+                "gpus": gpus,
+                "container_engine": facts.container_engine,
+                "unreachable_after": float(self.settings.unreachable_after),
+            }
         )
         self.ssh_config.add(run.name, host)
         progress(f"{entry.label}: {facts.resources.render()}" + (f", GPUs {gpus}" if gpus else ""))

@@ -99,13 +99,18 @@ class StackRow:
 
     @property
     def leak(self) -> bool:
-        """A stack of ours that no live run owns: its run is unknown here, or over."""
-        return self.owner.mine and (self.run is None or self.run.status.is_final)
+        """A stack of ours that no live run owns (its run is unknown here, or over), or one an
+        interrupted update left a create in that iacrun could not settle (stacks/pending.py)."""
+        return self.owner.mine and (
+            self.run is None or self.run.status.is_final or bool(self.stack.unresolved)
+        )
 
     @property
     def note(self) -> str:
         if not self.leak:
             return ""
+        if self.stack.unresolved:
+            return f"leak: {len(self.stack.unresolved)} unresolved create"
         if self.run is None:
             return "leak: no run"
         return f"leak: run {self.run.status}"

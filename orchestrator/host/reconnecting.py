@@ -115,6 +115,13 @@ class ReconnectingTransport:
 
         return stop_forward
 
+    def abort(self) -> None:
+        """Drop the connection at once, without waiting on a host that does not answer; the
+        next call connects again."""
+        inner, self._inner = self._inner, None
+        if inner is not None and hasattr(inner, "abort"):
+            inner.abort()
+
     async def close(self) -> None:
         if self._inner is not None:
             await self._inner.close()

@@ -30,6 +30,9 @@ class Host(BaseModel):
     proxy_jump: str | None = None
     #: seconds to keep retrying the first connection (a VM still booting)
     connect_timeout: float = 30.0
+    #: seconds a host that stops answering while its job runs is waited for before the run is
+    #: called failed (`unreachable_after` of the backend's settings; see docs/ssh.md)
+    unreachable_after: float = 600.0
     #: CUDA_VISIBLE_DEVICES for the job when it gets a part of the host's GPUs
     gpus: str | None = None
     #: who starts the runner: iacrun over the transport ("runner"), or the host's own boot

@@ -26,6 +26,9 @@ from iacrun.orchestrator.models.loader import PositionedYaml, read_text
 from iacrun.orchestrator.models.units import parse_duration, parse_size_gb
 from iacrun.orchestrator.paths import config_file, iacrun_home
 
+#: the default of `unreachable_after`: ten minutes of silence before a running job is given up
+UNREACHABLE_AFTER = 600
+
 
 class LocalSettings(CoreModel):
     enabled: bool = True
@@ -37,6 +40,8 @@ class AWSSettings(CoreModel):
     profile: str | None = None
     #: CIDRs allowed to reach port 22; default: the caller's public address
     ssh_cidrs: list[str] | None = None
+    #: how long a VM that stops answering while its job runs is waited for (docs/ssh.md)
+    unreachable_after: Annotated[int, BeforeValidator(parse_duration)] = UNREACHABLE_AFTER
 
 
 class AzureSettings(CoreModel):
@@ -48,6 +53,8 @@ class AzureSettings(CoreModel):
     #: that group; only when this identity may assign roles, which iacrun checks and reports);
     #: without it a VM that powers itself off keeps billing until iacrun tears it down
     self_delete: bool = True
+    #: how long a VM that stops answering while its job runs is waited for (docs/ssh.md)
+    unreachable_after: Annotated[int, BeforeValidator(parse_duration)] = UNREACHABLE_AFTER
 
 
 class SSHHostSettings(CoreModel):
@@ -75,6 +82,9 @@ class SSHSettings(CoreModel):
     hosts: list[SSHHostSettings] = Field(default_factory=list)
     #: ended runs' folders older than this are removed by the next run on their host
     keep_run_dirs: Annotated[int, BeforeValidator(parse_duration)] = 24 * 3600
+    #: how long a host that stops answering while a job runs is waited for before the run is
+    #: called failed (the job goes on there: `iacrun stop`/`down` stop it once it answers)
+    unreachable_after: Annotated[int, BeforeValidator(parse_duration)] = UNREACHABLE_AFTER
 
     def keep_for(self, host: SSHHostSettings) -> int:
         """Seconds an ended run's folder stays on `host`."""

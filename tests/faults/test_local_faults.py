@@ -109,7 +109,13 @@ commands:
 
 
 def settle_and_check(
-    cli: Cli, name: str, outcomes: list[dict[str, str]], phase: str, victim: str, expect: str
+    cli: Cli,
+    name: str,
+    outcomes: list[dict[str, str]],
+    phase: str,
+    victim: str,
+    expect: str,
+    backend: str = "local",
 ) -> None:
     folder = run_dir(cli, name)
     wait_for(lambda: ps_row(cli, name)["status"] in FINAL)
@@ -120,7 +126,7 @@ def settle_and_check(
     down = cli("down", name)
     outcomes.append(
         {
-            "backend": "local",
+            "backend": backend,
             "phase": phase,
             "victim": victim,
             "status": str(row["status"]),

@@ -263,3 +263,12 @@ def test_the_vm_gets_the_runner_without_docstrings_and_comments_only() -> None:
         return ast.dump(tree)
 
     assert statements(compact) == statements(source)
+
+
+def test_a_typical_gpu_task_leaves_room_in_awss_16_kb() -> None:
+    """What iacrun itself puts in the user data (runner, guard, set-up, units) must leave room
+    for the task's commands: a GPU task with a few commands stays under 15 KB once gzip'd."""
+    spec = make_spec(
+        "aws", job_=job(commands=["pip install -r requirements.txt", "python train.py"])
+    )
+    assert len(cloudinit.user_data(spec)) < 15 * 1024

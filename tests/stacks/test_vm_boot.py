@@ -37,7 +37,9 @@ pytestmark = pytest.mark.skipif(
 class Vm:
     """A run's VM laid out under `root`, driven the way cloud-init and systemd would."""
 
-    def __init__(self, root: Path, job_: dict[str, Any], **spec_options: Any) -> None:
+    def __init__(
+        self, root: Path, job_: dict[str, Any], systemctl: str = "true", **spec_options: Any
+    ) -> None:
         self.root = root
         self.powered_off = root / "powered-off"
         # the machine check's commands: never this machine's systemctl; a GPU that answers
@@ -52,7 +54,7 @@ class Vm:
             systemd_dir=str(root / "systemd"),
             python=sys.executable,
             poweroff=(sys.executable, "-c", f"open({str(self.powered_off)!r}, 'w').write('off')"),
-            systemctl="true",
+            systemctl=systemctl,
             nvidia_smi=str(smi),
         )
         self.spec = make_spec("aws", job_=job_, **spec_options)
@@ -242,3 +244,38 @@ def test_iacrun_starts_the_job_by_the_contract(tmp_path: Path) -> None:
     assert vm.read("status") == "done\n"
     assert "started by the path unit" in vm.read("log")
     assert (vm.run_dir / "code.started").exists()
+
+
+def _recorder(path: Path, log: Path) -> str:
+    path.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_docker_true_prepares_docker_for_the_jobs_commands(tmp_path: Path) -> None:
+    """dstack's `docker: true`: the set-up makes Docker ready (its service enabled) although the
+    task names no image, and pulls nothing."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    docker_calls, systemctl_calls = tmp_path / "docker-calls", tmp_path / "systemctl-calls"
+    _recorder(fake_bin / "docker", docker_calls)
+    systemctl = _recorder(tmp_path / "systemctl", systemctl_calls)
+    vm = Vm(tmp_path, job(python=None, docker=True), systemctl=systemctl, gpu=False)
+    vm.boot()
+    done = vm.setup(path_prefix=fake_bin)
+    assert done.returncode == 0, vm.read("setup.log")
+    assert "[iacrun] setup: ready" in vm.read("log")
+    assert "enable --now docker" in systemctl_calls.read_text()
+    assert not docker_calls.exists()  # no image: nothing pulled
+
+
+def test_without_docker_or_an_image_no_container_engine_is_touched(tmp_path: Path) -> None:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    docker_calls, systemctl_calls = tmp_path / "docker-calls", tmp_path / "systemctl-calls"
+    _recorder(fake_bin / "docker", docker_calls)
+    systemctl = _recorder(tmp_path / "systemctl", systemctl_calls)
+    vm = Vm(tmp_path, job(python=None), systemctl=systemctl, gpu=False)
+    vm.boot()
+    assert vm.setup(path_prefix=fake_bin).returncode == 0
+    assert "docker" not in systemctl_calls.read_text() and not docker_calls.exists()

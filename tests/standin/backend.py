@@ -3,7 +3,8 @@
 `StandinBackend` is a `PulumiCloudBackend` like `AWSBackend`: the same StackSpec, keys, cloud-init
 files, stack engine, Host and start-up contract. Only its program differs: instead of an EC2
 instance it creates a `StandinVM` (a real sshd on loopback that plays the rendered boot files).
-`slow_seconds` puts a slow resource before the VM, so a test can kill an update midway.
+`slow_seconds` puts a slow resource before the VM, so a test can kill an update midway;
+`hold_create` (a file) holds the VM's create open once the VM runs (see StandinVM).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class StandinBackend(PulumiCloudBackend):
         root: Path,
         *,
         slow_seconds: float = 0.0,
+        hold_create: Path | None = None,
         gpus: int = 0,
         layout: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -45,6 +47,7 @@ class StandinBackend(PulumiCloudBackend):
         super().__init__(ssh_cidrs=["127.0.0.1/32"], **kwargs)
         self.root = root
         self.slow_seconds = slow_seconds
+        self.hold_create = hold_create
         self.gpus = gpus
         # systemctl and nvidia-smi of the "VM" are harmless stand-ins unless a test names others
         options: dict[str, Any] = {"systemctl": "true", "nvidia_smi": "false", **(layout or {})}
@@ -88,6 +91,7 @@ class StandinBackend(PulumiCloudBackend):
     def program(self, spec: StackSpec) -> Callable[[], None]:
         script = boot_script(spec, self.layout)
         root, slow = self.root, self.slow_seconds
+        hold = str(self.hold_create) if self.hold_create else None
 
         def program() -> None:
             after: list[pulumi.Resource] = []
@@ -99,6 +103,7 @@ class StandinBackend(PulumiCloudBackend):
                 authorized_key=spec.ssh_public_key,
                 boot_script=script,
                 host_private_key=spec.host_key.private_openssh,
+                hold_create=hold,
                 opts=pulumi.ResourceOptions(depends_on=after),
             )
             for name in ("public_ip", "ssh_port", "ssh_user", "host_key"):

@@ -9,6 +9,10 @@ Creating a ``StandinVM`` does what a cloud does for a VM, on this machine:
 * the outputs are what the AWS and Azure programs export: ``public_ip`` (127.0.0.1),
   ``ssh_port``, ``ssh_user`` and ``host_key`` (the public host key, to pin).
 
+`hold_create` (a file path) keeps the create from returning while that file exists, once the VM
+runs (``<hold_create>.reached`` says so): a cloud still reporting a create that already bills,
+the window in which a killed `pulumi` leaves a pending create behind.
+
 Deleting it is the VM's termination: every process of the "VM" ends (sshd, its sessions, the boot
 script and whatever they started: see `vm_pids`), and its root folder goes away.
 
@@ -35,6 +39,7 @@ from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
 SSHD = "/usr/sbin/sshd"
 MARK = "IACRUN_VM_ROOT"
+ENGINE_MARK = "IACRUN_PULUMI_CALL"  # see stacks/engine.py: the processes of one `pulumi` call
 _INPUTS = ("root_dir", "authorized_key", "boot_script", "host_private_key")
 
 
@@ -150,9 +155,16 @@ class StandinVMProvider(ResourceProvider):
         ).stdout.strip()
         authorized = root / "etc" / "authorized_keys"
         authorized.write_text(props["authorized_key"].strip() + "\n")
-        env = {**os.environ, MARK: str(root)}
+        # the VM is another machine: nothing of the engine's call (its marker) reaches it
+        env = {k: v for k, v in os.environ.items() if k != ENGINE_MARK} | {MARK: str(root)}
         port = self._start_sshd(root, host_key, authorized, env)
         self._boot(root, props.get("boot_script") or "", env)
+        hold = props.get("hold_create")
+        if hold:
+            Path(f"{hold}.reached").write_text(str(os.getpid()))
+            end = time.monotonic() + 300
+            while Path(hold).exists() and time.monotonic() < end:
+                time.sleep(0.05)
         outs = {
             **props,
             "public_ip": "127.0.0.1",
@@ -232,6 +244,7 @@ class StandinVM(Resource):
         authorized_key: pulumi.Input[str],
         boot_script: pulumi.Input[str] = "",
         host_private_key: pulumi.Input[str] | None = None,
+        hold_create: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
@@ -241,6 +254,7 @@ class StandinVM(Resource):
             "host_private_key": pulumi.Output.secret(host_private_key)
             if host_private_key
             else None,
+            "hold_create": hold_create,
             "public_ip": None,
             "ssh_port": None,
             "ssh_user": None,

@@ -42,6 +42,7 @@ from iacrun.orchestrator.offers.model import Offer
 from iacrun.orchestrator.paths import home_tag, iacrun_home
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.cloudinit import RUN_DIR
+from iacrun.stacks.engine import DestroyResult
 from iacrun.stacks.preview import PreviewResult, preview
 from iacrun.stacks.toolchain import Plugin, required_plugin
 
@@ -103,8 +104,9 @@ class RecordingEngine:
         on_progress: Callable[[Any], None] | None = None,
         timeout: float = 1800,
         force: bool = False,
-    ) -> None:
+    ) -> DestroyResult:
         self.calls.append(("destroy", stack_name))
+        return DestroyResult(existed=True)
 
 
 def run_spec(tmp_path: Path, **changes: Any) -> RunSpec:

@@ -11,7 +11,7 @@ from iacrun.orchestrator.api import Orchestrator
 from iacrun.orchestrator.backends.stack_inventory import find_stack, ownership
 from iacrun.orchestrator.errors import BackendError, RunNotFoundError, StackOwnerError
 from iacrun.orchestrator.registry import Registry
-from iacrun.stacks.engine import StackState, StackSummary, UpdateInfo
+from iacrun.stacks.engine import DestroyResult, StackState, StackSummary, UpdateInfo
 
 if TYPE_CHECKING:
     from iacrun.stacks.engine import StackEngine
@@ -51,9 +51,10 @@ class ScriptedEngine:
         last = UpdateInfo("update", "succeeded", None, None, {}, self.owners.get(stack_name))
         return StackState(stack_name, [], {"public_ip": "127.0.0.1"}, last)
 
-    def destroy(self, stack_name: str, **_: Any) -> None:
+    def destroy(self, stack_name: str, **_: Any) -> DestroyResult:
         self.destroyed.append(stack_name)
         self.names.remove(stack_name)
+        return DestroyResult(existed=True)
 
 
 def orchestrator(home: Path, engine: ScriptedEngine) -> tuple[Orchestrator, list[int]]:

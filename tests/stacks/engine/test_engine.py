@@ -221,7 +221,8 @@ def test_a_destroy_past_its_timeout_fails_loudly_and_can_be_retried(
 @engine_test
 def test_killed_update_is_cleaned_up(engine: StackEngine, tmp_path: Path) -> None:
     """`kill -9` of the process running `up` (and its `pulumi`) midway; then `iacrun down`'s
-    engine call recovers: stale lock cancelled, pending create dropped, destroy, remove."""
+    engine call recovers: stale lock cancelled, the pending create adopted and destroyed with the
+    rest (a dynamic resource is deleted by its inputs), the stack removed."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]}
     proc = subprocess.Popen(
         [
@@ -259,8 +260,9 @@ def test_killed_update_is_cleaned_up(engine: StackEngine, tmp_path: Path) -> Non
 
     result = engine.destroy("t-killed")
     assert result.existed and result.cancelled_lock
-    assert [r.name for r in result.dropped] == ["slow"]
-    assert result.deleted == 1
+    assert [r.rsplit("::", 1)[1] for r in result.adopted] == ["slow"]
+    assert (result.dropped, result.leaks) == ([], [])
+    assert result.deleted == 2  # the marker, and the slow resource whose create was cut short
     assert not (tmp_path / "marker").exists()
     assert stack_names(engine) == []
     assert not engine.workspace_dir("t-killed").exists()
