@@ -167,8 +167,18 @@ class Supervisor:
                 # stopped, and the supervisor died before stopping the job: deleting the VM ends
                 # it (its log is kept only as far as a follower read it)
                 self.finish(run.id, "terminated", run.reason or "stopped by user", None)
-            elif run.host is None or run.status == "provisioning":
+            elif run.host is None:
                 self.finish(run.id, "failed", "interrupted while provisioning", None)
+            elif run.status == "provisioning":
+                # died between starting the job and recording it: a job that started is watched
+                # on, never failed behind its back
+                if asyncio.run(self._job_started(run.host)) and self.registry.transition(
+                    run.id, ("provisioning",), status="running", started_at=time.time()
+                ):
+                    events.write("running (the job had started before the supervisor exited)")
+                    asyncio.run(self._resume_watch(self.registry.get_by_id(run.id), run.host))
+                else:
+                    self.finish(run.id, "failed", "interrupted while provisioning", None)
             else:
                 asyncio.run(self._resume_watch(run, run.host))
         except IacrunError as exc:  # the teardown's last line says it
@@ -176,6 +186,17 @@ class Supervisor:
             self.finish(run_id, status, str(exc), None)
         finally:
             self.teardown(self.registry.get_by_id(run_id), events)
+
+    async def _job_started(self, host: Host) -> bool:
+        """Whether the runner on `host` has started the job (it wrote its state)."""
+        try:
+            transport = await open_transport(host, reconnect_for=ANSWER_SECONDS)
+        except IacrunError:
+            return False
+        try:
+            return bool(await read_state(transport, host))
+        finally:
+            await transport.close()
 
     def _machine_ends_job(self, run: RunRecord) -> bool:
         """Whether giving the run's machine back ends its job too (a cloud VM's stack)."""

@@ -80,3 +80,33 @@ def test_a_stopped_cloud_run_is_torn_down_without_the_host(
     assert (final.status, final.reason) == (RunStatus.TERMINATED, "stopped by user")
     assert backend.terminated == [RunStatus.TERMINATING]
     assert json.loads((Path(run.local_dir) / "final").read_text())["status"] == "terminated"
+
+
+def test_a_supervisor_killed_after_starting_the_job_is_followed_not_failed(world: World) -> None:
+    """Killed between starting the job and recording `running`: its successor finds the job's
+    state on the host and watches it to its end (the fault harness caught this window)."""
+    import asyncio
+
+    from iacrun.orchestrator.host.local import LocalTransport
+    from iacrun.orchestrator.host.payload import pack_run
+    from iacrun.orchestrator.host.runner_client import build_job, ship_and_start
+
+    run = world.submit("echo started", "echo finished")
+    host = Host(kind="local", run_dir=run.local_dir)
+    world.orch.registry.update(run.id, status="provisioning", backend="scripted", host=host)
+    archive, _, _, _ = pack_run(run.spec, Path(run.local_dir), 1.0)
+    job = build_job(run.name, run.spec, host)
+    asyncio.run(ship_and_start(LocalTransport(), host, job, str(archive)))
+    world.supervisor.resume(run.id)
+    final = world.record(run)
+    assert (final.status, final.exit_code) == (RunStatus.DONE, 0), final.reason
+    assert "finished" in (Path(run.local_dir) / "log").read_text()
+
+
+def test_a_supervisor_killed_before_starting_the_job_fails_the_run(world: World) -> None:
+    run = world.submit("echo never")
+    host = Host(kind="local", run_dir=run.local_dir)
+    world.orch.registry.update(run.id, status="provisioning", backend="scripted", host=host)
+    world.supervisor.resume(run.id)
+    final = world.record(run)
+    assert (final.status, final.reason) == (RunStatus.FAILED, "interrupted while provisioning")

@@ -14,6 +14,7 @@ import yaml
 
 from iacrun.orchestrator.errors import InputError
 from iacrun.stacks import azure
+from iacrun.stacks.cloudinit import compact_python
 from iacrun.stacks.preview import PreviewResult, preview
 
 from .conftest import CALLER, client_key, host_key, job, make_spec
@@ -215,10 +216,10 @@ def test_the_vm_identity_gets_the_builtin_contributor_role_on_its_resource_group
 def test_the_guard_on_the_vm_deletes_the_whole_resource_group() -> None:
     doc = custom_data(run())
     guard = next(f for f in doc["write_files"] if f["path"].endswith("bin/iacrun-guard"))
-    source = guard["content"]
-    assert source == resources.files("iacrun.stacks").joinpath("vmguard.py").read_text()
+    original = resources.files("iacrun.stacks").joinpath("vmguard.py").read_text()
+    assert guard["content"] == compact_python(original)  # the same statements, compacted
     # what it does with it is run for real against a fake Resource Manager: test_vmguard.py
-    assert '_request("DELETE", f"{group}?api-version={RESOURCES_API}", auth)' in source
+    assert '_request("DELETE", f"{group}?api-version={RESOURCES_API}", auth)' in original
 
 
 def test_without_self_delete_no_identity_and_no_role() -> None:

@@ -190,7 +190,7 @@ def test_a_filtered_port_ends_the_run_as_failed_and_tears_down(
 
     message = connect_module.filtered_message(vm(), 300)
 
-    async def filtered(host: Host) -> Any:
+    async def filtered(host: Host, **_: Any) -> Any:
         raise PortFilteredError(message)
 
     monkeypatch.setattr(supervisor, "open_transport", filtered)
