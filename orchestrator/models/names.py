@@ -10,6 +10,9 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from iacrun.orchestrator.errors import InputError
 
@@ -22,6 +25,18 @@ def run_name_problem(name: object) -> str | None:
     if isinstance(name, str) and RUN_NAME_RE.fullmatch(name):
         return None
     return f"{name!r} is not a valid run name; {RUN_NAME_RULE}"
+
+
+def valid_run_name(value: str | None) -> str | None:
+    """For model fields (`RunName`): None passes; a name that breaks the rule is a ValueError."""
+    problem = None if value is None else run_name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+#: an optional run name, checked by the one rule wherever a model takes one
+RunName = Annotated[str | None, AfterValidator(valid_run_name)]
 
 
 def check_run_name(name: str, flag: str | None = None) -> str:

@@ -14,13 +14,12 @@ from pydantic import (
     Field,
     ValidationError,
     ValidatorFunctionWrapHandler,
-    field_validator,
     model_validator,
 )
 
 from iacrun.orchestrator.errors import ConfigError, InputError
 from iacrun.orchestrator.models.container import default_shell
-from iacrun.orchestrator.models.names import run_name_problem
+from iacrun.orchestrator.models.names import RunName
 from iacrun.orchestrator.models.policies import PRIORITY_DEFAULT, UtilizationPolicy
 from iacrun.orchestrator.models.requirements import OWN_HOST_BACKENDS, Requirements, SpotPolicy
 from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
@@ -47,7 +46,7 @@ _ANY_EXPR_RE = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
 class Overrides(BaseModel):
     """What `iacrun up` flags say; None means "not given"."""
 
-    name: str | None = None
+    name: RunName = None
     env: list[str] = Field(default_factory=list)
     ports: list[str] = Field(default_factory=list)
     gpu: str | None = None
@@ -63,14 +62,6 @@ class Overrides(BaseModel):
     regions: list[str] | None = None
     instance_types: list[str] | None = None
     profile: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str | None) -> str | None:
-        problem = None if value is None else run_name_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
 
     @model_validator(mode="wrap")
     @classmethod

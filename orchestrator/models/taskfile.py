@@ -18,7 +18,7 @@ from pydantic import (
 
 from iacrun.orchestrator.models.common import CoreModel
 from iacrun.orchestrator.models.container import ContainerUser, RegistryAuth, Shell
-from iacrun.orchestrator.models.names import run_name_problem
+from iacrun.orchestrator.models.names import RunName
 from iacrun.orchestrator.models.policies import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -293,7 +293,7 @@ class TaskConfig(ProfileFields):
     """A task: commands to run once on a machine that meets `resources`, then tear down."""
 
     type: Literal["task"] = "task"
-    name: str | None = None
+    name: RunName = None
     image: str | None = None
     entrypoint: str | None = None
     user: ContainerUser | None = None
@@ -350,14 +350,6 @@ class TaskConfig(ProfileFields):
     def _distinct_ports(cls, ports: list[PortMapping]) -> list[PortMapping]:
         check_distinct_ports(ports)
         return ports
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str | None) -> str | None:
-        problem = None if value is None else run_name_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
 
     @field_validator("python", mode="before")
     @classmethod
