@@ -156,8 +156,6 @@ def run_offers(
         keys = parse_group_by(group_by)
     except ValueError as exc:
         raise InputError(f"--group-by: {exc}") from exc
-    if max_offers < 1:
-        raise InputError("--max-offers must be at least 1")
     orch = Orchestrator(settings=settings)
     settings = orch.settings  # a bad config.yml is reported before anything else is done
     if refresh:

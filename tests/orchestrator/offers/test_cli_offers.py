@@ -131,7 +131,7 @@ def test_group_by(app: typer.Typer) -> None:
         (["--spot", "--on-demand"], "choose one of --spot, --on-demand and --spot-auto", 2),
         (["--group-by", "zone"], "--group-by: cannot group by zone", 2),
         (["--gpu", "80GB..8GB"], "--gpu: GPU memory range 80GB..8GB is inverted", 2),
-        (["--max-offers", "0"], "--max-offers must be at least 1", 2),
+        (["--max-offers", "0"], "--max-offers 0: show at least 1 offer", 2),
         (["-f", "missing.dstack.yml"], "missing.dstack.yml", 2),
     ],
 )
