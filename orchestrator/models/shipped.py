@@ -18,7 +18,14 @@ import subprocess
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from iacrun.orchestrator.models.common import CoreModel
 
@@ -51,6 +58,10 @@ def _host_path(value: str, what: str) -> str:
     return value
 
 
+#: a `path` on the host, checked by `_host_path`
+HostPath = Annotated[str, AfterValidator(lambda value: _host_path(value, "path"))]
+
+
 def _task_dir(info: ValidationInfo) -> Path | None:
     context = info.context
     folder = context.get("task_dir") if isinstance(context, dict) else None
@@ -61,7 +72,7 @@ class FileMapping(CoreModel):
     """One `files` entry: a file or folder here, and where it goes on the host."""
 
     local_path: str = Field(min_length=1)
-    path: str
+    path: HostPath
 
     @model_validator(mode="before")
     @classmethod
@@ -74,11 +85,6 @@ class FileMapping(CoreModel):
         if len(parts) == 2:
             return {"local_path": parts[0], "path": parts[1]}
         raise ValueError(f"{value!r} is not LOCAL[:PATH]; a path may hold at most one ':'")
-
-    @field_validator("path")
-    @classmethod
-    def _on_host(cls, value: str) -> str:
-        return _host_path(value, "path")
 
     @field_validator("local_path")
     @classmethod
@@ -97,7 +103,7 @@ class RepoSpec(CoreModel):
     url: str | None = None
     branch: str | None = None
     hash: str | None = None
-    path: str = "."
+    path: HostPath = "."
     if_exists: RepoExists = "error"
 
     @model_validator(mode="before")
@@ -120,11 +126,6 @@ class RepoSpec(CoreModel):
             raise ValueError(f"{value!r} is not REPO[:PATH]; a path may hold at most one ':'")
         key = "url" if url else "local_path"
         return {key: parts[0], **({"path": parts[1]} if len(parts) == 2 else {})}
-
-    @field_validator("path")
-    @classmethod
-    def _on_host(cls, value: str) -> str:
-        return _host_path(value, "path")
 
     @field_validator("url")
     @classmethod
