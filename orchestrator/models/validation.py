@@ -7,6 +7,7 @@ and the value typed (`--port 70000:6000: port 70000 is out of range 1..65535`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,7 +37,15 @@ def problem(err: ErrorDetails, *, with_value: bool = True) -> str:
     if kind not in ("value_error", "assertion_error"):
         message = message[:1].lower() + message[1:]
     shown = value is None or isinstance(value, dict | list) or str(value) in message
-    return message if shown or not with_value else f"{message}, got {value!r}"
+    return message if shown or not with_value else f"{message}, got {redacted(value)!r}"
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]*:)[^/@\s]*@", re.IGNORECASE)
+
+
+def redacted(value: Any) -> Any:
+    """A value as a message may show it: a password inside a URL becomes `***`."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", value) if isinstance(value, str) else value
 
 
 def first_error(exc: ValidationError) -> tuple[tuple[str | int, ...], ErrorDetails]:

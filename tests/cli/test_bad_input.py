@@ -133,7 +133,7 @@ CASES += [
     (
         "repos-password",
         "commands: [x]\nrepos: ['https://me:pw@h/r.git']\n",
-        r":3:9: repos\[0\]\.url: the URL holds a password; .*IACRUN_GIT_TOKEN",
+        r":3:9: repos\[0\]\.url: the URL holds a password; .*IACRUN_GIT_TOKEN.*me:\*\*\*@h",
     ),
     (
         "repos-two",

@@ -123,3 +123,11 @@ def test_messages_name_the_config_file_read(
     monkeypatch.setenv("IACRUN_HOME", str(Path.home() / "alt"))
     note = comparison_note(Settings())
     assert note is not None and "not configured in ~/alt/config.yml:" in note
+
+
+def test_a_password_in_a_url_is_never_echoed_back() -> None:
+    from iacrun.orchestrator.models.validation import redacted
+
+    assert redacted("https://u:secret-pw@h/x.git") == "https://u:***@h/x.git"
+    assert redacted("https://h/x.git") == "https://h/x.git"
+    assert redacted("git@github.com:org/repo.git") == "git@github.com:org/repo.git"
