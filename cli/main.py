@@ -29,6 +29,8 @@ from iacrun.cli.options import (
     Run,
     Spot,
     SpotAuto,
+    check_max_offers,
+    spot_policy,
 )
 from iacrun.cli.usage import Command
 
@@ -150,11 +152,8 @@ def up(
     from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
 
     file, task_args = _task_file(file, file_option, list(args or []))
-    if max_offers < 1:
-        raise _fail(f"--max-offers {max_offers}: show at least 1 offer", 2)
-    if sum((spot, on_demand, spot_auto)) > 1:
-        raise _fail("choose one of --spot, --on-demand and --spot-auto", 2)
-    policy = "spot" if spot else "on-demand" if on_demand else "auto" if spot_auto else None
+    check_max_offers(max_offers)
+    policy = spot_policy(spot, on_demand, spot_auto)
     overrides = Overrides(
         name=name,
         env=env or [],

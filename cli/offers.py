@@ -25,13 +25,14 @@ from iacrun.cli.options import (
     Regions,
     Spot,
     SpotAuto,
+    check_max_offers,
+    spot_policy,
 )
 from iacrun.cli.usage import Command
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from iacrun.orchestrator.models.requirements import SpotPolicy
     from iacrun.orchestrator.models.runspec import Overrides
     from iacrun.orchestrator.models.settings import Settings
     from iacrun.orchestrator.offers.plan import OfferSource
@@ -92,17 +93,12 @@ def offers(
         bool, typer.Option("--configured-only", help="Only backends configured for `iacrun up`.")
     ] = False,
 ) -> None:
-    from iacrun.orchestrator.errors import IacrunError, InputError
+    from iacrun.orchestrator.errors import IacrunError
     from iacrun.orchestrator.models.runspec import Overrides
 
     try:
-        if sum((spot, on_demand, spot_auto)) > 1:
-            raise InputError("choose one of --spot, --on-demand and --spot-auto")
-        if max_offers < 1:
-            raise InputError(f"--max-offers {max_offers}: show at least 1 offer")
-        policy: SpotPolicy | None = (
-            "spot" if spot else "on-demand" if on_demand else "auto" if spot_auto else None
-        )
+        policy = spot_policy(spot, on_demand, spot_auto)
+        check_max_offers(max_offers)
         overrides = Overrides(
             gpu=gpu,
             cpu=cpu,

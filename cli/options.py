@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from iacrun.orchestrator.models.requirements import SpotPolicy
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts and CI.")]
 Gpu = Annotated[
@@ -55,3 +58,21 @@ Ports = Annotated[
         help="Forward the task's port TASK to localhost:LOCAL (repeatable).",
     ),
 ]
+
+
+def spot_policy(spot: bool, on_demand: bool, spot_auto: bool) -> SpotPolicy | None:
+    """The policy the three flags ask for (None: the file's or profile's); two at once is an
+    InputError."""
+    from iacrun.orchestrator.errors import InputError
+
+    if sum((spot, on_demand, spot_auto)) > 1:
+        raise InputError("choose one of --spot, --on-demand and --spot-auto")
+    return "spot" if spot else "on-demand" if on_demand else "auto" if spot_auto else None
+
+
+def check_max_offers(max_offers: int) -> int:
+    from iacrun.orchestrator.errors import InputError
+
+    if max_offers < 1:
+        raise InputError(f"--max-offers {max_offers}: show at least 1 offer")
+    return max_offers

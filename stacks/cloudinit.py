@@ -262,10 +262,10 @@ def vm_files(spec: StackSpec, layout: VmLayout | None = None) -> list[VmFile]:
     job = vm_job(spec)
     unit = layout.systemd_dir
     return [
-        VmFile(f"{run_dir}/runner.py", _runner_source(), 0o755),
+        VmFile(f"{run_dir}/runner.py", vm_source("iacrun.orchestrator.runner", "runner.py"), 0o755),
         VmFile(f"{run_dir}/job.json", json.dumps(job, indent=1, sort_keys=True) + "\n", 0o600),
         VmFile(f"{run_dir}/job.sh", job_script(spec, layout), 0o755),
-        VmFile(layout.guard, _guard_source(), 0o755),
+        VmFile(layout.guard, vm_source("iacrun.stacks", "vmguard.py"), 0o755),
         VmFile(layout.guard_config, json.dumps(guard_config(spec, layout), indent=1) + "\n"),
         VmFile(layout.setup, setup_script(spec, layout), 0o755),
         VmFile(f"{unit}/{SETUP_SERVICE}", setup_unit(spec, layout)),
@@ -312,41 +312,33 @@ def guard_config(spec: StackSpec, layout: VmLayout) -> dict[str, Any]:
 
 
 @functools.cache
-def _runner_source() -> str:
-    """runner.py as the VM gets it: without docstrings and comments (a third smaller, which
-    keeps user data under AWS's 16 KB); the code itself is the same, statement for statement.
-    Made once per process: CPython 3.11's `ast` is not safe to use from several threads at once
-    (stacks are built in threads), so the work is done under a lock and kept."""
-    with _AST_LOCK:
-        return compact_python(
-            resources.files("iacrun.orchestrator.runner").joinpath("runner.py").read_text()
-        )
+def vm_source(package: str, name: str) -> str:
+    """A standalone file of `package` (the runner, the guard) as the VM gets it: compacted by
+    `compact_python` (a third smaller, which keeps user data under AWS's 16 KB), once per
+    process."""
+    return compact_python(resources.files(package).joinpath(name).read_text())
 
 
+#: CPython 3.11's `ast` is not safe to use from several threads at once (stacks are built in
+#: threads: "AST constructor recursion depth mismatch"), so compacting holds this lock
 _AST_LOCK = threading.Lock()
 
 
 def compact_python(source: str) -> str:
     """`source` without its docstrings and comments, re-rendered by `ast` (same statements)."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            first = body[0] if body else None
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                node.body = body[1:] or [ast.Pass()]
-    return "#!/usr/bin/env python3\n" + ast.unparse(tree) + "\n"
-
-
-@functools.cache
-def _guard_source() -> str:
-    """vmguard.py as the VM gets it: compacted like the runner (see `_runner_source`)."""
     with _AST_LOCK:
-        return compact_python(resources.files("iacrun.stacks").joinpath("vmguard.py").read_text())
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body
+                first = body[0] if body else None
+                if (
+                    isinstance(first, ast.Expr)
+                    and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)
+                ):
+                    node.body = body[1:] or [ast.Pass()]
+        return "#!/usr/bin/env python3\n" + ast.unparse(tree) + "\n"
 
 
 # ---------------------------------------------------------------------------- units
