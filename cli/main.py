@@ -179,6 +179,7 @@ def up(
     if spec.run_name is not None:
         orch.ensure_name_free(spec.run_name)
     if not dry_run:
+        orch.refuse_schedule(spec)
         orch.check_upload(spec)
     if dry_run:
         plan, created = orch.dry_run(spec)

@@ -36,6 +36,7 @@ from iacrun.orchestrator.backends.base import (
 )
 from iacrun.orchestrator.errors import (
     BackendError,
+    ConfigError,
     HostUnreachableError,
     IacrunError,
     InputError,
@@ -187,8 +188,37 @@ class Orchestrator:
 
         return check_run_upload(spec, self.settings.upload_limit_gb, (self.home,))
 
-    def submit(self, spec: RunSpec, plan: OfferPlan, *, supervise: bool = True) -> RunRecord:
-        """Record the run, then hand it to a detached supervisor that provisions and watches it."""
+    def refuse_schedule(self, spec: RunSpec) -> None:
+        """A task with `schedule` is started at each of its times by `iacrun server`; in-process
+        nothing stays up to do it, so it is refused here in one line (planning still works)."""
+        if spec.schedule is None:
+            return
+        from iacrun.orchestrator.models.loader import key_position
+
+        line, column = key_position(Path(spec.config_path), ("schedule",)) or (None, None)
+        raise ConfigError(
+            "a scheduled task is started at each of its times by `iacrun server`, and this "
+            "iacrun runs in-process: submit it to a server (iacrun login URL, or set "
+            "IACRUN_SERVER_URL and IACRUN_TOKEN), or remove schedule to run the task once now",
+            file=spec.config_path,
+            line=line,
+            column=column,
+            field="schedule",
+        )
+
+    def submit(
+        self,
+        spec: RunSpec,
+        plan: OfferPlan,
+        *,
+        supervise: bool = True,
+        schedule_id: int | None = None,
+    ) -> RunRecord:
+        """Record the run, then hand it to a detached supervisor that provisions and watches it.
+
+        A spec with a `schedule` is refused (`refuse_schedule`): a scheduler submits each of
+        its runs without one, naming the schedule that started it (`schedule_id`)."""
+        self.refuse_schedule(spec)
         offers = self.ready_offers((o for o in plan.offers if o.available), spec=spec)
         if not offers and waits_for_capacity(spec):
             offers = list(plan.offers)  # none available now: the supervisor waits for one
@@ -197,7 +227,7 @@ class Orchestrator:
         self.check_upload(spec)
         name = spec.run_name or generate_name(self.registry.names_in_use)
         spec = spec.model_copy(update={"run_name": name})
-        run = self.registry.create(name, spec, self.runs_root)
+        run = self.registry.create(name, spec, self.runs_root, schedule_id=schedule_id)
         local = Path(run.local_dir)
         local.mkdir(parents=True, exist_ok=True, mode=0o700)
         (local / "offers.json").write_text(json.dumps([o.model_dump(mode="json") for o in offers]))

@@ -261,6 +261,15 @@ def load_task(path: str | Path) -> TaskConfig:
     return doc.validate(TaskConfig, "task file", {"task_dir": path.resolve().parent})
 
 
+def key_position(path: Path, loc: Loc) -> tuple[int, int] | None:
+    """Where the key at `loc` starts in the YAML file at `path` (line, column); None when the
+    file cannot be read or has no such key."""
+    try:
+        return PositionedYaml(read_text(path, "file"), str(path)).key_marks.get(loc)
+    except ConfigError:
+        return None
+
+
 def load_profiles(*paths: Path) -> list[Profile]:
     """Profiles from the given files; a name found earlier shadows the same name found later."""
     found: dict[str, Profile] = {}

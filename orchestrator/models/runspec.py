@@ -20,7 +20,7 @@ from pydantic import (
 from iacrun.orchestrator.errors import ConfigError, InputError
 from iacrun.orchestrator.models.container import default_shell
 from iacrun.orchestrator.models.names import RunName
-from iacrun.orchestrator.models.policies import PRIORITY_DEFAULT, UtilizationPolicy
+from iacrun.orchestrator.models.policies import PRIORITY_DEFAULT, Schedule, UtilizationPolicy
 from iacrun.orchestrator.models.requirements import OWN_HOST_BACKENDS, Requirements, SpotPolicy
 from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.runargs import ARGS_RE, substitute_args
@@ -133,6 +133,8 @@ class RunSpec(BaseModel):
     registry_auth: dict[str, str] | None = None
     utilization_policy: UtilizationPolicy | None = None
     priority: int = PRIORITY_DEFAULT
+    #: when `iacrun server` starts the task (each time a run of its own); None: once, now
+    schedule: Schedule | None = None
 
     @property
     def needs_container_engine(self) -> bool:
@@ -261,6 +263,7 @@ def build_run_spec(
         registry_auth=registry_auth,
         utilization_policy=pick(None, "utilization_policy"),
         priority=PRIORITY_DEFAULT if task.priority is None else task.priority,
+        schedule=pick(None, "schedule"),
         files=shipped_files(task, config_path),
         repos=repo_sources(task, config_path),
     )

@@ -268,16 +268,6 @@ class ProfileFields(CoreModel):
     stop_criteria: StopCriteria | None = None
     schedule: Schedule | None = None
 
-    @field_validator("schedule")
-    @classmethod
-    def _no_schedule_yet(cls, value: Schedule | None) -> Schedule | None:
-        if value is not None:
-            raise ValueError(
-                "scheduled runs need something that stays up: `iacrun server` will run them; "
-                "until then remove schedule and start the run with `iacrun up` from cron"
-            )
-        return value
-
     @field_validator("retry", mode="before")
     @classmethod
     def _retry_false(cls, value: Any) -> Any:

@@ -74,6 +74,8 @@ class RunRecord(BaseModel):
     exit_code: int | None = None
     attempt: int = 0
     supervisor_pid: int | None = None
+    #: the schedule that started the run (`iacrun server`), or None
+    schedule_id: int | None = None
     submitted_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -81,11 +83,7 @@ class RunRecord(BaseModel):
     @field_validator("spec", mode="before")
     @classmethod
     def _read_spec(cls, value: Any) -> RunSpec:
-        if isinstance(value, RunSpec):
-            return value
-        data = _loaded(value)
-        spec = _lenient(RunSpec, data if isinstance(data, dict) else {}, _SPEC_DEFAULTS)
-        return spec or RunSpec.model_validate(_SPEC_DEFAULTS)
+        return read_spec(value)
 
     @field_validator("host", mode="before")
     @classmethod
@@ -121,6 +119,15 @@ class RunEvent(BaseModel):
     at: float
     status: RunStatus
     reason: str | None = None
+
+
+def read_spec(value: Any) -> RunSpec:
+    """A stored spec (JSON text or data) as a RunSpec, keeping what still validates."""
+    if isinstance(value, RunSpec):
+        return value
+    data = _loaded(value)
+    spec = _lenient(RunSpec, data if isinstance(data, dict) else {}, _SPEC_DEFAULTS)
+    return spec or RunSpec.model_validate(_SPEC_DEFAULTS)
 
 
 #: the columns that hold JSON (models and mappings)

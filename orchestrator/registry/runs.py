@@ -37,17 +37,20 @@ class Registry:
     def close(self) -> None:
         self.db.close()
 
-    def create(self, name: str, spec: RunSpec, local_dir_root: Path) -> RunRecord:
-        """Record a new run as `submitted`; a name already active, or one that breaks the rule
-        of names (it becomes a folder and a stack name), is refused."""
+    def create(
+        self, name: str, spec: RunSpec, local_dir_root: Path, *, schedule_id: int | None = None
+    ) -> RunRecord:
+        """Record a new run as `submitted` (started by the schedule `schedule_id`, if any); a
+        name already active, or one that breaks the rule of names (it becomes a folder and a
+        stack name), is refused."""
         check_run_name(name)
         now = time.time()
         try:
             with self.db.transaction() as db:
                 inserted = db.row(
-                    "INSERT INTO runs (name, status, spec, submitted_at) VALUES (?, ?, ?, ?) "
-                    "RETURNING id",
-                    (name, "submitted", _column("spec", spec), now),
+                    "INSERT INTO runs (name, status, spec, submitted_at, schedule_id) "
+                    "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                    (name, "submitted", _column("spec", spec), now, schedule_id),
                 )
                 assert inserted is not None
                 run_id = int(inserted["id"])

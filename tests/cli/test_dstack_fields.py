@@ -113,8 +113,19 @@ BAD = [
     (
         "schedule",
         "commands: [x]\nschedule:\n  cron: '0 3 * * *'\n",
-        r":4:3: schedule: scheduled runs need something that stays up: "
-        r"`iacrun server` will run them",
+        r"^error: task\.dstack\.yml:3:1: schedule: a scheduled task is started at each of its "
+        r"times by `iacrun server`, and this iacrun runs in-process: submit it to a server "
+        r"\(iacrun login URL, .*\), or remove schedule to run the task once now$",
+    ),
+    (
+        "schedule-never",
+        "commands: [x]\nschedule:\n  cron: ['0 3 * * *', '0 0 30 2 *']\n",
+        r"'0 0 30 2 \*' names no day that exists",
+    ),
+    (
+        "schedule-concurrent",
+        "commands: [x]\nschedule:\n  cron: '0 3 * * *'\n  concurrent: often\n",
+        r":5:15: schedule\.concurrent: input should be a valid boolean",
     ),
     (
         "startup-order",
@@ -199,6 +210,21 @@ def test_what_dstack_accepts_is_accepted(cli: Cli, project: Path) -> None:
     write_task(project, GOOD)
     done = cli("up", "--dry-run", "task.dstack.yml")
     assert done.returncode == 0, done.stderr
+
+
+SCHEDULED = "commands: [echo hi]\nschedule:\n  cron: ['0 3 * * *', '30 12 * * 1-5']\n"
+
+
+def test_a_scheduled_task_plans_in_process_but_is_refused_there_and_records_nothing(
+    cli: Cli, project: Path
+) -> None:
+    write_task(project, SCHEDULED)
+    dry = cli("up", "--dry-run", "task.dstack.yml")
+    assert dry.returncode == 0 and "local" in dry.stdout, dry.stderr
+    done = cli("up", "-y", "-d", "-n", "nightly", "task.dstack.yml")
+    assert done.returncode == 2, done.stderr
+    assert "started at each of its times by `iacrun server`" in done.stderr
+    assert "nightly" not in cli("ps", "-a").stdout
 
 
 def test_an_image_without_commands_is_accepted(cli: Cli, project: Path) -> None:
