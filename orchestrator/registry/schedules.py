@@ -88,7 +88,8 @@ class Schedules:
     ) -> ScheduleRecord:
         """Record `spec` (which has a `schedule`) as the active schedule `name`, first firing
         at its next time after `now`; a name an active schedule holds is refused."""
-        if spec.schedule is None:
+        schedule = spec.schedule
+        if schedule is None:
             raise InputError(f"{name}: the task has no schedule")
         problem = run_name_problem(name)
         if problem is not None or len(name) > MAX_SCHEDULE_NAME:
@@ -106,12 +107,12 @@ class Schedules:
                 (
                     name,
                     spec.model_dump_json(),
-                    json.dumps(spec.schedule.cron),
+                    json.dumps(schedule.cron),
                     submitted_by,
                     upload,
                     now,
-                    spec.schedule.next_time(now),
-                    int(spec.schedule.concurrent),
+                    schedule.next_time(now),
+                    int(schedule.concurrent),
                 ),
             )
         except UniqueViolation:
@@ -143,7 +144,7 @@ class Schedules:
             raise RunNotFoundError(f"no schedule named {name!r}; see iacrun ps -a")
         return found
 
-    def list(self, *, include_stopped: bool = False) -> list[ScheduleRecord]:
+    def listing(self, *, include_stopped: bool = False) -> list[ScheduleRecord]:
         """Active schedules (and stopped ones too), newest first."""
         where = "" if include_stopped else " WHERE s.stopped_at IS NULL"
         return [
