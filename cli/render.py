@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from iacrun.cli.tables import render_table
@@ -13,6 +13,7 @@ from iacrun.orchestrator.models.units import format_duration, format_price
 if TYPE_CHECKING:
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.registry import RunRecord
+    from iacrun.orchestrator.registry.schedules import ScheduleRecord
 
 
 def plan_text(spec: RunSpec) -> str:
@@ -30,12 +31,26 @@ def plan_text(spec: RunSpec) -> str:
         ("Max duration", format_duration(spec.max_duration) if spec.max_duration else "off"),
         ("Retry policy", retry),
     ]
+    if spec.schedule is not None:
+        following = spec.schedule.next_time(time.time())
+        rows.append(
+            (
+                "Schedule",
+                f"{', '.join(spec.schedule.cron)} (UTC); next {utc_minute(following)}"
+                + ("; runs may overlap" if spec.schedule.concurrent else ""),
+            )
+        )
     if spec.ports:
         rows.append(("Ports", ", ".join(p.render() for p in spec.ports)))
     if spec.env:
         rows.append(("Env", ", ".join(f"{k}=***" for k in sorted(spec.env))))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f" {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def utc_minute(timestamp: float) -> str:
+    """A time as schedules are written: UTC, to the minute."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def ago(timestamp: float, now: float | None = None) -> str:
@@ -77,6 +92,25 @@ def runs_table(runs: Sequence[RunRecord], now: float | None = None) -> str:
             ]
         )
     return render_table(["NAME", "BACKEND", "RESOURCES", "PRICE", "STATUS", "SUBMITTED"], rows)
+
+
+def schedules_table(schedules: Sequence[ScheduleRecord]) -> str:
+    """Schedules as `ps` lists them under the runs: when each fires next, and its latest run."""
+    rows = []
+    for schedule in schedules:
+        last = "-"
+        if schedule.last_run_name is not None:
+            last = f"{one_line(schedule.last_run_name)} ({schedule.last_run_status or '?'})"
+        rows.append(
+            [
+                one_line(schedule.name),
+                one_line(", ".join(schedule.crons)),
+                utc_minute(schedule.next_at) if schedule.active else "stopped",
+                last,
+                one_line(schedule.submitted_by or "-"),
+            ]
+        )
+    return render_table(["SCHEDULE", "CRON (UTC)", "NEXT", "LAST RUN", "BY"], rows)
 
 
 def run_json(run: RunRecord) -> dict[str, object]:

@@ -31,6 +31,7 @@ from typing import Protocol
 
 from iacrun.orchestrator.api import Orchestrator
 from iacrun.orchestrator.errors import InputError
+from iacrun.orchestrator.models.names import generate_name
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.orchestrator.registry.schedules import (
@@ -184,16 +185,27 @@ class Scheduler:
 
     # ------------------------------------------------------------------ ending a schedule
 
-    def stop(self, name: str, *, stop_runs: bool = True) -> ScheduleRecord:
+    def stop(self, name: str, *, by: str | None = None, stop_runs: bool = True) -> ScheduleRecord:
         """End the schedule `name`: no run starts from it any more; with `stop_runs` (as
         `iacrun stop NAME` does, like dstack stopping a scheduled run) its active runs are
-        asked to stop too (their supervisors stop the jobs and tear them down)."""
+        asked to stop too (their supervisors stop the jobs and tear them down). Stopping one
+        of its runs by the run's own name leaves the schedule going."""
         record = self.schedules.stop(name, self.clock.now())
         if stop_runs:
+            reason = f"schedule {name} stopped" + (f" by {by}" if by else "")
             for run in self.schedules.active_runs(record.id):
-                self.orchestrator.request_stop(run.name, reason=f"schedule {name} stopped")
+                self.orchestrator.request_stop(run.name, reason=reason)
         self.wake()
         return self.schedules.get_by_id(record.id)
+
+    def free_name(self) -> str:
+        """A generated name (`brave-otter-1`) no run or schedule has used."""
+
+        def in_use(prefix: str) -> set[str]:
+            runs = self.orchestrator.registry.names_in_use(prefix)
+            return runs | self.schedules.names_in_use(prefix)
+
+        return generate_name(in_use)
 
     # ------------------------------------------------------------------ the server's loop
 

@@ -152,6 +152,12 @@ class Schedules:
             for row in self.db.rows(f"{_SELECT}{where} ORDER BY s.id DESC")
         ]
 
+    def names_in_use(self, prefix: str) -> set[str]:
+        rows = self.db.rows(
+            "SELECT DISTINCT name FROM schedules WHERE name LIKE ?", (prefix + "%",)
+        )
+        return {row["name"] for row in rows}
+
     def due(self, now: float) -> list[ScheduleRecord]:
         """The active schedules whose next time is at or before `now`, earliest first."""
         rows = self.db.rows(

@@ -221,6 +221,9 @@ def test_a_scheduled_task_plans_in_process_but_is_refused_there_and_records_noth
     write_task(project, SCHEDULED)
     dry = cli("up", "--dry-run", "task.dstack.yml")
     assert dry.returncode == 0 and "local" in dry.stdout, dry.stderr
+    assert re.search(
+        r"^ Schedule +0 3 \* \* \*, 30 12 \* \* 1-5 \(UTC\); next 20", dry.stdout, re.M
+    )
     done = cli("up", "-y", "-d", "-n", "nightly", "task.dstack.yml")
     assert done.returncode == 2, done.stderr
     assert "started at each of its times by `iacrun server`" in done.stderr

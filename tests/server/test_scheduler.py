@@ -200,3 +200,19 @@ def test_the_test_clock_comes_only_from_its_variable() -> None:
     assert clock.real_seconds(60) == 1 and abs(clock.now() - T0) < 60
     with pytest.raises(InputError, match="START or STARTxSPEED"):
         clock_from_env({"IACRUN_TEST_CLOCK": "soon"})
+
+
+def test_ps_lists_schedules_with_their_next_time_and_latest_run(world: World) -> None:
+    from iacrun.cli.render import schedules_table
+
+    world.schedule()
+    [run] = world.scheduler.tick(_minute("14:31"))
+    world.wait_final(run.name)
+    world.scheduler.schedules.create("later", world.spec(), submitted_by="alice", now=T0)
+    world.scheduler.stop("later")
+    table = schedules_table(world.scheduler.schedules.listing(include_stopped=True))
+    assert table.splitlines() == [
+        "SCHEDULE  CRON (UTC)  NEXT                  LAST RUN                  BY",
+        "later     * * * * *   stopped               -                         alice",
+        "tick      * * * * *   2026-12-01 14:32 UTC  tick-202612011431 (done)  -",
+    ]
