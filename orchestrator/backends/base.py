@@ -112,7 +112,7 @@ def multi_node_backends(
     asked = [
         b for b in backends if requirements.backends is None or b.name in requirements.backends
     ]
-    able = [b for b in asked if isinstance(b, MultiNode)]
+    able: list[Backend] = [b for b in asked if isinstance(b, MultiNode)]
     if able:
         return able
     where = f"{config_path}: " if config_path else ""
