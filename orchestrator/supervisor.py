@@ -453,7 +453,8 @@ class Supervisor:
                 elif node.rank == 0 and run.spec.stop_criteria == "master-done":
                     stopping.append("the master is done (stop_criteria: master-done)")
                 elif node.rank == 0 and len(pending) > 0:
-                    events.write(f"the master is done; waiting for {len(pending)} other nodes")
+                    others = f"{len(pending)} other node{'s' if len(pending) > 1 else ''}"
+                    events.write(f"the master is done; waiting for {others}")
         for node, transport in zip(nodes, transports, strict=True):
             if node.host.kind != "local":
                 kept = Path(run.local_dir) / node_log_name(node.rank)
@@ -763,13 +764,12 @@ class _Recording(Backend):
 
 
 def _node_end(rank: int, state: dict[str, Any]) -> str:
-    """How a node's job ended, in words: `node 1 failed (exit 137): killed`."""
-    code = state.get("exit_code")
+    """How a node's job ended, in words: `node 1 failed: exited (137)`."""
     text = f"node {rank} {state.get('status')}"
-    if code is not None:
-        text += f" (exit {code})"
-    reason = state.get("reason")
-    return f"{text}: {reason}" if reason else text
+    if state.get("reason"):
+        return f"{text}: {state['reason']}"
+    code = state.get("exit_code")
+    return text if code is None else f"{text} (exit {code})"
 
 
 def _gpus_per_node(run: RunRecord, master: Host) -> int:

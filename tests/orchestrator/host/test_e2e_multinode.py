@@ -174,6 +174,8 @@ def test_killing_one_nodes_job_fails_the_run_and_stops_the_other(
     )
     run = record(cluster_cli, "killed")
     assert run["reason"].startswith("node 1 failed"), run["reason"]
+    # the failing node's exit code: the master's was only the stop's
+    assert (run["reason"], run["exit_code"]) == ("node 1 failed: exited (137)", 137)
     wait_for(lambda: not _alive(master_child), timeout=15, what="the master's job ended")
     ended = nodes_json(cluster_cli, "killed")
     assert [n["status"] for n in ended] == ["terminated", "failed"]
