@@ -183,6 +183,29 @@ class Scheduler:
         orch = self.orchestrator
         return orch.submit(spec, orch.plan(spec), schedule_id=schedule.id)
 
+    # ------------------------------------------------------------------ keeping a schedule
+
+    def create(
+        self, spec: RunSpec, *, upload: str | None = None, submitted_by: str | None = None
+    ) -> ScheduleRecord:
+        """Keep `spec` (which has a `schedule`; on a server, pointed at its copy of the upload)
+        as an active schedule, after the checks a run gets now (its upload's size, its offers):
+        a task that cannot run is refused when it is submitted, not at its first time. Named
+        as the task says, else generated; 409 (RunNameTakenError) when an active schedule
+        holds the name."""
+        orch = self.orchestrator
+        orch.check_upload(spec)
+        orch.plan(spec)  # NoOfferError when nothing could run it now
+        created = self.schedules.create(
+            spec.run_name or self.free_name(),
+            spec,
+            upload=upload,
+            submitted_by=submitted_by,
+            now=self.clock.now(),
+        )
+        self.wake()
+        return created
+
     # ------------------------------------------------------------------ ending a schedule
 
     def stop(self, name: str, *, by: str | None = None, stop_runs: bool = True) -> ScheduleRecord:
