@@ -177,8 +177,9 @@ class Supervisor:
                 ):
                     events.write("running (the job had started before the supervisor exited)")
                     asyncio.run(self._resume_watch(self.registry.get_by_id(run.id), run.host))
-                else:
-                    self.finish(run.id, "failed", "interrupted while provisioning", None)
+                else:  # the machine was up: its code was being shipped
+                    why = "interrupted while uploading the code; the job never started"
+                    self.finish(run.id, "failed", why, None)
             else:
                 asyncio.run(self._resume_watch(run, run.host))
         except IacrunError as exc:  # the teardown's last line says it
@@ -435,8 +436,11 @@ class Supervisor:
 
     def teardown(self, run: RunRecord, events: EventLog) -> None:
         """Give the machine back, then close the record; a failed teardown stays visible."""
+        from iacrun.orchestrator.host.payload import remove_packed
+
         if run.status.is_final:
             return
+        remove_packed(Path(run.local_dir))  # left by a supervisor killed while shipping them
         final_path = Path(run.local_dir) / "final"
         final = json.loads(final_path.read_text()) if final_path.exists() else {}
         if run.backend is not None:

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from tests.faults.test_local_faults import (
     victim_pid,
     wait_for,
 )
-from tests.orchestrator.host.sshd import Sshd, sshd_missing
+from tests.orchestrator.host.sshd import Sshd
 
 TICKING = """
 commands:
@@ -40,19 +39,6 @@ commands:
   - i=0; while [ ! -e {gate} ]; do i=$((i+1)); echo tick $i; sleep 0.2; done
   - echo finished
 """
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[Sshd]:
-    reason = sshd_missing()
-    if reason is not None:
-        pytest.skip(reason)
-    server = Sshd(tmp_path / "sshd")
-    try:
-        yield server.start()
-    finally:
-        with_sshd_running(server)
-        server.stop()
 
 
 def configure(cli: Cli, sshd: Sshd, **ssh: Any) -> None:
