@@ -47,14 +47,16 @@ def wait_for(predicate: object, timeout: float = 120.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-def marked_processes() -> list[int]:
-    """Processes of any `pulumi` call of the engine (plugins included): none may outlive it."""
+def marked_processes(home: Path) -> list[int]:
+    """Processes of any `pulumi` call of the engine of `home` (plugins included): none may
+    outlive it. (Only this home's: other tests on the machine run engines of their own.)"""
     found = []
+    mine = f"PULUMI_HOME={home / 'pulumi'}".encode()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError):
-                environ = Path(f"/proc/{entry}/environ").read_bytes()
-                if f"{CALL_MARK}=".encode() in environ:
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+                if mine in environ and any(v.startswith(f"{CALL_MARK}=".encode()) for v in environ):
                     found.append(int(entry))
     return found
 
@@ -107,7 +109,7 @@ def test_pulumi_killed_while_the_vm_is_created(
         supervisor.wait()
     record = orch.registry.get_by_id(run.id)
     wait_for(lambda: not vm_pids(str(root)), timeout=30)
-    left = [*vm_pids(str(root)), *marked_processes()]
+    left = [*vm_pids(str(root)), *marked_processes(home)]
     stacks = StackEngine(home).stack_names()
     message = orch.down(run.name)
     outcomes.append(
@@ -183,7 +185,7 @@ def test_kill_on_the_standin_vm(
         gate.touch()
     record = orch.registry.get_by_id(run.id)
     wait_for(lambda: not vm_pids(str(root)), timeout=30)
-    left = [*vm_pids(str(root)), *marked_processes()]
+    left = [*vm_pids(str(root)), *marked_processes(home)]
     stacks = StackEngine(home).stack_names()
     chunks: list[bytes] = []
     orch.logs(run.name, chunks.append)  # the copy kept at teardown: the VM is gone
