@@ -31,6 +31,8 @@ def loaded(pid: int, library: str) -> bool:
 def measure(work: Path, keep_engine: bool) -> None:
     home, root, gate = work / "home", work / "vm", work / "gate"
     home.mkdir()
+    # never the real home: `ssh RUN` entries go to $HOME/.ssh/config
+    os.environ.update(HOME=str(work), IACRUN_HOME=str(home))
     project = work / "project"
     project.mkdir()
     task = project / "wait.dstack.yml"
