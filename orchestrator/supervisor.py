@@ -118,8 +118,10 @@ class Supervisor:
         poll: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
         backoff: Backoff | None = None,
+        shed: Callable[[int], None] | None = None,
     ) -> None:
         self.registry = registry
+        self.shed = shed
         self.backends = list(backends)
         self.home = home
         self.upload_limit_gb = upload_limit_gb
@@ -148,6 +150,10 @@ class Supervisor:
             host = self.provision(run, offers, events)
             if host is None:
                 return
+            if self.shed is not None and "pulumi" in sys.modules:
+                # the stack engine is loaded (a cloud VM's stack): a fresh process watches the
+                # job without it, from what the registry holds (see `main`, `--provisioned`)
+                self.shed(run_id)
             run = self.registry.get_by_id(run_id)
             nodes = read_nodes(run.local_dir)
             if len(nodes) > 1:
@@ -157,6 +163,24 @@ class Supervisor:
         except IacrunError as exc:  # the teardown's last line says it
             self.finish(run_id, "failed", str(exc), None)
         except Exception as exc:  # the supervisor must record what killed it
+            events.write(f"failed: internal error: {exc!r}")
+            self.finish(run_id, "failed", f"internal error: {exc!r}", None)
+            raise
+        finally:
+            self.teardown(self.registry.get_by_id(run_id), events)
+
+    def supervise_provisioned(self, run_id: int) -> None:
+        """`supervise` after provisioning: ship, start and watch the job on the recorded host,
+        then tear down (the process a supervisor replaced itself with, see `shed`)."""
+        run = self.registry.get_by_id(run_id)
+        events = EventLog.of(run)
+        try:
+            if run.host is None:  # `shed` is called only once the host is recorded
+                raise IacrunError("the run's machine was not recorded")
+            asyncio.run(self._start_and_watch(run, run.host, events))
+        except IacrunError as exc:
+            self.finish(run_id, "failed", str(exc), None)
+        except Exception as exc:
             events.write(f"failed: internal error: {exc!r}")
             self.finish(run_id, "failed", f"internal error: {exc!r}", None)
             raise
@@ -191,8 +215,9 @@ class Supervisor:
                 ):
                     events.write("running (the job had started before the supervisor exited)")
                     asyncio.run(self._resume_watch(self.registry.get_by_id(run.id), run.host))
-                else:
-                    self.finish(run.id, "failed", "interrupted while provisioning", None)
+                else:  # the machine was up: its code was being shipped
+                    why = "interrupted while uploading the code; the job never started"
+                    self.finish(run.id, "failed", why, None)
             else:
                 asyncio.run(self._resume_watch(run, run.host))
         except IacrunError as exc:  # the teardown's last line says it
@@ -608,8 +633,11 @@ class Supervisor:
 
     def teardown(self, run: RunRecord, events: EventLog) -> None:
         """Give the machine back, then close the record; a failed teardown stays visible."""
+        from iacrun.orchestrator.host.payload import remove_packed
+
         if run.status.is_final:
             return
+        remove_packed(Path(run.local_dir))  # left by a supervisor killed while shipping them
         final_path = Path(run.local_dir) / "final"
         final = json.loads(final_path.read_text()) if final_path.exists() else {}
         if run.backend is not None:
@@ -810,12 +838,29 @@ def main(argv: list[str]) -> int:
         make_backends(settings, runs_dir(home), registry=registry),
         home=home,
         upload_limit_gb=settings.upload_limit_gb,
+        shed=lambda run_id: shed_engine(
+            ["-m", "iacrun.orchestrator.supervisor", str(run_id), "--provisioned"]
+        ),
     )
     if "--resume" in argv:
         supervisor.resume(int(argv[0]))
+    elif "--provisioned" in argv:
+        supervisor.supervise_provisioned(int(argv[0]))
     else:
         supervisor.supervise(int(argv[0]))
     return 0
+
+
+def shed_engine(argv: list[str]) -> None:
+    """Replace this process (the same pid: the registry's `supervisor_pid` stays true) with a
+    fresh supervisor of the provisioned run, `python ARGV...` (`--provisioned`), so that the
+    Pulumi engine a cloud VM's stack loaded (about 20 MB of modules Python cannot unload) is not
+    held while the job runs; teardown loads it again."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *argv])
 
 
 if __name__ == "__main__":
