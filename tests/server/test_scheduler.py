@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from iacrun.orchestrator.api import Orchestrator
-from iacrun.orchestrator.errors import InputError, RunNameTakenError
-from iacrun.orchestrator.models.runspec import RunSpec, build_run_spec
+from iacrun.orchestrator.errors import InputError, NoOfferError, RunNameTakenError
+from iacrun.orchestrator.models.runspec import Overrides, RunSpec, build_run_spec
 from iacrun.orchestrator.models.settings import Settings
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.orchestrator.registry.schedules import ScheduleRecord, Schedules
@@ -216,3 +216,18 @@ def test_ps_lists_schedules_with_their_next_time_and_latest_run(world: World) ->
         "later     * * * * *   stopped               -                         alice",
         "tick      * * * * *   2026-12-01 14:32 UTC  tick-202612011431 (done)  -",
     ]
+
+
+def test_create_checks_the_task_now_and_names_it_when_the_task_does_not(world: World) -> None:
+    spec = world.spec().model_copy(update={"run_name": None})
+    created = world.scheduler.create(spec, submitted_by="alice")
+    assert created.name == created.spec.run_name and created.submitted_by == "alice"
+    assert created.next_at > world.scheduler.clock.now()
+    write_task(
+        world.project,
+        "commands: [x]\nresources: {gpu: H100:8}\nschedule: {cron: '0 3 * * *'}\n",
+    )
+    impossible = build_run_spec(world.project / "task.dstack.yml", Overrides(name="big"))
+    with pytest.raises(NoOfferError):
+        world.scheduler.create(impossible)
+    assert [s.name for s in world.scheduler.schedules.listing()] == [created.name]
