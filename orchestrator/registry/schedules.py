@@ -168,8 +168,8 @@ class Schedules:
 
     def next_due(self) -> float | None:
         """The earliest next time of the active schedules; None when there is none."""
-        row = self.db.row("SELECT MIN(next_at) AS at FROM schedules WHERE stopped_at IS NULL")
-        return None if row is None or row["at"] is None else float(row["at"])
+        row = self.db.row("SELECT MIN(next_at) AS soonest FROM schedules WHERE stopped_at IS NULL")
+        return None if row is None or row["soonest"] is None else float(row["soonest"])
 
     def claim(self, schedule_id: int, was: float, next_at: float) -> bool:
         """Move an active schedule's next time from `was` to `next_at`; False when another
