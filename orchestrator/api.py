@@ -76,6 +76,7 @@ if TYPE_CHECKING:  # planning needs models that listing runs does not: imported 
     from iacrun.orchestrator.models.taskfile import PortMapping
     from iacrun.orchestrator.offers.model import Offer
     from iacrun.orchestrator.offers.plan import OfferPlan
+    from iacrun.orchestrator.registry.schedules import ScheduleRecord, Schedules
     from iacrun.orchestrator.supervisor import Supervisor
     from iacrun.stacks.engine import StackEngine
 
@@ -113,6 +114,13 @@ class Orchestrator:
         if self._registry is None:
             self._registry = Registry(registry_file(self.home))
         return self._registry
+
+    @property
+    def schedules(self) -> Schedules:
+        """The scheduled tasks in this registry (kept and started by `iacrun server`)."""
+        from iacrun.orchestrator.registry.schedules import Schedules
+
+        return Schedules(self.registry.db)
 
     @property
     def runs_root(self) -> Path:
@@ -416,6 +424,21 @@ class Orchestrator:
         return self.get(name)
 
     # ------------------------------------------------------------------ stopping
+
+    def stop_schedule(
+        self, name: str, *, by: str | None = None, now: float | None = None
+    ) -> ScheduleRecord | None:
+        """End the active schedule `name` and ask its active runs to stop (as `dstack stop`
+        ends a scheduled run for good); None when no active schedule holds the name. Whoever
+        runs the schedule (a server on this database) sees it stopped at its next look."""
+        found = self.schedules.find(name)
+        if found is None or not found.active:
+            return None
+        stopped = self.schedules.stop(name, now)
+        reason = f"schedule {name} stopped" + (f" by {by}" if by else "")
+        for run in self.schedules.active_runs(stopped.id):
+            self.request_stop(run.name, reason=reason)
+        return self.schedules.get_by_id(stopped.id)
 
     def request_stop(self, name: str, *, reason: str = "stopped by user") -> RunRecord:
         """Record that the run must stop, and return at once: its supervisor stops the job and

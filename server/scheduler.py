@@ -34,11 +34,7 @@ from iacrun.orchestrator.errors import InputError
 from iacrun.orchestrator.models.names import generate_name
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.registry import RunRecord
-from iacrun.orchestrator.registry.schedules import (
-    OCCURRENCE_FORMAT,
-    ScheduleRecord,
-    Schedules,
-)
+from iacrun.orchestrator.registry.schedules import OCCURRENCE_FORMAT, ScheduleRecord
 
 log = logging.getLogger("iacrun.server.scheduler")
 
@@ -130,7 +126,7 @@ class Scheduler:
         start: StartRun | None = None,
     ) -> None:
         self.orchestrator = orchestrator
-        self.schedules = Schedules(orchestrator.registry.db)
+        self.schedules = orchestrator.schedules
         self.clock = clock or SystemClock()
         self._start = start or self._submit
         self._lock = threading.Lock()  # one tick at a time in this process
@@ -208,18 +204,13 @@ class Scheduler:
 
     # ------------------------------------------------------------------ ending a schedule
 
-    def stop(self, name: str, *, by: str | None = None, stop_runs: bool = True) -> ScheduleRecord:
-        """End the schedule `name`: no run starts from it any more; with `stop_runs` (as
-        `iacrun stop NAME` does, like dstack stopping a scheduled run) its active runs are
-        asked to stop too (their supervisors stop the jobs and tear them down). Stopping one
-        of its runs by the run's own name leaves the schedule going."""
-        record = self.schedules.stop(name, self.clock.now())
-        if stop_runs:
-            reason = f"schedule {name} stopped" + (f" by {by}" if by else "")
-            for run in self.schedules.active_runs(record.id):
-                self.orchestrator.request_stop(run.name, reason=reason)
+    def stop(self, name: str, *, by: str | None = None) -> ScheduleRecord:
+        """End the schedule `name` and stop its active runs (Orchestrator.stop_schedule); a
+        schedule already stopped is returned as it is. Stopping one of its runs by the run's
+        own name leaves the schedule going."""
+        stopped = self.orchestrator.stop_schedule(name, by=by, now=self.clock.now())
         self.wake()
-        return self.schedules.get_by_id(record.id)
+        return stopped or self.schedules.get(name)
 
     def free_name(self) -> str:
         """A generated name (`brave-otter-1`) no run or schedule has used."""

@@ -231,3 +231,15 @@ def test_create_checks_the_task_now_and_names_it_when_the_task_does_not(world: W
     with pytest.raises(NoOfferError):
         world.scheduler.create(impossible)
     assert [s.name for s in world.scheduler.schedules.listing()] == [created.name]
+
+
+def test_a_schedule_stopped_from_another_process_on_its_database_starts_nothing(
+    world: World,
+) -> None:
+    world.schedule()
+    elsewhere = Orchestrator(home=world.home, settings=Settings())  # e.g. the CLI on the host
+    assert elsewhere.stop_schedule("nope") is None
+    stopped = elsewhere.stop_schedule("tick", by="alice")
+    assert stopped is not None and stopped.stopped_at is not None
+    assert elsewhere.stop_schedule("tick") is None  # already ended
+    assert world.scheduler.tick(_minute("14:35")) == []
