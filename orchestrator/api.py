@@ -116,7 +116,7 @@ class Orchestrator:
         return self._registry
 
     @property
-    def schedules(self) -> Schedules:
+    def schedule_store(self) -> Schedules:
         """The scheduled tasks in this registry (kept and started by `iacrun server`)."""
         from iacrun.orchestrator.registry.schedules import Schedules
 
@@ -425,20 +425,31 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ stopping
 
+    def schedule(self, spec: RunSpec) -> ScheduleRecord:
+        """Keep a task with `schedule`: only a server can (`iacrun server` starts its runs), so
+        in-process this is the one-line refusal (`refuse_schedule`)."""
+        self.refuse_schedule(spec)
+        raise InputError("the task has no schedule: submit it as a run")
+
+    def schedules(self, *, all_schedules: bool = False) -> list[ScheduleRecord]:
+        """The active schedules of this registry (and the stopped ones with `all_schedules`):
+        none unless a server keeps them in this home's database."""
+        return self.schedule_store.listing(include_stopped=all_schedules)
+
     def stop_schedule(
         self, name: str, *, by: str | None = None, now: float | None = None
     ) -> ScheduleRecord | None:
         """End the active schedule `name` and ask its active runs to stop (as `dstack stop`
         ends a scheduled run for good); None when no active schedule holds the name. Whoever
         runs the schedule (a server on this database) sees it stopped at its next look."""
-        found = self.schedules.find(name)
+        found = self.schedule_store.find(name)
         if found is None or not found.active:
             return None
-        stopped = self.schedules.stop(name, now)
+        stopped = self.schedule_store.stop(name, now)
         reason = f"schedule {name} stopped" + (f" by {by}" if by else "")
-        for run in self.schedules.active_runs(stopped.id):
+        for run in self.schedule_store.active_runs(stopped.id):
             self.request_stop(run.name, reason=reason)
-        return self.schedules.get_by_id(stopped.id)
+        return self.schedule_store.get_by_id(stopped.id)
 
     def request_stop(self, name: str, *, reason: str = "stopped by user") -> RunRecord:
         """Record that the run must stop, and return at once: its supervisor stops the job and

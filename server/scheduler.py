@@ -126,7 +126,7 @@ class Scheduler:
         start: StartRun | None = None,
     ) -> None:
         self.orchestrator = orchestrator
-        self.schedules = orchestrator.schedules
+        self.schedules = orchestrator.schedule_store
         self.clock = clock or SystemClock()
         self._start = start or self._submit
         self._lock = threading.Lock()  # one tick at a time in this process

@@ -243,3 +243,16 @@ def test_a_schedule_stopped_from_another_process_on_its_database_starts_nothing(
     assert stopped is not None and stopped.stopped_at is not None
     assert elsewhere.stop_schedule("tick") is None  # already ended
     assert world.scheduler.tick(_minute("14:35")) == []
+
+
+def test_in_process_a_schedule_is_refused_and_the_list_is_the_databases(world: World) -> None:
+    from iacrun.orchestrator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="started at each of its times by `iacrun server`"):
+        world.orch.schedule(world.spec())
+    assert world.orch.schedules() == []
+    world.schedule()  # as a server on this home's database would
+    assert [s.name for s in world.orch.schedules()] == ["tick"]
+    world.orch.stop_schedule("tick")
+    assert world.orch.schedules() == []
+    assert [s.name for s in world.orch.schedules(all_schedules=True)] == ["tick"]
