@@ -39,6 +39,13 @@ def upgrade() -> None:
         sqlite_where=sa.text("stopped_at IS NULL"),
         postgresql_where=sa.text("stopped_at IS NULL"),
     )
+    op.create_index(  # the scheduler's look: the earliest due of the active ones
+        "schedules_due",
+        "schedules",
+        ["next_at"],
+        sqlite_where=sa.text("stopped_at IS NULL"),
+        postgresql_where=sa.text("stopped_at IS NULL"),
+    )
     with op.batch_alter_table("runs") as runs:
         runs.add_column(sa.Column("schedule_id", sa.Integer))
     op.create_index("runs_schedule", "runs", ["schedule_id"])
@@ -48,5 +55,6 @@ def downgrade() -> None:
     op.drop_index("runs_schedule", "runs")
     with op.batch_alter_table("runs") as runs:
         runs.drop_column("schedule_id")
+    op.drop_index("schedules_due", "schedules")
     op.drop_index("schedules_active_name", "schedules")
     op.drop_table("schedules")
