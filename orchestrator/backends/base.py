@@ -97,3 +97,12 @@ class DryRunnable(Protocol):
     """A backend that can show what it would create for an offer, without credentials."""
 
     def dry_run(self, spec: RunSpec, offer: Offer) -> Plan: ...
+
+
+@runtime_checkable
+class MultiNode(Protocol):
+    """A backend that can give a run several machines at once (`nodes: N`)."""
+
+    def provision_nodes(
+        self, run: RunRecord, offer: Offer, count: int, progress: ProgressCallback
+    ) -> list[Host]: ...

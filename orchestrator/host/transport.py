@@ -40,6 +40,7 @@ class Host(BaseModel):
     boot: Literal["runner", "cloud-init"] = "runner"
     #: the container engine found there (docker or podman), for `image:` and `docker: true`
     container_engine: str | None = None
+    internal_ip: str | None = None
 
 
 class Transport(Protocol):
