@@ -172,3 +172,29 @@ def test_the_dry_run_of_a_multi_node_task_shows_the_cluster(tmp_path: Path) -> N
     assert "2 x Standard_NV36ads_A10_v5" in text
     assert "azure-native:compute:ProximityPlacementGroup" in text
     assert text.count("azure-native:compute:VirtualMachine ") == 2
+
+
+def test_the_plan_notes_say_what_a_cluster_gets(tmp_path: Path) -> None:
+    aws = aws_backend(tmp_path)
+    run = record(tmp_path)
+    key, cidrs = "ssh-ed25519 AAAA test", ["198.51.100.23/32"]
+    spec = aws.stack_spec(run, offer("aws", instance_type="p5.48xlarge"), key, cidrs, 2)
+    efa_spec = spec.model_copy(update={"cluster_network": "efa"})
+    notes = " | ".join(aws.plan_notes(efa_spec, "s"))
+    assert "cluster: 2 machines in one placement group (strategy cluster)" in notes
+    assert "EFA: every EFA interface p5.48xlarge takes" in notes
+    assert "no EFA on g5.2xlarge" in " | ".join(
+        aws.plan_notes(aws.stack_spec(run, offer("aws"), key, cidrs, 2), "s")
+    )
+    assert "cluster:" not in " | ".join(
+        aws.plan_notes(efa_spec.model_copy(update={"nodes": 1}), "s")
+    )
+    azure = azure_backend(tmp_path)
+    nd = azure.stack_spec(
+        run, offer("azure", instance_type="Standard_ND96isr_H100_v5"), key, cidrs, 2
+    )
+    notes = " | ".join(
+        azure.plan_notes(nd.model_copy(update={"cluster_network": "infiniband"}), "s")
+    )
+    assert "2 VMs in one proximity placement group and subnet, with accelerated networking" in notes
+    assert "one availability set, hence one InfiniBand fabric" in notes
