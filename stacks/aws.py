@@ -24,11 +24,12 @@ A multi-node run (`spec.nodes` > 1) gets, in the same stack:
 
 - `nodes` instances alike (same type, image, user data, zone and subnet); rank 0 keeps the
   names above, rank k's end in `-node-k` and its tags say `iacrun:node=k`;
-- a placement group with strategy `cluster` holding them all (low latency between them);
+- a placement group with strategy `cluster` holding them all (low latency between them), when
+  EC2 says the type supports one (`get_instance_type`: burstable types do not);
 - two more rules in the security group: all traffic from, and to, the group itself (its members
   only: nothing more is open from outside; EFA needs both directions);
-- on an EFA type (`spec.cluster_network == "efa"`): EC2 is asked how many EFA interfaces the
-  type takes (`get_instance_type`), and a launch template gives each machine all of them, one
+- on an EFA type (`spec.cluster_network == "efa"`): how many EFA interfaces the type takes is
+  EC2's answer too, and a launch template gives each machine all of them, one
   per network card (card 0 at device index 0, the others at device index 1), in the subnet and
   group above, deleted with the instance. EC2 auto-assigns no public address to a launch with
   several interfaces, so each machine's primary interface then gets an Elastic IP (with a single
@@ -182,11 +183,14 @@ def build(spec: StackSpec, on_zone: Callable[[ZoneChoice], None] | None = None) 
     efa = 0
     template: Any = None
     if spec.cluster:
-        placement = aws.ec2.PlacementGroup(
-            f"{prefix}-cluster", strategy="cluster", tags=tags, opts=opts
-        ).name
+        # what EC2 says of the type: whether it goes in a cluster placement group (burstable
+        # types do not), and how many EFA interfaces it takes
+        info = aws.ec2.get_instance_type(instance_type=spec.instance_type, opts=invoke)
+        if "cluster" in (info.supported_placement_strategies or ()):
+            placement = aws.ec2.PlacementGroup(
+                f"{prefix}-cluster", strategy="cluster", tags=tags, opts=opts
+            ).name
         if spec.cluster_network == "efa":
-            info = aws.ec2.get_instance_type(instance_type=spec.instance_type, opts=invoke)
             efa = efa_interface_count(info.efa_supported, info.efa_maximum_interfaces)
         if efa:
             template = aws.ec2.LaunchTemplate(

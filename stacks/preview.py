@@ -257,6 +257,7 @@ def _answer(token: str, args: dict[str, Any], default_vpc: bool) -> dict[str, An
             "instanceType": args.get("instanceType"),
             "efaSupported": True,
             "efaMaximumInterfaces": 1,
+            "supportedPlacementStrategies": ["cluster", "partition", "spread"],
         }
     if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
         return {"id": "zones", "names": list(PLACEHOLDER_ZONES), "zoneIds": ["az1", "az2"]}

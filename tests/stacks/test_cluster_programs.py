@@ -35,8 +35,9 @@ ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 EXTENSION = "azure-native:compute:VirtualMachineExtension"
 
 
-def efa_answer(supported: bool, maximum: int) -> Any:
-    """EC2's DescribeInstanceTypes for the type: EFA support and how many interfaces."""
+def efa_answer(supported: bool, maximum: int, strategies: tuple[str, ...] = ("cluster",)) -> Any:
+    """EC2's DescribeInstanceTypes for the type: EFA support and how many interfaces, and the
+    placement strategies it takes."""
 
     def answer(token: str, args: dict[str, Any]) -> dict[str, Any] | None:
         if token != INSTANCE_TYPE_CALL:
@@ -46,12 +47,13 @@ def efa_answer(supported: bool, maximum: int) -> Any:
             "instanceType": args["instanceType"],
             "efaSupported": supported,
             "efaMaximumInterfaces": maximum if supported else None,
+            "supportedPlacementStrategies": list(strategies),
         }
 
     return answer
 
 
-def aws_cluster(nodes: int = 2, efa: tuple[bool, int] | None = None, **kwargs: Any) -> Any:
+def aws_cluster(nodes: int = 2, efa: tuple[Any, ...] | None = None, **kwargs: Any) -> Any:
     spec = make_spec("aws", nodes=nodes, **kwargs)
     answers = efa_answer(*efa) if efa else None
     return spec, preview(aws.program(spec), answers=answers)
@@ -89,9 +91,19 @@ def test_aws_two_plain_nodes_share_a_cluster_placement_group_one_subnet_and_a_se
         assert vm["tags"]["iacrun:run"] == "train-1"
         assert vm["rootBlockDevice"]["tags"] == vm["tags"]
     assert vms["iacrun-train-1-vm-node-1"]["tags"]["Name"] == "iacrun-train-1-node-1"
-    # no EFA without the type's cluster network: nothing asked of EC2, no template, no EIP
-    assert result.calls_to(INSTANCE_TYPE_CALL) == []
+    # no EFA without the type's cluster network: no template, no EIP; EC2 is asked only
+    # whether the type takes a cluster placement group
+    (call,) = result.calls_to(INSTANCE_TYPE_CALL)
+    assert call.args == {"instanceType": "g5.2xlarge"}
     assert result.of_type(TEMPLATE) == [] and result.of_type(EIP) == []
+
+
+def test_aws_a_type_without_cluster_placement_gets_none_but_still_the_rest() -> None:
+    _, result = aws_cluster(instance_type="t3.large", gpu=False, efa=(False, 0, ("partition",)))
+    assert result.of_type(PLACEMENT) == []
+    vms = by_name(result, INSTANCE)
+    assert len(vms) == 2 and all("placementGroup" not in vm for vm in vms.values())
+    assert len(result.one(GROUP).inputs["ingress"]) == 2  # the members' rule all the same
 
 
 def test_aws_the_cluster_rule_is_the_group_itself_both_ways_and_ssh_stays_the_callers() -> None:
