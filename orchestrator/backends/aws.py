@@ -187,9 +187,9 @@ class AWSBackend(PulumiCloudBackend):
                 else f"no EFA on {spec.instance_type}: TCP over the VPC"
             )
             cluster = [
-                f"cluster: {spec.nodes} machines in one placement group (strategy cluster) and "
-                "one subnet; all traffic allowed between them (the security group to itself), "
-                "nothing more from outside",
+                f"cluster: {spec.nodes} machines in one subnet and one placement group (strategy "
+                "cluster, where EC2 says the type takes one); all traffic allowed between them "
+                "(the security group to itself), nothing more from outside",
                 efa,
             ]
         return [

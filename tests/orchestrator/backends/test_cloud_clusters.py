@@ -181,7 +181,7 @@ def test_the_plan_notes_say_what_a_cluster_gets(tmp_path: Path) -> None:
     spec = aws.stack_spec(run, offer("aws", instance_type="p5.48xlarge"), key, cidrs, 2)
     efa_spec = spec.model_copy(update={"cluster_network": "efa"})
     notes = " | ".join(aws.plan_notes(efa_spec, "s"))
-    assert "cluster: 2 machines in one placement group (strategy cluster)" in notes
+    assert "cluster: 2 machines in one subnet and one placement group (strategy cluster" in notes
     assert "EFA: every EFA interface p5.48xlarge takes" in notes
     assert "no EFA on g5.2xlarge" in " | ".join(
         aws.plan_notes(aws.stack_spec(run, offer("aws"), key, cidrs, 2), "s")
