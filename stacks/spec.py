@@ -25,7 +25,8 @@ Arch = Literal["x86", "arm"]
 #: the GPU driver a VM must have before its job: none, NVIDIA's datacenter driver, NVIDIA GRID
 GpuDriver = Literal["none", "nvidia", "nvidia-grid"]
 #: the cluster network a type has between its machines: AWS's Elastic Fabric Adapter, Azure's
-#: InfiniBand (ND sizes); None: TCP over the cloud's ordinary network only
+#: InfiniBand (ND sizes); None: TCP over the cloud's ordinary network only. Offers carry it
+#: (`Offer.cluster_network`, from the catalog's `networking`), and the programs read it here
 ClusterNetwork = Literal["efa", "infiniband"]
 #: the most machines one run's stack declares
 MAX_NODES = 64

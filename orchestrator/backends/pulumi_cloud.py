@@ -479,8 +479,7 @@ class PulumiCloudBackend(Backend):
             cidrs = [PLACEHOLDER_CIDR]
             notes.append(f"SSH: {exc}")
         client = self.make_client_key(f"iacrun-{run_name}")
-        nodes = int(getattr(spec, "nodes", 1) or 1)
-        stack_spec = self.stack_spec(run, offer, client.public_openssh, cidrs, nodes)
+        stack_spec = self.stack_spec(run, offer, client.public_openssh, cidrs, spec.nodes)
         data = cloudinit.user_data(stack_spec)
         result = preview(self.program(stack_spec))
         notes.append(f"SSH (port 22) open to {', '.join(cidrs)} only")

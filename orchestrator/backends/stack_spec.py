@@ -107,6 +107,6 @@ def build_stack_spec(
         job=job,
         # the type's cluster network, from the catalog (EFA, InfiniBand): the programs use it
         # only for a multi-node stack
-        cluster_network=getattr(offer, "cluster_network", None),
+        cluster_network=offer.cluster_network,
         **options,
     )

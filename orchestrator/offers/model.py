@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from iacrun.orchestrator.models.resources import GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.units import Range, format_size_gb
-from iacrun.stacks.spec import Cloud
+from iacrun.stacks.spec import Cloud, ClusterNetwork
 
 #: the clouds iacrun knows: each has a backend, a price catalog and a stack program
 CLOUDS: tuple[Cloud, ...] = get_args(Cloud)
@@ -62,6 +62,8 @@ class Offer(BaseModel):
     price: float
     available: bool = True
     note: str | None = None
+    #: the type's fast network between the nodes of a multi-node run, if it has one
+    cluster_network: ClusterNetwork | None = None
 
     @property
     def key(self) -> str:

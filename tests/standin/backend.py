@@ -21,8 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pulumi
-
 from iacrun.orchestrator.backends.pulumi_cloud import PulumiCloudBackend
 from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.requirements import Requirements
@@ -31,9 +29,7 @@ from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.cloudinit import VmLayout
 from iacrun.stacks.spec import StackSpec
 from iacrun.stacks.toolchain import Plugin
-from tests.stacks.engine.resources import Slow
 from tests.standin.boot import boot_script
-from tests.standin.vm import LOOPBACK, StandinVM
 
 
 class StandinBackend(PulumiCloudBackend):
@@ -79,7 +75,7 @@ class StandinBackend(PulumiCloudBackend):
     @staticmethod
     def node_address(rank: int, nodes: int) -> str:
         """A VM's loopback address: 127.0.0.1 alone, 127.0.0.(2+k) in a cluster."""
-        return LOOPBACK if nodes == 1 else f"127.0.0.{2 + rank}"
+        return "127.0.0.1" if nodes == 1 else f"127.0.0.{2 + rank}"
 
     def check_credentials(self) -> str:
         return "the stand-in needs none"
@@ -130,6 +126,13 @@ class StandinBackend(PulumiCloudBackend):
         hold = str(self.hold_create) if self.hold_create else None
 
         def program() -> None:
+            # imported here, as the cloud programs do: a supervisor loads Pulumi only while
+            # it provisions or tears down (see Supervisor.shed)
+            import pulumi
+
+            from tests.stacks.engine.resources import Slow
+            from tests.standin.vm import StandinVM
+
             after: list[pulumi.Resource] = []
             if slow:
                 after.append(Slow("slow", str(self.root.parent / "slow-started"), slow))

@@ -1,87 +1,47 @@
 """A two-node run through the orchestrator on the stand-in cloud: one stack of two stand-in VMs
-(each its own sshd on its own loopback address), the same commands on both, rank 1 sending data
-to rank 0 over TCP at DSTACK_MASTER_NODE_IP, the master printing it; the run ends `done` with
-exit code 0 (what makes `up` exit 0), and teardown ends both VMs and removes the stack."""
+(each its own sshd on its own loopback address), running the framework-free example
+(examples/distributed/tcp-sum.dstack.yml: every rank sends a number to the master at
+DSTACK_MASTER_NODE_IP, the master prints the sum). The run ends `done` with exit code 0 (what
+makes `up` exit 0), each node's job saw the other's private address, and teardown ends both VMs
+(their sshd included) and removes the stack."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from iacrun.orchestrator.errors import IacrunError
-from iacrun.orchestrator.models.runspec import RunSpec, build_run_spec
+from iacrun.orchestrator.host.cluster import read_nodes
+from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
 from iacrun.stacks.engine import StackEngine
 from tests.standin.supervise import orchestrator
 from tests.standin.vm import free_port, vm_pids
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "distributed"
 pytestmark = [pytest.mark.engine, pytest.mark.sshd]
-
-#: the framework-free exchange: rank 0 listens on the master's address, the others send to it
-EXCHANGE = """
-import os, socket, time
-rank = int(os.environ["DSTACK_NODE_RANK"])
-master = os.environ["DSTACK_MASTER_NODE_IP"]
-port = int(os.environ["PORT"])
-nodes = int(os.environ["DSTACK_NODES_NUM"])
-if rank == 0:
-    server = socket.create_server((master, port))
-    got = []
-    for _ in range(nodes - 1):
-        conn, _ = server.accept()
-        got.append(conn.recv(200).decode())
-    print("master got: " + "; ".join(sorted(got)), flush=True)
-else:
-    for _ in range(600):
-        try:
-            conn = socket.create_connection((master, port), timeout=2)
-            break
-        except OSError:
-            time.sleep(0.1)
-    mine = os.environ["DSTACK_NODES_IPS"].split()[rank]
-    conn.sendall(("rank %d of %d at %s" % (rank, nodes, mine)).encode())
-    print("sent to " + master, flush=True)
-"""
-
-
-def write_project(folder: Path, port: int) -> Path:
-    folder.mkdir()
-    (folder / "exchange.py").write_text(EXCHANGE)
-    task = folder / "pair.dstack.yml"
-    task.write_text(
-        "type: task\nname: pair\nnodes: 2\n"
-        f"env: [PORT={port}]\ncommands:\n  - python3 exchange.py\n"
-    )
-    return task
-
-
-def multinode_spec(task: Path) -> RunSpec:
-    """The run's spec, or a skip naming what is missing while the core part is not merged."""
-    try:
-        spec = build_run_spec(task, environ={})
-    except IacrunError as exc:
-        pytest.skip(
-            f"needs the core helper's multi-node support (the `nodes` task field, RunSpec.nodes, "
-            f"the supervisor's N jobs and DSTACK_* variables), not in this branch yet: {exc}"
-        )
-    if getattr(spec, "nodes", 1) != 2:
-        pytest.skip("needs RunSpec.nodes from the core helper's multi-node support")
-    return spec
 
 
 def test_a_two_node_run_on_the_standin_cloud_exchanges_data_and_tears_both_down(
     tmp_path: Path,
 ) -> None:
-    home, root = tmp_path / "home", tmp_path / "vm"
+    home, root, project = tmp_path / "home", tmp_path / "vm", tmp_path / "project"
     home.mkdir()
-    port = free_port("127.0.0.2")
-    spec = multinode_spec(write_project(tmp_path / "project", port))
+    project.mkdir()
+    for name in ("tcp-sum.dstack.yml", "tcp_sum.py"):
+        shutil.copy(EXAMPLES / name, project / name)
+    port = free_port("127.0.0.2")  # the master node's address
+    overrides = Overrides(env=[f"SUM_PORT={port}"])
+    spec = build_run_spec(project / "tcp-sum.dstack.yml", overrides, environ={})
+    assert spec.nodes == 2
     orch = orchestrator(home, root)
     plan = orch.plan(spec)
+    assert [o.backend for o in plan.offers] == ["standin"]
     run = orch.submit(spec, plan, supervise=False)
+    # the supervisor has its own Orchestrator, as in its own process (one registry per thread)
     supervisor = threading.Thread(
         target=lambda: orchestrator(home, root).supervisor().supervise(run.id), daemon=True
     )
@@ -94,12 +54,24 @@ def test_a_two_node_run_on_the_standin_cloud_exchanges_data_and_tears_both_down(
             orch.down(run.name)
     final = orch.registry.get_by_id(run.id)
     assert (final.status, final.exit_code) == ("done", 0), final
-    shown: list[bytes] = []
-    orch.logs(run.name, shown.append)  # the master's log by default
-    assert "master got: rank 1 of 2 at 127.0.0.3" in b"".join(shown).decode()
+    nodes = read_nodes(final.local_dir)
+    assert [(n.rank, n.host.address, n.host.internal_ip) for n in nodes] == [
+        (0, "127.0.0.2", "127.0.0.2"),
+        (1, "127.0.0.3", "127.0.0.3"),
+    ]
+    master: list[bytes] = []
+    orch.logs(run.name, master.append)  # the master's log by default
+    master_log = b"".join(master).decode()
+    assert "rank 0 of 2; master 127.0.0.2; nodes 127.0.0.2,127.0.0.3" in master_log
+    assert "got 2 from rank 1" in master_log
+    assert "sum of 2 ranks: 3" in master_log
+    worker: list[bytes] = []
+    orch.logs(run.name, worker.append, node=1)
+    assert "rank 1 sent 2" in b"".join(worker).decode()
     # torn down: both VMs' processes (their sshd included) are gone, and so is the stack
     end = time.monotonic() + 30
     while (vm_pids(str(root)) or vm_pids(f"{root}-node-1")) and time.monotonic() < end:
         time.sleep(0.2)
     assert vm_pids(str(root)) == [] and vm_pids(f"{root}-node-1") == []
+    assert not root.exists() and not Path(f"{root}-node-1").exists()
     assert StackEngine(home).stack_names() == []
