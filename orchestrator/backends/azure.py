@@ -289,10 +289,11 @@ class AzureBackend(PulumiCloudBackend):
         notes = [f"resource group iacrun-{stack_label}; image {image} ({spec.vm_image.label})"]
         if spec.cluster:
             accelerated = "with" if accelerated_networking(spec.instance_type) else "without"
+            own = "; each VM's own timer deletes that VM only" if spec.azure_self_delete else ""
             notes.append(
                 f"cluster: {spec.nodes} VMs in one proximity placement group and subnet, "
                 f"{accelerated} accelerated networking; all traffic allowed within the subnet, "
-                "nothing more from outside; each VM's own timer deletes that VM only"
+                f"nothing more from outside{own}"
             )
             notes.append(
                 "InfiniBand: the VMs share one availability set, hence one InfiniBand fabric"
