@@ -198,3 +198,16 @@ def test_the_plan_notes_say_what_a_cluster_gets(tmp_path: Path) -> None:
     )
     assert "2 VMs in one proximity placement group and subnet, with accelerated networking" in notes
     assert "one availability set, hence one InfiniBand fabric" in notes
+
+
+def test_without_the_vm_side_delete_the_azure_cluster_note_does_not_claim_it(
+    tmp_path: Path,
+) -> None:
+    azure = azure_backend(tmp_path, self_delete=False)
+    key, cidrs = "ssh-ed25519 AAAA test", ["198.51.100.23/32"]
+    spec = azure.stack_spec(record(tmp_path), offer("azure"), key, cidrs, 2)
+    assert spec.azure_self_delete is False
+    notes = " | ".join(azure.plan_notes(spec, "s"))
+    assert "2 VMs in one proximity placement group" in notes
+    assert "deletes that VM only" not in notes
+    assert "powers the VM off only" in notes
