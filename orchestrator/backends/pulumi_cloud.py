@@ -15,7 +15,13 @@
 5. returns the `Host`: the VM's public address, user `ubuntu`, the run's key, the pinned host key
    and the run folder `/opt/iacrun/run`.
 
-`terminate(run)` destroys the stack and removes it; what is already gone is no error.
+`provision_nodes(run, offer, count)` does the same for a multi-node run: one stack of `count`
+VMs (the programs' cluster: placement, a members-only rule, EFA or InfiniBand), every GPU node's
+check, and the Hosts in rank order from the stack's `nodes` output, each with its private
+address as `internal_ip` (what the other nodes reach it on); `ssh RUN` is the master and
+`ssh RUN-node-K` node K while the run lives.
+
+`terminate(run)` destroys the stack (every node) and removes it; what is already gone is no error.
 `dry_run(spec, offer)` runs the same program under Pulumi's mocks: no credentials, no `pulumi`.
 
 After `provision`, iacrun follows the start-up contract in `stacks/cloudinit.py` (wait for
