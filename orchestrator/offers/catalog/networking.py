@@ -22,6 +22,7 @@ _EFA_TYPES = frozenset(
         "p5e.48xlarge",
         "p5en.48xlarge",
         "p6-b200.48xlarge",
+        "p6-b300.48xlarge",
         "p6e-gb200.36xlarge",
         "trn1.32xlarge",
         "trn1n.32xlarge",
