@@ -25,7 +25,11 @@
     │   ├── StackTimeoutError      a stack's `up` or `destroy` ran past its time limit
     │   ├── StackLockedError       another update holds a stack's lock, not shown to be stale
     │   └── StackOwnerError        the stack belongs to another iacrun home: left alone
-    └── RunnerError                the runner on a host could not start or answer
+    ├── RunnerError                the runner on a host could not start or answer
+    └── AccessError                a server refused the request's caller
+        ├── AuthError              no token, or a wrong, revoked or expired one (HTTP 401)
+        ├── ForbiddenError         the token's user may not do this (HTTP 403)
+        └── NotFoundError          no user, token or upload of that name on the server (404)
 
 Foreign errors (yaml, pydantic, asyncssh, pulumi) are translated at the seam where they occur and
 re-raised ``from`` the original, so the CLI prints one line and never a traceback.
@@ -162,3 +166,19 @@ class StackOwnerError(BackendError):
 
 class RunnerError(IacrunError):
     pass
+
+
+class AccessError(IacrunError):
+    """A server refused the request's caller (see `iacrun.server.auth`)."""
+
+
+class AuthError(AccessError):
+    """No token, or one that is wrong, revoked or expired."""
+
+
+class ForbiddenError(AccessError):
+    """The token is good, but its user may not do this (a member asking what only an admin may)."""
+
+
+class NotFoundError(AccessError):
+    """No user, token or upload of that name on the server (runs have RunNotFoundError)."""

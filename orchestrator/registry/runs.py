@@ -37,17 +37,20 @@ class Registry:
     def close(self) -> None:
         self.db.close()
 
-    def create(self, name: str, spec: RunSpec, local_dir_root: Path) -> RunRecord:
-        """Record a new run as `submitted`; a name already active, or one that breaks the rule
-        of names (it becomes a folder and a stack name), is refused."""
+    def create(
+        self, name: str, spec: RunSpec, local_dir_root: Path, *, submitted_by: str | None = None
+    ) -> RunRecord:
+        """Record a new run as `submitted` (by a server's user, or None in embedded mode); a
+        name already active, or one that breaks the rule of names (it becomes a folder and a
+        stack name), is refused."""
         check_run_name(name)
         now = time.time()
         try:
             with self.db.transaction() as db:
                 inserted = db.row(
-                    "INSERT INTO runs (name, status, spec, submitted_at) VALUES (?, ?, ?, ?) "
-                    "RETURNING id",
-                    (name, "submitted", _column("spec", spec), now),
+                    "INSERT INTO runs (name, status, spec, submitted_at, submitted_by) "
+                    "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                    (name, "submitted", _column("spec", spec), now, submitted_by),
                 )
                 assert inserted is not None
                 run_id = int(inserted["id"])
@@ -126,6 +129,36 @@ class Registry:
         query += " ORDER BY id DESC"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
+        return [RunRecord.model_validate(row) for row in self.db.rows(query, params)]
+
+    def page(
+        self,
+        *,
+        status: str | None = None,
+        user: str | None = None,
+        active: bool | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[RunRecord]:
+        """Runs newest first, filtered, at most `limit`, with ids below `before` (the paging a
+        server's list uses: the next page starts below the last id of this one)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if user is not None:
+            where.append("submitted_by = ?")
+            params.append(user)
+        if active is not None:
+            where.append(f"status {'' if active else 'NOT '}IN {ACTIVE_STATUSES!r}")
+        if before is not None:
+            where.append("id < ?")
+            params.append(before)
+        query = "SELECT * FROM runs"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += f" ORDER BY id DESC LIMIT {int(limit)}"
         return [RunRecord.model_validate(row) for row in self.db.rows(query, params)]
 
     def names_in_use(self, prefix: str) -> set[str]:
