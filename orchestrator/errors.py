@@ -26,10 +26,11 @@
     │   ├── StackLockedError       another update holds a stack's lock, not shown to be stale
     │   └── StackOwnerError        the stack belongs to another iacrun home: left alone
     ├── RunnerError                the runner on a host could not start or answer
-    └── AccessError                a server refused the request's caller
+    └── ServerError                an iacrun server refused the request, or cannot be reached
         ├── AuthError              no token, or a wrong, revoked or expired one (HTTP 401)
         ├── ForbiddenError         the token's user may not do this (HTTP 403)
-        └── NotFoundError          no user, token or upload of that name on the server (404)
+        ├── NotFoundError          no user, token or upload of that name on the server (404)
+        └── ServerUnreachableError the server does not answer (down, wrong URL, network)
 
 Foreign errors (yaml, pydantic, asyncssh, pulumi) are translated at the seam where they occur and
 re-raised ``from`` the original, so the CLI prints one line and never a traceback.
@@ -168,17 +169,21 @@ class RunnerError(IacrunError):
     pass
 
 
-class AccessError(IacrunError):
-    """A server refused the request's caller (see `iacrun.server.auth`)."""
+class ServerError(IacrunError):
+    """An iacrun server refused the request, or cannot be reached (see `iacrun.client`)."""
 
 
-class AuthError(AccessError):
+class AuthError(ServerError):
     """No token, or one that is wrong, revoked or expired."""
 
 
-class ForbiddenError(AccessError):
+class ForbiddenError(ServerError):
     """The token is good, but its user may not do this (a member asking what only an admin may)."""
 
 
-class NotFoundError(AccessError):
+class NotFoundError(ServerError):
     """No user, token or upload of that name on the server (runs have RunNotFoundError)."""
+
+
+class ServerUnreachableError(ServerError):
+    """The server does not answer: it is down, the URL is wrong, or the network is."""

@@ -81,8 +81,9 @@ RULES = (
     Rule(
         "iacrun.client",
         ("iacrun.server", "iacrun.cli"),
-        reason="the client speaks HTTP to a server: it shares the orchestrator's models and "
-        "error tree, never the server's code (it runs where the server is not installed)",
+        allowed=("iacrun.server.schema",),
+        reason="the client speaks HTTP to a server: it shares the orchestrator's models, the "
+        "error tree and the API's shapes (server/schema.py), never the server's code",
     ),
     Rule(
         "iacrun.orchestrator.models",

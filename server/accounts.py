@@ -12,44 +12,20 @@ import hashlib
 import re
 import secrets
 import time
-from typing import Literal
 
 from pydantic import BaseModel
 
 from iacrun.orchestrator.errors import ForbiddenError, InputError, NotFoundError
 from iacrun.orchestrator.registry.database import Database, UniqueViolation
+from iacrun.server.schema import NewToken, Role, TokenInfo, User
 
-Role = Literal["admin", "member"]
 TOKEN_PREFIX = "iacrun_"
 #: the first admin, made at the first start
 ADMIN_USER = "admin"
+#: how stale a token's `last_used_at` may be before a request writes it again, in seconds
+LAST_USED_EVERY = 60.0
 #: a user's name: what `ps` shows in its USER column and runs record as `submitted_by`
 USER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]{0,62}")
-
-
-class User(BaseModel):
-    id: int
-    name: str
-    role: Role
-    created_at: float
-
-
-class TokenInfo(BaseModel):
-    """A token as listed: never its secret."""
-
-    id: int
-    user: str
-    name: str
-    created_at: float
-    expires_at: float | None = None
-    revoked_at: float | None = None
-    last_used_at: float | None = None
-
-
-class NewToken(TokenInfo):
-    """A token just made: the only time its secret is shown."""
-
-    token: str
 
 
 class Principal(BaseModel):
@@ -164,7 +140,8 @@ class Accounts:
     def authenticate(self, secret: str) -> Principal | None:
         """The token's user, if the token is known, not revoked and not expired."""
         row = self.db.row(
-            "SELECT tokens.id, tokens.expires_at, tokens.revoked_at, users.name, users.role "
+            "SELECT tokens.id, tokens.expires_at, tokens.revoked_at, tokens.last_used_at, "
+            "users.name, users.role "
             "FROM tokens JOIN users ON users.id = tokens.user_id WHERE tokens.hash = ?",
             (token_hash(secret),),
         )
@@ -173,7 +150,9 @@ class Accounts:
             return None
         if row["expires_at"] is not None and row["expires_at"] <= now:
             return None
-        self.db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (now, row["id"]))
+        if row["last_used_at"] is None or now - row["last_used_at"] > LAST_USED_EVERY:
+            # a write at most once a minute per token, not one per request
+            self.db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (now, row["id"]))
         return Principal(user=row["name"], role=row["role"])
 
     # -- the first start --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ STATUS: tuple[tuple[type[errors.IacrunError], int], ...] = (
     (errors.AuthError, 401),
     (errors.ForbiddenError, 403),
     (errors.NotFoundError, 404),
+    (errors.ServerUnreachableError, 502),
     (errors.RunNotFoundError, 404),
     (errors.RunNameTakenError, 409),
     (errors.InputError, 400),

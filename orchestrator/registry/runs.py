@@ -26,6 +26,9 @@ from iacrun.orchestrator.registry.records import (
     RunStatus,
 )
 
+#: how long a run that ended stays in the default list (`iacrun ps` without -a), in seconds
+RECENT = 3600
+
 
 class Registry:
     """Runs and their status history. `target`: an SQLite file, or a database URL."""
@@ -125,7 +128,7 @@ class Registry:
         params: list[Any] = []
         if not all_runs:
             query += f" WHERE status IN {ACTIVE_STATUSES!r} OR finished_at > ?"
-            params.append(time.time() - 3600)
+            params.append(time.time() - RECENT)
         query += " ORDER BY id DESC"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
@@ -137,11 +140,13 @@ class Registry:
         status: str | None = None,
         user: str | None = None,
         active: bool | None = None,
+        recent: bool = False,
         limit: int = 50,
         before: int | None = None,
     ) -> list[RunRecord]:
         """Runs newest first, filtered, at most `limit`, with ids below `before` (the paging a
-        server's list uses: the next page starts below the last id of this one)."""
+        server's list uses: the next page starts below the last id of this one). `recent`: the
+        runs `runs()` lists by default, active ones and those that ended in the last hour."""
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
@@ -152,6 +157,9 @@ class Registry:
             params.append(user)
         if active is not None:
             where.append(f"status {'' if active else 'NOT '}IN {ACTIVE_STATUSES!r}")
+        if recent:
+            where.append(f"(status IN {ACTIVE_STATUSES!r} OR finished_at > ?)")
+            params.append(time.time() - RECENT)
         if before is not None:
             where.append("id < ?")
             params.append(before)

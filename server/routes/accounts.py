@@ -3,36 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
 
 from iacrun.orchestrator.errors import ForbiddenError
-from iacrun.server.accounts import NewToken, Role, TokenInfo
-from iacrun.server.accounts import User as UserRecord
 from iacrun.server.auth import Admin, User
 from iacrun.server.errors import RESPONSES
+from iacrun.server.schema import CreatedUser, NewToken, NewUser, TokenInfo, TokenRequest
+from iacrun.server.schema import User as UserRecord
 from iacrun.server.state import state_of
 
 router = APIRouter(tags=["accounts"], responses=RESPONSES)
-
-
-class NewUser(BaseModel):
-    name: str
-    role: Role = "member"
-    #: also make a first token for the user, named so (its secret is in the answer, once)
-    token_name: str | None = None
-
-
-class CreatedUser(BaseModel):
-    user: UserRecord
-    token: NewToken | None = None
-
-
-class TokenRequest(BaseModel):
-    name: str
-    #: whose token (an admin may make one for anyone; default: the caller's own)
-    user: str | None = None
-    #: when it stops working (epoch seconds); null: never
-    expires_at: float | None = None
 
 
 @router.get("/users")

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
 
+from iacrun.server.schema import ServerInfo
 from iacrun.server.state import state_of
 
 router = APIRouter(tags=["server"])
-
-
-class ServerInfo(BaseModel):
-    version: str
-    api: Literal["v1"] = "v1"
-    database: Literal["sqlite", "postgresql"]
 
 
 def iacrun_version() -> str:

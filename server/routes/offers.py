@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
 
 from iacrun.orchestrator.backends.base import Preflight
 from iacrun.orchestrator.errors import IacrunError
@@ -13,7 +12,7 @@ from iacrun.orchestrator.models.requirements import SpotPolicy
 from iacrun.orchestrator.models.runspec import Overrides, requirements_for
 from iacrun.server.auth import User
 from iacrun.server.errors import RESPONSES
-from iacrun.server.routes.runs import PlanResponse
+from iacrun.server.schema import BackendStatus, PlanResponse
 from iacrun.server.state import state_of
 
 router = APIRouter(tags=["offers"], responses=RESPONSES)
@@ -53,13 +52,6 @@ def offers(
         requirements_for(None, overrides), configured_only=configured_only
     )
     return PlanResponse(offers=plan.offers, notes=plan.notes)
-
-
-class BackendStatus(BaseModel):
-    name: str
-    #: whether its preflight passed (credentials, tools, plugins); a backend without one: true
-    ready: bool
-    problem: str | None = None
 
 
 @router.get("/backends")

@@ -7,60 +7,28 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
 
 from iacrun.orchestrator.errors import InputError
 from iacrun.orchestrator.host.payload import spec_on_server
 from iacrun.orchestrator.models.runspec import RunSpec
-from iacrun.orchestrator.offers.model import Offer
 from iacrun.orchestrator.registry import RunEvent, RunRecord, RunStatus
 from iacrun.server.auth import User
 from iacrun.server.errors import RESPONSES
 from iacrun.server.logstream import log_events
+from iacrun.server.schema import (
+    DownResponse,
+    PlanRequest,
+    PlanResponse,
+    RunPage,
+    StopRequest,
+    SubmitRequest,
+)
 from iacrun.server.state import ServerState, state_of
 
 router = APIRouter(tags=["runs"], responses=RESPONSES)
 
 #: the most runs one page of the list holds
 MAX_PAGE = 500
-
-
-class PlanRequest(BaseModel):
-    spec: RunSpec
-    #: the upload's SHA-256 (PUT /uploads first); needed when the plan checks the upload's size
-    upload: str | None = None
-    #: also say what the first offer's backend would create (`iacrun up --dry-run`)
-    dry_run: bool = False
-
-
-class PlanResponse(BaseModel):
-    offers: list[Offer]
-    notes: list[str] = []
-    #: what would be created, when the plan was asked with `dry_run`
-    dry_run: str | None = None
-
-
-class SubmitRequest(BaseModel):
-    spec: RunSpec
-    #: the SHA-256 of the run's upload (PUT /uploads/{sha256} first)
-    upload: str
-
-
-class RunPage(BaseModel):
-    runs: list[RunRecord]
-    #: pass as `before` for the next page; null on the last one
-    next: int | None = None
-
-
-class StopRequest(BaseModel):
-    #: record the stop and return at once (the run's supervisor stops the job and tears the run
-    #: down); without it the call returns once the run has ended, as `iacrun stop` does
-    abort: bool = False
-
-
-class DownResponse(BaseModel):
-    #: what was stopped and torn down, as `iacrun down` says it
-    message: str
 
 
 def server_spec(state: ServerState, spec: RunSpec, upload: str | None) -> RunSpec:
@@ -105,16 +73,19 @@ def list_runs(
     status: RunStatus | None = None,
     user: str | None = None,
     active: bool | None = None,
+    recent: bool = False,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: int | None = None,
 ) -> RunPage:
-    """Runs, newest first, filtered by status, submitting user, active or final; paged: the
+    """Runs, newest first, filtered by status, submitting user, active or final (`recent`:
+    what `iacrun ps` shows, active runs and those that ended in the last hour); paged: the
     next page is `?before=<next>`."""
     registry = state_of(request).registry
     runs = registry.page(
         status=None if status is None else status.value,
         user=user,
         active=active,
+        recent=recent,
         limit=limit + 1,
         before=before,
     )

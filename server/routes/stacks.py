@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
 
 from iacrun.server.auth import Admin, User
 from iacrun.server.errors import RESPONSES
+from iacrun.server.schema import Destroyed, StackInfo
 from iacrun.server.state import state_of
 
 router = APIRouter(tags=["stacks"], responses=RESPONSES)
-
-
-class StackInfo(BaseModel):
-    """One row of `iacrun stacks`."""
-
-    name: str
-    resources: int | None
-    last_update: float | None
-    result: str | None
-    update_in_progress: bool
-    run: str | None
-    run_status: str | None
-    owner: str
-    leak: bool
-    note: str
-
-
-class Destroyed(BaseModel):
-    message: str
 
 
 @router.get("/stacks")
