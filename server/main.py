@@ -9,6 +9,7 @@ next start supervises again the ones whose supervisor died meanwhile.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from iacrun.server.config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
@@ -61,9 +62,14 @@ def serve(config: ServerConfig) -> None:
             print("\n".join(startup_lines(config, generated)), flush=True)
 
     server.startup = startup  # type: ignore[method-assign]
+    # uvicorn catches SIGINT and SIGTERM, shuts down gracefully, then raises the signal again
+    # to the handler that was there before: this one, so a stop is an exit 0, not a traceback
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: None)
     server.run()
     if not server.started:
         sys.exit(1)
+    print("iacrun server stopped; runs go on, and are supervised again at the next start")
 
 
 def main(argv: list[str] | None = None) -> None:
