@@ -38,6 +38,8 @@ from iacrun.server.schema import (
 
 M = TypeVar("M", bound=BaseModel)
 API = "/api/v1"
+#: how long a stop, a teardown or a stack's destroy may take (a cloud's can take minutes)
+SLOW = 900.0
 #: how long `follow` keeps reconnecting to a server that dropped the stream, in seconds
 RECONNECT_FOR = 120.0
 
@@ -216,10 +218,11 @@ class Client:
     # -- stopping -------------------------------------------------------------------------------
 
     def stop(self, name: str, *, abort: bool = False) -> RunRecord:
-        return self._json(RunRecord, "POST", f"/runs/{name}/stop", json={"abort": abort})
+        body = {"abort": abort}
+        return self._json(RunRecord, "POST", f"/runs/{name}/stop", json=body, timeout=SLOW)
 
     def down(self, name: str) -> str:
-        return self._json(DownResponse, "POST", f"/runs/{name}/down").message
+        return self._json(DownResponse, "POST", f"/runs/{name}/down", timeout=SLOW).message
 
     # -- offers, backends, stacks ---------------------------------------------------------------
 
@@ -235,7 +238,7 @@ class Client:
         return self._list(StackInfo, "/stacks")
 
     def destroy_stack(self, stack_name: str) -> str:
-        return self._json(Destroyed, "DELETE", f"/stacks/{stack_name}").message
+        return self._json(Destroyed, "DELETE", f"/stacks/{stack_name}", timeout=SLOW).message
 
     # -- accounts -------------------------------------------------------------------------------
 
