@@ -600,6 +600,8 @@ class Orchestrator:
             refuse_unless_mine,
         )
 
+        if not self.stacks_possible():  # then no stack to look for, and no pulumi needed
+            raise no_run_or_stack(stack_name, stacks=False)
         engine = self.stack_engine()
         if stack_name not in engine.stack_names():
             raise no_run_or_stack(stack_name, stacks=True)
