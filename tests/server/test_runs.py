@@ -28,8 +28,9 @@ def spec_of(project: Path, text: str, name: str | None = None):  # type: ignore[
 
 def test_server_info_needs_no_token(server: Server) -> None:
     info = server.client(token="").info()
-    assert info.api == "v1" and info.database == "sqlite"
-    assert "(database: sqlite " in "".join(server.output)
+    kind = "postgresql" if server.database_url else "sqlite"
+    assert info.api == "v1" and info.database == kind
+    assert f"(database: {kind} " in "".join(server.output)
 
 
 def test_a_submitted_run_runs_on_the_local_backend_and_its_log_arrives_whole(
