@@ -1,7 +1,7 @@
 """Scheduled tasks (`schedule:` submitted to `iacrun server`) and the runs they started.
 
 Revision ID: 0004_schedules
-Revises: 0001_runs (the chain puts 0002_leases and 0003_accounts between them once they land)
+Revises: 0003_accounts
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_schedules"
-down_revision = "0001_runs"
+down_revision = "0003_accounts"
 branch_labels = None
 depends_on = None
 
