@@ -21,6 +21,7 @@ from iacrun.orchestrator.host.payload import pack_upload
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.paths import iacrun_home
 from iacrun.orchestrator.registry import RunEvent, RunRecord, RunStatus
+from iacrun.orchestrator.registry.schedules import ScheduleRecord
 from iacrun.server.schema import (
     BackendStatus,
     CreatedUser,
@@ -30,6 +31,7 @@ from iacrun.server.schema import (
     PlanResponse,
     Role,
     RunPage,
+    ScheduleList,
     ServerInfo,
     StackInfo,
     TokenInfo,
@@ -159,9 +161,33 @@ class Client:
 
     def submit(self, spec: RunSpec, upload: str | None = None) -> RunRecord:
         """Upload the run's files (unless `upload` names them already) and submit the run."""
+        if spec.schedule is not None:
+            raise errors.InputError(
+                "the task has a schedule: the server keeps it as a schedule (Client.schedule)"
+            )
         sha256 = upload or self.upload(spec)
         body = {"spec": spec.model_dump(mode="json"), "upload": sha256}
         return self._json(RunRecord, "POST", "/runs", json=body)
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    def schedule(self, spec: RunSpec, upload: str | None = None) -> ScheduleRecord:
+        """Keep a task with `schedule` on the server: it starts a run at each of its times."""
+        sha256 = upload or self.upload(spec)
+        body = {"spec": spec.model_dump(mode="json"), "upload": sha256}
+        return self._json(ScheduleRecord, "POST", "/schedules", json=body)
+
+    def schedules(self, *, all_schedules: bool = False) -> list[ScheduleRecord]:
+        """The active schedules with their next time (and the stopped ones, with all)."""
+        params = {"all": "true"} if all_schedules else {}
+        return self._json(ScheduleList, "GET", "/schedules", params=params).schedules
+
+    def get_schedule(self, name: str) -> ScheduleRecord:
+        return self._json(ScheduleRecord, "GET", f"/schedules/{name}")
+
+    def stop_schedule(self, name: str) -> ScheduleRecord:
+        """End the schedule and stop its active run; safe to repeat."""
+        return self._json(ScheduleRecord, "POST", f"/schedules/{name}/stop")
 
     # -- reading --------------------------------------------------------------------------------
 

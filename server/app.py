@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from iacrun.server import errors
-from iacrun.server.routes import accounts, info, offers, runs, stacks, uploads
+from iacrun.server.routes import accounts, info, offers, runs, schedules, stacks, uploads
 from iacrun.server.routes.info import iacrun_version
 from iacrun.server.state import ServerState, attach_state
 
@@ -21,9 +21,11 @@ def create_app(state: ServerState) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(state.start)
+        state.scheduler.start()  # an asyncio task of this loop: starts scheduled runs
         try:
             yield
         finally:
+            await state.scheduler.stop_serving()
             await run_in_threadpool(state.stop)
 
     app = FastAPI(
@@ -37,6 +39,6 @@ def create_app(state: ServerState) -> FastAPI:
     )
     attach_state(app, state)
     errors.install(app)
-    for module in (info, uploads, runs, offers, stacks, accounts):
+    for module in (info, uploads, runs, schedules, offers, stacks, accounts):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.offers.model import Offer
 from iacrun.orchestrator.registry import RunRecord
+from iacrun.orchestrator.registry.schedules import ScheduleRecord
 
 Role = Literal["admin", "member"]
 
@@ -60,6 +61,19 @@ class StopRequest(BaseModel):
 class DownResponse(BaseModel):
     #: what was stopped and torn down, as `iacrun down` says it
     message: str
+
+
+# -- schedules ----------------------------------------------------------------------------------
+
+
+class ScheduleRequest(BaseModel):
+    spec: RunSpec
+    #: the SHA-256 of the task's upload (PUT /uploads/{sha256} first)
+    upload: str
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleRecord]
 
 
 # -- backends and stacks --------------------------------------------------------------------------

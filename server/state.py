@@ -1,5 +1,5 @@
 """Everything a server's routes work with, in one object: the Orchestrator (the same one the CLI
-uses), its Registry, the accounts, the uploads."""
+uses), its Registry, the accounts, the uploads, the scheduler of scheduled tasks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, cast
 from starlette.requests import HTTPConnection
 
 from iacrun.orchestrator.api import Orchestrator
-from iacrun.orchestrator.registry import Registry
+from iacrun.orchestrator.models.runspec import RunSpec
+from iacrun.orchestrator.registry import Registry, RunRecord
+from iacrun.orchestrator.registry.schedules import ScheduleRecord
 from iacrun.server.accounts import Accounts
 from iacrun.server.config import ServerConfig
+from iacrun.server.scheduler import Scheduler, clock_from_env
 from iacrun.server.uploads import Uploads
 
 if TYPE_CHECKING:
@@ -31,6 +34,15 @@ class ServerState:
         self.orchestrator = orchestrator
         self.accounts = Accounts(self.registry.db)
         self.uploads = Uploads(config.home / "uploads", orchestrator.settings.upload_limit_gb)
+        self.scheduler = Scheduler(orchestrator, clock=clock_from_env(), start=self.start_scheduled)
+
+    def start_scheduled(self, schedule: ScheduleRecord, spec: RunSpec) -> RunRecord:
+        """A scheduled task's run at one of its times, submitted as `POST /runs` submits one
+        (its spec already points at the server's copy of its upload), by the schedule's user."""
+        orch = self.orchestrator
+        return orch.submit(
+            spec, orch.plan(spec), submitted_by=schedule.submitted_by, schedule_id=schedule.id
+        )
 
     def start(self) -> None:
         """At start: every active run whose supervisor died (the server or the machine was

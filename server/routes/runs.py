@@ -12,6 +12,7 @@ from iacrun.orchestrator.errors import InputError
 from iacrun.orchestrator.host.payload import spec_on_server
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.registry import RunEvent, RunRecord, RunStatus
+from iacrun.orchestrator.registry.schedules import ScheduleRecord
 from iacrun.server.auth import User
 from iacrun.server.errors import RESPONSES
 from iacrun.server.logstream import log_events
@@ -53,12 +54,15 @@ def plan(body: PlanRequest, request: Request, principal: User) -> PlanResponse:
 
 
 @router.post("/runs", status_code=201)
-def submit(body: SubmitRequest, request: Request, principal: User) -> RunRecord:
+def submit(body: SubmitRequest, request: Request, principal: User) -> RunRecord | ScheduleRecord:
     """Plan and submit: the run is recorded (as submitted by the token's user) and handed to a
-    supervisor. 409 when a run of that name is active."""
+    supervisor. 409 when a run of that name is active. A spec with a `schedule` is kept as a
+    schedule instead (the answer is the schedule, with its next time): see /schedules."""
     state = state_of(request)
     orch = state.orchestrator
     spec = server_spec(state, body.spec, body.upload)
+    if spec.schedule is not None:
+        return state.scheduler.create(spec, upload=body.upload, submitted_by=principal.user)
     if spec.run_name is not None:
         orch.ensure_name_free(spec.run_name)
     orch.check_upload(spec)
