@@ -236,12 +236,13 @@ class Scheduler:
         self._loop, self._wakeup = asyncio.get_running_loop(), asyncio.Event()
         while True:
             self._wakeup.clear()
+            delay = MAX_SLEEP
             try:
                 await asyncio.to_thread(self.tick)
-            except Exception:
+                due = await asyncio.to_thread(self.schedules.next_due)
+            except Exception:  # the database busy or gone a moment: look again later
                 log.exception("scheduler tick failed; trying again")
-            due = await asyncio.to_thread(self.schedules.next_due)
-            delay = MAX_SLEEP
+                due = None
             if due is not None:
                 delay = min(MAX_SLEEP, max(0.0, self.clock.real_seconds(due - self.clock.now())))
             with contextlib.suppress(TimeoutError):
