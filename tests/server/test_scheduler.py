@@ -256,3 +256,22 @@ def test_in_process_a_schedule_is_refused_and_the_list_is_the_databases(world: W
     world.orch.stop_schedule("tick")
     assert world.orch.schedules() == []
     assert [s.name for s in world.orch.schedules(all_schedules=True)] == ["tick"]
+
+
+def test_a_run_that_cannot_start_at_its_time_leaves_the_schedule_going(world: World) -> None:
+    from iacrun.orchestrator.errors import BackendError
+
+    calls: list[str] = []
+
+    def down_then_up(schedule: ScheduleRecord, spec: RunSpec) -> RunRecord:
+        calls.append(str(spec.run_name))
+        if len(calls) == 1:
+            raise BackendError("the backend is down")  # as a cloud outage would
+        return world.orch.submit(spec, world.orch.plan(spec), schedule_id=schedule.id)
+
+    world.scheduler = Scheduler(world.orch, start=down_then_up)
+    world.schedule()
+    assert world.scheduler.tick(_minute("14:31")) == []
+    [run] = world.scheduler.tick(_minute("14:32"))
+    assert calls == ["tick-202612011431", "tick-202612011432"] and run.name == calls[1]
+    assert world.wait_final(run.name).status == "done"
