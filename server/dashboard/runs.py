@@ -149,7 +149,8 @@ def spec_yaml(run: RunRecord) -> str:
 
 
 def task_file(state: ServerState, run: RunRecord) -> str | None:
-    """The task file as uploaded, when it is in the server's uploads (never another path)."""
+    """The task file as uploaded, when it is in the server's uploads (never another path), with
+    the values of its env (of 3 characters or more: shorter ones are no secrets) as `***`."""
     from pathlib import Path
 
     uploads = (state.config.home / "uploads").resolve()
@@ -158,9 +159,13 @@ def task_file(state: ServerState, run: RunRecord) -> str | None:
         if not path.is_relative_to(uploads) or not path.is_file():
             return None
         with path.open("rb") as file:
-            return file.read(TASK_FILE_LIMIT).decode(errors="replace")
+            text = file.read(TASK_FILE_LIMIT).decode(errors="replace")
     except OSError:
         return None
+    for value in sorted(run.spec.env.values(), key=len, reverse=True):
+        if len(value) >= 3:
+            text = text.replace(value, "***")
+    return text
 
 
 def stack_resources(state: ServerState, run: RunRecord) -> tuple[list[dict[str, str]], str | None]:
