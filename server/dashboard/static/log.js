@@ -239,6 +239,7 @@
   function connect() {
     source = new EventSource(streamUrl + "?offset=" + offset);
     source.addEventListener("open", function () {
+      box.setAttribute("data-connections", Number(box.getAttribute("data-connections") || 0) + 1);
       stateText.textContent = ended ? stateText.textContent : "following";
     });
     source.addEventListener("log", function (event) {

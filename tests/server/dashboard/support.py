@@ -13,9 +13,7 @@ def signed_in(server: Server, token: str | None = None) -> httpx.Client:
     """An HTTP client that signed in through the sign-in form, as a browser does: it keeps the
     session cookie and sends nothing else."""
     session = httpx.Client(base_url=server.url, follow_redirects=False, timeout=30)
-    answer = session.post(
-        "/signin", data={"token": token or server.admin_token, "next": "/runs"}
-    )
+    answer = session.post("/signin", data={"token": token or server.admin_token, "next": "/runs"})
     assert answer.status_code == 303, answer.text
     return session
 

@@ -62,9 +62,7 @@ def test_sign_in_sets_an_httponly_strict_cookie_and_sign_out_ends_it(server: Ser
 
     session = signed_in(server)
     cookie = session.cookies.jar
-    answer = httpx.post(
-        server.url + "/signin", data={"token": server.admin_token, "next": "/cost"}
-    )
+    answer = httpx.post(server.url + "/signin", data={"token": server.admin_token, "next": "/cost"})
     header = answer.headers["set-cookie"].lower()
     assert answer.headers["location"] == "/cost"
     assert "httponly" in header and "samesite=strict" in header and "path=/" in header
@@ -143,13 +141,16 @@ def test_a_member_reaches_through_the_pages_only_what_the_api_lets_it(server: Se
     assert made.status_code == 201
     secret = re.search(r'id="new-token">(iacrun_[^<]+)<', made.text)
     assert secret is not None
-    assert httpx.get(
-        f"{server.url}/api/v1/tokens", headers={"Authorization": f"Bearer {secret.group(1)}"}
-    ).status_code == 200
+    assert (
+        httpx.get(
+            f"{server.url}/api/v1/tokens", headers={"Authorization": f"Bearer {secret.group(1)}"}
+        ).status_code
+        == 200
+    )
 
     admin = signed_in(server)
     users = admin.get("/users")
-    assert users.status_code == 200 and "<th scope=\"row\">bob</th>" in users.text
+    assert users.status_code == 200 and '<th scope="row">bob</th>' in users.text
     added = admin.post("/users", data={"csrf": csrf_of(users.text), "name": "carol"})
     assert added.status_code == 201 and 'id="new-token">iacrun_' in added.text
     assert "first admin token" in admin.get("/tokens").text
