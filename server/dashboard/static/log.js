@@ -18,7 +18,7 @@
   var streamUrl = box.getAttribute("data-stream");
   var bytesUrl = box.getAttribute("data-bytes");
 
-  var MAX_LINES = 3000; // kept while following the tail
+  var MAX_LINES = 1500; // kept while following the tail
   var HARD_MAX = 50000; // kept at most when the reader scrolled up
   var EARLIER_BYTES = 256 * 1024;
   var MAX_LINE_CHARS = 64 * 1024;
@@ -230,14 +230,50 @@
   followBox.addEventListener("change", scrollSoon);
 
   function base64Bytes(text) {
+    if (typeof Uint8Array.fromBase64 === "function") return Uint8Array.fromBase64(text);
     var raw = atob(text);
     var out = new Uint8Array(raw.length);
     for (var i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
     return out;
   }
 
+  // Chunks are rendered together every FLUSH_MS: while a long log catches up, the page draws
+  // its tail once per batch instead of once per event.
+  var FLUSH_MS = 60;
+  var queue = [];
+  var queued = 0;
+  var flushing = false;
+
+  function flush() {
+    flushing = false;
+    if (!queue.length) return;
+    var bytes = queue.length === 1 ? queue[0] : new Uint8Array(queued);
+    if (queue.length > 1) {
+      var at = 0;
+      for (var i = 0; i < queue.length; i++) { bytes.set(queue[i], at); at += queue[i].length; }
+    }
+    queue = [];
+    queued = 0;
+    append(bytes);
+    if (endInfo) finish(endInfo);
+  }
+
+  var endInfo = null;
+
+  function finish(info) {
+    ended = true;
+    if (carry.length) { // the last line had no newline: it is complete now
+      carryNode = null;
+      carry = new Uint8Array(0);
+    }
+    stateText.textContent = "ended: " + info.status +
+      (info.exit_code === null ? "" : ", exit code " + info.exit_code);
+    box.setAttribute("data-ended", "true");
+    refreshStatus();
+  }
+
   function connect() {
-    source = new EventSource(streamUrl + "?offset=" + offset);
+    source = new EventSource(streamUrl + "?offset=" + (offset + queued));
     source.addEventListener("open", function () {
       box.setAttribute("data-connections", Number(box.getAttribute("data-connections") || 0) + 1);
       stateText.textContent = ended ? stateText.textContent : "following";
@@ -246,29 +282,28 @@
       var chunk = base64Bytes(event.data);
       var after = Number(event.lastEventId);
       var begin = after - chunk.length;
-      if (after <= offset) return; // seen already
-      if (begin < offset) chunk = chunk.subarray(offset - begin); // a part seen already
-      else if (begin > offset) { // a gap: start again from what was shown
+      var reached = offset + queued;
+      if (after <= reached) return; // seen already
+      if (begin < reached) chunk = chunk.subarray(reached - begin); // a part seen already
+      else if (begin > reached) { // a gap: start again from what was received
         source.close();
         return connect();
       }
-      append(chunk);
+      queue.push(chunk);
+      queued += chunk.length;
+      if (!flushing) {
+        flushing = true;
+        window.setTimeout(flush, FLUSH_MS);
+      }
     });
     source.addEventListener("end", function (event) {
-      ended = true;
       source.close();
-      if (carry.length) { // the last line had no newline: it is complete now
-        carryNode = null;
-        carry = new Uint8Array(0);
-      }
       var info = JSON.parse(event.data);
-      stateText.textContent = "ended: " + info.status +
-        (info.exit_code === null ? "" : ", exit code " + info.exit_code);
-      box.setAttribute("data-ended", "true");
-      refreshStatus();
+      if (flushing || queue.length) endInfo = info; // said once the last bytes are shown
+      else finish(info);
     });
     source.addEventListener("error", function (event) {
-      if (ended) return;
+      if (ended || endInfo) return;
       if (event.data) { // the server's own error event: say it, and try again later
         try { stateText.textContent = "log error: " + JSON.parse(event.data).message; } catch (e) { /* shown below */ }
         source.close();
