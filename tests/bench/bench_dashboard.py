@@ -80,8 +80,9 @@ def show(label: str, values: list[float]) -> None:
 
 OBSERVER = """
 window.__long = [];
-new PerformanceObserver(list => { for (const e of list.getEntries()) window.__long.push(e.duration); })
-  .observe({type: 'longtask', buffered: true});
+new PerformanceObserver(list => {
+  for (const e of list.getEntries()) window.__long.push(e.duration);
+}).observe({type: 'longtask', buffered: true});
 """
 
 
