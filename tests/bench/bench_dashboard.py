@@ -156,6 +156,8 @@ def main() -> None:
             record_runs(registry, args.runs)
             print(f"{args.runs} runs recorded in {time.perf_counter() - began:.1f} s")
             with httpx.Client(base_url=server.url, cookies={"iacrun_session": ADMIN}) as client:
+                rows = client.get("/runs").text.count('<tr id="run-')
+                print(f"the first screen lists {rows} runs, newest first (the rest: paged)")
                 show(f"GET /runs ({args.runs} runs, first screen)", timings(client, "/runs",
                      args.repeat))  # fmt: skip
                 show("GET /runs.json (the live update)", timings(client, "/runs.json",
