@@ -63,7 +63,6 @@ def seed(registry: Registry, now: float) -> None:
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/img").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="iacrun-shots-") as tmp:
         home = Path(tmp) / "home"
@@ -135,7 +134,9 @@ def shots(out: Path, url: str) -> None:
         ]:
             page.goto(f"{url}{path}")
             page.wait_for_timeout(1500)
-            page.screenshot(path=str(out / f"dashboard-{name}.png"), full_page=name not in ("run", "runs"))
+            page.screenshot(
+                path=str(out / f"dashboard-{name}.png"), full_page=name not in ("run", "runs")
+            )
             print(f"docs/img/dashboard-{name}.png")
         phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
         phone.context.add_cookies([{"name": "iacrun_session", "value": ADMIN, "url": url}])

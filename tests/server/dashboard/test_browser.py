@@ -188,3 +188,30 @@ def test_every_page_is_keyboard_usable_with_a_title_and_fits_a_phone(
         assert [re.split(r"\s", t.strip())[0] for t in labels][:3] == ["Show", "Status", "Backend"]
     finally:
         context.close()
+
+
+def test_a_long_log_draws_only_its_tail_until_earlier_lines_are_asked_for(
+    page: Any, server: Server, project: Path
+) -> None:
+    client = server.client()
+    pad = "x" * 90  # 6000 lines of ~100 bytes: more than one fetch of earlier bytes
+    (project / "write.py").write_text(f"for i in range(1, 6001):\n    print(f'row {{i}} {pad}')\n")
+    client.submit(spec_in(project, "commands:\n  - python3 write.py\n", "long"))
+    wait_for(lambda: not client.get("long").active, 60)
+    sign_in(page, server, "/runs/long")
+    page.wait_for_selector("#log[data-ended='true']")
+    shown = page.locator("#log-lines .l").all_inner_texts()
+    assert len(shown) == 1500  # the tail only
+    assert shown[-2:] == [f"row 6000 {pad}", "[iacrun] run done: exited (0)"]
+    earlier = page.get_by_role("button", name="Show earlier lines")
+    clicks = 0
+    while earlier.is_visible():
+        earlier.click()
+        clicks += 1
+        page.wait_for_function(
+            "n => document.querySelectorAll('#log-lines .l').length > n", arg=len(shown)
+        )
+        shown = page.locator("#log-lines .l").all_inner_texts()
+        assert clicks < 20
+    assert clicks >= 2
+    assert shown[:-1] == [f"row {i} {pad}" for i in range(1, 6001)]  # each once, in order
