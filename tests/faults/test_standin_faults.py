@@ -23,7 +23,7 @@ from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.engine import CALL_MARK, StackEngine
 from tests.stacks.engine.support import skip_without_pulumi
 from tests.stacks.engine.test_engine import descendants
-from tests.standin.supervise import orchestrator
+from tests.standin.supervise import StandinOrchestrator, orchestrator
 from tests.standin.test_orchestrated import write_project
 from tests.standin.vm import SSHD, free_port, vm_pids
 
@@ -211,3 +211,92 @@ def test_kill_on_the_standin_vm(
     if phase == "running":
         assert "started\nfinished\n" in shown
     assert message.startswith(f"{run.name}: {expect[0]}"), message
+
+
+SHORT_TASK = """type: task
+commands:
+  - echo started
+  - echo finished
+"""
+
+
+def settled(orch: StandinOrchestrator, run: RunRecord, root: Path, home: Path) -> RunRecord:
+    """The run once final (`refresh`, as `iacrun ps` does, replaces a dead supervisor), after
+    the VM's processes are gone."""
+    wait_for(lambda: orch.refresh(orch.registry.get_by_id(run.id)).status.is_final, timeout=180)
+    wait_for(lambda: not vm_pids(str(root)), timeout=30)
+    with contextlib.suppress(AssertionError):  # the engine's last plugins exiting
+        wait_for(lambda: not marked_processes(home), timeout=10)
+    return orch.registry.get_by_id(run.id)
+
+
+def leftovers(root: Path, home: Path) -> str:
+    left = [*vm_pids(str(root)), *marked_processes(home)]
+    stacks = StackEngine(home).stack_names()
+    found = [
+        *(f"{len(left)} processes ({' '.join(sorted({comm(p) for p in left}))})" for _ in left[:1]),
+        *(f"stack {s}" for s in stacks),
+        *(["VM folder"] if root.exists() else []),
+    ]
+    return ", ".join(found) or "none"
+
+
+@pytest.mark.parametrize("victim", ["pulumi", "supervisor"])
+def test_kill_while_the_vm_is_deleted(
+    tmp_path: Path, victim: str, outcomes: list[dict[str, str]]
+) -> None:
+    """kill -9 of `pulumi` (its process group) or of the supervisor while the VM's delete is held
+    open at teardown. `pulumi`: the dynamic provider midway through the delete (in a process
+    group of its own) must not be orphaned, and the pending delete must not be forgotten (the
+    supervisor's retry deletes the VM). The supervisor: its `pulumi` goes on or dies without it,
+    and the successor finishes the destroy, reaping whatever the dead one's call left. Either
+    way the run ends as its job did, and nothing is left."""
+    home, root, gate = tmp_path / "home", tmp_path / "vm", tmp_path / "gate"
+    home.mkdir()
+    gate.touch()
+    (tmp_path / "project").mkdir()
+    task = tmp_path / "project" / "short.dstack.yml"
+    task.write_text(SHORT_TASK)
+    orch = orchestrator(home, root, hold_delete=gate)
+    spec = build_run_spec(task, environ={})
+    run = orch.submit(spec, orch.plan(spec))
+    try:
+        reached = Path(f"{gate}.reached")
+        wait_for(reached.exists, timeout=180)
+        provider = int(reached.read_text())
+        record = orch.registry.get_by_id(run.id)
+        assert record.status == "terminating" and vm_pids(str(root)), record
+        assert record.supervisor_pid is not None
+        [pulumi] = [p for p in descendants(record.supervisor_pid) if comm(p) == "pulumi"]
+        assert os.getpgid(provider) != os.getpgid(pulumi)  # out of reach of a killpg
+        if victim == "pulumi":
+            os.killpg(pulumi, signal.SIGKILL)
+            # the engine reaps the provider of its killed call: while the gate exists, an
+            # orphaned one would stay (its delete held open, the VM running) for 300s
+            wait_for(lambda: comm(provider) == "", timeout=30)
+        else:
+            os.kill(record.supervisor_pid, signal.SIGKILL)
+            wait_for(lambda: comm(record.supervisor_pid) in ("", "python3"), timeout=30)
+    finally:
+        gate.unlink(missing_ok=True)
+    record = settled(orch, run, root, home)
+    left = leftovers(root, home)
+    events = (Path(record.local_dir) / "events").read_text()
+    message = orch.down(run.name)
+    outcomes.append(
+        {
+            "backend": "standin",
+            "phase": "teardown",
+            "victim": victim,
+            "status": str(record.status),
+            "exit": str(record.exit_code),
+            "left over": left,
+            "stop+down": "ok" if message.startswith(f"{run.name}: done") else "FAILED",
+        }
+    )
+    assert (record.status, record.exit_code) == ("done", 0), events
+    assert left == "none", events
+    assert message.startswith(f"{run.name}: done"), message
+    chunks: list[bytes] = []
+    orch.logs(run.name, chunks.append)
+    assert b"started\nfinished\n" in b"".join(chunks)

@@ -11,7 +11,9 @@ Creating a ``StandinVM`` does what a cloud does for a VM, on this machine:
 
 `hold_create` (a file path) keeps the create from returning while that file exists, once the VM
 runs (``<hold_create>.reached`` says so): a cloud still reporting a create that already bills,
-the window in which a killed `pulumi` leaves a pending create behind.
+the window in which a killed `pulumi` leaves a pending create behind. `hold_delete` does the same
+for the delete, before the VM is powered off: a cloud still deleting a VM that runs, the window in
+which a killed `pulumi` leaves a pending delete behind.
 
 Deleting it is the VM's termination: every process of the "VM" ends (sshd, its sessions, the boot
 script and whatever they started: see `vm_pids`), and its root folder goes away.
@@ -134,6 +136,16 @@ def power_off(root: str, grace: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def _held(gate: str | None) -> None:
+    """While the file `gate` exists (at most 300s), wait; `<gate>.reached` names this process."""
+    if not gate:
+        return
+    Path(f"{gate}.reached").write_text(str(os.getpid()))
+    end = time.monotonic() + 300
+    while Path(gate).exists() and time.monotonic() < end:
+        time.sleep(0.05)
+
+
 class StandinVMProvider(ResourceProvider):
     """Creates and deletes stand-in VMs. Any change of input replaces the VM."""
 
@@ -159,12 +171,7 @@ class StandinVMProvider(ResourceProvider):
         env = {k: v for k, v in os.environ.items() if k != ENGINE_MARK} | {MARK: str(root)}
         port = self._start_sshd(root, host_key, authorized, env)
         self._boot(root, props.get("boot_script") or "", env)
-        hold = props.get("hold_create")
-        if hold:
-            Path(f"{hold}.reached").write_text(str(os.getpid()))
-            end = time.monotonic() + 300
-            while Path(hold).exists() and time.monotonic() < end:
-                time.sleep(0.05)
+        _held(props.get("hold_create"))
         outs = {
             **props,
             "public_ip": "127.0.0.1",
@@ -223,6 +230,7 @@ class StandinVMProvider(ResourceProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         root = str(Path(props["root_dir"]).resolve())
+        _held(props.get("hold_delete"))
         power_off(root)
         subprocess.run(["rm", "-rf", root], check=False)
 
@@ -245,6 +253,7 @@ class StandinVM(Resource):
         boot_script: pulumi.Input[str] = "",
         host_private_key: pulumi.Input[str] | None = None,
         hold_create: str | None = None,
+        hold_delete: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
@@ -255,6 +264,7 @@ class StandinVM(Resource):
             if host_private_key
             else None,
             "hold_create": hold_create,
+            "hold_delete": hold_delete,
             "public_ip": None,
             "ssh_port": None,
             "ssh_user": None,
