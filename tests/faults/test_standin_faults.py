@@ -300,3 +300,94 @@ def test_kill_while_the_vm_is_deleted(
     chunks: list[bytes] = []
     orch.logs(run.name, chunks.append)
     assert b"started\nfinished\n" in b"".join(chunks)
+
+
+def follower(home: Path, root: Path, name: str, out: Path) -> subprocess.Popen[bytes]:
+    """An attached CLI following the run (tests/standin/follow.py), its output in `out`."""
+    with open(out, "wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.standin.follow", str(home), str(root), name],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@pytest.mark.parametrize(
+    ("phase", "victim"),
+    [("provisioning", "cli"), ("provisioning", "supervisor"), ("running", "cli")],
+)
+def test_kill_attached_or_supervisor_on_the_standin(
+    tmp_path: Path, phase: str, victim: str, outcomes: list[dict[str, str]]
+) -> None:
+    """kill -9 of the attached CLI (following the run) while the VM is created or the job runs,
+    or of the supervisor while the VM is created (its create held open, the VM running). The
+    run goes on without its follower (done, the whole log kept); without its supervisor, the
+    successor fails it as interrupted and destroys the VM. Nothing is left either way."""
+    home, root, hold, gate = (
+        tmp_path / "home",
+        tmp_path / "vm",
+        tmp_path / "hold",
+        tmp_path / "gate",
+    )
+    home.mkdir()
+    (tmp_path / "project").mkdir()
+    task = tmp_path / "project" / "gated.dstack.yml"
+    task.write_text(GATED_TASK.format(gate=gate))
+    if phase == "provisioning":
+        hold.touch()
+    orch = orchestrator(home, root, hold=hold)
+    spec = build_run_spec(task, environ={})
+    run = orch.submit(spec, orch.plan(spec))
+    out = tmp_path / "attached.out"
+    attached = follower(home, root, run.name, out)
+    try:
+        if phase == "provisioning":
+            wait_for(Path(f"{hold}.reached").exists, timeout=180)
+            assert vm_pids(str(root)), "the VM runs while its create is held open"
+            wait_for(lambda: b"[iacrun] creating stack" in out.read_bytes(), timeout=60)
+        else:
+            wait_for(lambda: b"started\n" in out.read_bytes(), timeout=180)
+        if victim == "cli":
+            os.kill(attached.pid, signal.SIGKILL)
+        else:
+            supervisor = orch.registry.get_by_id(run.id).supervisor_pid
+            assert supervisor is not None
+            os.kill(supervisor, signal.SIGKILL)
+        assert attached.wait(timeout=180) is not None  # a follower of a failed run ends too
+    finally:
+        hold.unlink(missing_ok=True)
+        gate.touch()
+        if attached.poll() is None:
+            attached.kill()
+            attached.wait()
+    record = settled(orch, run, root, home)
+    left = leftovers(root, home)
+    chunks: list[bytes] = []
+    orch.logs(run.name, chunks.append)  # the copy kept at teardown: the VM is gone
+    message = orch.down(run.name)
+    expect = "done" if victim == "cli" else "failed"
+    outcomes.append(
+        {
+            "backend": "standin",
+            "phase": phase,
+            "victim": victim,
+            "status": str(record.status),
+            "exit": str(record.exit_code),
+            "left over": left,
+            "stop+down": "ok" if message.startswith(f"{run.name}: {expect}") else "FAILED",
+        }
+    )
+    events = (Path(record.local_dir) / "events").read_text()
+    if victim == "cli":
+        assert (record.status, record.exit_code) == ("done", 0), events
+        assert b"started\nfinished\n" in b"".join(chunks)
+    else:
+        assert record.status == "failed", events
+        assert "interrupted while provisioning" in (record.reason or ""), events
+        assert b"started" not in b"".join(chunks)
+    assert left == "none", events
+    assert message.startswith(f"{run.name}: {expect}"), message
