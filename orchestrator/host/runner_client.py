@@ -236,8 +236,13 @@ async def stop_job(transport: Transport, host: Host, reason: str) -> dict[str, A
 # ------------------------------------------------------- a VM whose boot set-up starts the runner
 
 
+#: seconds between the reads of a VM's run folder while its boot set-up or runner starts (a
+#: file read over the open connection: cheap; each poll saved is time the user waits)
+VM_POLL_SECONDS = 0.5
+
+
 async def wait_vm_ready(
-    transport: Transport, host: Host, timeout: float = 600.0, poll: float = 2.0
+    transport: Transport, host: Host, timeout: float = 600.0, poll: float = VM_POLL_SECONDS
 ) -> None:
     """Wait until cloud-init handed the run folder to the SSH user (`RUN_DIR/vm.ready`)."""
     end = time.monotonic() + timeout
@@ -252,7 +257,7 @@ async def wait_vm_ready(
 
 
 async def start_job(
-    transport: Transport, host: Host, timeout: float = 3600.0, poll: float = 2.0
+    transport: Transport, host: Host, timeout: float = 3600.0, poll: float = VM_POLL_SECONDS
 ) -> dict[str, Any]:
     """Start the job once code and job.json are in place: write `code.ready`, wait for a state.
 
