@@ -262,8 +262,10 @@ def test_kill_while_the_vm_is_deleted(
     run = orch.submit(spec, orch.plan(spec))
     try:
         reached = Path(f"{gate}.reached")
-        run_ended = lambda: orch.registry.get_by_id(run.id).status.is_final  # noqa: E731
-        wait_for(lambda: reached.exists() or run_ended(), timeout=180)
+        wait_for(
+            lambda: reached.exists() or orch.registry.get_by_id(run.id).status.is_final,
+            timeout=180,
+        )
         assert reached.exists(), (Path(run.local_dir) / "events").read_text()
         provider = int(reached.read_text())
         record = orch.registry.get_by_id(run.id)
