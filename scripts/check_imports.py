@@ -23,7 +23,12 @@ from itertools import pairwise
 from pathlib import Path
 
 #: folder at the repository root → the package it is installed as (see pyproject.toml)
-PACKAGES = {"orchestrator": "iacrun.orchestrator", "stacks": "iacrun.stacks", "cli": "iacrun.cli"}
+PACKAGES = {
+    "orchestrator": "iacrun.orchestrator",
+    "stacks": "iacrun.stacks",
+    "cli": "iacrun.cli",
+    "server": "iacrun.server",
+}
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,13 @@ RULES = (
     ),
     Rule(
         "iacrun.orchestrator",
-        ("iacrun.cli",),
-        reason="the CLI is built on the orchestrator, never the reverse",
+        ("iacrun.cli", "iacrun.server", "iacrun.client"),
+        reason="the CLI and the server are built on the orchestrator, never the reverse",
+    ),
+    Rule(
+        "iacrun.stacks",
+        ("iacrun.server", "iacrun.client"),
+        reason="stacks is a layer below the orchestrator, and so below the server",
     ),
     Rule(
         "iacrun.orchestrator.models",

@@ -74,6 +74,9 @@ class RunRecord(BaseModel):
     exit_code: int | None = None
     attempt: int = 0
     supervisor_pid: int | None = None
+    #: the server that supervises the run (server/supervision.py), and until when
+    lease_owner: str | None = None
+    lease_expires: float | None = None
     submitted_at: float
     started_at: float | None = None
     finished_at: float | None = None
