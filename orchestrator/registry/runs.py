@@ -198,11 +198,14 @@ def name_taken(name: str) -> RunNameTakenError:
 
 
 def _column(key: str, value: Any) -> Any:
-    """A field as its column stores it: models and mappings as JSON, statuses as their name."""
+    """A field as its column stores it: models and mappings as JSON, statuses as their name,
+    booleans as 0/1."""
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     if key in JSON_COLUMNS and value is not None:
         return json.dumps(value)
     if isinstance(value, RunStatus):
         return value.value
+    if isinstance(value, bool):  # booleans are INTEGER 0/1: PostgreSQL refuses a bool there
+        return int(value)
     return value
