@@ -173,8 +173,12 @@ class SupervisionPool:
         return taken
 
     def _supervise(self, run_id: int, resume: bool) -> None:
+        from iacrun.orchestrator.supervisor import EventLog
+
         try:
             assert self._supervisor is not None, "start() makes the supervisor"
+            # the run's events say which server supervised it, and from when
+            EventLog.of(self.registry.get_by_id(run_id)).write(f"supervised by {self.owner}")
             if resume:
                 self._supervisor.resume(run_id)
             else:
