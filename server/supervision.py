@@ -102,6 +102,9 @@ class SupervisionPool:
         with self._lock:
             if self._supervisor is None:  # one state machine: backends are made once, here
                 self._supervisor = self._make_supervisor()
+                # a detached supervisor sheds the Pulumi engine by exec'ing itself anew; in a
+                # server that would replace the whole process, so a thread keeps the engine
+                self._supervisor.shed = None
         self._stopping.clear()
         self._thread = threading.Thread(target=self._loop, name="iacrun-supervision", daemon=True)
         self._thread.start()
