@@ -225,3 +225,30 @@ def test_owner_ids_are_unique_per_process() -> None:
     assert first != second
     host, pid, _ = first.split(":")
     assert int(pid) == os.getpid() and host
+
+
+def test_a_thread_never_sheds_the_engine_by_exec(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a detached supervisor that loaded the Pulumi engine exec's itself anew; a pool's thread
+    # doing so would replace the whole server process
+    import sys
+    import types
+
+    from iacrun.orchestrator.supervisor import Supervisor
+
+    monkeypatch.setitem(sys.modules, "pulumi", types.ModuleType("pulumi"))
+    shed: list[int] = []
+
+    def make() -> Supervisor:
+        supervisor = server.orch.supervisor()
+        supervisor.shed = shed.append
+        return supervisor
+
+    pool = server.pool(ttl=5, supervisor=make)
+    pool.start()
+    run = server.submit("true")
+    pool.wake()
+    server.wait(lambda: not server.get(run).active)
+    assert server.get(run).status == "done"
+    assert shed == []
