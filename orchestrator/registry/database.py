@@ -19,6 +19,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,7 +128,7 @@ class Database:
         if self._conn.closed or self._conn.broken:
             if self._depth:  # the transaction died with its connection
                 raise psycopg.OperationalError("the connection to PostgreSQL was lost")
-            self._conn = _open_postgres(self.url)
+            self._reconnect()
         try:
             return self._conn.execute(query, tuple(params))
         except psycopg.OperationalError:
@@ -135,8 +136,23 @@ class Database:
                 raise
             # the server dropped the connection (a restart) before this statement was run by
             # it: connect again and run it once more
-            self._conn = _open_postgres(self.url)
+            self._reconnect()
             return self._conn.execute(query, tuple(params))
+
+    def _reconnect(self) -> None:
+        """Connect to PostgreSQL again, waiting up to `RECONNECT_SECONDS` for a server that is
+        restarting (its supervisors' threads wait with it rather than fail their runs)."""
+        import psycopg
+
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        while True:
+            try:
+                self._conn = _open_postgres(self.url)
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
@@ -189,6 +205,9 @@ class Database:
         finally:
             self.row("SELECT pg_advisory_unlock(?)", (MIGRATION_LOCK_KEY,))
 
+
+#: seconds a lost PostgreSQL connection is tried again before the statement fails
+RECONNECT_SECONDS = 30.0
 
 #: the key of the advisory lock migrations run under (any number: it only has to be the same)
 MIGRATION_LOCK_KEY = 0x1AC2_0001

@@ -150,3 +150,19 @@ def test_embedded_ps_imports_no_database_layer(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_statement_waits_for_postgresql_to_come_back(tmp_path: Path) -> None:
+    server = new_server()
+    try:
+        registry = Registry(server.create_database())
+        run = registry.create("patient", {}, tmp_path)
+        server.stop()
+        back = threading.Timer(2.0, server.start)  # down for two seconds, as in a restart
+        back.start()
+        try:
+            assert registry.get_by_id(run.id).name == "patient"  # waited, then answered
+        finally:
+            back.join()
+    finally:
+        server.remove()
