@@ -28,6 +28,7 @@ PACKAGES = {
     "stacks": "iacrun.stacks",
     "cli": "iacrun.cli",
     "server": "iacrun.server",
+    "client": "iacrun.client",
 }
 
 
@@ -64,12 +65,25 @@ RULES = (
     Rule(
         "iacrun.orchestrator",
         ("iacrun.cli", "iacrun.server", "iacrun.client"),
-        reason="the CLI and the server are built on the orchestrator, never the reverse",
+        reason="the CLI, the server and the client are built on the orchestrator, never the "
+        "reverse",
     ),
     Rule(
         "iacrun.stacks",
         ("iacrun.server", "iacrun.client"),
-        reason="stacks is a layer below the orchestrator, and so below the server",
+        reason="the server and the client are built on the orchestrator, never the reverse",
+    ),
+    Rule(
+        "iacrun.server",
+        ("iacrun.cli", "iacrun.client"),
+        reason="the server serves the orchestrator; the CLI and the client are its callers",
+    ),
+    Rule(
+        "iacrun.client",
+        ("iacrun.server", "iacrun.cli"),
+        allowed=("iacrun.server.schema",),
+        reason="the client speaks HTTP to a server: it shares the orchestrator's models, the "
+        "error tree and the API's shapes (server/schema.py), never the server's code",
     ),
     Rule(
         "iacrun.orchestrator.models",

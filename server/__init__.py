@@ -1,4 +1,4 @@
-"""`iacrun server`: the REST API over the same Orchestrator the CLI uses, for teams and CI.
-
-`supervision` (the runs the server supervises, in threads, under leases in the registry).
+"""`iacrun server`: the orchestrator behind a REST API (FastAPI, under `/api/v1`), for teams and
+CI pipelines. `app.create_app(ServerState)` builds the app; `main.serve(ServerConfig)` runs it
+with uvicorn. Nothing here is imported by the CLI until `iacrun server` runs.
 """

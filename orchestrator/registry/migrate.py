@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 #: the newest Alembic revision (migrations/versions/); a test holds it equal to Alembic's head
-SCHEMA_HEAD = "0002_leases"
+SCHEMA_HEAD = "0003_accounts"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 

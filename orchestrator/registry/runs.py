@@ -27,6 +27,9 @@ from iacrun.orchestrator.registry.records import (
     RunStatus,
 )
 
+#: how long a run that ended stays in the default list (`iacrun ps` without -a), in seconds
+RECENT = 3600
+
 
 class Registry:
     """Runs and their status history. `target`: an SQLite file, or a database URL
@@ -42,20 +45,27 @@ class Registry:
         self.db.close()
 
     def create(
-        self, name: str, spec: RunSpec, local_dir_root: Path, *, supervisor_pid: int | None = None
+        self,
+        name: str,
+        spec: RunSpec,
+        local_dir_root: Path,
+        *,
+        submitted_by: str | None = None,
+        supervisor_pid: int | None = None,
     ) -> RunRecord:
-        """Record a new run as `submitted`; a name already active, or one that breaks the rule
-        of names (it becomes a folder and a stack name), is refused. `supervisor_pid`: the
-        process that starts its supervisor (then replaced by the supervisor's own), so that no
-        server's pool takes the run meanwhile; None leaves it to a server's pool."""
+        """Record a new run as `submitted` (by a server's user, or None in embedded mode); a
+        name already active, or one that breaks the rule of names (it becomes a folder and a
+        stack name), is refused. `supervisor_pid`: the process that starts its supervisor (then
+        replaced by the supervisor's own), so that no server's pool takes the run meanwhile;
+        None leaves it to a server's pool."""
         check_run_name(name)
         now = time.time()
         try:
             with self.db.transaction() as db:
                 inserted = db.row(
-                    "INSERT INTO runs (name, status, spec, submitted_at, supervisor_pid) "
-                    "VALUES (?, ?, ?, ?, ?) RETURNING id",
-                    (name, "submitted", _column("spec", spec), now, supervisor_pid),
+                    "INSERT INTO runs (name, status, spec, submitted_at, submitted_by, "
+                    "supervisor_pid) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    (name, "submitted", _column("spec", spec), now, submitted_by, supervisor_pid),
                 )
                 assert inserted is not None
                 run_id = int(inserted["id"])
@@ -172,10 +182,45 @@ class Registry:
         params: list[Any] = []
         if not all_runs:
             query += f" WHERE status IN {ACTIVE_STATUSES!r} OR finished_at > ?"
-            params.append(time.time() - 3600)
+            params.append(time.time() - RECENT)
         query += " ORDER BY id DESC"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
+        return [RunRecord.model_validate(row) for row in self.db.rows(query, params)]
+
+    def page(
+        self,
+        *,
+        status: str | None = None,
+        user: str | None = None,
+        active: bool | None = None,
+        recent: bool = False,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[RunRecord]:
+        """Runs newest first, filtered, at most `limit`, with ids below `before` (the paging a
+        server's list uses: the next page starts below the last id of this one). `recent`: the
+        runs `runs()` lists by default, active ones and those that ended in the last hour."""
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if user is not None:
+            where.append("submitted_by = ?")
+            params.append(user)
+        if active is not None:
+            where.append(f"status {'' if active else 'NOT '}IN {ACTIVE_STATUSES!r}")
+        if recent:
+            where.append(f"(status IN {ACTIVE_STATUSES!r} OR finished_at > ?)")
+            params.append(time.time() - RECENT)
+        if before is not None:
+            where.append("id < ?")
+            params.append(before)
+        query = "SELECT * FROM runs"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += f" ORDER BY id DESC LIMIT {int(limit)}"
         return [RunRecord.model_validate(row) for row in self.db.rows(query, params)]
 
     def names_in_use(self, prefix: str) -> set[str]:
