@@ -193,13 +193,15 @@ class Registry:
         *,
         status: str | None = None,
         user: str | None = None,
+        backend: str | None = None,
         active: bool | None = None,
         recent: bool = False,
         limit: int = 50,
         before: int | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, filtered, at most `limit`, with ids below `before` (the paging a
-        server's list uses: the next page starts below the last id of this one). `recent`: the
+        """Runs newest first, filtered (status, submitting user, backend, active or final), at
+        most `limit`, with ids below `before` (the paging a server's list uses: the next page
+        starts below the last id of this one). `recent`: the
         runs `runs()` lists by default, active ones and those that ended in the last hour."""
         where: list[str] = []
         params: list[Any] = []
@@ -209,6 +211,9 @@ class Registry:
         if user is not None:
             where.append("submitted_by = ?")
             params.append(user)
+        if backend is not None:
+            where.append("backend = ?")
+            params.append(backend)
         if active is not None:
             where.append(f"status {'' if active else 'NOT '}IN {ACTIVE_STATUSES!r}")
         if recent:
