@@ -59,7 +59,7 @@ from iacrun.orchestrator.paths import (
     UNREACHED,
     config_file,
     iacrun_home,
-    registry_file,
+    registry_target,
     runs_dir,
 )
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord, name_taken
@@ -115,7 +115,7 @@ class Orchestrator:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = Registry(registry_file(self.home))
+            self._registry = Registry(registry_target(self.home))
         return self._registry
 
     @property
@@ -261,7 +261,8 @@ class Orchestrator:
         submitted_by: str | None = None,
         schedule_id: int | None = None,
     ) -> RunRecord:
-        """Record the run, then hand it to a detached supervisor that provisions and watches it.
+        """Record the run, then hand it to a detached supervisor that provisions and watches it
+        (with `supervise=False`, to a server's pool: server/supervision.py).
 
         `submitted_by`: the server user who asked for it (None in embedded mode). A spec with a
         `schedule` is refused (`refuse_schedule`): a scheduler submits each of its runs
@@ -275,8 +276,15 @@ class Orchestrator:
         self.check_upload(spec)
         name = spec.run_name or generate_name(self.registry.names_in_use)
         spec = spec.model_copy(update={"run_name": name})
+        # a run for a detached supervisor is this process's until it has one (no server's pool
+        # takes it meanwhile); without, it waits for a server's pool (server/supervision.py)
         run = self.registry.create(
-            name, spec, self.runs_root, submitted_by=submitted_by, schedule_id=schedule_id
+            name,
+            spec,
+            self.runs_root,
+            submitted_by=submitted_by,
+            schedule_id=schedule_id,
+            supervisor_pid=os.getpid() if supervise else None,
         )
         local = Path(run.local_dir)
         local.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -502,7 +510,10 @@ class Orchestrator:
         return stopping or self.registry.get_by_id(run.id)
 
     def supervised(self, run: RunRecord) -> bool:
-        """Whether the run's supervisor process is alive (and so acts on a stop request)."""
+        """Whether the run's supervisor is alive (and so acts on a stop request): its process,
+        or a server's pool that holds an unexpired lease on it."""
+        if run.lease_owner is not None and (run.lease_expires or 0) > self.registry.clock():
+            return True
         return run.supervisor_pid is not None and _alive(run.supervisor_pid)
 
     def wait_stopped(

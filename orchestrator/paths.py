@@ -54,9 +54,21 @@ def config_file(home: Path) -> Path:
     return home / "config.yml"
 
 
+#: a PostgreSQL URL (`postgresql://user@host:port/db`) that holds the registry instead of the
+#: SQLite file in iacrun's home: a server shared by a team, or several servers on one database
+DATABASE_URL_ENV = "IACRUN_DATABASE_URL"
+
+
 def registry_file(home: Path) -> Path:
-    """The registry of runs (SQLite)."""
+    """The embedded registry of runs: an SQLite file in iacrun's home."""
     return home / "registry.db"
+
+
+def registry_target(home: Path) -> Path | str:
+    """The database a home's runs are recorded in: `$IACRUN_DATABASE_URL` when set, else
+    `registry_file(home)`. The one place that decides it (the CLI, a server, a supervisor)."""
+    url = os.environ.get(DATABASE_URL_ENV, "").strip()
+    return url or registry_file(home)
 
 
 def runs_dir(home: Path) -> Path:

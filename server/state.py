@@ -1,5 +1,6 @@
 """Everything a server's routes work with, in one object: the Orchestrator (the same one the CLI
-uses), its Registry, the accounts, the uploads, the scheduler of scheduled tasks."""
+uses), its Registry, the accounts, the uploads, the supervision pool, the scheduler of
+scheduled tasks."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from iacrun.orchestrator.registry.schedules import ScheduleRecord
 from iacrun.server.accounts import Accounts
 from iacrun.server.config import ServerConfig
 from iacrun.server.scheduler import Scheduler, clock_from_env
+from iacrun.server.supervision import SupervisionPool
 from iacrun.server.uploads import Uploads
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from iacrun.orchestrator.offers.plan import OfferPlan
 
 
 class ServerState:
@@ -34,25 +38,49 @@ class ServerState:
         self.orchestrator = orchestrator
         self.accounts = Accounts(self.registry.db)
         self.uploads = Uploads(config.home / "uploads", orchestrator.settings.upload_limit_gb)
+        #: the runs this server supervises, in threads, under leases (server/supervision.py)
+        self.supervision = SupervisionPool(orchestrator)
         self.scheduler = Scheduler(orchestrator, clock=clock_from_env(), start=self.start_scheduled)
 
     def start_scheduled(self, schedule: ScheduleRecord, spec: RunSpec) -> RunRecord:
         """A scheduled task's run at one of its times, submitted as `POST /runs` submits one
         (its spec already points at the server's copy of its upload), by the schedule's user."""
-        orch = self.orchestrator
-        return orch.submit(
-            spec, orch.plan(spec), submitted_by=schedule.submitted_by, schedule_id=schedule.id
+        return self.start_run(
+            spec,
+            self.orchestrator.plan(spec),
+            submitted_by=schedule.submitted_by,
+            schedule_id=schedule.id,
         )
 
+    def start_run(
+        self,
+        spec: RunSpec,
+        plan: OfferPlan,
+        *,
+        submitted_by: str | None,
+        schedule_id: int | None = None,
+    ) -> RunRecord:
+        """Record a run and hand it to this server's supervision pool: a submit's, a schedule's."""
+        run = self.orchestrator.submit(
+            spec, plan, submitted_by=submitted_by, schedule_id=schedule_id, supervise=False
+        )
+        self.supervision.wake()
+        return run
+
     def start(self) -> None:
-        """At start: every active run whose supervisor died (the server or the machine was
-        restarted) gets a new one, as the CLI does when it notices (Orchestrator.refresh)."""
+        """At start: the pool takes over the server's runs that no one supervises (a server
+        that stopped or died: once their leases expire), and a run of the embedded mode in the
+        same registry whose supervisor process died gets a new one, as the CLI does when it
+        notices (Orchestrator.refresh)."""
         for run in self.registry.page(active=True, limit=100_000):
             self.orchestrator.refresh(run)
+        self.supervision.start()
 
     def stop(self) -> None:
-        """At shutdown. Runs go on: each has its own supervisor process, which outlives the
-        server (the next start supervises the ones that died meanwhile)."""
+        """At shutdown. Runs go on: their jobs keep running, and the next server on this
+        database (this one restarted, or another) takes them over when their leases expire
+        (IACRUN_SERVER_LEASE_SECONDS, 30 by default)."""
+        self.supervision.stop()
 
 
 def state_of(conn: HTTPConnection) -> ServerState:

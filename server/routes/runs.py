@@ -55,9 +55,10 @@ def plan(body: PlanRequest, request: Request, principal: User) -> PlanResponse:
 
 @router.post("/runs", status_code=201)
 def submit(body: SubmitRequest, request: Request, principal: User) -> RunRecord | ScheduleRecord:
-    """Plan and submit: the run is recorded (as submitted by the token's user) and handed to a
-    supervisor. 409 when a run of that name is active. A spec with a `schedule` is kept as a
-    schedule instead (the answer is the schedule, with its next time): see /schedules."""
+    """Plan and submit: the run is recorded (as submitted by the token's user) and handed to the
+    server's supervision pool (a thread of this process). 409 when a run of that name is active.
+    A spec with a `schedule` is kept as a schedule instead (the answer is the schedule, with
+    its next time): see /schedules."""
     state = state_of(request)
     orch = state.orchestrator
     spec = server_spec(state, body.spec, body.upload)
@@ -67,7 +68,7 @@ def submit(body: SubmitRequest, request: Request, principal: User) -> RunRecord 
         orch.ensure_name_free(spec.run_name)
     orch.check_upload(spec)
     found = orch.plan(spec)
-    return orch.submit(spec, found, submitted_by=principal.user)
+    return state.start_run(spec, found, submitted_by=principal.user)
 
 
 @router.get("/runs", response_model=RunPage)

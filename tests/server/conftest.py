@@ -71,7 +71,7 @@ def start_server(home: Path, env: dict[str, str], timeout: float = 60.0) -> Serv
         stdin=subprocess.DEVNULL,
     )
     server = Server(
-        f"http://127.0.0.1:{port}", home, proc, env.get("IACRUN_SERVER_ADMIN_TOKEN", "")
+        f"http://127.0.0.1:{port}", home, proc, env.get("IACRUN_SERVER_ADMIN_TOKEN", ""), env=env
     )
     assert proc.stdout is not None
     end = time.monotonic() + timeout
@@ -102,9 +102,9 @@ def stop_server(server: Server) -> int:
     return server.proc.returncode
 
 
-#: the databases the server suite runs on; PostgreSQL joins once its fixture (a real server on
-#: loopback, issue 15's "db" part) is in: its param sets IACRUN_DATABASE_URL below
-DATABASES = ["sqlite"]
+#: the databases the server suite runs on: the SQLite file in the server's home, and a fresh
+#: database on the session's real PostgreSQL (tests/pg.py: `pg_url`)
+DATABASES = ["sqlite", "pg"]
 
 
 @pytest.fixture(params=DATABASES)
@@ -112,6 +112,8 @@ def server_env(request: pytest.FixtureRequest) -> dict[str, str]:
     env = dict(os.environ)
     env["IACRUN_SERVER_ADMIN_TOKEN"] = ADMIN_TOKEN
     env.pop("IACRUN_DATABASE_URL", None)
+    # a stopped server's runs are taken over by the next one this long after its last beat
+    env["IACRUN_SERVER_LEASE_SECONDS"] = "3"
     if request.param != "sqlite":  # e.g. "postgresql": a fixture that gives a database URL
         env["IACRUN_DATABASE_URL"] = str(request.getfixturevalue(f"{request.param}_url"))
     return env

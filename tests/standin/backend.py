@@ -4,7 +4,8 @@
 files, stack engine, Host and start-up contract. Only its program differs: instead of an EC2
 instance it creates a `StandinVM` (a real sshd on loopback that plays the rendered boot files).
 `slow_seconds` puts a slow resource before the VM, so a test can kill an update midway;
-`hold_create` (a file) holds the VM's create open once the VM runs (see StandinVM).
+`hold_create` (a file) holds the VM's create open once the VM runs, `hold_delete` its delete
+before the VM is powered off (see StandinVM).
 
 A multi-node run (`provision_nodes`) gets one stack of N stand-in VMs, as the cloud programs
 declare N machines: rank k's root is `<root>-node-k` (rank 0 keeps `<root>`), each with its own
@@ -42,6 +43,7 @@ class StandinBackend(PulumiCloudBackend):
         *,
         slow_seconds: float = 0.0,
         hold_create: Path | None = None,
+        hold_delete: Path | None = None,
         gpus: int = 0,
         layout: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -50,6 +52,7 @@ class StandinBackend(PulumiCloudBackend):
         self.root = root
         self.slow_seconds = slow_seconds
         self.hold_create = hold_create
+        self.hold_delete = hold_delete
         self.gpus = gpus
         # systemctl and nvidia-smi of the "VM" are harmless stand-ins unless a test names others
         options: dict[str, Any] = {"systemctl": "true", "nvidia_smi": "false", **(layout or {})}
@@ -124,6 +127,7 @@ class StandinBackend(PulumiCloudBackend):
         roots = [self.root_of(rank) for rank in range(spec.nodes)]
         slow = self.slow_seconds
         hold = str(self.hold_create) if self.hold_create else None
+        hold_delete = str(self.hold_delete) if self.hold_delete else None
 
         def program() -> None:
             # imported here, as the cloud programs do: a supervisor loads Pulumi only while
@@ -145,6 +149,7 @@ class StandinBackend(PulumiCloudBackend):
                     boot_script=script,
                     host_private_key=spec.host_key.private_openssh,
                     hold_create=hold,
+                    hold_delete=hold_delete,
                     address=self.node_address(rank, spec.nodes),
                     opts=pulumi.ResourceOptions(depends_on=after),
                 )

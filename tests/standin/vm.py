@@ -14,7 +14,9 @@ Creating a ``StandinVM`` does what a cloud does for a VM, on this machine:
 
 `hold_create` (a file path) keeps the create from returning while that file exists, once the VM
 runs (``<hold_create>.reached`` says so): a cloud still reporting a create that already bills,
-the window in which a killed `pulumi` leaves a pending create behind.
+the window in which a killed `pulumi` leaves a pending create behind. `hold_delete` does the same
+for the delete, before the VM is powered off: a cloud still deleting a VM that runs, the window in
+which a killed `pulumi` leaves a pending delete behind.
 
 Deleting it is the VM's termination: every process of the "VM" ends (sshd, its sessions, the boot
 script and whatever they started: see `vm_pids`), and its root folder goes away.
@@ -140,6 +142,16 @@ def power_off(root: str, grace: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def _held(gate: str | None) -> None:
+    """While the file `gate` exists (at most 300s), wait; `<gate>.reached` names this process."""
+    if not gate:
+        return
+    Path(f"{gate}.reached").write_text(str(os.getpid()))
+    end = time.monotonic() + 300
+    while Path(gate).exists() and time.monotonic() < end:
+        time.sleep(0.05)
+
+
 class StandinVMProvider(ResourceProvider):
     """Creates and deletes stand-in VMs. Any change of input replaces the VM."""
 
@@ -166,12 +178,7 @@ class StandinVMProvider(ResourceProvider):
         address = props.get("address") or LOOPBACK
         port = self._start_sshd(root, host_key, authorized, env, address)
         self._boot(root, props.get("boot_script") or "", env)
-        hold = props.get("hold_create")
-        if hold:
-            Path(f"{hold}.reached").write_text(str(os.getpid()))
-            end = time.monotonic() + 300
-            while Path(hold).exists() and time.monotonic() < end:
-                time.sleep(0.05)
+        _held(props.get("hold_create"))
         outs = {
             **props,
             "public_ip": address,
@@ -233,6 +240,7 @@ class StandinVMProvider(ResourceProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         root = str(Path(props["root_dir"]).resolve())
+        _held(props.get("hold_delete"))
         power_off(root)
         subprocess.run(["rm", "-rf", root], check=False)
 
@@ -256,6 +264,7 @@ class StandinVM(Resource):
         boot_script: pulumi.Input[str] = "",
         host_private_key: pulumi.Input[str] | None = None,
         hold_create: str | None = None,
+        hold_delete: str | None = None,
         address: str = LOOPBACK,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -268,6 +277,7 @@ class StandinVM(Resource):
             if host_private_key
             else None,
             "hold_create": hold_create,
+            "hold_delete": hold_delete,
             "public_ip": None,
             "private_ip": None,
             "ssh_port": None,
