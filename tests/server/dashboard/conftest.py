@@ -13,8 +13,10 @@ import pytest
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: while Playwright's sync API is open, its event loop runs in the main
+    thread, and every later `asyncio.run()` of the session (the ssh transport's) would fail."""
     if shutil.which("chromium") is None:
         pytest.skip("Debian's chromium is not installed: apt-get install -y chromium")
     try:

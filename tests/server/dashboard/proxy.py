@@ -24,7 +24,11 @@ class CuttingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.upstream)
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:  # the server is gone (the test is ending): refuse this one
+                client.close()
+                continue
             with self.lock:
                 self.open += [client, server]
             for a, b in ((client, server), (server, client)):
