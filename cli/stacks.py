@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from iacrun.orchestrator.api import Orchestrator
     from iacrun.orchestrator.backends.stack_inventory import StackDetail, StackRow
+    from iacrun.orchestrator.service import RunService
 
 _DONE = {
     "create": "created",
@@ -55,7 +56,9 @@ def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_or
     def stacks(json_out: Json = False) -> None:
         import json
 
-        orch = orchestrator()
+        from iacrun.cli.mode import is_remote, service
+
+        orch: RunService = service() if is_remote() else orchestrator()
         if not orch.stacks_possible():
             typer.echo("[]" if json_out else no_cloud_note())
             return
@@ -74,6 +77,9 @@ def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_or
     ) -> None:
         import json
 
+        from iacrun.cli.mode import local_only
+
+        local_only("state", "the server has no route to a stack's state yet")
         found = orchestrator().stack_state(run)
         if json_out:
             typer.echo(json.dumps(state_json(found), indent=2))
