@@ -205,7 +205,7 @@ def up(
     if dry_run:
         plan, created = orch.dry_run(spec)
         typer.echo(plan_text(spec) + "\n")
-        typer.echo(offers_table(plan.offers, max_offers) + "\n")
+        typer.echo(offers_table(plan.offers, max_offers, spec.nodes) + "\n")
         typer.echo(created)
         return
     plan = orch.plan(spec)
@@ -213,7 +213,7 @@ def up(
     orch.ready_offers((o for o in plan.offers if o.available), note, spec=spec)
     if not json_out:
         note(plan_text(spec) + "\n")
-        note(offers_table(plan.offers, max_offers) + "\n")
+        note(offers_table(plan.offers, max_offers, spec.nodes) + "\n")
         for line in plan.notes:
             note(line)
     if not yes:
@@ -277,7 +277,7 @@ def ps(
     while True:
         runs = orch.runs(all_runs=all_runs)
         if json_out:
-            typer.echo(json.dumps([run_json(r) for r in runs], indent=2))
+            typer.echo(json.dumps([run_json(r, orch.nodes(r)) for r in runs], indent=2))
         else:
             if watch:
                 typer.echo("\x1b[2J\x1b[H", nl=False)
@@ -299,8 +299,17 @@ def logs(
     offset: Annotated[
         int, typer.Option("--offset", metavar="BYTES", help="Start at this byte of the log.")
     ] = 0,
+    node: Annotated[
+        int | None,
+        typer.Option("--node", metavar="RANK", help="A multi-node run's node (default: 0)."),
+    ] = None,
+    all_nodes: Annotated[
+        bool,
+        typer.Option("--all-nodes", help="Every node's log, each line prefixed with its rank."),
+    ] = False,
 ) -> None:
     from iacrun.cli.mode import service
+    from iacrun.orchestrator.errors import InputError
 
     out = sys.stdout.buffer
 
@@ -309,7 +318,12 @@ def logs(
         out.flush()
 
     try:
-        service().logs(run_name, sink, offset=offset, follow=follow)
+        if all_nodes and (node is not None or offset):
+            raise InputError("--all-nodes shows every node from the start; drop --node/--offset")
+        if all_nodes:
+            service().all_node_logs(run_name, sink, follow=follow)
+        else:
+            service().logs(run_name, sink, offset=offset, follow=follow, node=node)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

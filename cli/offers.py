@@ -178,7 +178,7 @@ def run_offers(
     if keys:
         body = groups_table(plan.offers, keys, max_offers)
     else:
-        body = offers_table(plan.offers, max_offers)
+        body = offers_table(plan.offers, max_offers, req.nodes)
     return "\n".join([body, "", *plan.notes] if plan.notes else [body])
 
 

@@ -11,6 +11,7 @@ from iacrun.cli.tables import render_table
 from iacrun.orchestrator.models.units import format_duration, format_price
 
 if TYPE_CHECKING:
+    from iacrun.orchestrator.host.cluster import NodeRecord
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.registry import RunRecord
 
@@ -25,6 +26,7 @@ def plan_text(spec: RunSpec) -> str:
         ("Run name", spec.run_name or "(generated)"),
         ("Type", "task"),
         ("Resources", req.resources.render()),
+        *([("Nodes", str(spec.nodes))] if spec.nodes > 1 else []),
         ("Spot policy", req.spot_policy),
         ("Max price", f"${req.max_price:g}/h" if req.max_price else "-"),
         ("Max duration", format_duration(spec.max_duration) if spec.max_duration else "off"),
@@ -61,6 +63,8 @@ def runs_table(runs: Sequence[RunRecord], now: float | None = None) -> str:
     rows = []
     for run in runs:
         resources = run.offer.resources.render() if run.offer else ""
+        if resources and run.spec.nodes > 1:
+            resources = f"{run.spec.nodes} nodes x {resources}"
         status = str(run.status)
         if run.reason and run.status not in ("running", "submitted", "provisioning"):
             reason = one_line(run.reason)
@@ -79,8 +83,21 @@ def runs_table(runs: Sequence[RunRecord], now: float | None = None) -> str:
     return render_table(["NAME", "BACKEND", "RESOURCES", "PRICE", "STATUS", "SUBMITTED"], rows)
 
 
-def run_json(run: RunRecord) -> dict[str, object]:
+def run_json(run: RunRecord, nodes: Sequence[NodeRecord] = ()) -> dict[str, object]:
+    """A run for scripts; `nodes`: every node's job (rank, host, how it ended)."""
     data = run.model_dump(mode="json", exclude={"spec", "supervisor_pid"})
     data["duration"] = run.duration
     data["cost"] = run.cost
+    data["nodes"] = [
+        {
+            "rank": n.rank,
+            "address": n.host.address,
+            "internal_ip": n.host.internal_ip,
+            "run_dir": n.host.run_dir,
+            "status": n.status,
+            "exit_code": n.exit_code,
+            "reason": n.reason,
+        }
+        for n in nodes
+    ]
     return data

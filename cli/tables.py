@@ -34,21 +34,30 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def offers_table(offers: Sequence[Offer], max_offers: int | None = 3) -> str:
+def offers_table(offers: Sequence[Offer], max_offers: int | None = 3, nodes: int = 1) -> str:
+    """The offers; for a multi-node run (`nodes` > 1) also each type's cluster network (EFA,
+    InfiniBand) and the price of the whole cluster beside the price of one node."""
     shown = list(offers if max_offers is None else offers[:max_offers])
-    rows = [
-        [
+    rows = []
+    for i, o in enumerate(shown, 1):
+        why = "" if o.available else f" ({o.note or 'unavailable'})"
+        row = [
             str(i),
             o.backend,
             o.region,
             o.instance_type,
             o.resources.render() if o.resources.cpus else "-",  # a host never reached
             "yes" if o.spot else "no",
-            format_price(o.price) + ("" if o.available else f" ({o.note or 'unavailable'})"),
         ]
-        for i, o in enumerate(shown, 1)
-    ]
-    table = render_table(["#", "BACKEND", "REGION", "INSTANCE", "RESOURCES", "SPOT", "PRICE"], rows)
+        if nodes > 1:
+            row += [o.cluster_network or "-", format_price(o.price), format_price(o.price * nodes)]
+        else:
+            row.append(format_price(o.price))
+        row[-1] += why
+        rows.append(row)
+    headers = ["#", "BACKEND", "REGION", "INSTANCE", "RESOURCES", "SPOT"]
+    headers += ["NET", "PRICE/NODE", f"TOTAL ({nodes} NODES)"] if nodes > 1 else ["PRICE"]
+    table = render_table(headers, rows)
     if len(shown) < len(offers):
         table += "\n\n" + summary_line(len(shown), offers)
     return table

@@ -33,6 +33,7 @@ from iacrun.orchestrator.backends.base import (
     RunPreflight,
     StackBacked,
     backend_named,
+    multi_node_backends,
 )
 from iacrun.orchestrator.errors import (
     BackendError,
@@ -43,6 +44,7 @@ from iacrun.orchestrator.errors import (
     RunError,
     RunNotFoundError,
 )
+from iacrun.orchestrator.host.cluster import NodeRecord, node_log_name, read_nodes
 from iacrun.orchestrator.host.ports import LocalPortBusyError, free_local_port
 from iacrun.orchestrator.host.reconnecting import open_transport
 from iacrun.orchestrator.host.runner_client import (
@@ -153,7 +155,8 @@ class Orchestrator:
         plan too, and the run is submitted and waits for one of them."""
         from iacrun.orchestrator.offers.plan import collect_offers
 
-        return collect_offers(self.backends(), spec.requirements, listing=waits_for_capacity(spec))
+        backends = multi_node_backends(self.backends(), spec.requirements, spec.config_path)
+        return collect_offers(backends, spec.requirements, listing=waits_for_capacity(spec))
 
     def dry_run(self, spec: RunSpec) -> tuple[OfferPlan, str]:
         """The plan, and what the first offer's backend would create for it.
@@ -162,7 +165,9 @@ class Orchestrator:
         before setting them up; no credentials are needed."""
         from iacrun.orchestrator.offers.plan import collect_offers
 
-        backends = self.backends(include_unconfigured=True)
+        backends = multi_node_backends(
+            self.backends(include_unconfigured=True), spec.requirements, spec.config_path
+        )
         plan = collect_offers(backends, spec.requirements)
         offer = plan.available[0]
         backend = next(b for b in backends if b.name == offer.backend)
@@ -267,6 +272,22 @@ class Orchestrator:
             self._spawn_supervisor(run, resume=True)
         return self.registry.get_by_id(run.id)
 
+    def nodes(self, run: RunRecord) -> list[NodeRecord]:
+        """Every node's job of the run, in rank order: the master alone for a one-node run.
+        A node whose end is not recorded yet shows the run's status while the run is active."""
+        nodes = read_nodes(run.local_dir)
+        if len(nodes) <= 1:
+            if run.host is None:
+                return []
+            nodes = [NodeRecord(rank=0, host=run.host)]
+            if not run.active:
+                nodes[0].status, nodes[0].exit_code = str(run.status), run.exit_code
+                nodes[0].reason = run.reason
+        for node in nodes:
+            if node.status is None and run.active:
+                node.status = str(run.status)
+        return nodes
+
     def attach(
         self,
         name: str,
@@ -304,13 +325,14 @@ class Orchestrator:
         *,
         offset: int = 0,
         follow: bool = False,
+        node: int | None = None,
     ) -> tuple[int, RunRecord]:
+        """The log of the run's master (rank 0), or of node `node` of a multi-node run."""
         if offset < 0:
             raise InputError(f"--offset {offset}: a byte offset is 0 or more")
         run = self.registry.get(name)
-        host = run.host
+        host, kept = _node_log(run, node or 0)
         if host is None or (not run.active and host.kind != "local"):
-            kept = Path(run.local_dir) / "log"
             data = kept.read_bytes()[offset:] if kept.exists() else b""
             if data:
                 sink(data)
@@ -325,8 +347,43 @@ class Orchestrator:
             if not ended():
                 raise
             # the run ended while its machine was out of reach: what is left is the kept copy
-            return self.logs(name, sink, offset=offset)
+            return self.logs(name, sink, offset=offset, node=node)
         return reached, self.get(name)
+
+    def all_node_logs(
+        self, name: str, sink: Callable[[bytes], None], *, follow: bool = False
+    ) -> RunRecord:
+        """Every node's log, each line prefixed with its rank (`[1] ...`): interleaved as the
+        lines come while the run is followed; node after node, in rank order, otherwise."""
+        run = self.registry.get(name)
+        ranks = [n.rank for n in read_nodes(run.local_dir)] or [0]
+        prefixers = {rank: _RankPrefix(rank, sink) for rank in ranks}
+        live = follow and run.active and run.host is not None
+        if not live:
+            for rank in ranks:
+                self.logs(name, prefixers[rank].write, node=rank)
+                prefixers[rank].flush()
+            return self.get(name)
+
+        def ended() -> bool:
+            return self.registry.get_by_id(run.id).status.is_final
+
+        async def every() -> None:
+            follows = []
+            for rank in ranks:
+                host, _ = _node_log(run, rank)
+                if host is not None:
+                    follows.append(_follow(host, 0, prefixers[rank].write, True, ended))
+            await asyncio.gather(*follows)
+
+        try:
+            asyncio.run(every())
+        except HostUnreachableError:
+            if not ended():
+                raise
+        for prefixer in prefixers.values():
+            prefixer.flush()
+        return self.get(name)
 
     # ------------------------------------------------------------------ stopping
 
@@ -377,12 +434,12 @@ class Orchestrator:
             return run
         # no supervisor (or it hung): stop and tear down from here
         run = self.registry.get_by_id(run.id)
-        host = run.host
         state: dict[str, Any] = {}
         events = EventLog.of(run)
-        if host is not None:
+        for rank, host in _every_node(run):
             try:
-                state = asyncio.run(_stop(host, reason, Path(run.local_dir) / "log"))
+                ended = asyncio.run(_stop(host, reason, Path(run.local_dir) / node_log_name(rank)))
+                state = ended if rank == 0 else state
             except IacrunError as exc:  # an unreachable machine is still torn down
                 events.write(f"could not stop the job on its host: {exc}")
                 if not self._machine_ends_job(run):  # the next stop/down tries it again
@@ -437,7 +494,9 @@ class Orchestrator:
         if run.host is None or not marker.exists():
             return run
         try:
-            state = asyncio.run(_stop(run.host, reason, Path(run.local_dir) / "log"))
+            for rank, host in reversed(_every_node(run)):  # the master's state is the one shown
+                kept = Path(run.local_dir) / node_log_name(rank)
+                state = asyncio.run(_stop(host, reason, kept))
         except HostUnreachableError as exc:
             raise HostUnreachableError(
                 f"{run.name} ended while its host was out of reach, and its job may still run "
@@ -725,6 +784,50 @@ class _Follow:
             await asyncio.sleep(self.poll)
         self._show_events()
         return self.run
+
+
+def _node_log(run: RunRecord, rank: int) -> tuple[Host | None, Path]:
+    """Node `rank`'s host and the local copy of its log; an InputError for a rank the run
+    does not have."""
+    if rank == 0:
+        return run.host, Path(run.local_dir) / node_log_name(0)
+    nodes = read_nodes(run.local_dir)
+    if rank < 0 or rank >= max(len(nodes), run.spec.nodes):
+        count = max(len(nodes), run.spec.nodes)
+        raise InputError(
+            f"--node {rank}: {run.name} has {count} node{'s' if count > 1 else ''} "
+            f"(ranks 0..{count - 1})"
+        )
+    host = next((n.host for n in nodes if n.rank == rank), None)
+    return host, Path(run.local_dir) / node_log_name(rank)
+
+
+def _every_node(run: RunRecord) -> list[tuple[int, Host]]:
+    """(rank, host) of each node of the run: the master alone for a one-node run."""
+    nodes = read_nodes(run.local_dir)
+    if len(nodes) > 1:
+        return [(n.rank, n.host) for n in nodes]
+    return [(0, run.host)] if run.host is not None else []
+
+
+class _RankPrefix:
+    """A sink that hands on whole lines, each prefixed with a node's rank (`[1] `)."""
+
+    def __init__(self, rank: int, sink: Callable[[bytes], None]) -> None:
+        self.prefix = f"[{rank}] ".encode()
+        self.sink = sink
+        self.partial = b""
+
+    def write(self, data: bytes) -> None:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        if lines:
+            self.sink(b"".join(self.prefix + line + b"\n" for line in lines))
+
+    def flush(self) -> None:
+        if self.partial:
+            self.sink(self.prefix + self.partial + b"\n")
+            self.partial = b""
 
 
 def _saved_offset(run: RunRecord) -> int:

@@ -77,9 +77,16 @@ class RunService(Protocol):
         *,
         offset: int = 0,
         follow: bool = False,
+        node: int | None = None,
     ) -> tuple[int, RunRecord]:
-        """The log from `offset` (followed until the run ends with `follow`); the offset
-        reached and the record."""
+        """The log (of the master, or of node `node` of a multi-node run) from `offset`,
+        followed until the run ends with `follow`; the offset reached and the record."""
+        ...
+
+    def all_node_logs(
+        self, name: str, sink: Callable[[bytes], None], *, follow: bool = False
+    ) -> RunRecord:
+        """Every node's log, each line prefixed with its rank."""
         ...
 
     # ------------------------------------------------------------------ stopping

@@ -20,6 +20,7 @@ teardown delays) come through the constructor, so tests drive the whole machine 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -29,11 +30,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from iacrun.orchestrator.backends.base import (
     Backend,
+    MultiNode,
     ProgressCallback,
     StackBacked,
     backend_named,
+    multi_node_backends,
 )
-from iacrun.orchestrator.errors import HostUnreachableError, IacrunError
+from iacrun.orchestrator.errors import BackendError, HostUnreachableError, IacrunError
+from iacrun.orchestrator.host.cluster import (
+    NodeRecord,
+    node_env,
+    node_log_name,
+    read_nodes,
+    write_nodes,
+)
 from iacrun.orchestrator.host.reconnecting import ReconnectingTransport, open_transport
 from iacrun.orchestrator.host.runner_client import (
     build_job,
@@ -108,8 +118,10 @@ class Supervisor:
         poll: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
         backoff: Backoff | None = None,
+        shed: Callable[[int], None] | None = None,
     ) -> None:
         self.registry = registry
+        self.shed = shed
         self.backends = list(backends)
         self.home = home
         self.upload_limit_gb = upload_limit_gb
@@ -138,11 +150,37 @@ class Supervisor:
             host = self.provision(run, offers, events)
             if host is None:
                 return
+            if self.shed is not None and "pulumi" in sys.modules:
+                # the stack engine is loaded (a cloud VM's stack): a fresh process watches the
+                # job without it, from what the registry holds (see `main`, `--provisioned`)
+                self.shed(run_id)
             run = self.registry.get_by_id(run_id)
-            asyncio.run(self._start_and_watch(run, host, events))
+            nodes = read_nodes(run.local_dir)
+            if len(nodes) > 1:
+                asyncio.run(self._start_and_watch_nodes(run, nodes, events))
+            else:
+                asyncio.run(self._start_and_watch(run, host, events))
         except IacrunError as exc:  # the teardown's last line says it
             self.finish(run_id, "failed", str(exc), None)
         except Exception as exc:  # the supervisor must record what killed it
+            events.write(f"failed: internal error: {exc!r}")
+            self.finish(run_id, "failed", f"internal error: {exc!r}", None)
+            raise
+        finally:
+            self.teardown(self.registry.get_by_id(run_id), events)
+
+    def supervise_provisioned(self, run_id: int) -> None:
+        """`supervise` after provisioning: ship, start and watch the job on the recorded host,
+        then tear down (the process a supervisor replaced itself with, see `shed`)."""
+        run = self.registry.get_by_id(run_id)
+        events = EventLog.of(run)
+        try:
+            if run.host is None:  # `shed` is called only once the host is recorded
+                raise IacrunError("the run's machine was not recorded")
+            asyncio.run(self._start_and_watch(run, run.host, events))
+        except IacrunError as exc:
+            self.finish(run_id, "failed", str(exc), None)
+        except Exception as exc:
             events.write(f"failed: internal error: {exc!r}")
             self.finish(run_id, "failed", f"internal error: {exc!r}", None)
             raise
@@ -177,8 +215,9 @@ class Supervisor:
                 ):
                     events.write("running (the job had started before the supervisor exited)")
                     asyncio.run(self._resume_watch(self.registry.get_by_id(run.id), run.host))
-                else:
-                    self.finish(run.id, "failed", "interrupted while provisioning", None)
+                else:  # the machine was up: its code was being shipped
+                    why = "interrupted while uploading the code; the job never started"
+                    self.finish(run.id, "failed", why, None)
             else:
                 asyncio.run(self._resume_watch(run, run.host))
         except IacrunError as exc:  # the teardown's last line says it
@@ -230,7 +269,8 @@ class Supervisor:
                 raise _Stopped()
 
         def replan() -> list[Offer]:
-            plan = collect_offers(self.backends, run.spec.requirements, raise_on_empty=False)
+            able = multi_node_backends(self.backends, run.spec.requirements)
+            plan = collect_offers(able, run.spec.requirements, raise_on_empty=False)
             return plan.offers
 
         try:
@@ -327,11 +367,161 @@ class Supervisor:
         finally:
             await transport.close()
 
+    async def _start_and_watch_nodes(
+        self, run: RunRecord, nodes: list[NodeRecord], events: EventLog
+    ) -> None:
+        """A multi-node run: the working folder shipped to every node, each job started with
+        its rank's variables (host/cluster.py), then every node watched (`_watch_nodes`)."""
+        from iacrun.orchestrator.host.gitauth import git_auth_for
+        from iacrun.orchestrator.host.payload import pack_run
+
+        if self._stop_requested(run):
+            return
+        transports: list[Transport] = []
+        try:
+            for node in nodes:
+                transports.append(await open_transport(node.host, reconnect_for=ANSWER_SECONDS))
+            archive, payload, files, size = pack_run(
+                run.spec, Path(run.local_dir), self.upload_limit_gb, exclude=(self.home,)
+            )
+            try:
+                if self._stop_requested(run):
+                    return
+                events.write(f"uploading {files} files ({_human(size)}) to {len(nodes)} nodes")
+                hosts = [n.host for n in nodes]
+                gpus = _gpus_per_node(run, hosts[0])
+                git_auth = git_auth_for(run.spec)
+
+                async def start(node: NodeRecord) -> None:
+                    job = build_job(run.name, run.spec, node.host)
+                    # one node is never restarted alone: the others would wait for it forever
+                    job["retry"] = None
+                    job["env"] = {**job["env"], **node_env(hosts, node.rank, gpus)}
+                    await ship_and_start(
+                        transports[node.rank],
+                        node.host,
+                        job,
+                        str(archive),
+                        payload=None if payload is None else str(payload),
+                        git_auth=git_auth,
+                    )
+
+                order = run.spec.startup_order
+                if order == "any":
+                    await asyncio.gather(*(start(n) for n in nodes))
+                else:  # one after the other: the master first, or last
+                    ranked = nodes if order == "master-first" else [*nodes[1:], nodes[0]]
+                    for node in ranked:
+                        await start(node)
+            finally:
+                archive.unlink(missing_ok=True)
+                if payload is not None:
+                    payload.unlink(missing_ok=True)
+            running = self.registry.transition(
+                run.id, ("provisioning",), status="running", started_at=time.time()
+            )
+            if running is None:
+                for node, transport in zip(nodes, transports, strict=True):
+                    await stop_job(transport, node.host, "stopped by user")
+                return
+            events.write(f"running on {len(nodes)} nodes")
+            await self._watch_nodes(run, nodes, transports)
+        finally:
+            for transport in transports:
+                await transport.close()
+
+    async def _watch_nodes(
+        self, run: RunRecord, nodes: list[NodeRecord], transports: list[Transport]
+    ) -> None:
+        """Follow every node until the run ends, as dstack does: the run's status and exit code
+        follow the master (rank 0); a node that fails fails the run and stops the others; with
+        `stop_criteria: master-done` the master's end stops the others, with `all-done` (the
+        default) the run waits for every node. Each node's end is recorded in nodes.json."""
+        events = EventLog.of(run)
+        stopping: list[str] = []  # why the other nodes are being stopped, once they are
+        ended: dict[int, dict[str, Any]] = {}
+        failure: tuple[int, dict[str, Any]] | None = None
+        lost: IacrunError | None = None
+
+        async def watch(node: NodeRecord, transport: Transport) -> dict[str, Any] | None:
+            def elsewhere() -> str | None:
+                return stopping[0] if stopping else None
+
+            return await self._until_final(run, node.host, transport, elsewhere)
+
+        tasks = {
+            asyncio.ensure_future(watch(n, t)): n for n, t in zip(nodes, transports, strict=True)
+        }
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                node = tasks[task]
+                try:
+                    state = task.result()
+                except IacrunError as exc:  # the node's host was out of reach too long
+                    lost = lost or exc
+                    if not stopping:
+                        stopping.append(f"node {node.rank} was lost: {exc}")
+                    continue
+                if state is None:  # settled by another process
+                    continue
+                ended[node.rank] = state
+                self._record_node_end(run, node.rank, state)
+                if stopping or self._stop_requested(run):
+                    continue
+                if state.get("status") != "done":
+                    failure = (node.rank, state)
+                    why = _node_end(node.rank, state)
+                    events.write(f"{why}; stopping the other nodes")
+                    stopping.append(f"stopped: {why}")
+                elif node.rank == 0 and run.spec.stop_criteria == "master-done":
+                    stopping.append("the master is done (stop_criteria: master-done)")
+                elif node.rank == 0 and len(pending) > 0:
+                    others = f"{len(pending)} other node{'s' if len(pending) > 1 else ''}"
+                    events.write(f"the master is done; waiting for {others}")
+        for node, transport in zip(nodes, transports, strict=True):
+            if node.host.kind != "local":
+                kept = Path(run.local_dir) / node_log_name(node.rank)
+                with contextlib.suppress(IacrunError):  # a host that is gone loses that copy
+                    await keep_log(transport, node.host, kept)
+        if lost is not None:
+            raise lost
+        master = ended.get(0)
+        if master is None:  # settled by another process while a host was out of reach
+            return
+        self.registry.update(run.id, attempt=1)
+        if failure is not None and failure[0] != 0:
+            rank, state = failure
+            self.finish(run.id, "failed", _node_end(rank, state), state.get("exit_code"))
+            return
+        self.finish(run.id, master["status"], master.get("reason"), master.get("exit_code"))
+
+    def _record_node_end(self, run: RunRecord, rank: int, state: dict[str, Any]) -> None:
+        nodes = read_nodes(run.local_dir)
+        for node in nodes:
+            if node.rank == rank:
+                node.status = state.get("status")
+                node.exit_code = state.get("exit_code")
+                node.reason = state.get("reason")
+        write_nodes(run.local_dir, nodes)
+
     def _stop_requested(self, run: RunRecord) -> bool:
         """`iacrun stop` (or a signalled CLI) asked for the run to end: see `request_stop`."""
         return self.registry.get_by_id(run.id).status == "terminating"
 
     async def _resume_watch(self, run: RunRecord, host: Host) -> None:
+        nodes = read_nodes(run.local_dir)
+        if len(nodes) > 1:
+            transports = [
+                ReconnectingTransport(n.host, reconnect_for=ANSWER_SECONDS) for n in nodes
+            ]
+            try:
+                await self._watch_nodes(run, nodes, list(transports))
+            finally:
+                for each in transports:
+                    await each.close()
+            return
         # connected on first use: a host out of reach now is an outage to wait out, not a failure
         transport: Transport
         if host.kind == "local":
@@ -354,9 +544,15 @@ class Supervisor:
         self.finish(run.id, state["status"], state.get("reason"), state.get("exit_code"))
 
     async def _until_final(
-        self, run: RunRecord, host: Host, transport: Transport
+        self,
+        run: RunRecord,
+        host: Host,
+        transport: Transport,
+        ended_elsewhere: Callable[[], str | None] = lambda: None,
     ) -> dict[str, Any] | None:
-        """The runner's final state; None when another process settled the run meanwhile."""
+        """The runner's final state; None when another process settled the run meanwhile.
+        `ended_elsewhere` gives why the job must stop though nothing here asked (another node
+        of the run ended it), or None."""
         deadline = None
         if run.spec.max_duration:
             deadline = time.time() + float(run.spec.max_duration) + REAPER_MARGIN
@@ -412,6 +608,8 @@ class Supervisor:
                 reason = current.reason or "stopped by user"
             elif deadline is not None and time.time() > deadline:
                 reason = "max duration exceeded"
+            else:
+                reason = ended_elsewhere()
             if reason is not None:
                 final = await stop_job(transport, host, reason)
                 return {**final, "status": "terminated", "reason": final.get("reason") or reason}
@@ -435,8 +633,11 @@ class Supervisor:
 
     def teardown(self, run: RunRecord, events: EventLog) -> None:
         """Give the machine back, then close the record; a failed teardown stays visible."""
+        from iacrun.orchestrator.host.payload import remove_packed
+
         if run.status.is_final:
             return
+        remove_packed(Path(run.local_dir))  # left by a supervisor killed while shipping them
         final_path = Path(run.local_dir) / "final"
         final = json.loads(final_path.read_text()) if final_path.exists() else {}
         if run.backend is not None:
@@ -566,17 +767,45 @@ class _Recording(Backend):
             region=offer.region,
             instance_type=offer.instance_type,
             spot=offer.spot,
-            price=offer.price,
+            price=offer.price * run.spec.nodes,  # what the run costs: every node's machine
             offer=offer,
         )
         if current is None:
             raise _Stopped()
         if isinstance(self.inner, StackBacked):
             current = self.registry.update(run.id, stack_name=self.inner.stack_name(current))
-        return self.inner.provision(current, offer, progress)
+        if run.spec.nodes == 1:
+            return self.inner.provision(current, offer, progress)
+        if not isinstance(self.inner, MultiNode):
+            raise BackendError(f"the {self.name} backend cannot give a run several machines")
+        hosts = self.inner.provision_nodes(current, offer, run.spec.nodes, progress)
+        if len(hosts) != run.spec.nodes:
+            raise BackendError(
+                f"the {self.name} backend gave {len(hosts)} machines for nodes: {run.spec.nodes}"
+            )
+        # recorded before any job starts: stop, resume and logs reach every node from here on
+        write_nodes(current.local_dir, [NodeRecord(rank=i, host=h) for i, h in enumerate(hosts)])
+        return hosts[0]
 
     def terminate(self, run: RunRecord) -> None:
         self.inner.terminate(run)
+
+
+def _node_end(rank: int, state: dict[str, Any]) -> str:
+    """How a node's job ended, in words: `node 1 failed: exited (137)`."""
+    text = f"node {rank} {state.get('status')}"
+    if state.get("reason"):
+        return f"{text}: {state['reason']}"
+    code = state.get("exit_code")
+    return text if code is None else f"{text} (exit {code})"
+
+
+def _gpus_per_node(run: RunRecord, master: Host) -> int:
+    """The GPUs each node's job gets: the master's share (its CUDA_VISIBLE_DEVICES), else
+    every GPU of the offer's machine."""
+    if master.gpus:
+        return len([g for g in master.gpus.split(",") if g.strip()])
+    return len(run.offer.resources.gpus) if run.offer is not None else 0
 
 
 def _human(size: int) -> str:
@@ -609,12 +838,29 @@ def main(argv: list[str]) -> int:
         make_backends(settings, runs_dir(home), registry=registry),
         home=home,
         upload_limit_gb=settings.upload_limit_gb,
+        shed=lambda run_id: shed_engine(
+            ["-m", "iacrun.orchestrator.supervisor", str(run_id), "--provisioned"]
+        ),
     )
     if "--resume" in argv:
         supervisor.resume(int(argv[0]))
+    elif "--provisioned" in argv:
+        supervisor.supervise_provisioned(int(argv[0]))
     else:
         supervisor.supervise(int(argv[0]))
     return 0
+
+
+def shed_engine(argv: list[str]) -> None:
+    """Replace this process (the same pid: the registry's `supervisor_pid` stays true) with a
+    fresh supervisor of the provisioned run, `python ARGV...` (`--provisioned`), so that the
+    Pulumi engine a cloud VM's stack loaded (about 20 MB of modules Python cannot unload) is not
+    held while the job runs; teardown loads it again."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *argv])
 
 
 if __name__ == "__main__":

@@ -88,6 +88,42 @@ class StackBacked(Protocol):
     def stack_name(self, run: RunRecord) -> str: ...
 
 
+@runtime_checkable
+class MultiNode(Protocol):
+    """A backend that can give a run several machines at once (`nodes: N`)."""
+
+    def provision_nodes(
+        self, run: RunRecord, offer: Offer, count: int, progress: ProgressCallback
+    ) -> list[Host]: ...
+
+
+#: the backends that implement `MultiNode`, for the line that refuses the others
+MULTI_NODE_BACKENDS = ("ssh", "aws", "azure")
+
+
+def multi_node_backends(
+    backends: Iterable[Backend], requirements: Requirements, config_path: str | None = None
+) -> list[Backend]:
+    """The backends that may take a run of `requirements.nodes` machines: all of them for one
+    node; those that are `MultiNode` for more, or one line that says which backends can."""
+    backends = list(backends)
+    if requirements.nodes <= 1:
+        return backends
+    asked = [
+        b for b in backends if requirements.backends is None or b.name in requirements.backends
+    ]
+    able: list[Backend] = [b for b in asked if isinstance(b, MultiNode)]
+    if able:
+        return able
+    where = f"{config_path}: " if config_path else ""
+    cannot = ", ".join(sorted({b.name for b in asked})) or "none configured"
+    raise InputError(
+        f"{where}nodes: {requirements.nodes} needs {requirements.nodes} machines at once, which "
+        f"the backends at hand ({cannot}) cannot give; use {_or(MULTI_NODE_BACKENDS)} "
+        f"(ssh: list {requirements.nodes} hosts in {shown_path(config_file(iacrun_home()))})"
+    )
+
+
 class Plan(Protocol):
     def render(self) -> str: ...
 
@@ -97,3 +133,7 @@ class DryRunnable(Protocol):
     """A backend that can show what it would create for an offer, without credentials."""
 
     def dry_run(self, spec: RunSpec, offer: Offer) -> Plan: ...
+
+
+def _or(names: tuple[str, ...]) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]

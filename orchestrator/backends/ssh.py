@@ -44,6 +44,7 @@ from iacrun.orchestrator.errors import (
     ConfigError,
     HostUnreachableError,
 )
+from iacrun.orchestrator.host.cluster import node_run_dir, read_nodes
 from iacrun.orchestrator.host.detect import HostFacts, HostFactsCache
 from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
 from iacrun.orchestrator.host.transport import Host
@@ -106,7 +107,7 @@ class SSHBackend(Backend):
             offer = self._offer(entry, facts, problem, requirements.resources)
             if offer is not None:
                 offers.append(offer)
-        return offers
+        return _enough_for(offers, requirements.nodes)
 
     def _offer(
         self,
@@ -186,8 +187,8 @@ class SSHBackend(Backend):
             for run in self.registry.runs()
             if run.active
             and run.backend == self.name
-            and run.instance_type == entry.label
             and run.id != exclude
+            and (run.instance_type == entry.label or _holds_as_worker(run, entry))
         ]
 
     def _free_gpu_indices(
@@ -199,7 +200,8 @@ class SSHBackend(Backend):
             return None
         taken: set[int] = set()
         for run in runs:
-            gpus = run.host.gpus if run.host is not None else None
+            host = _host_on(run, entry)
+            gpus = host.gpus if host is not None else None
             if not gpus:
                 return []  # a run holds the whole host
             taken.update(int(i) for i in str(gpus).split(",") if i.strip().isdigit())
@@ -229,6 +231,41 @@ class SSHBackend(Backend):
         entry = self._hosts.get(offer.instance_type)
         if entry is None:
             raise BackendError(f"ssh host {offer.instance_type!r} is no longer configured")
+        return self._provision_entry(run, entry, progress)
+
+    def provision_nodes(
+        self, run: RunRecord, offer: Offer, count: int, progress: ProgressCallback
+    ) -> list[Host]:
+        """`count` hosts for a multi-node run: the offer's host as the master (rank 0), then the
+        other configured hosts that meet the run's resources and are free, in config order.
+        Each node gets its own run folder, so two nodes on one machine never share one."""
+        first = self._hosts.get(offer.instance_type)
+        if first is None:
+            raise BackendError(f"ssh host {offer.instance_type!r} is no longer configured")
+        chosen: list[Host] = []
+        skipped: list[str] = []
+        for entry in [first, *(e for e in self._hosts.values() if e is not first)]:
+            if len(chosen) == count:
+                break
+            try:
+                host = self._provision_entry(run, entry, progress, rank=len(chosen))
+            except (CapacityError, BackendError) as exc:
+                if entry is first:
+                    raise
+                skipped.append(f"{entry.label}: {_short(exc)}")
+                continue
+            chosen.append(host)
+        if len(chosen) < count:
+            why = f" ({'; '.join(skipped)})" if skipped else ""
+            raise CapacityError(
+                f"nodes: {count} needs {count} free ssh hosts that meet the resources; "
+                f"{len(chosen)} found{why}"
+            )
+        return chosen
+
+    def _provision_entry(
+        self, run: RunRecord, entry: SSHHostSettings, progress: ProgressCallback, rank: int = 0
+    ) -> Host:
         progress(f"connecting to {entry.label} ({entry.host}:{entry.port})")
         try:
             facts = _run_sync(self._facts(entry, self.connect_seconds))
@@ -250,23 +287,28 @@ class SSHBackend(Backend):
                 "in /usr/local/cuda/bin; install the CUDA toolkit there, or remove nvcc"
             )
         spec = run.spec.requirements.resources
+        if rank > 0 and (unmet := unmet_requirement(spec, facts.resources, own_host=True)):
+            raise CapacityError(f"{entry.label} lacks {unmet}")
         busy = self._busy(entry, facts, spec, exclude=run.id)
         if busy is not None:
             raise CapacityError(f"{entry.label} is {busy}")
         free = self._free_gpu_indices(entry, facts, run.id)
         gpus = pick_gpus(facts.resources.gpus, spec.gpu, "split", free)
         runs_root = posixpath.join(facts.home, ".iacrun", "runs")
-        run_dir = posixpath.join(runs_root, f"{run.name}-{run.id}")
+        run_dir = node_run_dir(posixpath.join(runs_root, f"{run.name}-{run.id}"), rank)
         self._remove_old_run_dirs(entry, facts, runs_root, keep=run_dir, progress=progress)
         host = host_for(entry, run_dir=run_dir).model_copy(
             update={
                 "gpus": gpus,
                 "container_engine": facts.container_engine,
                 "unreachable_after": float(self.settings.unreachable_after),
+                "internal_ip": entry.internal_ip or entry.host,
             }
         )
-        self.ssh_config.add(run.name, host)
-        progress(f"{entry.label}: {facts.resources.render()}" + (f", GPUs {gpus}" if gpus else ""))
+        if rank == 0:
+            self.ssh_config.add(run.name, host)
+        shown = f"{entry.label}: {facts.resources.render()}" + (f", GPUs {gpus}" if gpus else "")
+        progress(shown if run.spec.nodes == 1 else f"node {rank} on {shown}")
         return host
 
     def _remove_old_run_dirs(
@@ -363,6 +405,35 @@ def host_for(entry: SSHHostSettings, *, run_dir: str) -> Host:
         known_hosts=known_hosts,
         proxy_jump=entry.proxy_jump,
         connect_timeout=PROVISION_CONNECT_SECONDS,
+    )
+
+
+def _enough_for(offers: list[Offer], nodes: int) -> list[Offer]:
+    """The offers as they are when `nodes` of them can be had at once; otherwise each free
+    one is shown unavailable, with how many hosts the run needs."""
+    free = [o for o in offers if o.available]
+    if nodes <= 1 or len(free) >= nodes:
+        return offers
+    note = f"nodes: {nodes} needs {nodes} free hosts that fit; {len(free)} found"
+    return [
+        o.model_copy(update={"available": False, "note": note}) if o.available else o
+        for o in offers
+    ]
+
+
+def _host_on(run: RunRecord, entry: SSHHostSettings) -> Host | None:
+    """The host `run` holds on `entry`: its master's, or one of its other nodes'."""
+    for node in read_nodes(run.local_dir)[1:]:
+        if (node.host.address, node.host.port) == (entry.host, entry.port):
+            return node.host
+    return run.host
+
+
+def _holds_as_worker(run: RunRecord, entry: SSHHostSettings) -> bool:
+    """Whether a multi-node run holds `entry` as one of its other nodes (ranks 1..N-1)."""
+    return any(
+        (n.host.address, n.host.port) == (entry.host, entry.port)
+        for n in read_nodes(run.local_dir)[1:]
     )
 
 

@@ -108,19 +108,29 @@ def check_run_upload(spec: RunSpec, limit_gb: float, exclude: tuple[Path, ...] =
     return used
 
 
+#: the archives `pack_run` writes in a run's folder: deleted once shipped, or at teardown
+PACKED = ("code.tar.gz", "payload.tar.gz")
+
+
+def remove_packed(folder: Path) -> None:
+    """Delete the archives `pack_run` wrote in `folder` (left by a supervisor that died while
+    shipping them)."""
+    for name in PACKED:
+        (folder / name).unlink(missing_ok=True)
+
+
 def pack_run(
     spec: RunSpec, folder: Path, limit_gb: float, exclude: tuple[Path, ...] = ()
 ) -> tuple[Path, Path | None, int, int]:
-    """Everything a run uploads, packed in `folder`: (code archive, payload archive or None,
-    files, bytes). A task that lists a repo ships that repo instead of its own folder."""
-    archive = folder / "code.tar.gz"
+    """Everything a run uploads, packed in `folder` (as `PACKED`): (code archive, payload
+    archive or None, files, bytes). A task that lists a repo ships that repo instead of its own
+    folder."""
+    archive = folder / PACKED[0]
     if spec.repos:
         files, size = write_archive(iter(()), archive, 0, "")
     else:
         files, size = pack(Path(spec.repo_dir), archive, limit_gb, exclude)
-    packed = pack_payload(
-        spec.files, spec.repos, folder / "payload.tar.gz", limit_gb, size, exclude
-    )
+    packed = pack_payload(spec.files, spec.repos, folder / PACKED[1], limit_gb, size, exclude)
     if packed is None:
         return archive, None, files, size
-    return archive, folder / "payload.tar.gz", files + packed[0], size + packed[1]
+    return archive, folder / PACKED[1], files + packed[0], size + packed[1]

@@ -40,6 +40,9 @@ class Host(BaseModel):
     boot: Literal["runner", "cloud-init"] = "runner"
     #: the container engine found there (docker or podman), for `image:` and `docker: true`
     container_engine: str | None = None
+    #: the address the OTHER nodes of a multi-node run reach this node on (cloud: the VM's
+    #: private IP; ssh: the host's `internal_ip` from config, else its address)
+    internal_ip: str | None = None
 
 
 class Transport(Protocol):

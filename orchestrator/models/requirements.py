@@ -24,3 +24,5 @@ class Requirements(BaseModel):
     backends: list[str] | None = None
     regions: list[str] | None = None
     instance_types: list[str] | None = None
+    #: machines of one offer the run takes at once (`nodes:`); prices stay per machine
+    nodes: int = 1

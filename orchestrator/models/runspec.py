@@ -20,7 +20,12 @@ from pydantic import (
 from iacrun.orchestrator.errors import ConfigError, InputError
 from iacrun.orchestrator.models.container import default_shell
 from iacrun.orchestrator.models.names import RunName
-from iacrun.orchestrator.models.policies import PRIORITY_DEFAULT, UtilizationPolicy
+from iacrun.orchestrator.models.policies import (
+    PRIORITY_DEFAULT,
+    StartupOrder,
+    StopCriteria,
+    UtilizationPolicy,
+)
 from iacrun.orchestrator.models.requirements import OWN_HOST_BACKENDS, Requirements, SpotPolicy
 from iacrun.orchestrator.models.resources import CPUSpec, GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.runargs import ARGS_RE, substitute_args
@@ -133,6 +138,11 @@ class RunSpec(BaseModel):
     registry_auth: dict[str, str] | None = None
     utilization_policy: UtilizationPolicy | None = None
     priority: int = PRIORITY_DEFAULT
+    #: machines the run takes (`nodes:`), all of one offer; rank 0 is the master
+    nodes: int = 1
+    #: a multi-node run ends when every node is done (`all-done`) or when the master is
+    startup_order: StartupOrder = "any"
+    stop_criteria: StopCriteria = "all-done"
 
     @property
     def needs_container_engine(self) -> bool:
@@ -213,6 +223,7 @@ def build_run_spec(
     max_duration_flag = _duration_flag(overrides.max_duration)
     max_duration = max_duration_flag[0] if max_duration_flag else pick(None, "max_duration")
     requirements = build_requirements(overrides, task.resources, lambda field: pick(None, field))
+    requirements = requirements.model_copy(update={"nodes": task.nodes})
     if pick(None, "creation_policy") == "reuse":
         requirements = _reuse_only(requirements, str(config_path))
     working_dir = task.working_dir or "."
@@ -261,6 +272,9 @@ def build_run_spec(
         registry_auth=registry_auth,
         utilization_policy=pick(None, "utilization_policy"),
         priority=PRIORITY_DEFAULT if task.priority is None else task.priority,
+        nodes=task.nodes,
+        startup_order=pick(None, "startup_order") or "any",
+        stop_criteria=pick(None, "stop_criteria") or "all-done",
         files=shipped_files(task, config_path),
         repos=repo_sources(task, config_path),
     )

@@ -71,6 +71,8 @@ class SSHHostSettings(CoreModel):
     known_hosts: str | None = None
     #: how long folders of ended runs stay on this host (default: the `ssh:` section's)
     keep_run_dirs: Annotated[int | None, BeforeValidator(parse_duration)] = None
+    #: the address the other hosts of a multi-node run reach this one on (default: `host`)
+    internal_ip: str | None = None
 
     @property
     def label(self) -> str:

@@ -10,6 +10,7 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    StrictInt,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -37,6 +38,8 @@ PYTHON_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 RetryEvent = Literal["no-capacity", "interruption", "error"]
 RETRY_EVENTS: tuple[RetryEvent, ...] = ("no-capacity", "interruption", "error")
 DEFAULT_RETRY_DURATION = 3600
+#: the most machines one run may take (`nodes:`); the cloud programs declare at most this many
+MAX_NODES = 64
 
 #: dstack task fields iacrun refuses, each with why and what to do instead: the one place for
 #: them (the loader turns a key found here into one line at its position).
@@ -309,7 +312,8 @@ class TaskConfig(ProfileFields):
     ports: list[Port] = Field(default_factory=list)
     working_dir: str | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    nodes: int = Field(default=1, ge=1)
+    #: dstack's multi-node tasks: the same commands on N machines of one offer (rank 0 = master)
+    nodes: StrictInt = Field(default=1, ge=1, le=MAX_NODES)
     stop_duration: Duration = 15
     priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
     files: list[FileEntry] = Field(default_factory=list)
@@ -360,15 +364,6 @@ class TaskConfig(ProfileFields):
             raise ValueError(
                 f"python {value} is not supported; use one of {', '.join(PYTHON_VERSIONS)} "
                 '(quote it, e.g. "3.10")'
-            )
-        return value
-
-    @field_validator("nodes")
-    @classmethod
-    def _single_node(cls, value: int) -> int:
-        if value != 1:
-            raise ValueError(
-                "multi-node tasks (nodes > 1) are a dstack feature iacrun does not support"
             )
         return value
 

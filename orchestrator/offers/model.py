@@ -49,6 +49,10 @@ class InstanceResources(BaseModel):
         return ", ".join(parts)
 
 
+#: a type's fast network between machines of one cluster: EFA on AWS, InfiniBand on Azure ND
+ClusterNetwork = Literal["efa", "infiniband"]
+
+
 class Offer(BaseModel):
     """One way to run the task: a backend's machine in a region at a price per hour."""
 
@@ -62,6 +66,8 @@ class Offer(BaseModel):
     price: float
     available: bool = True
     note: str | None = None
+    #: the type's fast network between the nodes of a multi-node run, if it has one
+    cluster_network: ClusterNetwork | None = None
 
     @property
     def key(self) -> str:

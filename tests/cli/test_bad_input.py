@@ -42,7 +42,15 @@ CASES = [
     ("duration", "commands: [x]\nmax_duration: soon\n", r"max_duration: 'soon' is not a duration"),
     ("spot", "commands: [x]\nspot_policy: sometimes\n", r"spot_policy: 'sometimes' is not allowed"),
     ("gpu", "commands: [x]\nresources:\n  gpu: A100:80QB\n", r"resources\.gpu: .*not a GPU name"),
-    ("nodes", "commands: [x]\nnodes: 2\n", r"multi-node tasks"),
+    (
+        "nodes-local",
+        "commands: [x]\nnodes: 2\n",
+        r"^error: task\.dstack\.yml: nodes: 2 needs 2 machines at once, which the backends at "
+        r"hand \(local\) cannot give; use ssh, aws or azure \(ssh: list 2 hosts in .*\)$",
+    ),
+    ("nodes-zero", "commands: [x]\nnodes: 0\n", r":3:8: nodes: input should be greater .* got 0$"),
+    ("nodes-text", "commands: [x]\nnodes: two\n", r":3:8: nodes: .*valid integer, got 'two'$"),
+    ("nodes-bool", "commands: [x]\nnodes: true\n", r":3:8: nodes: .*valid integer, got True$"),
     ("expr", "commands: ['echo ${{ secrets.x }}']\n", r"unknown expression"),
     ("env", "commands: [x]\nenv: [NOT_SET_ANYWHERE_42]\n", r"env NOT_SET_ANYWHERE_42 has no value"),
     (

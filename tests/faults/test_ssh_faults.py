@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from tests.faults.test_local_faults import (
     victim_pid,
     wait_for,
 )
-from tests.orchestrator.host.sshd import Sshd, sshd_missing
+from tests.orchestrator.host.sshd import Sshd
 
 TICKING = """
 commands:
@@ -40,19 +39,6 @@ commands:
   - i=0; while [ ! -e {gate} ]; do i=$((i+1)); echo tick $i; sleep 0.2; done
   - echo finished
 """
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[Sshd]:
-    reason = sshd_missing()
-    if reason is not None:
-        pytest.skip(reason)
-    server = Sshd(tmp_path / "sshd")
-    try:
-        yield server.start()
-    finally:
-        with_sshd_running(server)
-        server.stop()
 
 
 def configure(cli: Cli, sshd: Sshd, **ssh: Any) -> None:
@@ -246,3 +232,46 @@ def test_kill_while_stopping(
     stopper.communicate()
     settle_and_check(cli, name, outcomes, "stopping", victim, "terminated", backend="ssh")
     shutil.rmtree(run_dir(cli, name), ignore_errors=True)
+
+
+def cut_off(sshd: Sshd, folder: str) -> None:
+    """The host goes off the network: its sshd and every session end (connections drop, new
+    ones are refused) while the runner and the job, detached, run on."""
+    for pid in sshd_tree(sshd, spare=processes_of(folder)):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_host_off_the_network_past_20s_is_waited_for_by_default(
+    cli: Cli, sshd: Sshd, project: Path, tmp_path: Path, outcomes: list[dict[str, str]]
+) -> None:
+    """Issue 11 defect 4, as a user met it: no limit configured, the host drops off for longer
+    than one reconnection window (20s); the run must not fail behind a job that runs on, and
+    once the host is back the run ends as its job did, with every line the job logged."""
+    configure(cli, sshd)
+    gate = tmp_path / "gate"
+    write_task(project, TICKING.format(gate=gate))
+    name = unique("offline")
+    assert cli("up", "-y", "-d", "-n", name, "task.dstack.yml").returncode == 0
+    wait_for(lambda: log_has(cli, name, "tick 3"))
+    folder = run_dir(cli, name)
+    cut_off(sshd, folder)
+    # the supervisor's reconnection window (20s) runs out: it says so, or gives up on the run
+    wait_for(
+        lambda: "host unreachable since" in events(cli, name) or status(cli, name) in FINAL,
+        timeout=120,
+    )
+    assert status(cli, name) == "running", record(cli, name).reason
+    gate.touch()  # the job ends while its host is out of reach
+    wait_for(lambda: "finished" in (Path(folder) / "log").read_text(), timeout=30)
+    sshd.restart()  # the same port and keys: the host is back
+    wait_for(lambda: status(cli, name) in FINAL, timeout=120)
+    row = record(cli, name)
+    assert (row.status, row.exit_code) == ("done", 0), row.reason
+    shown = cli("logs", name).stdout
+    assert shown == (Path(folder) / "log").read_text()  # what the host logged meanwhile too
+    assert "finished" in shown
+    assert not processes_of(folder)
+    assert cli("stop", name).returncode == 0
+    assert cli("down", name).returncode == 0
+    outcomes.append(outage_row("host off the network >20s (default)", cli, name, "none", "ok"))
+    shutil.rmtree(folder, ignore_errors=True)

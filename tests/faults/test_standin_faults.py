@@ -1,5 +1,7 @@
-"""Fault injection on the stand-in cloud: `pulumi` killed (its process group) by whoever, while
-the run's VM is being created. The supervisor's stack engine must destroy the VM the interrupted
+"""Fault injection on the stand-in cloud: the supervisor or the runner on the VM killed while the
+job runs or is stopped (the successor `refresh` starts settles the run and destroys the VM), and
+`pulumi` killed (its process group) by whoever, while the run's VM is being created. The
+supervisor's stack engine must destroy the VM the interrupted
 update was making (issue 11 defect 1): the run ends failed with a reason saying why, no VM process
 or folder, no stack and no plugin process is left, and `down` succeeds. Phases are held with a
 gate (the VM's create is held open while a file exists), never sleeps."""
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from iacrun.orchestrator.models.runspec import build_run_spec
+from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.engine import CALL_MARK, StackEngine
 from tests.stacks.engine.support import skip_without_pulumi
 from tests.stacks.engine.test_engine import descendants
@@ -44,16 +47,26 @@ def wait_for(predicate: object, timeout: float = 120.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-def marked_processes() -> list[int]:
-    """Processes of any `pulumi` call of the engine (plugins included): none may outlive it."""
+def marked_processes(home: Path) -> list[int]:
+    """Processes of any `pulumi` call of the engine of `home` (plugins included): none may
+    outlive it. (Only this home's: other tests on the machine run engines of their own.)"""
     found = []
+    mine = f"PULUMI_HOME={home / 'pulumi'}".encode()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError):
-                environ = Path(f"/proc/{entry}/environ").read_bytes()
-                if f"{CALL_MARK}=".encode() in environ:
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+                if mine in environ and any(v.startswith(f"{CALL_MARK}=".encode()) for v in environ):
                     found.append(int(entry))
     return found
+
+
+def comm(pid: int) -> str:
+    """The process's name; "" once it has exited (a short-lived helper of `pulumi`)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def test_pulumi_killed_while_the_vm_is_created(
@@ -86,11 +99,7 @@ def test_pulumi_killed_while_the_vm_is_created(
     try:
         wait_for(lambda: Path(f"{hold}.reached").exists())
         assert vm_pids(str(root)), "the VM runs while its create is held open"
-        [pulumi] = [
-            p
-            for p in descendants(supervisor.pid)
-            if Path(f"/proc/{p}/comm").read_text().strip() == "pulumi"
-        ]
+        [pulumi] = [p for p in descendants(supervisor.pid) if comm(p) == "pulumi"]
         os.killpg(pulumi, signal.SIGKILL)  # `pulumi` and its process group
         assert supervisor.wait(timeout=300) is not None
     finally:
@@ -100,7 +109,7 @@ def test_pulumi_killed_while_the_vm_is_created(
         supervisor.wait()
     record = orch.registry.get_by_id(run.id)
     wait_for(lambda: not vm_pids(str(root)), timeout=30)
-    left = [*vm_pids(str(root)), *marked_processes()]
+    left = [*vm_pids(str(root)), *marked_processes(home)]
     stacks = StackEngine(home).stack_names()
     message = orch.down(run.name)
     outcomes.append(
@@ -118,3 +127,87 @@ def test_pulumi_killed_while_the_vm_is_created(
     assert "stack update" in (record.reason or "") or "pulumi" in (record.reason or ""), record
     assert not left and stacks == [] and not root.exists()
     assert message.startswith(f"{run.name}: failed"), message
+
+
+GATED_TASK = """type: task
+stop_duration: 3
+commands:
+  - trap 'echo got-term' TERM
+  - echo started
+  - while [ ! -e {gate} ]; do sleep 0.05 || true; done
+  - echo finished
+"""
+
+
+def vm_log(run: RunRecord) -> str:
+    try:
+        return (Path(run.host.run_dir) / "log").read_text() if run.host else ""
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("victim", ["supervisor", "runner"])
+@pytest.mark.parametrize("phase", ["running", "stopping"])
+def test_kill_on_the_standin_vm(
+    tmp_path: Path, phase: str, victim: str, outcomes: list[dict[str, str]]
+) -> None:
+    """kill -9 of the supervisor or of the runner on the VM while the job runs or is stopped;
+    the successor the next command starts (here `refresh`, as `iacrun ps` does) settles the run
+    and destroys the VM."""
+    home, root, gate = tmp_path / "home", tmp_path / "vm", tmp_path / "gate"
+    home.mkdir()
+    (tmp_path / "project").mkdir()
+    task = tmp_path / "project" / "gated.dstack.yml"
+    task.write_text(GATED_TASK.format(gate=gate))
+    orch = orchestrator(home, root)
+    spec = build_run_spec(task, environ={})
+    run = orch.submit(spec, orch.plan(spec))
+    first = orch.registry.get_by_id(run.id).supervisor_pid
+    try:
+        wait_for(lambda: "started" in vm_log(orch.registry.get_by_id(run.id)))
+        run = orch.registry.get_by_id(run.id)
+        assert run.supervisor_pid == first  # it replaced itself (exec): the same process
+        assert first is not None and "cygrpc" not in Path(f"/proc/{first}/maps").read_text()
+        if phase == "stopping":
+            orch.request_stop(run.name)
+            wait_for(lambda: "got-term" in vm_log(run))  # inside the job's 3s grace
+        assert run.host is not None
+        pid = first if victim == "supervisor" else int(Path(run.host.run_dir, "pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        if phase == "running":
+            gate.touch()
+
+        def final() -> bool:
+            return orch.refresh(orch.registry.get_by_id(run.id)).status.is_final
+
+        wait_for(final, timeout=180)
+    finally:
+        gate.touch()
+    record = orch.registry.get_by_id(run.id)
+    wait_for(lambda: not vm_pids(str(root)), timeout=30)
+    left = [*vm_pids(str(root)), *marked_processes(home)]
+    stacks = StackEngine(home).stack_names()
+    chunks: list[bytes] = []
+    orch.logs(run.name, chunks.append)  # the copy kept at teardown: the VM is gone
+    shown = b"".join(chunks).decode()
+    message = orch.down(run.name)
+    expect = ("done", 0) if phase == "running" else ("terminated", None)
+    outcomes.append(
+        {
+            "backend": "standin",
+            "phase": phase,
+            "victim": victim,
+            "status": str(record.status),
+            "exit": str(record.exit_code),
+            "left over": "none" if not (left or stacks or root.exists()) else f"{left} {stacks}",
+            "stop+down": "ok" if message.startswith(f"{run.name}: {expect[0]}") else "FAILED",
+        }
+    )
+    if phase == "running":
+        assert (record.status, record.exit_code) == expect, record.reason
+    else:  # the VM's deletion may be what ended the job: then no exit code was seen
+        assert record.status == "terminated" and record.exit_code in (137, None), record
+    assert not left and stacks == [] and not root.exists()
+    if phase == "running":
+        assert "started\nfinished\n" in shown
+    assert message.startswith(f"{run.name}: {expect[0]}"), message

@@ -107,6 +107,11 @@ def test_a_supervisor_killed_before_starting_the_job_fails_the_run(world: World)
     run = world.submit("echo never")
     host = Host(kind="local", run_dir=run.local_dir)
     world.orch.registry.update(run.id, status="provisioning", backend="scripted", host=host)
+    packed = Path(run.local_dir) / "code.tar.gz"
+    packed.write_bytes(b"half an archive")  # it died while shipping it
     world.supervisor.resume(run.id)
+    assert not packed.exists()
     final = world.record(run)
-    assert (final.status, final.reason) == (RunStatus.FAILED, "interrupted while provisioning")
+    # its machine was recorded: it died while shipping the code (the fault harness's upload row)
+    why = "interrupted while uploading the code; the job never started"
+    assert (final.status, final.reason) == (RunStatus.FAILED, why)

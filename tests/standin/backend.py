@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pulumi
-
 from iacrun.orchestrator.backends.pulumi_cloud import PulumiCloudBackend
 from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer
@@ -25,9 +23,7 @@ from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.cloudinit import VmLayout
 from iacrun.stacks.spec import StackSpec
 from iacrun.stacks.toolchain import Plugin
-from tests.stacks.engine.resources import Slow
 from tests.standin.boot import boot_script
-from tests.standin.vm import StandinVM
 
 
 class StandinBackend(PulumiCloudBackend):
@@ -94,6 +90,13 @@ class StandinBackend(PulumiCloudBackend):
         hold = str(self.hold_create) if self.hold_create else None
 
         def program() -> None:
+            # imported here, as the cloud programs do: a supervisor loads Pulumi only while
+            # it provisions or tears down (see Supervisor.shed)
+            import pulumi
+
+            from tests.stacks.engine.resources import Slow
+            from tests.standin.vm import StandinVM
+
             after: list[pulumi.Resource] = []
             if slow:
                 after.append(Slow("slow", str(root.parent / "slow-started"), slow))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.resources import GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.units import Range, format_size_gb
+from iacrun.orchestrator.offers.catalog.networking import cluster_network
 from iacrun.orchestrator.offers.catalog.store import load_catalog
 from iacrun.orchestrator.offers.model import InstanceResources, Offer, is_cloud, unmet_requirement
 from iacrun.stacks.images import NotOffered, image_for
@@ -199,6 +200,7 @@ def _offer(
         price=price,
         available=why_not is None,
         note=why_not,
+        cluster_network=cluster_network(cloud, name),
     )
 
 

@@ -1,4 +1,6 @@
-"""A real OpenSSH `sshd` on a free 127.0.0.1 port, with its own host key and client key.
+"""A real OpenSSH `sshd` on a free loopback port (127.0.0.1 unless told another address of
+127/8, which Linux routes to lo too: two servers on 127.0.0.2 and 127.0.0.3 are two "hosts"),
+with its own host key and client key.
 
 Reusable by any test that needs an SSH host::
 
@@ -38,9 +40,9 @@ def sshd_missing() -> str | None:
     return None
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -59,12 +61,13 @@ def _pub(path: Path) -> str:
 
 
 class Sshd:
-    """An sshd process serving 127.0.0.1:`port` for `user` with `client_key`."""
+    """An sshd process serving `address`:`port` for `user` with `client_key`."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, address: str = "127.0.0.1") -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
+        self.address = address
+        self.port = port or free_port(address)
         self.user = getpass.getuser()
         self.host_key_path = root / "ssh_host_ed25519_key"
         self.client_key = root / "id_client"
@@ -84,7 +87,7 @@ class Sshd:
         return "\n".join(
             [
                 f"Port {self.port}",
-                "ListenAddress 127.0.0.1",
+                f"ListenAddress {self.address}",
                 f"HostKey {self.host_key_path}",
                 f"PidFile {self.root / 'sshd.pid'}",
                 f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
@@ -127,7 +130,7 @@ class Sshd:
 
     def _banner(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            with socket.create_connection((self.address, self.port), timeout=1) as sock:
                 return sock.recv(4).startswith(b"SSH-")
         except OSError:
             return False
@@ -167,7 +170,7 @@ class Sshd:
         fields: dict[str, Any] = {
             "kind": "ssh",
             "run_dir": str(self.root / "runs"),
-            "address": "127.0.0.1",
+            "address": self.address,
             "port": self.port,
             "user": self.user,
             "identity_file": str(self.client_key),
@@ -179,7 +182,7 @@ class Sshd:
 
     def host_settings(self, **overrides: Any) -> SSHHostSettings:
         fields: dict[str, Any] = {
-            "host": "127.0.0.1",
+            "host": self.address,
             "port": self.port,
             "user": self.user,
             "identity_file": str(self.client_key),
@@ -189,7 +192,7 @@ class Sshd:
         return SSHHostSettings(**fields)
 
     def known_hosts_line(self) -> str:
-        return f"[127.0.0.1]:{self.port} {self.host_key}"
+        return f"[{self.address}]:{self.port} {self.host_key}"
 
 
 def login_home() -> str:

@@ -164,3 +164,53 @@ def test_resource_flags_override_the_file(project: Path) -> None:
     assert res.memory == Range(min=32) and res.disk == Range(min=500) and res.disk_is_explicit
     with pytest.raises(InputError, match="resources flag"):
         build_run_spec(path, Overrides(memory="64GB..8GB"), environ={})
+
+
+# ----------------------------------------------------------------------------- multi-node
+
+#: dstack's own distributed-task example (its docs' "Distributed tasks"), as written there
+DSTACK_DISTRIBUTED = """\
+type: task
+name: train-distrib
+nodes: 2
+python: "3.12"
+env:
+  - NCCL_DEBUG=INFO
+commands:
+  - git clone https://github.com/pytorch/examples.git pytorch-examples
+  - cd pytorch-examples/distributed/ddp-tutorial-series
+  - pip install -r requirements.txt
+  - torchrun
+    --nproc-per-node=$DSTACK_GPUS_PER_NODE
+    --node-rank=$DSTACK_NODE_RANK
+    --nnodes=$DSTACK_NODES_NUM
+    --master-addr=$DSTACK_MASTER_NODE_IP
+    --master-port=12345
+    multinode.py 50 10
+resources:
+  gpu: 24GB
+  shm_size: 24GB
+startup_order: workers-first
+stop_criteria: master-done
+"""
+
+
+def test_dstacks_distributed_task_loads_unchanged(tmp_path: Path) -> None:
+    from iacrun.orchestrator.models.runspec import build_run_spec
+
+    path = tmp_path / "train.dstack.yml"
+    path.write_text(DSTACK_DISTRIBUTED)
+    spec = build_run_spec(path, environ={})
+    assert (spec.nodes, spec.requirements.nodes) == (2, 2)
+    assert (spec.startup_order, spec.stop_criteria) == ("workers-first", "master-done")
+    # the variables stay for the job's shell to expand on each node
+    assert "--node-rank=$DSTACK_NODE_RANK" in spec.commands[-1]
+
+
+def test_one_node_is_the_default(tmp_path: Path) -> None:
+    from iacrun.orchestrator.models.runspec import build_run_spec
+
+    path = tmp_path / "t.dstack.yml"
+    path.write_text("type: task\ncommands: [x]\n")
+    spec = build_run_spec(path, environ={})
+    assert (spec.nodes, spec.stop_criteria, spec.startup_order) == (1, "all-done", "any")
