@@ -142,11 +142,8 @@ def run_offers(
     """Everything `iacrun offers` does, returning the text it prints."""
     from iacrun.cli.tables import groups_table, offers_json, offers_table, parse_group_by
     from iacrun.orchestrator.api import Orchestrator
-    from iacrun.orchestrator.backends.assemble import comparison_note, unconfigured_clouds
     from iacrun.orchestrator.errors import InputError
     from iacrun.orchestrator.models.runspec import requirements_for
-    from iacrun.orchestrator.offers.model import is_cloud
-    from iacrun.orchestrator.offers.plan import catalog_notes, collect_offers
 
     try:
         keys = parse_group_by(group_by)
@@ -157,22 +154,7 @@ def run_offers(
     if refresh:
         _refresh(settings, progress)
     req = requirements_for(file, overrides)
-    comparing = sources is None and not configured_only
-    if sources is None:
-        sources = list(orch.backends(include_unconfigured=not configured_only))
-    # unavailable machines are listed too, with why; raises NoOfferError when none is left
-    plan = collect_offers(sources, req, listing=True)
-    shown = {o.backend for o in plan.offers}
-    notes: list[str] = []
-    note = comparison_note(settings) if comparing else None
-    if note and shown & set(unconfigured_clouds(settings)):
-        notes.append(note)
-    notes += catalog_notes([s.name for s in sources if is_cloud(s.name) and s.name in shown])
-    # your own machines first, the unreachable or busy ones too (with why): a few rows that
-    # hundreds of cloud offers would otherwise push past the cut
-    own = [o for o in plan.offers if not is_cloud(o.backend)]
-    offers = [*own, *(o for o in plan.offers if is_cloud(o.backend))]
-    plan = plan.model_copy(update={"offers": offers, "notes": [*notes, *plan.notes]})
+    plan = orch.offers(req, configured_only=configured_only, sources=sources)
     if json_out:
         return offers_json(plan.offers, max_offers, notes=plan.notes)
     if keys:

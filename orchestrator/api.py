@@ -70,11 +70,12 @@ if TYPE_CHECKING:  # planning needs models that listing runs does not: imported 
         StackEngineFactory,
         StackRow,
     )
+    from iacrun.orchestrator.models.requirements import Requirements
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.models.settings import Settings
     from iacrun.orchestrator.models.taskfile import PortMapping
     from iacrun.orchestrator.offers.model import Offer
-    from iacrun.orchestrator.offers.plan import OfferPlan
+    from iacrun.orchestrator.offers.plan import OfferPlan, OfferSource
     from iacrun.orchestrator.supervisor import Supervisor
     from iacrun.stacks.engine import StackEngine
 
@@ -89,11 +90,13 @@ class Orchestrator:
         settings: Settings | None = None,
         backends: list[Backend] | None = None,
         stack_engine: StackEngineFactory | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.home = home or iacrun_home()
         self._settings = settings
         self._backends = backends
-        self._registry: Registry | None = None
+        #: the registry in the home's SQLite file, unless one is given (a server's database)
+        self._registry: Registry | None = registry
         self._stack_engine_factory = stack_engine
         self._stack_engine: StackEngine | None = None
 
@@ -158,6 +161,36 @@ class Orchestrator:
         backends = multi_node_backends(self.backends(), spec.requirements, spec.config_path)
         return collect_offers(backends, spec.requirements, listing=waits_for_capacity(spec))
 
+    def offers(
+        self,
+        requirements: Requirements,
+        *,
+        configured_only: bool = False,
+        sources: Sequence[OfferSource] | None = None,
+    ) -> OfferPlan:
+        """What `iacrun offers` lists: every machine that fits, unavailable ones too (with why),
+        your own machines first, then the clouds' cheapest first; the clouds not configured are
+        shown for comparison unless `configured_only`. NoOfferError when none is left."""
+        from iacrun.orchestrator.backends.assemble import comparison_note, unconfigured_clouds
+        from iacrun.orchestrator.offers.model import is_cloud
+        from iacrun.orchestrator.offers.plan import catalog_notes, collect_offers
+
+        comparing = sources is None and not configured_only
+        if sources is None:
+            sources = list(self.backends(include_unconfigured=not configured_only))
+        plan = collect_offers(sources, requirements, listing=True)
+        shown = {o.backend for o in plan.offers}
+        notes: list[str] = []
+        note = comparison_note(self.settings) if comparing else None
+        if note and shown & set(unconfigured_clouds(self.settings)):
+            notes.append(note)
+        notes += catalog_notes([s.name for s in sources if is_cloud(s.name) and s.name in shown])
+        # your own machines first, the unreachable or busy ones too (with why): a few rows that
+        # hundreds of cloud offers would otherwise push past the cut
+        own = [o for o in plan.offers if not is_cloud(o.backend)]
+        offers = [*own, *(o for o in plan.offers if is_cloud(o.backend))]
+        return plan.model_copy(update={"offers": offers, "notes": [*notes, *plan.notes]})
+
     def dry_run(self, spec: RunSpec) -> tuple[OfferPlan, str]:
         """The plan, and what the first offer's backend would create for it.
 
@@ -192,8 +225,17 @@ class Orchestrator:
 
         return check_run_upload(spec, self.settings.upload_limit_gb, (self.home,))
 
-    def submit(self, spec: RunSpec, plan: OfferPlan, *, supervise: bool = True) -> RunRecord:
-        """Record the run, then hand it to a detached supervisor that provisions and watches it."""
+    def submit(
+        self,
+        spec: RunSpec,
+        plan: OfferPlan,
+        *,
+        supervise: bool = True,
+        submitted_by: str | None = None,
+    ) -> RunRecord:
+        """Record the run, then hand it to a detached supervisor that provisions and watches it.
+
+        `submitted_by`: the server user who asked for it (None in embedded mode)."""
         offers = self.ready_offers((o for o in plan.offers if o.available), spec=spec)
         if not offers and waits_for_capacity(spec):
             offers = list(plan.offers)  # none available now: the supervisor waits for one
@@ -202,7 +244,7 @@ class Orchestrator:
         self.check_upload(spec)
         name = spec.run_name or generate_name(self.registry.names_in_use)
         spec = spec.model_copy(update={"run_name": name})
-        run = self.registry.create(name, spec, self.runs_root)
+        run = self.registry.create(name, spec, self.runs_root, submitted_by=submitted_by)
         local = Path(run.local_dir)
         local.mkdir(parents=True, exist_ok=True, mode=0o700)
         (local / "offers.json").write_text(json.dumps([o.model_dump(mode="json") for o in offers]))

@@ -25,7 +25,12 @@
     │   ├── StackTimeoutError      a stack's `up` or `destroy` ran past its time limit
     │   ├── StackLockedError       another update holds a stack's lock, not shown to be stale
     │   └── StackOwnerError        the stack belongs to another iacrun home: left alone
-    └── RunnerError                the runner on a host could not start or answer
+    ├── RunnerError                the runner on a host could not start or answer
+    └── ServerError                an iacrun server refused the request, or cannot be reached
+        ├── AuthError              no token, or a wrong, revoked or expired one (HTTP 401)
+        ├── ForbiddenError         the token's user may not do this (HTTP 403)
+        ├── NotFoundError          no user, token or upload of that name on the server (404)
+        └── ServerUnreachableError the server does not answer (down, wrong URL, network)
 
 Foreign errors (yaml, pydantic, asyncssh, pulumi) are translated at the seam where they occur and
 re-raised ``from`` the original, so the CLI prints one line and never a traceback.
@@ -162,3 +167,23 @@ class StackOwnerError(BackendError):
 
 class RunnerError(IacrunError):
     pass
+
+
+class ServerError(IacrunError):
+    """An iacrun server refused the request, or cannot be reached (see `iacrun.client`)."""
+
+
+class AuthError(ServerError):
+    """No token, or one that is wrong, revoked or expired."""
+
+
+class ForbiddenError(ServerError):
+    """The token is good, but its user may not do this (a member asking what only an admin may)."""
+
+
+class NotFoundError(ServerError):
+    """No user, token or upload of that name on the server (runs have RunNotFoundError)."""
+
+
+class ServerUnreachableError(ServerError):
+    """The server does not answer: it is down, the URL is wrong, or the network is."""

@@ -23,7 +23,13 @@ from itertools import pairwise
 from pathlib import Path
 
 #: folder at the repository root → the package it is installed as (see pyproject.toml)
-PACKAGES = {"orchestrator": "iacrun.orchestrator", "stacks": "iacrun.stacks", "cli": "iacrun.cli"}
+PACKAGES = {
+    "orchestrator": "iacrun.orchestrator",
+    "stacks": "iacrun.stacks",
+    "cli": "iacrun.cli",
+    "server": "iacrun.server",
+    "client": "iacrun.client",
+}
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,26 @@ RULES = (
     ),
     Rule(
         "iacrun.orchestrator",
-        ("iacrun.cli",),
-        reason="the CLI is built on the orchestrator, never the reverse",
+        ("iacrun.cli", "iacrun.server", "iacrun.client"),
+        reason="the CLI, the server and the client are built on the orchestrator, never the "
+        "reverse",
+    ),
+    Rule(
+        "iacrun.stacks",
+        ("iacrun.server", "iacrun.client"),
+        reason="the server and the client are built on the orchestrator, never the reverse",
+    ),
+    Rule(
+        "iacrun.server",
+        ("iacrun.cli", "iacrun.client"),
+        reason="the server serves the orchestrator; the CLI and the client are its callers",
+    ),
+    Rule(
+        "iacrun.client",
+        ("iacrun.server", "iacrun.cli"),
+        allowed=("iacrun.server.schema",),
+        reason="the client speaks HTTP to a server: it shares the orchestrator's models, the "
+        "error tree and the API's shapes (server/schema.py), never the server's code",
     ),
     Rule(
         "iacrun.orchestrator.models",

@@ -134,3 +134,64 @@ def pack_run(
     if packed is None:
         return archive, None, files, size
     return archive, folder / PACKED[1], files + packed[0], size + packed[1]
+
+
+# ------------------------------------------------------------------ the upload a server receives
+# A client of `iacrun server` sends one archive, packed here, with the same entries a supervisor
+# ships: `code/` (the working folder), `payload/files/N` and `payload/repo/` (see payload_entries).
+# The server unpacks it once per content hash, and `spec_on_server` points the spec's local paths
+# (which are the client's) at that copy: the one place where client paths become server paths.
+
+UPLOAD_CODE = "code"
+UPLOAD_PAYLOAD = "payload"
+
+
+def upload_entries(spec: RunSpec, exclude: tuple[Path, ...] = ()) -> Iterator[tuple[Path, str]]:
+    """(local path, name in the upload) of everything the run ships, as `pack_run` ships it."""
+    if not spec.repos:
+        root = Path(spec.repo_dir)
+        yield root, UPLOAD_CODE
+        for path, rel in iter_files(root, exclude):
+            yield path, f"{UPLOAD_CODE}/{rel}"
+    for path, name in payload_entries(spec.files, spec.repos, exclude):
+        yield path, f"{UPLOAD_PAYLOAD}/{name}"
+
+
+def pack_upload(
+    spec: RunSpec, archive: Path, limit_gb: float, exclude: tuple[Path, ...] = ()
+) -> tuple[int, int]:
+    """The run's upload as one .tar.gz (files, bytes before compression), held to the same upload
+    limit as `pack_run`; the same files give the same bytes (its content hash names it)."""
+    check_run_upload(spec, limit_gb, exclude)
+    return write_archive(
+        upload_entries(spec, exclude), archive, int(limit_gb * 1024**3), _over(limit_gb)
+    )
+
+
+def spec_on_server(spec: RunSpec, folder: Path) -> RunSpec:
+    """`spec` (as a client built it) with every local path pointing into `folder`, where the
+    server unpacked the client's upload; none of the client's paths is left to read."""
+    code = folder / UPLOAD_CODE
+    config = Path(spec.config_path)
+    try:
+        config_path = code / config.relative_to(spec.repo_dir)
+    except ValueError:
+        config_path = code / config.name
+    files = [
+        ShippedFile(local=str(folder / UPLOAD_PAYLOAD / "files" / str(index)), path=f.path)
+        for index, f in enumerate(spec.files)
+    ]
+    repos = [
+        r.model_copy(update={"local": str(folder / UPLOAD_PAYLOAD / "repo")})
+        if r.local is not None
+        else r
+        for r in spec.repos
+    ]
+    return spec.model_copy(
+        update={
+            "repo_dir": str(code),
+            "config_path": str(config_path),
+            "files": files,
+            "repos": repos,
+        }
+    )

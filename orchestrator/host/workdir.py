@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -104,16 +105,24 @@ def write_archive(
     entries: Iterable[tuple[Path, str]], archive: Path, limit: int, over: str
 ) -> tuple[int, int]:
     """(local path, name in the archive) pairs into a .tar.gz, written whole or not at all;
-    more than `limit` bytes raises InputError(`over`). Modes travel with the files."""
+    more than `limit` bytes raises InputError(`over`). Modes travel with the files. The gzip
+    header holds no time, so the same files give the same bytes (an upload is named by its
+    hash)."""
     files, total = 0, 0
     archive.parent.mkdir(parents=True, exist_ok=True)
     tmp = archive.with_suffix(".partial")
-    with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+    with (
+        open(tmp, "wb") as raw,
+        gzip.GzipFile("", "wb", compresslevel=1, fileobj=raw, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
         for path, rel in entries:
             size = path.lstat().st_size if not path.is_dir() else 0
             total += size
             if total > limit:
                 tar.close()
+                gz.close()
+                raw.close()
                 tmp.unlink(missing_ok=True)
                 raise InputError(over)
             tar.add(str(path), arcname=rel, recursive=False)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 #: the newest Alembic revision (migrations/versions/); a test holds it equal to Alembic's head
-SCHEMA_HEAD = "0001_runs"
+SCHEMA_HEAD = "0003_accounts"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 

@@ -74,6 +74,8 @@ class RunRecord(BaseModel):
     exit_code: int | None = None
     attempt: int = 0
     supervisor_pid: int | None = None
+    #: the server user who submitted the run; None for a run submitted in embedded mode
+    submitted_by: str | None = None
     submitted_at: float
     started_at: float | None = None
     finished_at: float | None = None

@@ -26,6 +26,9 @@ from iacrun.orchestrator.registry.records import (
     RunStatus,
 )
 
+#: how long a run that ended stays in the default list (`iacrun ps` without -a), in seconds
+RECENT = 3600
+
 
 class Registry:
     """Runs and their status history. `target`: an SQLite file, or a database URL."""
@@ -37,17 +40,20 @@ class Registry:
     def close(self) -> None:
         self.db.close()
 
-    def create(self, name: str, spec: RunSpec, local_dir_root: Path) -> RunRecord:
-        """Record a new run as `submitted`; a name already active, or one that breaks the rule
-        of names (it becomes a folder and a stack name), is refused."""
+    def create(
+        self, name: str, spec: RunSpec, local_dir_root: Path, *, submitted_by: str | None = None
+    ) -> RunRecord:
+        """Record a new run as `submitted` (by a server's user, or None in embedded mode); a
+        name already active, or one that breaks the rule of names (it becomes a folder and a
+        stack name), is refused."""
         check_run_name(name)
         now = time.time()
         try:
             with self.db.transaction() as db:
                 inserted = db.row(
-                    "INSERT INTO runs (name, status, spec, submitted_at) VALUES (?, ?, ?, ?) "
-                    "RETURNING id",
-                    (name, "submitted", _column("spec", spec), now),
+                    "INSERT INTO runs (name, status, spec, submitted_at, submitted_by) "
+                    "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                    (name, "submitted", _column("spec", spec), now, submitted_by),
                 )
                 assert inserted is not None
                 run_id = int(inserted["id"])
@@ -122,10 +128,45 @@ class Registry:
         params: list[Any] = []
         if not all_runs:
             query += f" WHERE status IN {ACTIVE_STATUSES!r} OR finished_at > ?"
-            params.append(time.time() - 3600)
+            params.append(time.time() - RECENT)
         query += " ORDER BY id DESC"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
+        return [RunRecord.model_validate(row) for row in self.db.rows(query, params)]
+
+    def page(
+        self,
+        *,
+        status: str | None = None,
+        user: str | None = None,
+        active: bool | None = None,
+        recent: bool = False,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[RunRecord]:
+        """Runs newest first, filtered, at most `limit`, with ids below `before` (the paging a
+        server's list uses: the next page starts below the last id of this one). `recent`: the
+        runs `runs()` lists by default, active ones and those that ended in the last hour."""
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if user is not None:
+            where.append("submitted_by = ?")
+            params.append(user)
+        if active is not None:
+            where.append(f"status {'' if active else 'NOT '}IN {ACTIVE_STATUSES!r}")
+        if recent:
+            where.append(f"(status IN {ACTIVE_STATUSES!r} OR finished_at > ?)")
+            params.append(time.time() - RECENT)
+        if before is not None:
+            where.append("id < ?")
+            params.append(before)
+        query = "SELECT * FROM runs"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += f" ORDER BY id DESC LIMIT {int(limit)}"
         return [RunRecord.model_validate(row) for row in self.db.rows(query, params)]
 
     def names_in_use(self, prefix: str) -> set[str]:

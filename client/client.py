@@ -1,0 +1,372 @@
+"""`Client(url, token)`: iacrun's verbs over a server's REST API (httpx), with the
+Orchestrator's models back and its error tree raised (the error's `type` names the class)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from iacrun.orchestrator import errors
+from iacrun.orchestrator.host.payload import pack_upload
+from iacrun.orchestrator.models.runspec import RunSpec
+from iacrun.orchestrator.paths import iacrun_home
+from iacrun.orchestrator.registry import RunEvent, RunRecord, RunStatus
+from iacrun.server.schema import (
+    BackendStatus,
+    CreatedUser,
+    Destroyed,
+    DownResponse,
+    NewToken,
+    PlanResponse,
+    Role,
+    RunPage,
+    ServerInfo,
+    StackInfo,
+    TokenInfo,
+    User,
+)
+
+M = TypeVar("M", bound=BaseModel)
+API = "/api/v1"
+#: how long `follow` keeps reconnecting to a server that dropped the stream, in seconds
+RECONNECT_FOR = 120.0
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Bytes of a run's log from an offset; `offset` is where the next read starts."""
+
+    data: bytes
+    offset: int
+    status: RunStatus
+
+
+@dataclass
+class LogEnd:
+    status: RunStatus
+    exit_code: int | None
+    reason: str | None
+
+
+class Client:
+    """A connection to `iacrun server` at `url` with an API token."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        *,
+        timeout: float = 60.0,
+        upload_limit_gb: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.upload_limit_gb = upload_limit_gb
+        self._http = httpx.Client(
+            base_url=self.url + API,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the plumbing ---------------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if response.is_error:
+            raise error_from(response)
+        return response
+
+    def _unreachable(self, exc: Exception) -> errors.ServerUnreachableError:
+        return errors.ServerUnreachableError(
+            f"the iacrun server at {self.url} does not answer ({exc or type(exc).__name__}); "
+            "check the URL and that it runs"
+        )
+
+    def _json(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return model.model_validate(self._send(method, path, **kwargs).json())
+
+    def _list(self, model: type[M], path: str, **kwargs: Any) -> list[M]:
+        return TypeAdapter(list[model]).validate_python(  # type: ignore[valid-type]
+            self._send("GET", path, **kwargs).json()
+        )
+
+    # -- the server -----------------------------------------------------------------------------
+
+    def info(self) -> ServerInfo:
+        return self._json(ServerInfo, "GET", "/server/info")
+
+    # -- planning and submitting ------------------------------------------------------------------
+
+    def upload(self, spec: RunSpec) -> str:
+        """Pack the run's files as the supervisor would ship them (working folder, `files`, a
+        local repo), send them unless the server has them, and return their SHA-256."""
+        limit = self.upload_limit_gb
+        if limit is None:
+            limit = _local_upload_limit()
+        with tempfile.TemporaryDirectory(prefix="iacrun-upload-") as tmp:
+            archive = Path(tmp) / "upload.tar.gz"
+            pack_upload(spec, archive, limit, exclude=(iacrun_home(),))
+            sha256 = _sha256(archive)
+            if self._has_upload(sha256):
+                return sha256
+            with open(archive, "rb") as body:
+                self._send(
+                    "PUT",
+                    f"/uploads/{sha256}",
+                    content=body,
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+        return sha256
+
+    def _has_upload(self, sha256: str) -> bool:
+        try:
+            self._send("HEAD", f"/uploads/{sha256}")
+        except errors.NotFoundError:
+            return False
+        return True
+
+    def plan(
+        self, spec: RunSpec, *, upload: str | None = None, dry_run: bool = False
+    ) -> PlanResponse:
+        body = {"spec": spec.model_dump(mode="json"), "upload": upload, "dry_run": dry_run}
+        return self._json(PlanResponse, "POST", "/plan", json=body)
+
+    def submit(self, spec: RunSpec, upload: str | None = None) -> RunRecord:
+        """Upload the run's files (unless `upload` names them already) and submit the run."""
+        sha256 = upload or self.upload(spec)
+        body = {"spec": spec.model_dump(mode="json"), "upload": sha256}
+        return self._json(RunRecord, "POST", "/runs", json=body)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def page(
+        self,
+        *,
+        status: str | None = None,
+        user: str | None = None,
+        active: bool | None = None,
+        recent: bool = False,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> RunPage:
+        params = _params(
+            status=status, user=user, active=active, recent=recent, limit=limit, before=before
+        )
+        return self._json(RunPage, "GET", "/runs", params=params)
+
+    def runs(self, *, all_runs: bool = False, **filters: Any) -> list[RunRecord]:
+        """Every run that matches, newest first (all pages); without `all_runs`, what `iacrun
+        ps` shows: active runs and those that ended in the last hour."""
+        found: list[RunRecord] = []
+        before: int | None = None
+        while True:
+            page = self.page(recent=not all_runs, limit=500, before=before, **filters)
+            found += page.runs
+            if page.next is None:
+                return found
+            before = page.next
+
+    def get(self, name: str) -> RunRecord:
+        return self._json(RunRecord, "GET", f"/runs/{name}")
+
+    def history(self, name: str) -> list[RunEvent]:
+        return self._list(RunEvent, f"/runs/{name}/history")
+
+    def logs(self, name: str, offset: int = 0, limit: int | None = None) -> LogChunk:
+        """The log's bytes from `offset` as they are now (no waiting)."""
+        response = self._send(
+            "GET", f"/runs/{name}/logs", params=_params(offset=offset, limit=limit)
+        )
+        return LogChunk(
+            data=response.content,
+            offset=int(response.headers["X-Log-Offset"]),
+            status=RunStatus(response.headers["X-Run-Status"]),
+        )
+
+    def follow(self, name: str, offset: int = 0) -> LogFollow:
+        """The log from `offset` until the run ends, as chunks of bytes; a dropped connection
+        is resumed where it stopped (`Last-Event-ID`). After the last chunk, `.end` holds the
+        run's final status, exit code and reason."""
+        return LogFollow(self, name, offset)
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    def stop(self, name: str, *, abort: bool = False) -> RunRecord:
+        return self._json(RunRecord, "POST", f"/runs/{name}/stop", json={"abort": abort})
+
+    def down(self, name: str) -> str:
+        return self._json(DownResponse, "POST", f"/runs/{name}/down").message
+
+    # -- offers, backends, stacks ---------------------------------------------------------------
+
+    def offers(self, **filters: Any) -> PlanResponse:
+        """`iacrun offers` on the server: gpu=, cpu=, memory=, disk=, spot= (spot, on-demand,
+        auto), max_price=, backend=[...], region=[...], instance_type=[...], configured_only=."""
+        return self._json(PlanResponse, "GET", "/offers", params=_params(**filters))
+
+    def backends(self) -> list[BackendStatus]:
+        return self._list(BackendStatus, "/backends")
+
+    def stacks(self) -> list[StackInfo]:
+        return self._list(StackInfo, "/stacks")
+
+    def destroy_stack(self, stack_name: str) -> str:
+        return self._json(Destroyed, "DELETE", f"/stacks/{stack_name}").message
+
+    # -- accounts -------------------------------------------------------------------------------
+
+    def users(self) -> list[User]:
+        return self._list(User, "/users")
+
+    def create_user(
+        self, name: str, role: Role = "member", *, token_name: str | None = None
+    ) -> CreatedUser:
+        body = {"name": name, "role": role, "token_name": token_name}
+        return self._json(CreatedUser, "POST", "/users", json=body)
+
+    def tokens(self) -> list[TokenInfo]:
+        return self._list(TokenInfo, "/tokens")
+
+    def create_token(
+        self, name: str, *, user: str | None = None, expires_at: float | None = None
+    ) -> NewToken:
+        body = {"name": name, "user": user, "expires_at": expires_at}
+        return self._json(NewToken, "POST", "/tokens", json=body)
+
+    def revoke_token(self, token_id: int) -> TokenInfo:
+        return self._json(TokenInfo, "DELETE", f"/tokens/{token_id}")
+
+
+class LogFollow:
+    """An iterator over a run's log chunks, read from the server's Server-Sent Events."""
+
+    def __init__(self, client: Client, name: str, offset: int) -> None:
+        self.client = client
+        self.name = name
+        #: the offset after the last chunk handed out
+        self.offset = offset
+        self.end: LogEnd | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        give_up = time.monotonic() + RECONNECT_FOR
+        while self.end is None:
+            try:
+                for chunk in self._stream():
+                    give_up = time.monotonic() + RECONNECT_FOR  # the server answers again
+                    yield chunk
+            except (httpx.TransportError, httpx.StreamError) as exc:
+                if time.monotonic() > give_up:
+                    raise self.client._unreachable(exc) from exc
+                time.sleep(0.5)
+
+    def _stream(self) -> Iterator[bytes]:
+        path = f"/runs/{self.name}/logs/stream"
+        headers = {"Last-Event-ID": str(self.offset), "Accept": "text/event-stream"}
+        http = self.client._http
+        timeout = httpx.Timeout(10.0, read=60.0)  # the server sends a keep-alive every 15s
+        with http.stream("GET", path, headers=headers, timeout=timeout) as response:
+            if response.is_error:
+                response.read()
+                raise error_from(response)
+            event: dict[str, str] = {}
+            for line in response.iter_lines():
+                if line:
+                    if not line.startswith(":"):
+                        field, _, value = line.partition(":")
+                        event[field] = value.removeprefix(" ")
+                    continue
+                kind = event.get("event", "message")
+                if kind == "log":
+                    data = base64.b64decode(event.get("data", ""))
+                    self.offset = int(event["id"])
+                    yield data
+                elif kind == "end":
+                    end = json.loads(event.get("data", "{}"))
+                    self.end = LogEnd(
+                        status=RunStatus(end["status"]),
+                        exit_code=end.get("exit_code"),
+                        reason=end.get("reason"),
+                    )
+                    return
+                elif kind == "error":
+                    raise _error(json.loads(event.get("data", "{}")))
+                event = {}
+
+
+def error_from(response: httpx.Response) -> errors.IacrunError:
+    """The error of iacrun's tree that the server's answer names (`{"error": {"type", ...}}`)."""
+    try:
+        detail = response.json()["error"]
+    except (ValueError, KeyError, TypeError):  # no body (a HEAD), or not iacrun's server
+        text = response.text.strip().splitlines()
+        cls = _BY_STATUS.get(response.status_code, errors.ServerError)
+        return cls(
+            f"the server answered {response.status_code}: {text[0] if text else 'no details'}"
+        )
+    return _error(detail)
+
+
+#: the error of an answer that has no body to name it
+_BY_STATUS: dict[int, type[errors.IacrunError]] = {
+    401: errors.AuthError,
+    403: errors.ForbiddenError,
+    404: errors.NotFoundError,
+}
+
+
+def _error(detail: Mapping[str, Any]) -> errors.IacrunError:
+    cls = getattr(errors, str(detail.get("type")), None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.IacrunError)):
+        cls = errors.IacrunError
+    return cls(str(detail.get("message", "")))
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    """Query parameters: None left out, booleans as true/false."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        out[key] = str(value).lower() if isinstance(value, bool) else value
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _local_upload_limit() -> float:
+    """This machine's `upload_limit` (config.yml), the limit the client packs to; the server
+    holds the upload to its own too."""
+    from iacrun.orchestrator.models.settings import load_settings
+    from iacrun.orchestrator.paths import config_file
+
+    return load_settings(config_file(iacrun_home())).upload_limit_gb

@@ -1,0 +1,51 @@
+"""Everything a server's routes work with, in one object: the Orchestrator (the same one the CLI
+uses), its Registry, the accounts, the uploads."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from starlette.requests import HTTPConnection
+
+from iacrun.orchestrator.api import Orchestrator
+from iacrun.orchestrator.registry import Registry
+from iacrun.server.accounts import Accounts
+from iacrun.server.config import ServerConfig
+from iacrun.server.uploads import Uploads
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+class ServerState:
+    """One per server process. `orchestrator` may be given (tests inject backends); otherwise it
+    is made over the config's home and database."""
+
+    def __init__(self, config: ServerConfig, orchestrator: Orchestrator | None = None) -> None:
+        self.config = config
+        if orchestrator is None:
+            self.registry = Registry(config.database)
+            orchestrator = Orchestrator(home=config.home, registry=self.registry)
+        else:
+            self.registry = orchestrator.registry
+        self.orchestrator = orchestrator
+        self.accounts = Accounts(self.registry.db)
+        self.uploads = Uploads(config.home / "uploads", orchestrator.settings.upload_limit_gb)
+
+    def start(self) -> None:
+        """At start: every active run whose supervisor died (the server or the machine was
+        restarted) gets a new one, as the CLI does when it notices (Orchestrator.refresh)."""
+        for run in self.registry.page(active=True, limit=100_000):
+            self.orchestrator.refresh(run)
+
+    def stop(self) -> None:
+        """At shutdown. Runs go on: each has its own supervisor process, which outlives the
+        server (the next start supervises the ones that died meanwhile)."""
+
+
+def state_of(conn: HTTPConnection) -> ServerState:
+    return cast(ServerState, conn.app.state.iacrun)
+
+
+def attach_state(app: FastAPI, state: ServerState) -> None:
+    app.state.iacrun = state

@@ -1,0 +1,146 @@
+"""Runs through a real server: submitted by the client, run on the local backend, their logs
+whole through Server-Sent Events, stopped and torn down; the list paged and filtered."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from iacrun.orchestrator.errors import (
+    InputError,
+    NotFoundError,
+    RunNameTakenError,
+    RunNotFoundError,
+)
+from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
+from tests.conftest import write_task
+from tests.server.conftest import Server, wait_for
+
+
+def spec_of(project: Path, text: str, name: str | None = None):  # type: ignore[no-untyped-def]
+    write_task(project, text)
+    return build_run_spec(project / "task.dstack.yml", Overrides(name=name))
+
+
+def test_server_info_needs_no_token(server: Server) -> None:
+    info = server.client(token="").info()
+    assert info.api == "v1" and info.database == "sqlite"
+    assert "(database: sqlite " in "".join(server.output)
+
+
+def test_a_submitted_run_runs_on_the_local_backend_and_its_log_arrives_whole(
+    server: Server, project: Path
+) -> None:
+    spec = spec_of(project, "commands:\n  - echo hello from $IACRUN_RUN_NAME\n  - exit 3\n", "one")
+    client = server.client()
+    run = client.submit(spec)
+    assert run.name == "one" and run.submitted_by == "admin"
+    follow = client.follow("one")
+    log = b"".join(follow)
+    assert log.startswith(b"hello from one\n")
+    assert follow.end is not None
+    assert (follow.end.status, follow.end.exit_code) == ("failed", 3)
+    final = client.get("one")
+    assert final.status == "failed" and final.exit_code == 3
+    assert final.host is not None
+    assert log == (Path(final.host.run_dir) / "log").read_bytes()
+    assert [e.status for e in client.history("one")][-1] == "failed"
+    chunk = client.logs("one", offset=6, limit=9)
+    assert (chunk.data, chunk.offset, chunk.status) == (b"from one\n", 15, "failed")
+    assert client.logs("one", offset=6).data == log[6:]
+    # the spec the server ran points at its own copy of the upload, never the client's folder
+    assert str(project) not in final.spec.repo_dir
+    assert final.spec.repo_dir.startswith(str(server.home / "uploads"))
+
+
+def test_an_active_name_is_409_and_an_unknown_run_404(server: Server, project: Path) -> None:
+    spec = spec_of(project, "commands:\n  - sleep 300\n", "busy")
+    client = server.client()
+    client.submit(spec)
+    with pytest.raises(RunNameTakenError, match="'busy' is still active"):
+        client.submit(spec)
+    response = httpx.post(
+        f"{server.url}/api/v1/runs",
+        json={"spec": spec.model_dump(mode="json"), "upload": client.upload(spec)},
+        headers={"Authorization": f"Bearer {server.admin_token}"},
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["type"] == "RunNameTakenError"
+    assert response.json()["error"]["exit_code"] == 2
+    with pytest.raises(RunNotFoundError):
+        client.get("nope")
+    assert (
+        httpx.get(
+            f"{server.url}/api/v1/runs/nope",
+            headers={"Authorization": f"Bearer {server.admin_token}"},
+        ).status_code
+        == 404
+    )
+
+
+def test_stop_and_down(server: Server, project: Path) -> None:
+    spec = spec_of(project, "commands:\n  - echo started\n  - sleep 300\n", "long")
+    client = server.client()
+    client.submit(spec)
+    wait_for(lambda: client.logs("long").data == b"started\n")
+    stopped = client.stop("long")
+    assert stopped.status == "terminated" and stopped.reason == "stopped by admin"
+    assert client.get("long").status == "terminated"
+    assert client.down("long") == "long: terminated (stopped by admin)"
+    with pytest.raises(RunNotFoundError):
+        client.down("never-was")
+
+
+def test_uploads_are_stored_once_by_hash_and_checked(server: Server, project: Path) -> None:
+    (project / "data.txt").write_text("x" * 1000)
+    spec = spec_of(project, 'commands: ["true"]\n')
+    client = server.client()
+    sha = client.upload(spec)
+    assert client._has_upload(sha)
+    assert client.upload(spec) == sha  # the same files: the same hash, not sent again
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    wrong = httpx.put(f"{server.url}/api/v1/uploads/{'0' * 64}", content=b"abc", headers=headers)
+    assert wrong.status_code == 400 and "SHA-256" in wrong.json()["error"]["message"]
+    with pytest.raises(NotFoundError, match="no upload"):
+        client.submit(spec, upload="1" * 64)
+    with pytest.raises(InputError, match="not a SHA-256"):
+        client.submit(spec, upload="../../etc")
+
+
+def test_the_runs_list_pages_and_filters(server: Server, project: Path) -> None:
+    registry = server.registry()
+    spec = spec_of(project, 'commands: ["true"]\n')
+    for index in range(12):
+        run = registry.create(
+            f"r{index}", spec, server.home / "runs", submitted_by="ann" if index % 3 else "bob"
+        )
+        if index % 2:
+            registry.update(run.id, status="done", finished_at=time.time() - 7200)
+    client = server.client()
+    first = client.page(limit=5)
+    assert [r.name for r in first.runs] == ["r11", "r10", "r9", "r8", "r7"]
+    second = client.page(limit=5, before=first.next)
+    assert [r.name for r in second.runs] == ["r6", "r5", "r4", "r3", "r2"]
+    last = client.page(limit=5, before=second.next)
+    assert [r.name for r in last.runs] == ["r1", "r0"] and last.next is None
+    assert [r.name for r in client.page(user="bob").runs] == ["r9", "r6", "r3", "r0"]
+    assert [r.name for r in client.page(status="done", user="ann").runs] == [
+        "r11",
+        "r7",
+        "r5",
+        "r1",
+    ]
+    assert len(client.page(active=True).runs) == 6
+    assert len(client.page(active=False).runs) == 6
+    assert len(client.runs()) == 6  # what `ps` shows: the ones that ended an hour ago are not
+    assert len(client.runs(all_runs=True)) == 12
+    bad = httpx.get(
+        f"{server.url}/api/v1/runs?status=sleeping",
+        headers={"Authorization": f"Bearer {server.admin_token}"},
+    )
+    assert bad.status_code == 422
+    message = bad.json()["error"]["message"]
+    assert message.startswith("query.status: input should be 'pending', ") and "sleeping" in message
