@@ -270,18 +270,20 @@ def ps(
     ] = False,
     json_out: Json = False,
 ) -> None:
-    from iacrun.cli.mode import service
+    from iacrun.cli.mode import is_remote, service
     from iacrun.cli.render import run_json, runs_table
 
-    orch = service()
+    orch, remote = service(), is_remote()
     while True:
         runs = orch.runs(all_runs=all_runs)
         if json_out:
-            typer.echo(json.dumps([run_json(r, orch.nodes(r)) for r in runs], indent=2))
+            shown = [run_json(r, orch.nodes(r), remote=remote) for r in runs]
+            typer.echo(json.dumps(shown, indent=2))
         else:
             if watch:
                 typer.echo("\x1b[2J\x1b[H", nl=False)
-            typer.echo(runs_table(runs) if runs else "No runs. Start one with: iacrun up FILE")
+            table = runs_table(runs, users=remote)
+            typer.echo(table if runs else "No runs. Start one with: iacrun up FILE")
         if not watch:
             return
         try:
@@ -417,6 +419,24 @@ def down(
     orch = service()
     names = _names(orch, runs, all_runs)
     _each(names, lambda name: orch.down(name, force=force, on_note=typer.echo))
+
+
+@app.command(
+    cls=Command,
+    help="Serve the REST API (/api/v1) on this home's registry and backends, for teams and CI. "
+    "Binds 127.0.0.1 unless told otherwise: put TLS in front before opening it to a network.",
+    short_help="Serve the REST API for teams and CI.",
+)
+def server(
+    host: Annotated[
+        str, typer.Option("--host", metavar="ADDRESS", help="The address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="The port.")] = 3000,
+) -> None:
+    from iacrun.server.config import ServerConfig
+    from iacrun.server.main import serve
+
+    serve(ServerConfig.from_env(host=host, port=port))
 
 
 @app.command(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from iacrun.cli.remote import RemoteService
     from iacrun.orchestrator.service import RunService
 
 URL_ENV = "IACRUN_SERVER_URL"
@@ -140,11 +141,20 @@ def is_remote() -> bool:
 def service() -> RunService:
     """The one place the CLI gets what runs its tasks: the in-process Orchestrator, or the
     server named by the environment or `iacrun login`."""
+    remote = remote_service()
+    if remote is not None:
+        return remote
+    from iacrun.orchestrator.api import Orchestrator
+
+    return Orchestrator()
+
+
+def remote_service() -> RemoteService | None:
+    """The server's service in remote mode (for what only remote mode has: its offers and
+    stacks rows), None in-process."""
     login = current_login()
     if login is None:
-        from iacrun.orchestrator.api import Orchestrator
-
-        return Orchestrator()
+        return None
     from iacrun.cli.remote import RemoteService
 
     return RemoteService.connect(login.url, login.token)

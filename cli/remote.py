@@ -32,11 +32,15 @@ from iacrun.orchestrator.registry import RunRecord, name_taken
 
 if TYPE_CHECKING:
     from iacrun.client import Client
-    from iacrun.orchestrator.backends.stack_inventory import StackRow
+    from iacrun.orchestrator.host.cluster import NodeRecord
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.models.taskfile import PortMapping
     from iacrun.orchestrator.offers.model import Offer
     from iacrun.orchestrator.offers.plan import OfferPlan
+    from iacrun.server.schema import StackInfo
+
+#: why a multi-node run's other nodes are not followed remotely
+NODES_LOCAL_ONLY = "the server's API serves the log of a run's master (node 0)"
 
 #: seconds between two looks at a followed run's history (its progress lines)
 HISTORY_POLL = 1.0
@@ -52,9 +56,9 @@ def check_login(url: str, token: str) -> str:
     bad token, a one-line error when the server cannot be reached."""
     from iacrun.client import Client
 
-    client = Client(url, token)
-    info = client.info()
-    client.runs(all_runs=False)  # 401 here for a wrong, revoked or expired token
+    with Client(url, token) as client:
+        info = client.info()
+        client.page(limit=1)  # 401 here for a wrong, revoked or expired token
     return f"iacrun server {info.version}, API {info.api}, database {info.database}"
 
 
@@ -92,10 +96,16 @@ class RemoteService:
         return check_run_upload(spec, load_settings(config_file(home)).upload_limit_gb, (home,))
 
     def plan(self, spec: RunSpec) -> OfferPlan:
-        return self.client.plan(spec)
+        from iacrun.orchestrator.offers.plan import OfferPlan
+
+        planned = self.client.plan(spec)
+        return OfferPlan(offers=planned.offers, notes=planned.notes)
 
     def dry_run(self, spec: RunSpec) -> tuple[OfferPlan, str]:
-        return self.client.dry_run(spec)
+        from iacrun.orchestrator.offers.plan import OfferPlan
+
+        planned = self.client.plan(spec, dry_run=True)
+        return OfferPlan(offers=planned.offers, notes=planned.notes), planned.dry_run or ""
 
     def ready_offers(
         self,
@@ -108,7 +118,8 @@ class RemoteService:
         return list(offers)
 
     def submit(self, spec: RunSpec, plan: OfferPlan) -> RunRecord:
-        return self.client.submit(spec, self.client.upload(spec))
+        """Upload the run's files (not when the server has them: by content hash), submit."""
+        return self.client.submit(spec)
 
     # ------------------------------------------------------------------ reading and following
 
@@ -117,6 +128,17 @@ class RemoteService:
 
     def get(self, name: str) -> RunRecord:
         return self.client.get(name)
+
+    def nodes(self, run: RunRecord) -> list[NodeRecord]:
+        """The master's job, from the record (the server's API has no per-node records)."""
+        from iacrun.orchestrator.host.cluster import NodeRecord
+
+        if run.host is None:
+            return []
+        node = NodeRecord(rank=0, host=run.host)
+        if not run.active:
+            node.status, node.exit_code, node.reason = str(run.status), run.exit_code, run.reason
+        return [node]
 
     def attach(
         self,
@@ -148,10 +170,13 @@ class RemoteService:
         *,
         offset: int = 0,
         follow: bool = False,
+        node: int | None = None,
     ) -> tuple[int, RunRecord]:
         if offset < 0:
             raise InputError(f"--offset {offset}: a byte offset is 0 or more")
-        chunks: Iterator[bytes] = (
+        if node not in (None, 0):
+            raise InputError(f"--node is local-only: {NODES_LOCAL_ONLY}")
+        chunks: Iterable[bytes] = (
             self.client.follow(name, offset) if follow else self._read(name, offset)
         )
         for chunk in chunks:
@@ -161,15 +186,22 @@ class RemoteService:
 
     def _read(self, name: str, offset: int) -> Iterator[bytes]:
         while True:
-            data, offset = self.client.logs(name, offset)
-            if not data:
+            chunk = self.client.logs(name, offset)
+            if not chunk.data:
                 return
-            yield data
+            offset = chunk.offset
+            yield chunk.data
+
+    def all_node_logs(
+        self, name: str, sink: Callable[[bytes], None], *, follow: bool = False
+    ) -> RunRecord:
+        raise InputError(f"--all-nodes is local-only: {NODES_LOCAL_ONLY}")
 
     # ------------------------------------------------------------------ stopping
 
     def request_stop(self, name: str, *, reason: str = "stopped by user") -> RunRecord:
-        return self.client.stop(name)
+        """The server records the stop and answers at once; its supervision does the rest."""
+        return self.client.stop(name, abort=True)
 
     def supervised(self, run: RunRecord) -> bool:
         """Always: the server supervises every run it holds (and takes over a dead one)."""
@@ -186,8 +218,8 @@ class RemoteService:
         return run
 
     def stop(self, name: str, *, reason: str = "stopped by user", wait: float = 60.0) -> RunRecord:
-        run = self.client.stop(name)
-        return self.wait_stopped(run, wait) if run.active else run
+        """Stop and wait for the end, as in-process (the server waits for it)."""
+        return self.client.stop(name)
 
     def down(
         self,
@@ -200,16 +232,23 @@ class RemoteService:
         try:
             return self.client.down(name)
         except RunNotFoundError:
-            return self.client.destroy_stack(name, force=force)
+            if force:
+                raise InputError(
+                    "down --force of another home's stack is local-only: run it on the "
+                    "server's machine"
+                ) from None
+            return self.client.destroy_stack(name)
 
-    # ------------------------------------------------------------------ stacks
+    # ------------------------------------------------------------------ what only remote has
 
-    def stacks_possible(self) -> bool:
-        """Always: the server says which stacks there are."""
-        return True
-
-    def stacks(self) -> list[StackRow]:
+    def stacks(self) -> list[StackInfo]:
         return self.client.stacks()
+
+    def offers(self, **filters: object) -> OfferPlan:
+        from iacrun.orchestrator.offers.plan import OfferPlan
+
+        found = self.client.offers(**filters)
+        return OfferPlan(offers=found.offers, notes=found.notes)
 
     # ------------------------------------------------------------------ where attach left a log
 

@@ -5,7 +5,8 @@
 written against this Protocol only, so both modes print the same tables, lines and exit codes.
 
 What only makes sense in-process (`doctor`, `state`, the price catalog's `--refresh`) stays on
-`Orchestrator` and is not here.
+`Orchestrator` and is not here; `offers` and `stacks` differ in shape between the two (the
+server sends the rows it lists), and the CLI renders each.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from iacrun.orchestrator.backends.stack_inventory import StackRow
+    from iacrun.orchestrator.host.cluster import NodeRecord
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.models.taskfile import PortMapping
     from iacrun.orchestrator.offers.model import Offer
@@ -56,6 +57,10 @@ class RunService(Protocol):
     def runs(self, *, all_runs: bool = False) -> list[RunRecord]: ...
 
     def get(self, name: str) -> RunRecord: ...
+
+    def nodes(self, run: RunRecord) -> list[NodeRecord]:
+        """Every node's job of the run, in rank order (the master alone for a one-node run)."""
+        ...
 
     def attach(
         self,
@@ -113,9 +118,3 @@ class RunService(Protocol):
         force: bool = False,
         on_note: Callable[[str], None] = ...,
     ) -> str: ...
-
-    # ------------------------------------------------------------------ stacks
-
-    def stacks_possible(self) -> bool: ...
-
-    def stacks(self) -> list[StackRow]: ...
