@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,22 +18,7 @@ from iacrun.orchestrator.registry import RunRecord
 from iacrun.orchestrator.runner.runner import pid_alive
 from tests.cli.test_signals import CI_GRACE, TICKING, read_until
 from tests.conftest import Cli, write_task
-from tests.server.conftest import ADMIN_TOKEN, Server, start_server, stop_server, wait_for
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    env = dict(os.environ, IACRUN_SERVER_ADMIN_TOKEN=ADMIN_TOKEN)
-    env.pop("IACRUN_DATABASE_URL", None)
-    running = start_server(tmp_path / "server-home", env)
-    try:
-        yield running
-    finally:
-        if running.proc.poll() is None:  # never leave a run behind: stopped through the server
-            admin = running.client()
-            for run in admin.runs(active=True):
-                admin.stop(run.name)
-            stop_server(running)
+from tests.server.conftest import ADMIN_TOKEN, Server, stop_server, wait_for
 
 
 @pytest.fixture
