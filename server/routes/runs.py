@@ -66,7 +66,7 @@ def submit(body: SubmitRequest, request: Request, principal: User) -> RunRecord:
     return orch.submit(spec, found, submitted_by=principal.user)
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=RunPage)
 def list_runs(
     request: Request,
     principal: User,
@@ -76,7 +76,7 @@ def list_runs(
     recent: bool = False,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: int | None = None,
-) -> RunPage:
+) -> Response:
     """Runs, newest first, filtered by status, submitting user, active or final (`recent`:
     what `iacrun ps` shows, active runs and those that ended in the last hour); paged: the
     next page is `?before=<next>`."""
@@ -91,7 +91,9 @@ def list_runs(
     )
     more = len(runs) > limit
     runs = runs[:limit]
-    return RunPage(runs=runs, next=runs[-1].id if more else None)
+    page = RunPage(runs=runs, next=runs[-1].id if more else None)
+    # serialized here: the records were validated as they were read (FastAPI would again)
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/runs/{name}")

@@ -3,6 +3,7 @@ per test and stopped by its PID; clients talk to it over HTTP as a user's would.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -46,10 +47,19 @@ class Server:
         return Registry(self.home / "registry.db")
 
 
+@functools.cache
+def server_command() -> tuple[str, ...]:
+    """`iacrun server` when the CLI has the command, else the module it calls (the same
+    `serve`)."""
+    cli = (sys.executable, "-m", "iacrun.cli.main", "server")
+    found = subprocess.run([*cli, "--help"], capture_output=True, check=False, timeout=60)
+    return cli if found.returncode == 0 else (sys.executable, "-m", "iacrun.server.main")
+
+
 def start_server(home: Path, env: dict[str, str], timeout: float = 60.0) -> Server:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "iacrun.server.main", "--host", "127.0.0.1", "--port", str(port)],
+        [*server_command(), "--host", "127.0.0.1", "--port", str(port)],
         env={**env, "IACRUN_HOME": str(home), "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

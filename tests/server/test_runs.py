@@ -11,6 +11,7 @@ import pytest
 
 from iacrun.orchestrator.errors import (
     InputError,
+    NoOfferError,
     NotFoundError,
     RunNameTakenError,
     RunNotFoundError,
@@ -144,3 +145,24 @@ def test_the_runs_list_pages_and_filters(server: Server, project: Path) -> None:
     assert bad.status_code == 422
     message = bad.json()["error"]["message"]
     assert message.startswith("query.status: input should be 'pending', ") and "sleeping" in message
+
+
+def test_bad_requests_are_one_line_errors_of_the_tree(server: Server, project: Path) -> None:
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    missing = httpx.post(f"{server.url}/api/v1/runs", json={"upload": "x"}, headers=headers)
+    assert missing.status_code == 422
+    assert missing.json()["error"] == {
+        "type": "InputError",
+        "message": "spec: is required",
+        "exit_code": 2,
+    }
+    spec = spec_of(project, 'resources:\n  gpu: H100:8\ncommands: ["true"]\n', "big")
+    client = server.client()
+    with pytest.raises(NoOfferError) as caught:
+        client.plan(spec)
+    assert "\n" not in str(caught.value)
+    plan = httpx.post(
+        f"{server.url}/api/v1/plan", json={"spec": spec.model_dump(mode="json")}, headers=headers
+    )
+    assert plan.status_code == 503 and plan.json()["error"]["type"] == "NoOfferError"
+    assert client.plan(spec_of(project, 'commands: ["true"]\n')).offers[0].backend == "local"
