@@ -165,7 +165,7 @@ def up(
     json_out: Json = False,
 ) -> None:
     from iacrun.cli.attach import attach, check_ports, note
-    from iacrun.cli.mode import local_only, service
+    from iacrun.cli.mode import is_remote, local_only, service
     from iacrun.cli.render import plan_text, run_json
     from iacrun.cli.signals import catch as catch_stop_signals
     from iacrun.cli.tables import offers_table
@@ -195,7 +195,7 @@ def up(
     spec = build_run_spec(file, overrides, args=task_args)
     for word in sorted(set(task_args) & _option_names(ctx)):
         note(f"note: {word} comes after the task file, so it goes to the task, not to iacrun")
-    if spec.ports:
+    if port:
         local_only("--port", PORTS_LOCAL_ONLY)
     orch = service()
     if spec.run_name is not None:
@@ -221,7 +221,8 @@ def up(
             raise _fail("not a terminal: pass -y to run without confirmation", 2)
         if not typer.confirm("Continue?", default=False):
             raise typer.Exit(1)
-    check_ports(spec.ports, {o.backend for o in plan.offers})
+    if not is_remote():  # remote: this machine's ports take no part (see RemoteService.attach)
+        check_ports(spec.ports, {o.backend for o in plan.offers})
     if not detach:
         catch_stop_signals()  # from the submit on, SIGTERM and SIGHUP stop the run
     run = orch.submit(spec, plan)
@@ -348,9 +349,9 @@ def attach(
 
     orch = service()
     run = orch.get(run_name)
-    ports = merge_ports(run.spec.ports, port or [])
-    if ports:
+    if port:
         local_only("--port", PORTS_LOCAL_ONLY)
+    ports = merge_ports(run.spec.ports, port or [])
     raise typer.Exit(do_attach(orch, run, ports, 0 if from_start else None))
 
 

@@ -9,7 +9,8 @@ orchestration. What it decides, and says:
   has its hash); the server plans, preflights and supervises;
 - a run is followed through the server's Server-Sent Events log stream; where `iacrun attach`
   left a run's log is kept per server in iacrun's home, as in-process;
-- ports are not forwarded (`--port` is refused before anything is sent: see cli/main.py);
+- ports are not forwarded: `--port` is refused before anything is sent (cli/main.py), and a
+  task's own `ports` get a note (reach them from the server's network);
 - a stop is recorded by the server at once (its supervision ends the job and tears down), so a
   CLI killed right after still leaves nothing running.
 
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 #: why a multi-node run's other nodes are not followed remotely
 NODES_LOCAL_ONLY = "the server's API serves the log of a run's master (node 0)"
 
+#: seconds between two looks at a run that is not running yet
+WAIT_POLL = 0.25
 #: seconds between two looks at a followed run's history (its progress lines)
 HISTORY_POLL = 1.0
 
@@ -152,16 +155,31 @@ class RemoteService:
         """Follow the run's log through the server until it ends; its status changes go to
         `on_event` meanwhile. `offset` None goes on where the last attach (to this run on this
         server) stopped."""
-        if ports:
-            raise InputError("--port is local-only: a port is not forwarded through a server")
+        if ports:  # the task's own ports (a --port flag was refused before anything was sent)
+            shown = ", ".join(str(p.container_port) for p in ports)
+            on_event(
+                f"port {shown} of the task: not forwarded to this machine in remote mode; "
+                "reach it from the server's network"
+            )
         saved = self._offset_file(name)
         reached = _read_offset(saved) if offset is None else offset
         with _History(self.client, name, on_event):
+            self._wait_for_job(name)
             for chunk in self.client.follow(name, reached):
                 sink(chunk)
                 reached += len(chunk)
                 _write_offset(saved, reached)
         return self.client.get(name)
+
+    def _wait_for_job(self, name: str) -> None:
+        """Until the run's job has started (or the run ended), as the in-process attach waits
+        for its host before following the log: a server log stream opened while the run was
+        still provisioning was once seen to deliver nothing after the job started."""
+        while True:
+            run = self.client.get(name)
+            if run.status.is_final or run.status not in ("submitted", "provisioning"):
+                return
+            time.sleep(WAIT_POLL)
 
     def logs(
         self,

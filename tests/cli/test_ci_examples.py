@@ -17,13 +17,15 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cli.conftest import read_until
 from tests.cli.test_remote import server_record
-from tests.cli.test_signals import read_until
 from tests.server.conftest import ADMIN_TOKEN, Server, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 #: GitHub's wait between its SIGINT and its SIGTERM to a cancelled step
 GITHUB_SIGINT_GRACE = 7.5
+#: and between its SIGTERM and the kill of the process tree
+GITHUB_SIGTERM_GRACE = 2.5
 #: GitLab's wait between its SIGTERM and its SIGKILL to a cancelled job
 GITLAB_SIGTERM_GRACE = 10.0
 
@@ -123,8 +125,13 @@ def test_github_cancel_stops_the_run(server: Server, project: Path) -> None:
         stderr=subprocess.PIPE,
     )
     read_until(step, b"tick\n")
-    step.send_signal(signal.SIGINT)  # GitHub's cancel: SIGINT to the step's process
-    assert step.wait(timeout=GITHUB_SIGINT_GRACE) == 130
+    # GitHub's cancel: SIGINT to the step's process, SIGTERM 7.5 s later, the kill 2.5 s after
+    step.send_signal(signal.SIGINT)
+    try:
+        step.wait(timeout=GITHUB_SIGINT_GRACE)
+    except subprocess.TimeoutExpired:
+        step.send_signal(signal.SIGTERM)
+    assert step.wait(timeout=GITHUB_SIGTERM_GRACE) == 130
     assert step.stderr is not None
     assert "Interrupted: stopping ci-103-1" in step.stderr.read().decode()
     wait_for(lambda: server_record(server, "ci-103-1").status.is_final, timeout=60)

@@ -136,7 +136,7 @@ def test_port_forwarding_is_refused_remotely_before_anything_is_sent(
     cli: Cli, project: Path
 ) -> None:
     write_task(project, "commands: [echo hi]\nports: [8000]\n")
-    out = _run(cli, _remote_env(cli, _dead_url()), "up", "-y", "task.dstack.yml")
+    out = _run(cli, _remote_env(cli, _dead_url()), "up", "-y", "-p", "9000:8000", "task.dstack.yml")
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error: --port is local-only (a port is forwarded over")
 

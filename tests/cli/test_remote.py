@@ -16,7 +16,8 @@ import pytest
 
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.orchestrator.runner.runner import pid_alive
-from tests.cli.test_signals import CI_GRACE, TICKING, read_until
+from tests.cli.conftest import read_until
+from tests.cli.test_signals import CI_GRACE, TICKING
 from tests.conftest import Cli, write_task
 from tests.server.conftest import ADMIN_TOKEN, Server, stop_server, wait_for
 
@@ -214,3 +215,26 @@ def test_a_server_that_does_not_answer_is_one_line(cli: Cli, server: Server) -> 
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: the iacrun server at {url} does not")
+
+
+def test_attach_goes_on_where_the_last_attach_stopped(
+    remote: Cli, server: Server, project: Path
+) -> None:
+    # a task's own ports do not stop it from running through a server: they are not forwarded
+    write_task(
+        project, "ports: [8000]\ncommands:\n  - for i in $(seq 1 50); do echo row $i; done\n"
+    )
+    assert remote("up", "-y", "-d", "-n", "again", "task.dstack.yml").returncode == 0
+    wait_for(lambda: server_record(server, "again").status.is_final, timeout=60)
+    first = remote("attach", "again")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.encode() == server_log(server, "again")
+    assert "Run again done" in first.stderr
+    assert "port 8000 of the task: not forwarded to this machine in remote mode" in first.stderr
+    second = remote("attach", "again")  # nothing new since: no line twice
+    assert (second.returncode, second.stdout) == (0, "")
+    replay = remote("attach", "--from-start", "again")
+    assert replay.stdout.encode() == server_log(server, "again")
+    refused = remote("attach", "--port", "9000:8000", "again")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: --port is local-only (a port is forwarded over SSH")
