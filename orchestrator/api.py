@@ -58,7 +58,7 @@ from iacrun.orchestrator.paths import (
     UNREACHED,
     config_file,
     iacrun_home,
-    registry_file,
+    registry_target,
     runs_dir,
 )
 from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord, name_taken
@@ -113,7 +113,7 @@ class Orchestrator:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = Registry(registry_file(self.home))
+            self._registry = Registry(registry_target(self.home))
         return self._registry
 
     @property
@@ -233,7 +233,8 @@ class Orchestrator:
         supervise: bool = True,
         submitted_by: str | None = None,
     ) -> RunRecord:
-        """Record the run, then hand it to a detached supervisor that provisions and watches it.
+        """Record the run, then hand it to a detached supervisor that provisions and watches it
+        (with `supervise=False`, to a server's pool: server/supervision.py).
 
         `submitted_by`: the server user who asked for it (None in embedded mode)."""
         offers = self.ready_offers((o for o in plan.offers if o.available), spec=spec)
@@ -244,7 +245,15 @@ class Orchestrator:
         self.check_upload(spec)
         name = spec.run_name or generate_name(self.registry.names_in_use)
         spec = spec.model_copy(update={"run_name": name})
-        run = self.registry.create(name, spec, self.runs_root, submitted_by=submitted_by)
+        # a run for a detached supervisor is this process's until it has one (no server's pool
+        # takes it meanwhile); without, it waits for a server's pool (server/supervision.py)
+        run = self.registry.create(
+            name,
+            spec,
+            self.runs_root,
+            submitted_by=submitted_by,
+            supervisor_pid=os.getpid() if supervise else None,
+        )
         local = Path(run.local_dir)
         local.mkdir(parents=True, exist_ok=True, mode=0o700)
         (local / "offers.json").write_text(json.dumps([o.model_dump(mode="json") for o in offers]))
@@ -443,7 +452,10 @@ class Orchestrator:
         return stopping or self.registry.get_by_id(run.id)
 
     def supervised(self, run: RunRecord) -> bool:
-        """Whether the run's supervisor process is alive (and so acts on a stop request)."""
+        """Whether the run's supervisor is alive (and so acts on a stop request): its process,
+        or a server's pool that holds an unexpired lease on it."""
+        if run.lease_owner is not None and (run.lease_expires or 0) > self.registry.clock():
+            return True
         return run.supervisor_pid is not None and _alive(run.supervisor_pid)
 
     def wait_stopped(
@@ -600,6 +612,8 @@ class Orchestrator:
             refuse_unless_mine,
         )
 
+        if not self.stacks_possible():  # then no stack to look for, and no pulumi needed
+            raise no_run_or_stack(stack_name, stacks=False)
         engine = self.stack_engine()
         if stack_name not in engine.stack_names():
             raise no_run_or_stack(stack_name, stacks=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from pathlib import Path
 
+from iacrun.orchestrator.errors import InputError
 from iacrun.stacks.owner import HOME_TAG, new_home_tag
 
 #: the umask of the user who ran iacrun, handed to the job (iacrun's own files use 077)
@@ -26,8 +28,27 @@ def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     st = path.stat()
     if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        if _shared(path, st.st_mode):
+            raise InputError(
+                f"{path} is a shared folder (mode {stat.S_IMODE(st.st_mode):o}): iacrun keeps "
+                "env values, keys and logs in a folder of its own; point IACRUN_HOME at one "
+                "(e.g. ~/.iacrun)"
+            )
         os.chmod(path, 0o700)
     return path
+
+
+def _shared(path: Path, mode: int) -> bool:
+    """A folder that others use and that iacrun must never tighten: the root, the user's own
+    home, a sticky folder such as /tmp, or a system folder."""
+    resolved = path.resolve()
+    system = {Path(p) for p in ("/", "/etc", "/usr", "/var", "/opt", "/srv", "/home", "/root")}
+    return (
+        bool(mode & stat.S_ISVTX)
+        or resolved in system
+        or resolved == Path.home().resolve()
+        or resolved.parent == resolved
+    )
 
 
 def iacrun_home() -> Path:
@@ -54,9 +75,21 @@ def config_file(home: Path) -> Path:
     return home / "config.yml"
 
 
+#: a PostgreSQL URL (`postgresql://user@host:port/db`) that holds the registry instead of the
+#: SQLite file in iacrun's home: a server shared by a team, or several servers on one database
+DATABASE_URL_ENV = "IACRUN_DATABASE_URL"
+
+
 def registry_file(home: Path) -> Path:
-    """The registry of runs (SQLite)."""
+    """The embedded registry of runs: an SQLite file in iacrun's home."""
     return home / "registry.db"
+
+
+def registry_target(home: Path) -> Path | str:
+    """The database a home's runs are recorded in: `$IACRUN_DATABASE_URL` when set, else
+    `registry_file(home)`. The one place that decides it (the CLI, a server, a supervisor)."""
+    url = os.environ.get(DATABASE_URL_ENV, "").strip()
+    return url or registry_file(home)
 
 
 def runs_dir(home: Path) -> Path:

@@ -823,7 +823,7 @@ def main(argv: list[str]) -> int:
     from iacrun.orchestrator.paths import (
         config_file,
         iacrun_home,
-        registry_file,
+        registry_target,
         runs_dir,
         use_private_umask,
     )
@@ -832,7 +832,7 @@ def main(argv: list[str]) -> int:
     # the same home, settings and backends as the Orchestrator that spawned this process
     home = iacrun_home()
     settings = load_settings(config_file(home))
-    registry = Registry(registry_file(home))
+    registry = Registry(registry_target(home))
     supervisor = Supervisor(
         registry,
         make_backends(settings, runs_dir(home), registry=registry),

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from iacrun.server import errors
+from iacrun.server import dashboard, errors
 from iacrun.server.routes import accounts, info, offers, runs, stacks, uploads
 from iacrun.server.routes.info import iacrun_version
 from iacrun.server.state import ServerState, attach_state
@@ -39,4 +39,5 @@ def create_app(state: ServerState) -> FastAPI:
     errors.install(app)
     for module in (info, uploads, runs, offers, stacks, accounts):
         app.include_router(module.router, prefix=API_PREFIX)
+    dashboard.install(app)  # the web pages at `/` (server/dashboard/), outside the API's schema
     return app

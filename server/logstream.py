@@ -18,7 +18,6 @@ import asyncio
 import base64
 import json
 import threading
-import time
 from collections.abc import AsyncIterator
 
 from iacrun.orchestrator.api import Orchestrator
@@ -26,8 +25,8 @@ from iacrun.orchestrator.registry import RunRecord
 
 #: the most bytes in one event (a host's read can be larger: it is split)
 EVENT_BYTES = 1024 * 1024
-#: how often a run that has no host yet is looked at again
-WAIT_POLL = 0.25
+#: how often a run with no host yet, or a local run's log, is looked at again
+WAIT_POLL = 0.1
 #: a comment line sent when nothing else was for this long, so proxies keep the stream open
 KEEPALIVE = 15.0
 
@@ -48,19 +47,22 @@ def end_data(run: RunRecord) -> str:
 
 def read_log(orch: Orchestrator, name: str, offset: int, push: _Push) -> RunRecord:
     """Hand the run's log from `offset` to `push` until the run is final and the log drained;
-    returns the final record. Blocking: runs in a thread."""
+    returns the final record. Blocking: runs in a thread, which ends soon after the client
+    left (`push.closed`): at once for a run on this machine (its log is read in polls), at the
+    next chunk or the run's end for a remote one (followed over one connection)."""
     reached = offset
     while True:
         run = orch.get(name)
         final = run.status.is_final
+        local = run.host is not None and run.host.kind == "local"
         before = reached
-        reached, run = orch.logs(name, push, offset=reached, follow=not final)
+        reached, run = orch.logs(name, push, offset=reached, follow=not (final or local))
         if final or orch.get(name).status.is_final:
             # what the machine wrote last is in the copy kept at teardown: drain it
             reached, _ = orch.logs(name, push, offset=reached)
             return orch.get(name)
-        if reached == before:
-            time.sleep(WAIT_POLL)  # no host yet (provisioning): look again
+        if reached == before and push.closed.wait(WAIT_POLL):
+            raise _Closed  # nothing new (or no host yet): look again, unless the client left
 
 
 class _Push:

@@ -2,8 +2,8 @@
 
     python -m iacrun.server.main [--host 127.0.0.1] [--port 3000]     the same, without the CLI
 
-Ctrl-C or SIGTERM stops the server cleanly; runs go on (each has its own supervisor), and the
-next start supervises again the ones whose supervisor died meanwhile.
+Ctrl-C or SIGTERM stops the server cleanly; runs go on (their jobs keep running), and the next
+server on the same database takes them over once their leases expire (server/supervision.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Everything a server's routes work with, in one object: the Orchestrator (the same one the CLI
-uses), its Registry, the accounts, the uploads."""
+uses), its Registry, the accounts, the uploads, the supervision pool."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from iacrun.orchestrator.api import Orchestrator
 from iacrun.orchestrator.registry import Registry
 from iacrun.server.accounts import Accounts
 from iacrun.server.config import ServerConfig
+from iacrun.server.supervision import SupervisionPool
 from iacrun.server.uploads import Uploads
 
 if TYPE_CHECKING:
@@ -31,16 +32,23 @@ class ServerState:
         self.orchestrator = orchestrator
         self.accounts = Accounts(self.registry.db)
         self.uploads = Uploads(config.home / "uploads", orchestrator.settings.upload_limit_gb)
+        #: the runs this server supervises, in threads, under leases (server/supervision.py)
+        self.supervision = SupervisionPool(orchestrator)
 
     def start(self) -> None:
-        """At start: every active run whose supervisor died (the server or the machine was
-        restarted) gets a new one, as the CLI does when it notices (Orchestrator.refresh)."""
+        """At start: the pool takes over the server's runs that no one supervises (a server
+        that stopped or died: once their leases expire), and a run of the embedded mode in the
+        same registry whose supervisor process died gets a new one, as the CLI does when it
+        notices (Orchestrator.refresh)."""
         for run in self.registry.page(active=True, limit=100_000):
             self.orchestrator.refresh(run)
+        self.supervision.start()
 
     def stop(self) -> None:
-        """At shutdown. Runs go on: each has its own supervisor process, which outlives the
-        server (the next start supervises the ones that died meanwhile)."""
+        """At shutdown. Runs go on: their jobs keep running, and the next server on this
+        database (this one restarted, or another) takes them over when their leases expire
+        (IACRUN_SERVER_LEASE_SECONDS, 30 by default)."""
+        self.supervision.stop()
 
 
 def state_of(conn: HTTPConnection) -> ServerState:

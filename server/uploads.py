@@ -86,8 +86,11 @@ class Uploads:
             partial.mkdir(mode=0o700)
             try:
                 with tarfile.open(archive, "r:gz") as tar:
+                    self._check_size(tar)
+                    # the `tar` filter refuses absolute names, `..` and writes through links
                     tar.extractall(partial, filter="tar")
-            except (tarfile.TarError, OSError, EOFError) as exc:
+                _check_roots(partial)
+            except (tarfile.TarError, OSError, EOFError, InputError) as exc:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise InputError(f"upload {sha256} cannot be unpacked: {exc}") from exc
             (partial / UPLOAD_CODE).mkdir(exist_ok=True)
@@ -96,6 +99,32 @@ class Uploads:
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(partial, folder)
         return folder
+
+    def _check_size(self, tar: tarfile.TarFile) -> None:
+        """The files' sizes, as the client counted them against the upload limit: a small
+        archive that unpacks into more is refused before anything is written."""
+        total = 0
+        for member in tar:
+            total += member.size
+            if total > self.limit:
+                raise InputError(
+                    f"it unpacks to more than the server's upload limit of "
+                    f"{format_size_gb(self.limit_gb)}"
+                )
+
+
+def _check_roots(folder: Path) -> None:
+    """The folders the supervisor walks (the working folder, each `files` entry, the repo) must
+    be what they say: a link there would make the server ship its own files (a link inside them
+    travels as a link, as in embedded mode)."""
+    walked = [folder / UPLOAD_CODE, folder / UPLOAD_PAYLOAD, folder / UPLOAD_PAYLOAD / "files"]
+    files = folder / UPLOAD_PAYLOAD / "files"
+    if files.is_dir() and not files.is_symlink():
+        walked += sorted(files.iterdir())
+    walked.append(folder / UPLOAD_PAYLOAD / "repo")
+    for path in walked:
+        if path.is_symlink() and (path.is_dir() or path.parent == folder):
+            raise InputError(f"{path.relative_to(folder)} is a link to a folder; refused")
 
 
 def _index_repo(repo: Path) -> None:

@@ -20,8 +20,24 @@
   own power-off ends it; one-time spot through market options for spot offers; the gzip'd
   cloud-init as user data (a Pulumi secret: it holds the host key).
 
+A multi-node run (`spec.nodes` > 1) gets, in the same stack:
+
+- `nodes` instances alike (same type, image, user data, zone and subnet); rank 0 keeps the
+  names above, rank k's end in `-node-k` and its tags say `iacrun:node=k`;
+- a placement group with strategy `cluster` holding them all (low latency between them), when
+  EC2 says the type supports one (`get_instance_type`: burstable types do not);
+- two more rules in the security group: all traffic from, and to, the group itself (its members
+  only: nothing more is open from outside; EFA needs both directions);
+- on an EFA type (`spec.cluster_network == "efa"`): how many EFA interfaces the type takes is
+  EC2's answer too, and a launch template gives each machine all of them, one
+  per network card (card 0 at device index 0, the others at device index 1), in the subnet and
+  group above, deleted with the instance. EC2 auto-assigns no public address to a launch with
+  several interfaces, so each machine's primary interface then gets an Elastic IP (with a single
+  EFA the interface asks for the public address itself). The DLAMI carries the EFA software.
+
 Every resource of the run carries `spec.tags` (the kept VPC carries `shared_network_tags`).
-Outputs: `public_ip`, `ssh_user`, `instance_id`, `network`, `zone`, `image_id`.
+Outputs: `public_ip`, `ssh_user`, `instance_id` (rank 0's), `network`, `zone`, `image_id`, and
+`nodes`: in rank order, `{rank, public_ip, private_ip, instance_id}` of every machine.
 """
 
 from __future__ import annotations
@@ -134,12 +150,21 @@ def build(spec: StackSpec, on_zone: Callable[[ZoneChoice], None] | None = None) 
         "cidr_blocks": ["0.0.0.0/0"],
         "ipv6_cidr_blocks": ["::/0"],
     }
+    ingress_rules: list[aws.ec2.SecurityGroupIngressArgsDict] = [ssh_rule]
+    egress_rules: list[aws.ec2.SecurityGroupEgressArgsDict] = [egress]
+    described = "SSH from the caller only"
+    if spec.cluster:
+        # the run's machines reach each other on every protocol and port, and nobody else does:
+        # the source and the destination is the group itself (EFA's SRD traffic needs both)
+        ingress_rules.append(cluster_rule())
+        egress_rules.append(cluster_rule())
+        described = "SSH from the caller only; all traffic between the run's machines"
     group = aws.ec2.SecurityGroup(
         f"{prefix}-ssh",
-        description=f"iacrun run {spec.run_name}: SSH from the caller only",
+        description=f"iacrun run {spec.run_name}: {described}",
         vpc_id=vpc_id,
-        ingress=[ssh_rule],
-        egress=[egress],
+        ingress=ingress_rules,
+        egress=egress_rules,
         tags=tags,
         opts=opts,
     )
@@ -154,37 +179,149 @@ def build(spec: StackSpec, on_zone: Callable[[ZoneChoice], None] | None = None) 
         "http_put_response_hop_limit": 1,
         "instance_metadata_tags": "disabled",
     }
-    root: aws.ec2.InstanceRootBlockDeviceArgsDict = {
-        "volume_size": spec.disk_gb,
-        "volume_type": "gp3",
-        "encrypted": True,
-        "delete_on_termination": True,
-        "tags": tags,
-    }
-    instance = aws.ec2.Instance(
-        f"{prefix}-vm",
-        ami=image_id,
-        instance_type=spec.instance_type,
-        key_name=key.key_name,
-        availability_zone=choice.zone,
-        # the subnet and the public address are explicit: an account that turned off public
-        # addresses by default (or a subnet that does not map them) still gets one
-        subnet_id=choice.subnet,
-        vpc_security_group_ids=[group.id],
-        associate_public_ip_address=True,
-        user_data_base64=pulumi.Output.secret(base64.b64encode(data).decode()),
-        user_data_replace_on_change=True,
-        instance_initiated_shutdown_behavior="terminate",
-        metadata_options=metadata,
-        root_block_device=root,
-        instance_market_options=market_options(spec),
-        tags=tags,
-        opts=pulumi.ResourceOptions(provider=provider, depends_on=ready),
-    )
-    pulumi.export("public_ip", instance.public_ip)
+    placement: Any = None
+    efa = 0
+    template: Any = None
+    if spec.cluster:
+        # what EC2 says of the type: whether it goes in a cluster placement group (burstable
+        # types do not), and how many EFA interfaces it takes
+        info = aws.ec2.get_instance_type(instance_type=spec.instance_type, opts=invoke)
+        if "cluster" in (info.supported_placement_strategies or ()):
+            placement = aws.ec2.PlacementGroup(
+                f"{prefix}-cluster", strategy="cluster", tags=tags, opts=opts
+            ).name
+        if spec.cluster_network == "efa":
+            efa = efa_interface_count(info.efa_supported, info.efa_maximum_interfaces)
+        if efa:
+            template = aws.ec2.LaunchTemplate(
+                f"{prefix}-efa",
+                description=f"iacrun run {spec.run_name}: {efa} EFA interface(s) per machine",
+                network_interfaces=efa_interfaces(efa, choice.subnet, group.id),
+                tags=tags,
+                opts=opts,
+            )
+    data64 = pulumi.Output.secret(base64.b64encode(data).decode())
+    nodes: list[dict[str, Any]] = []
+    for rank in range(spec.nodes):
+        suffix = spec.node_suffix(rank)
+        node_tags = node_tags_of(spec, rank)
+        root: aws.ec2.InstanceRootBlockDeviceArgsDict = {
+            "volume_size": spec.disk_gb,
+            "volume_type": "gp3",
+            "encrypted": True,
+            "delete_on_termination": True,
+            "tags": node_tags,
+        }
+        if template is not None:
+            # the network interfaces (EFA) come from the launch template: the subnet and the
+            # group are theirs, and a public address is theirs (one interface) or an Elastic IP
+            attached: dict[str, Any] = {
+                "launch_template": {
+                    "id": template.id,
+                    "version": template.latest_version.apply(str),
+                },
+            }
+        else:
+            attached = {
+                "availability_zone": choice.zone,
+                # the subnet and the public address are explicit: an account that turned off
+                # public addresses by default (or a subnet that does not map them) still gets one
+                "subnet_id": choice.subnet,
+                "vpc_security_group_ids": [group.id],
+                "associate_public_ip_address": True,
+            }
+        instance = aws.ec2.Instance(
+            f"{prefix}-vm{suffix}",
+            ami=image_id,
+            instance_type=spec.instance_type,
+            key_name=key.key_name,
+            placement_group=placement,
+            user_data_base64=data64,
+            user_data_replace_on_change=True,
+            instance_initiated_shutdown_behavior="terminate",
+            metadata_options=metadata,
+            root_block_device=root,
+            instance_market_options=market_options(spec),
+            tags=node_tags,
+            opts=pulumi.ResourceOptions(provider=provider, depends_on=ready),
+            **attached,
+        )
+        public_ip: Any = instance.public_ip
+        if efa > 1:
+            # EC2 gives no automatic public address to an instance launched with several
+            # network interfaces: an Elastic IP on its primary interface instead
+            public_ip = aws.ec2.Eip(
+                f"{prefix}-ip{suffix}",
+                domain="vpc",
+                network_interface=instance.primary_network_interface_id,
+                tags=node_tags,
+                opts=opts,
+            ).public_ip
+        nodes.append(
+            {
+                "rank": rank,
+                "public_ip": public_ip,
+                "private_ip": instance.private_ip,
+                "instance_id": instance.id,
+            }
+        )
+    pulumi.export("public_ip", nodes[0]["public_ip"])
     pulumi.export("ssh_user", SSH_USER)
-    pulumi.export("instance_id", instance.id)
+    pulumi.export("instance_id", nodes[0]["instance_id"])
     pulumi.export("image_id", image_id)
+    pulumi.export("nodes", nodes)
+
+
+#: the rule that lets the run's machines reach each other (with `self`: the group itself)
+CLUSTER_RULE: dict[str, Any] = {
+    "description": "all traffic between the machines of the run",
+    "protocol": "-1",
+    "from_port": 0,
+    "to_port": 0,
+}
+
+
+def cluster_rule() -> Any:
+    """The rule that lets the run's machines reach each other: the group itself, both ways."""
+    return {**CLUSTER_RULE, "self": True}
+
+
+def node_tags_of(spec: StackSpec, rank: int) -> dict[str, str]:
+    """The tags of rank `rank`'s machine: the run's, and in a cluster its rank and name."""
+    if not spec.cluster:
+        return spec.tags
+    return spec.tags | {"Name": spec.name_prefix + spec.node_suffix(rank), "iacrun:node": str(rank)}
+
+
+def efa_interface_count(supported: bool | None, maximum: int | None) -> int:
+    """How many EFA interfaces a machine gets: all its type supports (EC2's answer), or none."""
+    if not supported:
+        return 0
+    return max(1, int(maximum or 1))
+
+
+def efa_interfaces(count: int, subnet: Any, group: Any) -> list[Any]:
+    """The launch template's network interfaces: `count` EFAs, one per network card, in the
+    machine's subnet and security group, deleted with the instance.
+
+    The primary one is network card 0, device index 0; every other card gets its EFA at device
+    index 1. A public address is asked for only with one interface: EC2 refuses it for a launch
+    with several (the program then gives the primary interface an Elastic IP)."""
+    interfaces: list[Any] = []
+    for card in range(count):
+        interface: dict[str, Any] = {
+            "network_card_index": card,
+            "device_index": 0 if card == 0 else 1,
+            "interface_type": "efa",
+            "subnet_id": subnet,
+            "security_groups": [group],
+            "delete_on_termination": "true",
+            "description": f"EFA {card}",
+        }
+        if count == 1:
+            interface["associate_public_ip_address"] = "true"
+        interfaces.append(interface)
+    return interfaces
 
 
 @dataclass(frozen=True)

@@ -304,6 +304,9 @@ def guard_config(spec: StackSpec, layout: VmLayout) -> dict[str, Any]:
         "cloud": spec.cloud,
         "azure": {
             "self_delete": spec.cloud == "azure" and spec.azure_self_delete,
+            # one machine deletes the run's resource group; a cluster's machine only itself (its
+            # disk, NIC and address go with it), so one node's timers never end the others
+            "delete": "vm" if spec.cluster else "group",
             "imds": layout.azure_imds,
             "arm": layout.azure_arm,
             "resource": layout.azure_resource,

@@ -40,7 +40,8 @@ and is killed only after `cancel_grace`; KeyboardInterrupt then propagates and t
 for `destroy` (`iacrun down`). If this process dies, `pulumi` fails the update by itself. When
 `pulumi` dies (killed, say), the plugins it started (IACRUN_PULUMI_CALL in their environment)
 are killed before anything reads the state: an orphaned provider must not finish a create that
-nobody records.
+nobody records. When the caller died with its `pulumi` (a supervisor killed midway through a
+destroy), the next `up` or `destroy` of an engine of that PULUMI_HOME kills what that call left.
 
 Where things live (home = ``~/.iacrun`` unless injected):
 
@@ -370,6 +371,38 @@ def _reap_plugins(marker: str) -> None:
             if needle in environ.split(b"\0"):
                 with suppress(ProcessLookupError, PermissionError):
                     os.kill(int(entry), signal.SIGKILL)
+
+
+def _reap_orphans(pulumi_home: str) -> list[int]:
+    """SIGKILL the plugins of `pulumi` calls of this engine (its PULUMI_HOME) whose `pulumi` is
+    gone; the pids killed. A call's processes carry its mark (see `Command.run`): when the process
+    that started a call died too (a supervisor killed with its `pulumi` midway through a destroy,
+    say), nobody was left to run `_reap_plugins`, and its dynamic provider would wait forever."""
+    home = f"PULUMI_HOME={pulumi_home}".encode()
+    mark = f"{CALL_MARK}=".encode()
+    calls: dict[bytes, list[int]] = {}
+    live: set[bytes] = set()
+    with suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            marks = [v for v in environ if v.startswith(mark)]
+            if home not in environ or not marks or state == "Z":
+                continue
+            calls.setdefault(marks[0], []).append(int(entry))
+            if comm == "pulumi":  # the CLI of the call (its plugins are pulumi-* or python)
+                live.add(marks[0])
+    killed = [pid for marker, pids in calls.items() if marker not in live for pid in pids]
+    for pid in killed:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return killed
 
 
 def _descendants(root: int) -> list[int]:
@@ -751,8 +784,11 @@ class StackEngine:
     def _unlocked(
         self, stack_name: str, operation: Callable[[], Any], *, force: bool
     ) -> tuple[Any, bool]:
-        """Run `operation`; if a stale lock (with `force`: any lock) stops it, cancel and rerun."""
+        """Run `operation`; if a stale lock (with `force`: any lock) stops it, cancel and rerun.
+        First the plugins a dead `pulumi` call of this engine left are reaped."""
         from pulumi.automation.errors import ConcurrentUpdateError
+
+        _reap_orphans(self.env["PULUMI_HOME"])
 
         try:
             return operation(), False

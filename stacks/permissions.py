@@ -73,6 +73,33 @@ AWS_ACTIONS: Mapping[str, tuple[str, ...]] = {
         *_EC2_TAGS,
     ),
     "aws:ec2/route:Route": ("ec2:CreateRoute", "ec2:DescribeRouteTables", "ec2:DeleteRoute"),
+    # a multi-node run: the cluster placement group; on EFA types the launch template of the
+    # interfaces and the Elastic IPs of machines with several of them
+    "aws:ec2/placementGroup:PlacementGroup": (
+        "ec2:CreatePlacementGroup",
+        "ec2:DescribePlacementGroups",
+        "ec2:DeletePlacementGroup",
+        *_EC2_TAGS,
+    ),
+    "aws:ec2/launchTemplate:LaunchTemplate": (
+        "ec2:CreateLaunchTemplate",
+        "ec2:CreateLaunchTemplateVersion",
+        "ec2:ModifyLaunchTemplate",
+        "ec2:DescribeLaunchTemplates",
+        "ec2:DescribeLaunchTemplateVersions",
+        "ec2:DeleteLaunchTemplate",
+        *_EC2_TAGS,
+    ),
+    "aws:ec2/eip:Eip": (
+        "ec2:AllocateAddress",
+        "ec2:AssociateAddress",
+        "ec2:DescribeAddresses",
+        "ec2:DescribeAddressesAttribute",
+        "ec2:DisassociateAddress",
+        "ec2:ReleaseAddress",
+        *_EC2_TAGS,
+    ),
+    "aws:ec2/getInstanceType:getInstanceType": ("ec2:DescribeInstanceTypes",),
     "aws:ec2/getAmi:getAmi": ("ec2:DescribeImages",),
     "aws:ec2/getVpcs:getVpcs": ("ec2:DescribeVpcs",),
     "aws:ec2/getSubnet:getSubnet": ("ec2:DescribeSubnets",),
@@ -121,6 +148,11 @@ AZURE_ACTIONS: Mapping[str, tuple[str, ...]] = {
         "Microsoft.Compute/virtualMachines/extensions"
     ),
     "azure-native:authorization:RoleAssignment": _crud("Microsoft.Authorization/roleAssignments"),
+    # a multi-node run: the proximity placement group; on ND sizes the availability set
+    "azure-native:compute:ProximityPlacementGroup": _crud(
+        "Microsoft.Compute/proximityPlacementGroups"
+    ),
+    "azure-native:compute:AvailabilitySet": _crud("Microsoft.Compute/availabilitySets"),
     # iacrun doctor's probe: who the credentials are (no permission), quotas and size families
     "azure-native:authorization:getClientConfig": (),
     "azure-native:authorization:getClientToken": (),

@@ -16,6 +16,7 @@ from these answers). `answers(token, args)` may answer a call instead (None: the
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -176,7 +177,19 @@ def _reveal(value: Any) -> Any:
 def _computed(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """Outputs the cloud would compute, as placeholders."""
     if type_ == "aws:ec2/instance:Instance":
-        return {"id": "i-0123456789abcdef0", "publicIp": PLACEHOLDER_IP}
+        rank = node_rank(name)
+        return {
+            "id": f"i-0123456789abcdef{rank}",
+            "publicIp": placeholder_ip(rank),
+            "privateIp": f"10.0.0.{10 + rank}",
+            "primaryNetworkInterfaceId": f"eni-{rank}",
+        }
+    if type_ == "aws:ec2/eip:Eip":
+        return {"publicIp": f"198.51.100.{10 + node_rank(name)}"}
+    if type_ == "aws:ec2/placementGroup:PlacementGroup":
+        return {"name": inputs.get("name") or name}
+    if type_ == "aws:ec2/launchTemplate:LaunchTemplate":
+        return {"id": "lt-0123456789abcdef0", "latestVersion": 1}
     if type_ == "aws:ec2/keyPair:KeyPair":
         return {"keyName": inputs.get("keyName") or name}
     if type_ == "aws:ec2/vpc:Vpc":
@@ -185,7 +198,13 @@ def _computed(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
         rg = inputs.get("resourceGroupName") or name
         return {"name": rg, "id": f"/subscriptions/{PLACEHOLDER_SUBSCRIPTION}/resourceGroups/{rg}"}
     if type_ == "azure-native:network:PublicIPAddress":
-        return {"ipAddress": PLACEHOLDER_IP}
+        return {"ipAddress": placeholder_ip(node_rank(name))}
+    if type_ == "azure-native:network:NetworkInterface":
+        private = f"10.0.0.{4 + node_rank(name)}"
+        configs = [
+            {**config, "privateIPAddress": private} for config in inputs.get("ipConfigurations", [])
+        ]
+        return {"name": inputs.get("networkInterfaceName") or name, "ipConfigurations": configs}
     if type_ == "azure-native:compute:VirtualMachine":
         out: dict[str, Any] = {"vmId": "00000000-0000-0000-0000-0000000000aa"}
         if inputs.get("identity"):
@@ -196,6 +215,17 @@ def _computed(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
             if key.endswith("Name") and key != "resourceGroupName" and isinstance(value, str):
                 return {"name": value}
     return {}
+
+
+def node_rank(name: str) -> int:
+    """The rank a resource's name says (`...-node-K`; rank 0 has no suffix)."""
+    match = re.search(r"-node-(\d+)$", name)
+    return int(match.group(1)) if match else 0
+
+
+def placeholder_ip(rank: int) -> str:
+    """The public address the mocks give rank `rank`'s machine (rank 0: PLACEHOLDER_IP)."""
+    return f"203.0.113.{10 + rank}"
 
 
 def _answer(token: str, args: dict[str, Any], default_vpc: bool) -> dict[str, Any]:
@@ -219,6 +249,15 @@ def _answer(token: str, args: dict[str, Any], default_vpc: bool) -> dict[str, An
             "locations": [z for z in zones for _ in types],
             "locationTypes": ["availability-zone" for _ in zones for _ in types],
             "instanceTypes": [t for _ in zones for t in types],
+        }
+    if token == "aws:ec2/getInstanceType:getInstanceType":
+        # EFA as one interface: how many the type really has is EC2's answer at `up`
+        return {
+            "id": str(args.get("instanceType")),
+            "instanceType": args.get("instanceType"),
+            "efaSupported": True,
+            "efaMaximumInterfaces": 1,
+            "supportedPlacementStrategies": ["cluster", "partition", "spread"],
         }
     if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
         return {"id": "zones", "names": list(PLACEHOLDER_ZONES), "zoneIds": ["az1", "az2"]}

@@ -24,6 +24,12 @@ Cloud = Literal["aws", "azure"]
 Arch = Literal["x86", "arm"]
 #: the GPU driver a VM must have before its job: none, NVIDIA's datacenter driver, NVIDIA GRID
 GpuDriver = Literal["none", "nvidia", "nvidia-grid"]
+#: the cluster network a type has between its machines: AWS's Elastic Fabric Adapter, Azure's
+#: InfiniBand (ND sizes); None: TCP over the cloud's ordinary network only. Offers carry it
+#: (`Offer.cluster_network`, from the catalog's `networking`), and the programs read it here
+ClusterNetwork = Literal["efa", "infiniband"]
+#: the most machines one run's stack declares
+MAX_NODES = 64
 
 #: seconds after boot + max_duration at which the VM ends itself (boot, setup and upload time)
 DEFAULT_SELF_DESTRUCT_MARGIN = 1800
@@ -102,6 +108,12 @@ class StackSpec(BaseModel):
     network: Literal["auto", "iacrun-vpc"] = "auto"
     #: AWS availability zones that already had no capacity for this run: the next one is tried
     avoid_zones: tuple[str, ...] = ()
+    #: how many identical machines the stack declares (a multi-node task's cluster); rank 0 keeps
+    #: the single-machine names, so a one-node stack is what it always was
+    nodes: int = Field(default=1, ge=1, le=MAX_NODES)
+    #: the type's cluster network (from the offer): with nodes > 1, EFA interfaces on AWS and
+    #: the shared InfiniBand fabric of an availability set on Azure
+    cluster_network: ClusterNetwork | None = None
     self_destruct_margin: int = Field(default=DEFAULT_SELF_DESTRUCT_MARGIN, ge=60)
     code_wait: int = Field(default=DEFAULT_CODE_WAIT, ge=60)
     linger: int = Field(default=DEFAULT_LINGER, ge=0)
@@ -169,6 +181,16 @@ class StackSpec(BaseModel):
     def name_prefix(self) -> str:
         """The prefix of every resource's name: `iacrun-RUN`."""
         return f"iacrun-{self.run_name}"
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the stack is a cluster: several machines, placed together."""
+        return self.nodes > 1
+
+    def node_suffix(self, rank: int) -> str:
+        """What rank `rank`'s resource names end with: nothing for rank 0 (the names of a
+        one-machine stack), `-node-K` for the others."""
+        return f"-node-{rank}" if rank else ""
 
     @property
     def deadline(self) -> int | None:

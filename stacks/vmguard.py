@@ -19,8 +19,11 @@ why), and powers the machine off. On AWS the instance's shutdown behaviour is `t
 power-off ends the billing. On Azure a powered-off VM is still billed: with `self_delete` the
 guard first deletes the run's whole resource group (VM, disk, NIC, IP, network, security group)
 through Azure Resource Manager, with a token of the VM's managed identity (the built-in
-Contributor role on that resource group only). A refusal is retried over `retry_waits` (a role
-assignment takes minutes to reach every Resource Manager replica); then it deallocates the VM.
+Contributor role on that resource group only). A machine of a multi-node run (`delete: vm`)
+deletes only itself, with its disk, NIC and address: each node's timers end that node alone,
+and iacrun, which stops the other nodes when one is lost, destroys the rest of the stack. A
+refusal is retried over `retry_waits` (a role assignment takes minutes to reach every Resource
+Manager replica); then it deallocates the VM.
 """
 
 from __future__ import annotations
@@ -127,7 +130,8 @@ def destroy(cfg: dict[str, Any], reason: str) -> int:
     if cfg.get("cloud") == "azure" and azure.get("self_delete"):
         try:
             azure_delete_self(azure)
-            say(cfg, "asked Azure to delete this run's resource group")
+            what = "VM" if azure.get("delete") == "vm" else "run's resource group"
+            say(cfg, f"asked Azure to delete this {what}")
         except Exception as exc:  # power off whatever went wrong
             say(
                 cfg,
@@ -145,7 +149,8 @@ def _request(method: str, url: str, headers: dict[str, str], timeout: float = 20
 
 
 def azure_delete_self(azure: dict[str, Any]) -> None:
-    """Delete this run's resource group with the VM's managed identity; else deallocate the VM."""
+    """Delete this run's resource group (`delete: vm`: this VM) with the VM's managed identity;
+    else deallocate the VM."""
     imds = azure["imds"].rstrip("/")
     meta = json.loads(
         _request(
@@ -166,13 +171,18 @@ def azure_delete_self(azure: dict[str, Any]) -> None:
         ]
     )
     vm = f"{group}/providers/Microsoft.Compute/virtualMachines/{meta['name']}"
+    target = (
+        f"{vm}?api-version={COMPUTE_API}"
+        if azure.get("delete") == "vm"
+        else f"{group}?api-version={RESOURCES_API}"
+    )
     waits = list(azure.get("retry_waits", RETRY_WAITS))
     while True:
         # a fresh token each time: one taken before the role assignment arrived lacks it
         token = json.loads(_request("GET", token_url, {"Metadata": "true"}))["access_token"]
         auth = {"Authorization": "Bearer " + token}
         try:
-            _request("DELETE", f"{group}?api-version={RESOURCES_API}", auth)
+            _request("DELETE", target, auth)
             return
         except Exception:
             if not waits:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+#: a real PostgreSQL (initdb in a temp folder) and the registry target over both databases
+pytest_plugins = ["tests.pg"]
+
 #: the real home's tool cache (the pulumi CLI built by tests/tools/get-pulumi), found before any
 #: test gets a home of its own
 os.environ.setdefault(

@@ -178,7 +178,22 @@ class AWSBackend(PulumiCloudBackend):
     def plan_notes(self, spec: StackSpec, stack_label: str) -> list[str]:
         from iacrun.stacks.aws import VPC_CIDR
 
+        cluster = []
+        if spec.cluster:
+            efa = (
+                f"EFA: every EFA interface {spec.instance_type} takes (EC2 says how many at up), "
+                "one per network card, and an Elastic IP per machine when there are several"
+                if spec.cluster_network == "efa"
+                else f"no EFA on {spec.instance_type}: TCP over the VPC"
+            )
+            cluster = [
+                f"cluster: {spec.nodes} machines in one subnet and one placement group (strategy "
+                "cluster, where EC2 says the type takes one); all traffic allowed between them "
+                "(the security group to itself), nothing more from outside",
+                efa,
+            ]
         return [
+            *cluster,
             f"network: the default VPC of {spec.region}; where the region has none, the "
             f"region's iacrun VPC {VPC_CIDR} (tag iacrun:network=shared), made by the first "
             "run there and kept",

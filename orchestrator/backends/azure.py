@@ -282,11 +282,24 @@ class AzureBackend(PulumiCloudBackend):
         return {"azure_subscription_id": self.subscription(), "azure_self_delete": enabled}
 
     def plan_notes(self, spec: StackSpec, stack_label: str) -> list[str]:
-        from iacrun.stacks.azure import image_reference
+        from iacrun.stacks.azure import accelerated_networking, image_reference
 
         ref = image_reference(spec)
         image = ":".join(str(ref.get(k)) for k in ("publisher", "offer", "sku", "version"))
         notes = [f"resource group iacrun-{stack_label}; image {image} ({spec.vm_image.label})"]
+        if spec.cluster:
+            accelerated = "with" if accelerated_networking(spec.instance_type) else "without"
+            own = "; each VM's own timer deletes that VM only" if spec.azure_self_delete else ""
+            notes.append(
+                f"cluster: {spec.nodes} VMs in one proximity placement group and subnet, "
+                f"{accelerated} accelerated networking; all traffic allowed within the subnet, "
+                f"nothing more from outside{own}"
+            )
+            notes.append(
+                "InfiniBand: the VMs share one availability set, hence one InfiniBand fabric"
+                if spec.cluster_network == "infiniband"
+                else f"no InfiniBand on {spec.instance_type}: TCP over the virtual network"
+            )
         if spec.vm_image.driver_extension and not spec.machine_image:
             notes.append(
                 "GPU driver: NVIDIA GRID, installed at first boot by Azure's NVIDIA GPU Driver "

@@ -15,7 +15,13 @@
 5. returns the `Host`: the VM's public address, user `ubuntu`, the run's key, the pinned host key
    and the run folder `/opt/iacrun/run`.
 
-`terminate(run)` destroys the stack and removes it; what is already gone is no error.
+`provision_nodes(run, offer, count)` does the same for a multi-node run: one stack of `count`
+VMs (the programs' cluster: placement, a members-only rule, EFA or InfiniBand), every GPU node's
+check, and the Hosts in rank order from the stack's `nodes` output, each with its private
+address as `internal_ip` (what the other nodes reach it on); `ssh RUN` is the master and
+`ssh RUN-node-K` node K while the run lives.
+
+`terminate(run)` destroys the stack (every node) and removes it; what is already gone is no error.
 `dry_run(spec, offer)` runs the same program under Pulumi's mocks: no credentials, no `pulumi`.
 
 After `provision`, iacrun follows the start-up contract in `stacks/cloudinit.py` (wait for
@@ -25,6 +31,7 @@ After `provision`, iacrun follows the start-up contract in `stacks/cloudinit.py`
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -151,9 +158,17 @@ class StackPlan:
 
         offer = self.offer
         kind = "spot" if offer.spot else "on-demand"
+        nodes = self.spec.nodes
+        if nodes > 1:
+            machines = (
+                f"{nodes} x {offer.instance_type} ({kind}, ${offer.price:g}/h each, "
+                f"${offer.price * nodes:g}/h in all)"
+            )
+        else:
+            machines = f"{offer.instance_type} ({kind}, ${offer.price:g}/h)"
         lines = [
-            f"stack {self.stack_name} on {offer.backend} {offer.region}: {offer.instance_type} "
-            f"({kind}, ${offer.price:g}/h), disk {self.spec.disk_gb} GB",
+            f"stack {self.stack_name} on {offer.backend} {offer.region}: {machines}, "
+            f"disk {self.spec.disk_gb} GB",
         ]
         lines += [f"  {note}" for note in self.notes]
         lines.append("  resources it would create:")
@@ -278,6 +293,13 @@ class PulumiCloudBackend(Backend):
             engine.install_plugins(missing, server=server, on_progress=on_progress)
 
     def provision(self, run: RunRecord, offer: Offer, progress: ProgressCallback) -> Host:
+        return self.provision_nodes(run, offer, 1, progress)[0]
+
+    def provision_nodes(
+        self, run: RunRecord, offer: Offer, count: int, progress: ProgressCallback
+    ) -> list[Host]:
+        """`count` machines of `offer` in one stack (a cluster when count > 1: see the stack
+        programs), as Hosts in rank order; `terminate(run)` destroys them all together."""
         from iacrun.stacks.cloudinit import user_data
 
         self.check_credentials()
@@ -285,29 +307,58 @@ class PulumiCloudBackend(Backend):
         local = Path(run.local_dir)
         client = self.make_client_key(f"iacrun-{run.name}")
         key_path = write_private_key(local / self.key_file, client)
-        spec = self.stack_spec(run, offer, client.public_openssh, self.caller_cidrs())
+        spec = self.stack_spec(run, offer, client.public_openssh, self.caller_cidrs(), count)
         user_data(spec)  # the size check, with its clear error, before any resource
-        progress(f"creating stack {spec.stack_name} ({self.name} {offer.region})")
+        machines = f"{count} x {offer.instance_type}, " if count > 1 else ""
+        progress(f"creating stack {spec.stack_name} ({machines}{self.name} {offer.region})")
         (local / STACK_MARK).write_text(spec.stack_name)  # from here on, terminate destroys
         outputs = self.up_stack(engine, spec.stack_name, spec, progress)
-        address, user = self.host_from_outputs(outputs)
-        host = Host(
-            kind="ssh",
-            run_dir=self.run_dir,
-            address=address,
-            port=int(outputs.get("ssh_port") or 22),
-            user=user,
-            identity_file=str(key_path),
-            host_key=spec.host_key.public_key_only,
-            connect_timeout=CONNECT_TIMEOUT,
-            unreachable_after=self.unreachable_after,
-            gpus=gpu_indices(offer),
-            boot="cloud-init",
-        )
-        self.ssh_config().add(run.name, host)  # `ssh RUN-NAME` while the run lives
+        hosts = self.hosts_from_outputs(outputs, spec, offer, key_path)
+        if len(hosts) != count:
+            raise BackendError(
+                f"the {self.name} stack {spec.stack_name} gave {len(hosts)} machine(s) "
+                f"for {count} node(s)"
+            )
+        config = self.ssh_config()
+        for rank, host in enumerate(hosts):  # `ssh RUN-NAME` (`ssh RUN-NAME-node-K`)
+            config.add(node_alias(run.name, rank), host)
         if spec.gpu:
-            self.check_machine(run, spec, host, progress)
-        return host
+            for host in hosts:
+                self.check_machine(run, spec, host, progress)
+        return hosts
+
+    def hosts_from_outputs(
+        self, outputs: dict[str, Any], spec: StackSpec, offer: Offer, key_path: Path
+    ) -> list[Host]:
+        """The stack's machines as Hosts, in rank order: its `nodes` output (a stack made by a
+        program without it: the one machine of `public_ip`)."""
+        address, user = self.host_from_outputs(outputs)
+        nodes = outputs.get("nodes") or [{"rank": 0, "public_ip": address}]
+        hosts = []
+        for node in sorted(nodes, key=lambda n: int(n.get("rank") or 0)):
+            public = node.get("public_ip")
+            if not public:
+                raise BackendError(
+                    f"the {self.name} stack gave no public IP address for node {node.get('rank')}"
+                )
+            private = node.get("private_ip")
+            hosts.append(
+                Host(
+                    kind="ssh",
+                    run_dir=self.run_dir,
+                    address=str(public),
+                    port=int(node.get("ssh_port") or outputs.get("ssh_port") or 22),
+                    user=user,
+                    identity_file=str(key_path),
+                    host_key=spec.host_key.public_key_only,
+                    connect_timeout=CONNECT_TIMEOUT,
+                    unreachable_after=self.unreachable_after,
+                    gpus=gpu_indices(offer),
+                    boot="cloud-init",
+                    internal_ip=str(private) if private else None,
+                )
+            )
+        return hosts
 
     def up_stack(
         self, engine: StackEngineLike, stack_name: str, spec: StackSpec, progress: ProgressCallback
@@ -346,7 +397,11 @@ class PulumiCloudBackend(Backend):
                 raise BackendError(result.leak_text(stack))
         # else no update ever started (no credentials, no pulumi, cloud-init too big): nothing
         # was created, and nothing is needed to give it back
-        self.ssh_config().remove(run.name)
+        config = self.ssh_config()
+        config.remove(run.name)
+        for name in config.names():
+            if NODE_ALIAS.fullmatch(name) and name.rsplit("-node-", 1)[0] == run.name:
+                config.remove(name)
 
     def ssh_config(self) -> SSHConfigEntries:
         from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
@@ -382,7 +437,12 @@ class PulumiCloudBackend(Backend):
         return [host_cidr(self.public_ip())]
 
     def stack_spec(
-        self, run: RunRecord, offer: Offer, ssh_public_key: str, ssh_cidrs: list[str]
+        self,
+        run: RunRecord,
+        offer: Offer,
+        ssh_public_key: str,
+        ssh_cidrs: list[str],
+        nodes: int = 1,
     ) -> StackSpec:
         from iacrun.orchestrator.host.runner_client import build_job
 
@@ -400,6 +460,7 @@ class PulumiCloudBackend(Backend):
             disk_gb=int(disk) if disk else None,
             max_price=requirements.max_price,
             owner=self.owner(),
+            nodes=nodes,
             **self.spec_options(),
         )
 
@@ -424,7 +485,7 @@ class PulumiCloudBackend(Backend):
             cidrs = [PLACEHOLDER_CIDR]
             notes.append(f"SSH: {exc}")
         client = self.make_client_key(f"iacrun-{run_name}")
-        stack_spec = self.stack_spec(run, offer, client.public_openssh, cidrs)
+        stack_spec = self.stack_spec(run, offer, client.public_openssh, cidrs, spec.nodes)
         data = cloudinit.user_data(stack_spec)
         result = preview(self.program(stack_spec))
         notes.append(f"SSH (port 22) open to {', '.join(cidrs)} only")
@@ -457,6 +518,15 @@ def owner_config(spec: StackSpec) -> dict[str, str]:
     from iacrun.stacks.owner import OWNER_KEY
 
     return {OWNER_KEY: spec.owner} if spec.owner else {}
+
+
+#: the ssh alias of a cluster's node k >= 1 (rank 0 is the run's name itself)
+NODE_ALIAS = re.compile(r".+-node-[1-9]\d*")
+
+
+def node_alias(run_name: str, rank: int) -> str:
+    """The `ssh` alias of rank `rank`: the run's name for the master, `RUN-node-K` for the rest."""
+    return f"{run_name}-node-{rank}" if rank else run_name
 
 
 def gpu_indices(offer: Offer) -> str | None:

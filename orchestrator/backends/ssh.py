@@ -35,6 +35,7 @@ import os
 import posixpath
 import time
 from collections.abc import Coroutine
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from iacrun.orchestrator.backends.base import Backend, ProgressCallback
@@ -43,6 +44,7 @@ from iacrun.orchestrator.errors import (
     CapacityError,
     ConfigError,
     HostUnreachableError,
+    IacrunError,
 )
 from iacrun.orchestrator.host.cluster import node_run_dir, read_nodes
 from iacrun.orchestrator.host.detect import HostFacts, HostFactsCache
@@ -356,11 +358,39 @@ class SSHBackend(Backend):
             await transport.close()
 
     def terminate(self, run: RunRecord) -> None:
-        """Remove the run's `ssh RUN-NAME` entry. The host itself is yours: nothing else to do."""
+        """Remove the run's `ssh RUN-NAME` entry, and its folder on each host where its job never
+        started (the code was being shipped when the run ended, a supervisor killed midway, say):
+        nothing in it is worth keeping, and the clean-up of ended runs' folders goes only by the
+        runner's state. The host itself is yours: nothing else is done there. A host out of reach
+        keeps such a folder until a later run's clean-up there (after `keep_run_dirs`)."""
+        if run.started_at is None:  # a job that started has its state there: its folder stays
+            hosts = [n.host for n in read_nodes(run.local_dir)]
+            hosts = hosts or ([run.host] if run.host is not None else [])
+            for host in hosts:
+                if host.kind == "ssh" and host.run_dir:
+                    with suppress(IacrunError):
+                        _run_sync(self._remove_unstarted(host))
         self.ssh_config.remove(run.name)
+
+    async def _remove_unstarted(self, host: Host) -> None:
+        from iacrun.orchestrator.host.connect import connect
+
+        deadline = time.monotonic() + self.connect_seconds
+        transport = await connect(host, deadline=deadline)
+        try:
+            await transport.run(["sh", "-c", _REMOVE_UNSTARTED, "sh", host.run_dir])
+        finally:
+            await transport.close()
 
 
 # ----------------------------------------------------------------------------- helpers
+
+#: run on the host with sh: RUN_DIR; removes that folder unless its job was started (the runner's
+#: pid or state, or the go-ahead a VM's runner waits for, is in it); never through a link
+_REMOVE_UNSTARTED = (
+    'd="$1"; [ -d "$d" ] && [ ! -L "$d" ] || exit 0; '
+    'for f in pid state.json code.ready; do [ -e "$d/$f" ] && exit 0; done; rm -rf -- "$d"'
+)
 
 #: run on the host with python3 (any 3.x): ROOT KEEP_SECONDS SKIP; prints the names removed
 _CLEAN_RUNS = """
@@ -375,6 +405,14 @@ for name in names:
     if name == skip or os.path.islink(path) or not os.path.isdir(path):
         continue
     state = os.path.join(path, "state.json")
+    if not any(os.path.lexists(os.path.join(path, f)) for f in ("state.json", "pid", "code.ready")):
+        # a job that never started (its code was being shipped when its run ended): gone once
+        # the folder was last changed before the keep time
+        if time.time() - os.lstat(path).st_mtime > keep:
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.lexists(path):
+                print(name)
+        continue
     try:
         with open(state) as f:
             status = json.load(f).get("status")

@@ -105,5 +105,8 @@ def build_stack_spec(
         expires_at=expires_at,
         max_duration=max_duration,
         job=job,
+        # the type's cluster network, from the catalog (EFA, InfiniBand): the programs use it
+        # only for a multi-node stack
+        cluster_network=offer.cluster_network,
         **options,
     )

@@ -8,10 +8,12 @@ One shell script gathers everything in a single round trip; `parse_facts` turns 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -125,19 +127,33 @@ class HostFactsCache:
         return facts
 
     def put(self, key: str, facts: HostFacts) -> None:
-        entries = self._load()
-        entries[key] = facts
-        self._save(entries)
+        with self._locked():
+            entries = self._load()
+            entries[key] = facts
+            self._save(entries)
 
     def forget(self, key: str) -> None:
-        entries = self._load()
-        if entries.pop(key, None) is not None:
-            self._save(entries)
+        with self._locked():
+            entries = self._load()
+            if entries.pop(key, None) is not None:
+                self._save(entries)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time, across processes and a server's supervisor threads alike (an
+        flock on a file opened for each use excludes both), so no entry written is lost."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(f".{self.path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _save(self, entries: dict[str, HostFacts]) -> None:
         data = {k: v.model_dump(mode="json") for k, v in entries.items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, self.path)
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from iacrun.orchestrator.models.resources import GPUSpec, ResourcesSpec
 from iacrun.orchestrator.models.units import Range, format_size_gb
-from iacrun.stacks.spec import Cloud
+from iacrun.stacks.spec import Cloud, ClusterNetwork
 
 #: the clouds iacrun knows: each has a backend, a price catalog and a stack program
 CLOUDS: tuple[Cloud, ...] = get_args(Cloud)
@@ -47,10 +47,6 @@ class InstanceResources(BaseModel):
         if self.disk_gb is not None:
             parts.append(f"{format_size_gb(self.disk_gb)} disk")
         return ", ".join(parts)
-
-
-#: a type's fast network between machines of one cluster: EFA on AWS, InfiniBand on Azure ND
-ClusterNetwork = Literal["efa", "infiniband"]
 
 
 class Offer(BaseModel):

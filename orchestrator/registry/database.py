@@ -13,10 +13,13 @@ registry never imports SQLAlchemy or Alembic (`iacrun ps` stays fast).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +42,13 @@ class Database:
     `rows`/`row`/`execute` run one statement; `transaction()` runs several atomically and, on
     SQLite, takes the write lock up front (`BEGIN IMMEDIATE`) so a read-then-write inside it is a
     compare-and-set across processes. On PostgreSQL, lock the rows read for a later write with
-    `for_update` appended to the SELECT."""
+    `for_update` appended to the SELECT.
+
+    PostgreSQL is reached through psycopg (imported only for a `postgresql://` URL), over one
+    connection in autocommit mode shared under the lock: a statement takes a fraction of a
+    millisecond, so one connection serves a server's threads (tests/bench/bench_registry.py).
+    A connection the server dropped (a restart) is made again before the next statement; a
+    statement cut off in the middle of a transaction fails, and the transaction with it."""
 
     dialect: Dialect
     #: `SELECT ... {db.for_update}` locks the rows read inside a transaction (PostgreSQL);
@@ -50,31 +59,35 @@ class Database:
         self.url = url
         self._lock = threading.RLock()
         self._depth = 0
-        if url.startswith(("postgresql://", "postgres://")):
-            raise NotImplementedError(
-                "PostgreSQL support lands with the server"
-            )  # pragma: no cover
-        self.dialect = "sqlite"
-        self.for_update = ""
-        self.path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:") else Path(url)
-        self._conn = _open_sqlite(self.path)
+        self._conn: Any
+        if is_postgres(url):
+            self.dialect = "postgresql"
+            self.for_update = " FOR UPDATE"
+            self._conn = _open_postgres(url)
+        else:
+            self.dialect = "sqlite"
+            self.for_update = ""
+            self.path = (
+                Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:") else Path(url)
+            )
+            self._conn = _open_sqlite(self.path)
         self._ensure_schema()
 
     # -- statements ---------------------------------------------------------------------------
 
     def rows(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-        with self._lock, _translated_errors():
-            return [dict(row) for row in self._conn.execute(sql, tuple(params))]
+        with self._lock, self._translated_errors():
+            return [dict(row) for row in self._run(sql, params)]
 
     def row(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
-        with self._lock, _translated_errors():
-            found = self._conn.execute(sql, tuple(params)).fetchone()
+        with self._lock, self._translated_errors():
+            found = self._run(sql, params).fetchone()
         return None if found is None else dict(found)
 
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; how many rows it changed."""
-        with self._lock, _translated_errors():
-            return self._conn.execute(sql, tuple(params)).rowcount
+        with self._lock, self._translated_errors():
+            return int(self._run(sql, params).rowcount)
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
@@ -87,26 +100,84 @@ class Database:
                 finally:
                     self._depth -= 1
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
+            with self._translated_errors():
+                self._run("BEGIN" if self.dialect == "postgresql" else "BEGIN IMMEDIATE", ())
             self._depth = 1
             try:
                 yield self
             except BaseException:
                 self._depth = 0
-                self._conn.execute("ROLLBACK")
+                with contextlib.suppress(Exception):  # a dropped connection rolled back already
+                    self._conn.execute("ROLLBACK")
                 raise
             self._depth = 0
-            with _translated_errors():
+            with self._translated_errors():
                 self._conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
+    def _run(self, sql: str, params: Params) -> Any:
+        """The cursor of one statement, on this database's driver (the lock is held)."""
+        if self.dialect == "sqlite":
+            return self._conn.execute(sql, tuple(params))
+        import psycopg
+
+        query = postgres_sql(sql)
+        if self._conn.closed or self._conn.broken:
+            if self._depth:  # the transaction died with its connection
+                raise psycopg.OperationalError("the connection to PostgreSQL was lost")
+            self._reconnect()
+        try:
+            return self._conn.execute(query, tuple(params))
+        except psycopg.OperationalError:
+            if self._depth or not self._conn.broken:
+                raise
+            # the server dropped the connection (a restart) before this statement was run by
+            # it: connect again and run it once more
+            self._reconnect()
+            return self._conn.execute(query, tuple(params))
+
+    def _reconnect(self) -> None:
+        """Connect to PostgreSQL again, waiting up to `RECONNECT_SECONDS` for a server that is
+        restarting (its supervisors' threads wait with it rather than fail their runs)."""
+        import psycopg
+
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        while True:
+            try:
+                self._conn = _open_postgres(self.url)
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """A unique rule broken, on either database, raised as `UniqueViolation`."""
+        try:
+            yield
+        except sqlite3.IntegrityError as exc:
+            if _UNIQUE.search(str(exc)):
+                raise UniqueViolation(str(exc)) from None
+            raise
+        except Exception as exc:
+            if self.dialect == "postgresql" and type(exc).__name__ == "UniqueViolation":
+                raise UniqueViolation(str(exc).splitlines()[0]) from None
+            raise
+
     # -- schema -------------------------------------------------------------------------------
 
     def schema_version(self) -> str | None:
         """The Alembic revision the database is at; None for a new (or pre-Alembic) one."""
+        if self.dialect == "postgresql":
+            found = self.row(
+                "SELECT to_regclass('alembic_version') IS NOT NULL AS present"
+            )  # asking first keeps a missing table from being an error in the server's log
+            if not (found and found["present"]):
+                return None
         try:
             found = self.row("SELECT version_num FROM alembic_version")
         except sqlite3.OperationalError:
@@ -114,8 +185,84 @@ class Database:
         return None if found is None else str(found["version_num"])
 
     def _ensure_schema(self) -> None:
-        if self.schema_version() != SCHEMA_HEAD:
-            upgrade(f"sqlite:///{self.path}", self.path, self.schema_version)
+        if self.schema_version() == SCHEMA_HEAD:
+            return
+        if self.dialect == "postgresql":
+            with self._advisory_lock():
+                if self.schema_version() != SCHEMA_HEAD:
+                    upgrade(sqlalchemy_url(self.url))
+        else:
+            with _file_lock(self.path.with_name(self.path.name + ".migrate.lock")):
+                if self.schema_version() != SCHEMA_HEAD:
+                    upgrade(f"sqlite:///{self.path}")
+
+    @contextmanager
+    def _advisory_lock(self) -> Iterator[None]:
+        """PostgreSQL's session lock that one migrating process holds while the others wait."""
+        self.row("SELECT pg_advisory_lock(?)", (MIGRATION_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            self.row("SELECT pg_advisory_unlock(?)", (MIGRATION_LOCK_KEY,))
+
+
+#: seconds a lost PostgreSQL connection is tried again before the statement fails
+RECONNECT_SECONDS = 30.0
+
+#: the key of the advisory lock migrations run under (any number: it only has to be the same)
+MIGRATION_LOCK_KEY = 0x1AC2_0001
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """A PostgreSQL URL as SQLAlchemy spells it for psycopg 3."""
+    _, rest = url.split("://", 1)
+    return f"postgresql+psycopg://{rest}"
+
+
+def postgres_sql(sql: str) -> str:
+    """`sql` with `?` placeholders written as psycopg's `%s`, and every `%` doubled (psycopg
+    reads `%` as a placeholder wherever it is, so `LIKE 'a%'` becomes `LIKE 'a%%'`, which it
+    sends as written). A `?` inside a quoted string or name is left alone."""
+    out: list[str] = []
+    quote: str | None = None
+    for char in sql:
+        if char == "%":
+            out.append("%%")
+        elif quote is not None:
+            out.append(char)
+            if char == quote:  # a doubled quote closes and reopens: the same either way
+                quote = None
+        elif char in ("'", '"'):
+            quote = char
+            out.append(char)
+        elif char == "?":
+            out.append("%s")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _open_postgres(url: str) -> Any:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    _, rest = url.split("://", 1)
+    return psycopg.connect(f"postgresql://{rest}", autocommit=True, row_factory=dict_row)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (made 0600), across processes and threads alike."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _open_sqlite(path: Path) -> sqlite3.Connection:
@@ -128,16 +275,6 @@ def _open_sqlite(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
-
-
-@contextmanager
-def _translated_errors() -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.IntegrityError as exc:
-        if _UNIQUE.search(str(exc)):
-            raise UniqueViolation(str(exc)) from None
-        raise
 
 
 _UNIQUE = re.compile(r"UNIQUE constraint failed", re.IGNORECASE)

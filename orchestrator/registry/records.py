@@ -76,6 +76,9 @@ class RunRecord(BaseModel):
     supervisor_pid: int | None = None
     #: the server user who submitted the run; None for a run submitted in embedded mode
     submitted_by: str | None = None
+    #: the server that supervises the run (server/supervision.py), and until when
+    lease_owner: str | None = None
+    lease_expires: float | None = None
     submitted_at: float
     started_at: float | None = None
     finished_at: float | None = None

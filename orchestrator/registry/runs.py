@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,29 +32,40 @@ RECENT = 3600
 
 
 class Registry:
-    """Runs and their status history. `target`: an SQLite file, or a database URL."""
+    """Runs and their status history. `target`: an SQLite file, or a database URL
+    (`paths.registry_target` says which a home uses). `clock`: the time leases are read
+    against (epoch seconds; injected by tests)."""
 
-    def __init__(self, target: Path | str) -> None:
-        self.path = target if isinstance(target, Path) else Path(target)
-        self.db = Database(str(target))
+    def __init__(self, target: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+        self.target = str(target)
+        self.db = Database(self.target)
+        self.clock = clock
 
     def close(self) -> None:
         self.db.close()
 
     def create(
-        self, name: str, spec: RunSpec, local_dir_root: Path, *, submitted_by: str | None = None
+        self,
+        name: str,
+        spec: RunSpec,
+        local_dir_root: Path,
+        *,
+        submitted_by: str | None = None,
+        supervisor_pid: int | None = None,
     ) -> RunRecord:
         """Record a new run as `submitted` (by a server's user, or None in embedded mode); a
         name already active, or one that breaks the rule of names (it becomes a folder and a
-        stack name), is refused."""
+        stack name), is refused. `supervisor_pid`: the process that starts its supervisor (then
+        replaced by the supervisor's own), so that no server's pool takes the run meanwhile;
+        None leaves it to a server's pool."""
         check_run_name(name)
         now = time.time()
         try:
             with self.db.transaction() as db:
                 inserted = db.row(
-                    "INSERT INTO runs (name, status, spec, submitted_at, submitted_by) "
-                    "VALUES (?, ?, ?, ?, ?) RETURNING id",
-                    (name, "submitted", _column("spec", spec), now, submitted_by),
+                    "INSERT INTO runs (name, status, spec, submitted_at, submitted_by, "
+                    "supervisor_pid) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    (name, "submitted", _column("spec", spec), now, submitted_by, supervisor_pid),
                 )
                 assert inserted is not None
                 run_id = int(inserted["id"])
@@ -106,6 +118,48 @@ class Registry:
             == 1
         )
 
+    # -- leases: which server supervises a run (server/supervision.py) ------------------------
+
+    def acquire_lease(self, run_id: int, owner: str, ttl: float) -> bool:
+        """Make `owner` the run's supervisor for `ttl` seconds if the lease is free, expired or
+        already its own, and the run is still active: one owner wins across processes."""
+        now = self.clock()
+        changed = self.db.execute(
+            "UPDATE runs SET lease_owner = ?, lease_expires = ? WHERE id = ? "
+            f"AND status IN {ACTIVE_STATUSES!r} "
+            "AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)",
+            (owner, now + ttl, run_id, owner, now),
+        )
+        return changed == 1
+
+    def renew_leases(self, owner: str, ttl: float) -> list[int]:
+        """Extend every lease `owner` still holds by `ttl` seconds; the ids of those runs (a
+        lease that another owner took after it expired is not among them)."""
+        rows = self.db.rows(
+            "UPDATE runs SET lease_expires = ? WHERE lease_owner = ? RETURNING id",
+            (self.clock() + ttl, owner),
+        )
+        return sorted(int(row["id"]) for row in rows)
+
+    def release_lease(self, run_id: int, owner: str) -> None:
+        """Give the run's lease up, if `owner` holds it."""
+        self.db.execute(
+            "UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
+            "WHERE id = ? AND lease_owner = ?",
+            (run_id, owner),
+        )
+
+    def unsupervised(self) -> list[RunRecord]:
+        """Active runs that no one supervises: no supervisor process of the embedded mode, and
+        no lease or an expired one (oldest first)."""
+        rows = self.db.rows(
+            f"SELECT * FROM runs WHERE status IN {ACTIVE_STATUSES!r} "
+            "AND supervisor_pid IS NULL AND (lease_owner IS NULL OR lease_expires < ?) "
+            "ORDER BY id",
+            (self.clock(),),
+        )
+        return [RunRecord.model_validate(row) for row in rows]
+
     def get_by_id(self, run_id: int) -> RunRecord:
         row = self.db.row("SELECT * FROM runs WHERE id = ?", (run_id,))
         if row is None:
@@ -139,13 +193,15 @@ class Registry:
         *,
         status: str | None = None,
         user: str | None = None,
+        backend: str | None = None,
         active: bool | None = None,
         recent: bool = False,
         limit: int = 50,
         before: int | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, filtered, at most `limit`, with ids below `before` (the paging a
-        server's list uses: the next page starts below the last id of this one). `recent`: the
+        """Runs newest first, filtered (status, submitting user, backend, active or final), at
+        most `limit`, with ids below `before` (the paging a server's list uses: the next page
+        starts below the last id of this one). `recent`: the
         runs `runs()` lists by default, active ones and those that ended in the last hour."""
         where: list[str] = []
         params: list[Any] = []
@@ -155,6 +211,9 @@ class Registry:
         if user is not None:
             where.append("submitted_by = ?")
             params.append(user)
+        if backend is not None:
+            where.append("backend = ?")
+            params.append(backend)
         if active is not None:
             where.append(f"status {'' if active else 'NOT '}IN {ACTIVE_STATUSES!r}")
         if recent:
@@ -189,11 +248,14 @@ def name_taken(name: str) -> RunNameTakenError:
 
 
 def _column(key: str, value: Any) -> Any:
-    """A field as its column stores it: models and mappings as JSON, statuses as their name."""
+    """A field as its column stores it: models and mappings as JSON, statuses as their name,
+    booleans as 0/1."""
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     if key in JSON_COLUMNS and value is not None:
         return json.dumps(value)
     if isinstance(value, RunStatus):
         return value.value
+    if isinstance(value, bool):  # booleans are INTEGER 0/1: PostgreSQL refuses a bool there
+        return int(value)
     return value

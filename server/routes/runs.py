@@ -54,8 +54,8 @@ def plan(body: PlanRequest, request: Request, principal: User) -> PlanResponse:
 
 @router.post("/runs", status_code=201)
 def submit(body: SubmitRequest, request: Request, principal: User) -> RunRecord:
-    """Plan and submit: the run is recorded (as submitted by the token's user) and handed to a
-    supervisor. 409 when a run of that name is active."""
+    """Plan and submit: the run is recorded (as submitted by the token's user) and handed to the
+    server's supervision pool (a thread of this process). 409 when a run of that name is active."""
     state = state_of(request)
     orch = state.orchestrator
     spec = server_spec(state, body.spec, body.upload)
@@ -63,7 +63,9 @@ def submit(body: SubmitRequest, request: Request, principal: User) -> RunRecord:
         orch.ensure_name_free(spec.run_name)
     orch.check_upload(spec)
     found = orch.plan(spec)
-    return orch.submit(spec, found, submitted_by=principal.user)
+    run = orch.submit(spec, found, submitted_by=principal.user, supervise=False)
+    state.supervision.wake()
+    return run
 
 
 @router.get("/runs", response_model=RunPage)

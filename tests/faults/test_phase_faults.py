@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from iacrun.orchestrator.host.sshconfig import SSHConfigEntries
+from iacrun.orchestrator.registry import RunRecord
 from iacrun.orchestrator.runner.runner import pid_alive
 from tests.conftest import Cli, write_task
 from tests.faults.test_local_faults import FINAL, kill9, processes_of, ps_row, record, wait_for
@@ -41,6 +42,14 @@ def held_at(cli: Cli, phase: str, gate: Path) -> None:
     paths = [str(INJECT), *filter(None, [cli.env.get("PYTHONPATH")])]
     cli.env["PYTHONPATH"] = os.pathsep.join(paths)
     cli.env["IACRUN_FAULT_HOLD"] = f"{POINTS[phase]}:{gate}"
+
+
+def never_started(run: RunRecord) -> bool:
+    """The run's folder on its host is there without the runner's state: its job never ran."""
+    if run.host is None:
+        return False
+    folder = Path(run.host.run_dir)
+    return folder.exists() and not (folder / "state.json").exists()
 
 
 def expected(phase: str, victim: str) -> tuple[str, str | None]:
@@ -98,6 +107,9 @@ def test_kill_at_phase(
         *("ssh entry" for n in entries if n == name),
         *(str(p.name) for p in Path(run.local_dir).glob("*.tar.gz")),
         *(str(p.name) for p in Path(run.local_dir).glob("**/*.tmp*")),
+        # on a host, the folder of a job that never started (partly shipped code, no state):
+        # nothing in it is worth keeping, and no later clean-up would ever remove it
+        *(["run folder on the host"] if backend == "ssh" and never_started(run) else []),
     ]
     stop = cli("stop", name)
     down = cli("down", name)

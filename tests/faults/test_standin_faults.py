@@ -23,7 +23,7 @@ from iacrun.orchestrator.registry import RunRecord
 from iacrun.stacks.engine import CALL_MARK, StackEngine
 from tests.stacks.engine.support import skip_without_pulumi
 from tests.stacks.engine.test_engine import descendants
-from tests.standin.supervise import orchestrator
+from tests.standin.supervise import StandinOrchestrator, orchestrator
 from tests.standin.test_orchestrated import write_project
 from tests.standin.vm import SSHD, free_port, vm_pids
 
@@ -211,3 +211,187 @@ def test_kill_on_the_standin_vm(
     if phase == "running":
         assert "started\nfinished\n" in shown
     assert message.startswith(f"{run.name}: {expect[0]}"), message
+
+
+SHORT_TASK = """type: task
+commands:
+  - echo started
+  - echo finished
+"""
+
+
+def settled(orch: StandinOrchestrator, run: RunRecord, root: Path, home: Path) -> RunRecord:
+    """The run once final (`refresh`, as `iacrun ps` does, replaces a dead supervisor), after
+    the VM's processes are gone."""
+    wait_for(lambda: orch.refresh(orch.registry.get_by_id(run.id)).status.is_final, timeout=180)
+    wait_for(lambda: not vm_pids(str(root)), timeout=30)
+    with contextlib.suppress(AssertionError):  # the engine's last plugins exiting
+        wait_for(lambda: not marked_processes(home), timeout=10)
+    return orch.registry.get_by_id(run.id)
+
+
+def leftovers(root: Path, home: Path) -> str:
+    left = [*vm_pids(str(root)), *marked_processes(home)]
+    stacks = StackEngine(home).stack_names()
+    found = [
+        *(f"{len(left)} processes ({' '.join(sorted({comm(p) for p in left}))})" for _ in left[:1]),
+        *(f"stack {s}" for s in stacks),
+        *(["VM folder"] if root.exists() else []),
+    ]
+    return ", ".join(found) or "none"
+
+
+@pytest.mark.parametrize("victim", ["pulumi", "supervisor"])
+def test_kill_while_the_vm_is_deleted(
+    tmp_path: Path, victim: str, outcomes: list[dict[str, str]]
+) -> None:
+    """kill -9 of `pulumi` (its process group) or of the supervisor while the VM's delete is held
+    open at teardown. `pulumi`: the dynamic provider midway through the delete (in a process
+    group of its own) must not be orphaned, and the pending delete must not be forgotten (the
+    supervisor's retry deletes the VM). The supervisor: its `pulumi` goes on or dies without it,
+    and the successor finishes the destroy, reaping whatever the dead one's call left. Either
+    way the run ends as its job did, and nothing is left."""
+    home, root, gate = tmp_path / "home", tmp_path / "vm", tmp_path / "gate"
+    home.mkdir()
+    gate.touch()
+    (tmp_path / "project").mkdir()
+    task = tmp_path / "project" / "short.dstack.yml"
+    task.write_text(SHORT_TASK)
+    orch = orchestrator(home, root, hold_delete=gate)
+    spec = build_run_spec(task, environ={})
+    run = orch.submit(spec, orch.plan(spec))
+    try:
+        reached = Path(f"{gate}.reached")
+        wait_for(
+            lambda: reached.exists() or orch.registry.get_by_id(run.id).status.is_final,
+            timeout=180,
+        )
+        assert reached.exists(), (Path(run.local_dir) / "events").read_text()
+        provider = int(reached.read_text())
+        record = orch.registry.get_by_id(run.id)
+        assert record.status == "terminating" and vm_pids(str(root)), record
+        assert record.supervisor_pid is not None
+        [pulumi] = [p for p in descendants(record.supervisor_pid) if comm(p) == "pulumi"]
+        assert os.getpgid(provider) != os.getpgid(pulumi)  # out of reach of a killpg
+        if victim == "pulumi":
+            os.killpg(pulumi, signal.SIGKILL)
+            # the engine reaps the provider of its killed call: while the gate exists, an
+            # orphaned one would stay (its delete held open, the VM running) for 300s
+            wait_for(lambda: comm(provider) == "", timeout=30)
+        else:
+            os.kill(record.supervisor_pid, signal.SIGKILL)
+            wait_for(lambda: comm(record.supervisor_pid) in ("", "python3"), timeout=30)
+    finally:
+        gate.unlink(missing_ok=True)
+    record = settled(orch, run, root, home)
+    left = leftovers(root, home)
+    events = (Path(record.local_dir) / "events").read_text()
+    message = orch.down(run.name)
+    outcomes.append(
+        {
+            "backend": "standin",
+            "phase": "teardown",
+            "victim": victim,
+            "status": str(record.status),
+            "exit": str(record.exit_code),
+            "left over": left,
+            "stop+down": "ok" if message.startswith(f"{run.name}: done") else "FAILED",
+        }
+    )
+    assert (record.status, record.exit_code) == ("done", 0), events
+    assert left == "none", events
+    assert message.startswith(f"{run.name}: done"), message
+    chunks: list[bytes] = []
+    orch.logs(run.name, chunks.append)
+    assert b"started\nfinished\n" in b"".join(chunks)
+
+
+def follower(home: Path, root: Path, name: str, out: Path) -> subprocess.Popen[bytes]:
+    """An attached CLI following the run (tests/standin/follow.py), its output in `out`."""
+    with open(out, "wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.standin.follow", str(home), str(root), name],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@pytest.mark.parametrize(
+    ("phase", "victim"),
+    [("provisioning", "cli"), ("provisioning", "supervisor"), ("running", "cli")],
+)
+def test_kill_attached_or_supervisor_on_the_standin(
+    tmp_path: Path, phase: str, victim: str, outcomes: list[dict[str, str]]
+) -> None:
+    """kill -9 of the attached CLI (following the run) while the VM is created or the job runs,
+    or of the supervisor while the VM is created (its create held open, the VM running). The
+    run goes on without its follower (done, the whole log kept); without its supervisor, the
+    successor fails it as interrupted and destroys the VM. Nothing is left either way."""
+    home, root, hold, gate = (
+        tmp_path / "home",
+        tmp_path / "vm",
+        tmp_path / "hold",
+        tmp_path / "gate",
+    )
+    home.mkdir()
+    (tmp_path / "project").mkdir()
+    task = tmp_path / "project" / "gated.dstack.yml"
+    task.write_text(GATED_TASK.format(gate=gate))
+    if phase == "provisioning":
+        hold.touch()
+    orch = orchestrator(home, root, hold=hold)
+    spec = build_run_spec(task, environ={})
+    run = orch.submit(spec, orch.plan(spec))
+    out = tmp_path / "attached.out"
+    attached = follower(home, root, run.name, out)
+    try:
+        if phase == "provisioning":
+            wait_for(Path(f"{hold}.reached").exists, timeout=180)
+            assert vm_pids(str(root)), "the VM runs while its create is held open"
+            wait_for(lambda: b"[iacrun] creating stack" in out.read_bytes(), timeout=60)
+        else:
+            wait_for(lambda: b"started\n" in out.read_bytes(), timeout=180)
+        if victim == "cli":
+            os.kill(attached.pid, signal.SIGKILL)
+        else:
+            supervisor = orch.registry.get_by_id(run.id).supervisor_pid
+            assert supervisor is not None
+            os.kill(supervisor, signal.SIGKILL)
+        assert attached.wait(timeout=180) is not None  # a follower of a failed run ends too
+    finally:
+        hold.unlink(missing_ok=True)
+        gate.touch()
+        if attached.poll() is None:
+            attached.kill()
+            attached.wait()
+    record = settled(orch, run, root, home)
+    left = leftovers(root, home)
+    chunks: list[bytes] = []
+    orch.logs(run.name, chunks.append)  # the copy kept at teardown: the VM is gone
+    message = orch.down(run.name)
+    expect = "done" if victim == "cli" else "failed"
+    outcomes.append(
+        {
+            "backend": "standin",
+            "phase": phase,
+            "victim": victim,
+            "status": str(record.status),
+            "exit": str(record.exit_code),
+            "left over": left,
+            "stop+down": "ok" if message.startswith(f"{run.name}: {expect}") else "FAILED",
+        }
+    )
+    events = (Path(record.local_dir) / "events").read_text()
+    if victim == "cli":
+        assert (record.status, record.exit_code) == ("done", 0), events
+        assert b"started\nfinished\n" in b"".join(chunks)
+    else:
+        assert record.status == "failed", events
+        assert "interrupted while provisioning" in (record.reason or ""), events
+        assert b"started" not in b"".join(chunks)
+    assert left == "none", events
+    assert message.startswith(f"{run.name}: {expect}"), message

@@ -12,41 +12,41 @@ from iacrun.orchestrator.models.names import generate_name
 from iacrun.orchestrator.registry import Registry
 
 
-def _claim(args: tuple[str, str, int]) -> str:
-    db, name, index = args
-    registry = Registry(Path(db))
+def _claim(args: tuple[str, str, int, str]) -> str:
+    db, name, index, root = args
+    registry = Registry(db)
     try:
-        registry.create(name, {"i": index}, Path(db).parent)
+        registry.create(name, {"i": index}, Path(root))
         return "won"
     except RunNameTakenError:
         return "refused"
 
 
-def test_one_active_run_per_name_across_processes(tmp_path: Path) -> None:
-    db = str(tmp_path / "registry.db")
-    Registry(Path(db)).close()
+def test_one_active_run_per_name_across_processes(registry_target: str, tmp_path: Path) -> None:
+    db = registry_target
+    Registry(db).close()
     with multiprocessing.get_context("spawn").Pool(8) as pool:
-        results = pool.map(_claim, [(db, "race", i) for i in range(16)])
+        results = pool.map(_claim, [(db, "race", i, str(tmp_path)) for i in range(16)])
     assert results.count("won") == 1 and results.count("refused") == 15
 
 
-def _create_many(args: tuple[str, int]) -> int:
-    db, worker = args
-    registry = Registry(Path(db))
+def _create_many(args: tuple[str, int, str]) -> int:
+    db, worker, root = args
+    registry = Registry(db)
     for i in range(25):
-        registry.create(f"w{worker}-{i}", {}, Path(db).parent)
+        registry.create(f"w{worker}-{i}", {}, Path(root))
     return 25
 
 
-def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
-    db = str(tmp_path / "registry.db")
+def test_concurrent_writers_lose_nothing(registry_target: str, tmp_path: Path) -> None:
+    db = registry_target
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        assert sum(pool.map(_create_many, [(db, w) for w in range(4)])) == 100
-    assert len(Registry(Path(db)).runs(all_runs=True)) == 100
+        assert sum(pool.map(_create_many, [(db, w, str(tmp_path)) for w in range(4)])) == 100
+    assert len(Registry(db).runs(all_runs=True)) == 100
 
 
-def test_history_and_reuse_of_a_finished_name(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "registry.db")
+def test_history_and_reuse_of_a_finished_name(registry_target: str, tmp_path: Path) -> None:
+    registry = Registry(registry_target)
     run = registry.create("job", {"x": 1}, tmp_path)
     assert run.local_dir == str(tmp_path / f"job-{run.id}")
     registry.update(run.id, status="running", started_at=1.0)
@@ -63,10 +63,10 @@ def test_history_and_reuse_of_a_finished_name(tmp_path: Path) -> None:
         registry.create("job", {}, tmp_path)
 
 
-def test_generated_names_count_up(tmp_path: Path) -> None:
+def test_generated_names_count_up(registry_target: str, tmp_path: Path) -> None:
     import random
 
-    registry = Registry(tmp_path / "registry.db")
+    registry = Registry(registry_target)
     first = generate_name(registry.names_in_use, random.Random(7))
     registry.create(first, {}, tmp_path)
     second = generate_name(registry.names_in_use, random.Random(7))

@@ -31,18 +31,18 @@ def test_the_first_migration_knows_todays_active_statuses() -> None:
     assert repr(ACTIVE_STATUSES) == _migration("0001_runs").ACTIVE  # type: ignore[attr-defined]
 
 
-def test_a_new_database_is_at_the_head(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "registry.db")
+def test_a_new_database_is_at_the_head(registry_target: str) -> None:
+    registry = Registry(registry_target)
     assert registry.db.schema_version() == SCHEMA_HEAD
     registry.close()
 
 
-def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path: Path) -> None:
-    db = tmp_path / "registry.db"
+def test_processes_opening_a_new_database_at_once_migrate_it_once(registry_target: str) -> None:
+    # a lock file beside SQLite, an advisory lock on PostgreSQL: the losers wait, then find it done
+    db = registry_target
     code = (
-        "import sys; from pathlib import Path; from iacrun.orchestrator.registry import Registry;"
-        "from iacrun.orchestrator.models.runspec import RunSpec;"
-        "r = Registry(Path(sys.argv[1]));"
+        "import sys; from iacrun.orchestrator.registry import Registry;"
+        "r = Registry(sys.argv[1]);"
         "print(len(r.runs(all_runs=True)))"
     )
     procs = [
@@ -53,6 +53,34 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path: Path
     assert [p.returncode for p in procs] == [0, 0, 0, 0]
     assert outputs == ["0", "0", "0", "0"]
     assert Registry(db).db.schema_version() == SCHEMA_HEAD
+
+
+def test_a_registry_at_the_previous_revision_gains_leases(registry_target: str) -> None:
+    from alembic import command
+
+    from iacrun.orchestrator.registry.migrate import alembic_config
+
+    command.upgrade(alembic_config(_sqlalchemy_url(registry_target)), "0001_runs")  # type: ignore[arg-type]
+    assert "lease_owner" not in _columns(registry_target)
+    registry = Registry(registry_target)  # opening it migrates it
+    assert registry.db.schema_version() == SCHEMA_HEAD
+    assert {"lease_owner", "lease_expires"} <= _columns(registry_target)
+
+
+def _sqlalchemy_url(target: str) -> str:
+    from iacrun.orchestrator.registry.database import is_postgres, sqlalchemy_url
+
+    return sqlalchemy_url(target) if is_postgres(target) else f"sqlite:///{target}"
+
+
+def _columns(target: str) -> set[str]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(_sqlalchemy_url(target), poolclass=sa.pool.NullPool)
+    try:
+        return {c["name"] for c in sa.inspect(engine).get_columns("runs")}
+    finally:
+        engine.dispose()
 
 
 def test_reading_a_migrated_registry_imports_no_sqlalchemy(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ class Server:
     home: Path
     proc: subprocess.Popen[bytes]
     admin_token: str
+    env: dict[str, str] = field(default_factory=dict)
     output: list[str] = field(default_factory=list)
     clients: list[Client] = field(default_factory=list)
 
@@ -44,7 +45,11 @@ class Server:
 
     def registry(self) -> Registry:
         """The server's database, opened beside it (as a second server process would)."""
-        return Registry(self.home / "registry.db")
+        return Registry(self.database_url or self.home / "registry.db")
+
+    @property
+    def database_url(self) -> str | None:
+        return self.env.get("IACRUN_DATABASE_URL") or None
 
 
 @functools.cache
@@ -66,7 +71,7 @@ def start_server(home: Path, env: dict[str, str], timeout: float = 60.0) -> Serv
         stdin=subprocess.DEVNULL,
     )
     server = Server(
-        f"http://127.0.0.1:{port}", home, proc, env.get("IACRUN_SERVER_ADMIN_TOKEN", "")
+        f"http://127.0.0.1:{port}", home, proc, env.get("IACRUN_SERVER_ADMIN_TOKEN", ""), env=env
     )
     assert proc.stdout is not None
     end = time.monotonic() + timeout
@@ -97,11 +102,20 @@ def stop_server(server: Server) -> int:
     return server.proc.returncode
 
 
-@pytest.fixture
-def server_env(tmp_path: Path) -> dict[str, str]:
+#: the databases the server suite runs on: the SQLite file in the server's home, and a fresh
+#: database on the session's real PostgreSQL (tests/pg.py: `pg_url`)
+DATABASES = ["sqlite", "pg"]
+
+
+@pytest.fixture(params=DATABASES)
+def server_env(request: pytest.FixtureRequest) -> dict[str, str]:
     env = dict(os.environ)
     env["IACRUN_SERVER_ADMIN_TOKEN"] = ADMIN_TOKEN
     env.pop("IACRUN_DATABASE_URL", None)
+    # a stopped server's runs are taken over by the next one this long after its last beat
+    env["IACRUN_SERVER_LEASE_SECONDS"] = "3"
+    if request.param != "sqlite":  # e.g. "postgresql": a fixture that gives a database URL
+        env["IACRUN_DATABASE_URL"] = str(request.getfixturevalue(f"{request.param}_url"))
     return env
 
 

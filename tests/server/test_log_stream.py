@@ -113,3 +113,32 @@ def test_event_ids_are_offsets_and_last_event_id_resumes_anywhere(
     assert plain.content == log[4:]
     assert plain.headers["X-Log-Offset"] == str(len(log))
     assert plain.headers["X-Run-Status"] == "done"
+
+
+def test_a_client_that_leaves_ends_the_reader_of_a_local_run(project: Path) -> None:
+    import asyncio
+    import threading
+
+    from iacrun.orchestrator.api import Orchestrator
+    from iacrun.server.logstream import log_events
+
+    orch = Orchestrator()
+    spec = spec_of(project, "commands:\n  - echo first\n  - sleep 300\n", "quiet")
+    orch.submit(spec, orch.plan(spec))
+
+    def readers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "log-quiet"]
+
+    async def read_one_then_leave() -> bytes:
+        events = log_events(orch, "quiet", 0)
+        first = await anext(events)
+        assert readers()  # following a run that goes on
+        await events.aclose()
+        return first
+
+    try:
+        first = asyncio.run(read_one_then_leave())
+        assert b"event: log" in first and base64.b64encode(b"first\n") in first
+        wait_for(lambda: not readers(), timeout=10)
+    finally:
+        orch.stop("quiet")

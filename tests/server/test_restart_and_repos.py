@@ -1,11 +1,9 @@
-"""A server restart leaves runs running and supervises again those whose supervisor died; a
+"""A server restart leaves runs running and the next server takes them over; a
 task's local repo reaches the job through a server as its `git ls-files` listed it."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
@@ -23,19 +21,20 @@ def test_runs_outlive_a_server_restart_and_are_supervised_again(
     client = server.client()
     client.submit(spec_of(project, "commands:\n  - echo up\n  - sleep 300\n", "lasting"))
     wait_for(lambda: client.logs("lasting").data == b"up\n")
-    assert stop_server(server) == 0
     registry = server.registry()
+    before = registry.get("lasting")
+    # supervised by a thread of the server, under its lease: no process of its own
+    assert before.supervisor_pid is None and before.lease_owner is not None
+    assert stop_server(server) == 0
     run = registry.get("lasting")
-    assert run.status == "running" and run.supervisor_pid is not None
-    assert pid_alive(run.supervisor_pid)  # the run's supervisor outlives the server
-    os.kill(run.supervisor_pid, signal.SIGKILL)  # and now it dies while no server runs
-    wait_for(lambda: not pid_alive(run.supervisor_pid or 0))
+    assert run.status == "running"
+    assert pid_alive(int((Path(run.local_dir) / "pid").read_text()))  # the job goes on
     again = start_server(server.home, server_env)
     server.proc, server.url, server.output = again.proc, again.url, again.output
-    # the new server gave the run a new supervisor at its start
-    relaunched = registry.get("lasting")
-    assert relaunched.supervisor_pid not in (None, run.supervisor_pid)
-    assert pid_alive(relaunched.supervisor_pid or 0)
+    # the new server takes the run over once the stopped one's lease has expired
+    wait_for(lambda: registry.get("lasting").lease_owner not in (None, before.lease_owner))
+    events = (Path(run.local_dir) / "events").read_text()
+    assert "taking the run over" in events
     stopped = server.client().stop("lasting")
     assert stopped.status == "terminated"
 

@@ -28,8 +28,9 @@ def spec_of(project: Path, text: str, name: str | None = None):  # type: ignore[
 
 def test_server_info_needs_no_token(server: Server) -> None:
     info = server.client(token="").info()
-    assert info.api == "v1" and info.database == "sqlite"
-    assert "(database: sqlite " in "".join(server.output)
+    kind = "postgresql" if server.database_url else "sqlite"
+    assert info.api == "v1" and info.database == kind
+    assert f"(database: {kind} " in "".join(server.output)
 
 
 def test_a_submitted_run_runs_on_the_local_backend_and_its_log_arrives_whole(
@@ -166,3 +167,20 @@ def test_bad_requests_are_one_line_errors_of_the_tree(server: Server, project: P
     )
     assert plan.status_code == 503 and plan.json()["error"]["type"] == "NoOfferError"
     assert client.plan(spec_of(project, 'commands: ["true"]\n')).offers[0].backend == "local"
+
+
+def test_offers_backends_stacks_and_the_dry_run(server: Server, project: Path) -> None:
+    client = server.client()
+    offers = client.offers(backend=["local"], configured_only=True)
+    assert [o.backend for o in offers.offers] == ["local"]
+    with pytest.raises(NoOfferError):
+        client.offers(gpu="H100:8", configured_only=True)
+    cloud = client.offers(gpu="A100:8", spot="on-demand", backend=["aws"])
+    assert cloud.offers and {o.backend for o in cloud.offers} == {"aws"}
+    assert all(not o.spot for o in cloud.offers)
+    assert [(b.name, b.ready) for b in client.backends()] == [("local", True)]
+    assert client.stacks() == []
+    dry = client.plan(spec_of(project, 'commands: ["true"]\n'), dry_run=True)
+    assert dry.dry_run is not None and dry.dry_run.startswith("local: nothing is created")
+    with pytest.raises(RunNotFoundError, match="no run or stack named 'no-such-stack'"):
+        client.destroy_stack("no-such-stack")

@@ -81,6 +81,15 @@ def test_on_demand_gpu_python_in_the_default_vpc() -> None:
         "network": "default-vpc",
         "zone": "zone-a",
         "image_id": PLACEHOLDER_AMI,
+        # one machine: the list of nodes is rank 0 alone
+        "nodes": [
+            {
+                "rank": 0,
+                "public_ip": "203.0.113.10",
+                "private_ip": "10.0.0.10",
+                "instance_id": "i-0123456789abcdef0",
+            }
+        ],
     }
 
 

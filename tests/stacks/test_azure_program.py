@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import secrets
 import uuid
 from importlib import resources
@@ -111,6 +112,15 @@ def test_on_demand_gpu_python() -> None:
         "ssh_user": "ubuntu",
         "instance_id": f"{result.one(VM).name}-id",
         "resource_group": "iacrun-train-1-7",
+        # one machine: the list of nodes is rank 0 alone
+        "nodes": [
+            {
+                "rank": 0,
+                "public_ip": "203.0.113.10",
+                "private_ip": "10.0.0.4",
+                "instance_id": f"{result.one(VM).name}-id",
+            }
+        ],
     }
 
 
@@ -219,7 +229,14 @@ def test_the_guard_on_the_vm_deletes_the_whole_resource_group() -> None:
     original = resources.files("iacrun.stacks").joinpath("vmguard.py").read_text()
     assert guard["content"] == compact_python(original)  # the same statements, compacted
     # what it does with it is run for real against a fake Resource Manager: test_vmguard.py
-    assert '_request("DELETE", f"{group}?api-version={RESOURCES_API}", auth)' in original
+    settings = next(f for f in doc["write_files"] if f["path"].endswith("guard.json"))
+    assert json.loads(settings["content"])["azure"] == {
+        "self_delete": True,
+        "delete": "group",  # one machine: its whole resource group
+        "imds": "http://169.254.169.254",
+        "arm": "https://management.azure.com",
+        "resource": "https://management.azure.com/",
+    }
 
 
 def test_without_self_delete_no_identity_and_no_role() -> None:

@@ -128,6 +128,7 @@ def test_guard_settings() -> None:
         "cloud": "aws",
         "azure": {
             "self_delete": False,
+            "delete": "group",
             "imds": "http://169.254.169.254",
             "arm": "https://management.azure.com",
             "resource": "https://management.azure.com/",

@@ -1,11 +1,13 @@
 """A `pulumi` killed with SIGKILL leaves no plugin behind: what it started is killed once it has
 ended, found while it lived (a plugin leads a process group of its own and is reparented when
-its engine dies). A stand-in `pulumi` script plays the engine: no Pulumi CLI needed."""
+its engine dies); and the plugins of a call whose caller died with it are reaped by the next call
+of that engine. A stand-in `pulumi` script plays the engine: no Pulumi CLI needed."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from iacrun.orchestrator.runner.runner import pid_alive
-from iacrun.stacks.engine import _command_class
+from iacrun.stacks.engine import CALL_MARK, _command_class, _reap_orphans
 
 FAKE_PULUMI_OK = """#!/bin/bash
 setsid sleep 302 >/dev/null 2>&1 &  # a provider's daemon, left on purpose by a pulumi that exits 0
@@ -95,3 +97,36 @@ def test_an_engine_that_ended_on_its_own_leaves_what_it_started_on_purpose(
         assert pid_alive(daemon)
     finally:
         os.kill(daemon, signal.SIGKILL)
+
+
+def test_the_plugins_of_a_dead_call_are_reaped_and_no_others(tmp_path: Path) -> None:
+    """A call's processes carry its mark: a mark whose `pulumi` is gone (it and the process that
+    started it were killed) marks orphans; a call whose `pulumi` runs, or another home's, is
+    left alone."""
+    home, other = str(tmp_path / "home" / "pulumi"), str(tmp_path / "other" / "pulumi")
+    cli = tmp_path / "pulumi"  # a process named `pulumi`, as the CLI is
+    cli.write_bytes(Path("/bin/sleep").read_bytes())
+    cli.chmod(0o700)
+
+    def start(program: str, pulumi_home: str, mark: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PULUMI_HOME": pulumi_home, CALL_MARK: mark}
+        return subprocess.Popen([program, "300"], env=env, start_new_session=True)
+
+    orphan = start("sleep", home, "dead")
+    live_cli, live_plugin = start(str(cli), home, "live"), start("sleep", home, "live")
+    elsewhere = start("sleep", other, "dead")
+    started = [orphan, live_cli, live_plugin, elsewhere]
+    try:
+        end = time.monotonic() + 10  # each has exec'd (its environment is the one given)
+        while time.monotonic() < end and not all(
+            CALL_MARK.encode() in Path(f"/proc/{p.pid}/environ").read_bytes() for p in started
+        ):
+            time.sleep(0.02)
+        assert _reap_orphans(home) == [orphan.pid]
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+        assert all(p.poll() is None for p in (live_cli, live_plugin, elsewhere))
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()

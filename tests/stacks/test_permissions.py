@@ -38,6 +38,16 @@ def aws_uses() -> set[str]:
         for default_vpc in (True, False)
     ]
     results.append(preview(aws.program(make_spec("aws", network="iacrun-vpc"))))
+    # a cluster: placement group; on an EFA type the launch template and Elastic IPs
+    results.append(preview(aws.program(make_spec("aws", nodes=2))))
+
+    def efa(token: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        if token.endswith("getInstanceType"):
+            return {"id": "t", "efaSupported": True, "efaMaximumInterfaces": 4}
+        return None
+
+    cluster = make_spec("aws", nodes=2, instance_type="p4d.24xlarge", cluster_network="efa")
+    results.append(preview(aws.program(cluster), answers=efa))
 
     def answers(token: str, args: dict[str, Any]) -> dict[str, Any] | None:
         if token.endswith("getCallerIdentity"):
@@ -57,6 +67,13 @@ def azure_uses() -> set[str]:
             {"spot": True, "max_price": 2.0},
             {"instance_type": "Standard_NC24ads_A100_v4"},
             {"azure_self_delete": False},
+            # a cluster: placement group; on an ND size the availability set
+            {"nodes": 2},
+            {
+                "nodes": 2,
+                "instance_type": "Standard_ND96isr_H100_v5",
+                "cluster_network": "infiniband",
+            },
         )
     ]
     urls: list[str] = []

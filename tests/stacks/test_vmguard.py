@@ -242,3 +242,35 @@ def test_azure_powers_off_even_when_the_api_is_unreachable(tmp_path: Path) -> No
     assert done.returncode == 0
     assert (tmp_path / "off").exists()
     assert "which Azure still bills" in (tmp_path / "run" / "log").read_text()
+
+
+def test_a_cluster_node_deletes_only_its_own_vm(tmp_path: Path, azure: str) -> None:
+    """A machine of a multi-node run (`delete: vm`) ends itself, never its resource group: the
+    other nodes keep running until iacrun stops them and destroys the stack."""
+    cfg = azure_config(tmp_path, azure)
+    settings = json.loads(cfg.read_text())
+    settings["azure"]["delete"] = "vm"
+    cfg.write_text(json.dumps(settings))
+    done = guard(cfg, "destroy", "the job did not start")
+    assert done.returncode == 0, done.stderr
+    deletes = [p for m, p, _ in FakeAzure.requests if m == "DELETE"]
+    assert [p.split("?")[0] for p in deletes] == [VM_PATH]
+    assert "api-version=2024-07-01" in deletes[0]
+    assert (tmp_path / "off").exists()
+    assert "asked Azure to delete this VM" in (tmp_path / "run" / "log").read_text()
+
+
+def test_a_cluster_nodes_own_timer_ends_it_when_its_job_never_started(
+    tmp_path: Path, azure: str
+) -> None:
+    """Each node's guard watches its own run folder: a node whose job never came ends itself on
+    its own code_wait, whatever the other nodes do."""
+    cfg = azure_config(tmp_path, azure)
+    settings = json.loads(cfg.read_text())
+    settings["azure"]["delete"] = "vm"
+    cfg.write_text(json.dumps(settings))
+    booted(tmp_path, 700)  # code_wait is 600 in these settings
+    done = guard(cfg, "watch")
+    assert done.returncode == 0, done.stderr
+    assert [p.split("?")[0] for m, p, _ in FakeAzure.requests if m == "DELETE"] == [VM_PATH]
+    assert "did not start" in (tmp_path / "run" / "self_destruct").read_text()

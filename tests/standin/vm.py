@@ -2,16 +2,21 @@
 
 Creating a ``StandinVM`` does what a cloud does for a VM, on this machine:
 
-* a real OpenSSH ``sshd`` listens on a free 127.0.0.1 port, with the host key it is given (or
-  one it generates) and the run's public key as its only authorised key;
+* a real OpenSSH ``sshd`` listens on a free port of its loopback ``address`` (127.0.0.1 unless
+  given: the nodes of a cluster get 127.0.0.2, 127.0.0.3... so that each node's job can listen
+  on the same port, as on machines of their own), with the host key it is given (or one it
+  generates) and the run's public key as its only authorised key;
 * the boot script (what cloud-init would run at boot: the job script) starts detached, with its
   output in ``<root_dir>/boot.log``;
-* the outputs are what the AWS and Azure programs export: ``public_ip`` (127.0.0.1),
-  ``ssh_port``, ``ssh_user`` and ``host_key`` (the public host key, to pin).
+* the outputs are what the AWS and Azure programs export: ``public_ip`` and ``private_ip`` (both
+  its address: the other nodes reach it there), ``ssh_port``, ``ssh_user`` and ``host_key``
+  (the public host key, to pin).
 
 `hold_create` (a file path) keeps the create from returning while that file exists, once the VM
 runs (``<hold_create>.reached`` says so): a cloud still reporting a create that already bills,
-the window in which a killed `pulumi` leaves a pending create behind.
+the window in which a killed `pulumi` leaves a pending create behind. `hold_delete` does the same
+for the delete, before the VM is powered off: a cloud still deleting a VM that runs, the window in
+which a killed `pulumi` leaves a pending delete behind.
 
 Deleting it is the VM's termination: every process of the "VM" ends (sshd, its sessions, the boot
 script and whatever they started: see `vm_pids`), and its root folder goes away.
@@ -40,21 +45,24 @@ from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 SSHD = "/usr/sbin/sshd"
 MARK = "IACRUN_VM_ROOT"
 ENGINE_MARK = "IACRUN_PULUMI_CALL"  # see stacks/engine.py: the processes of one `pulumi` call
-_INPUTS = ("root_dir", "authorized_key", "boot_script", "host_private_key")
+_INPUTS = ("root_dir", "authorized_key", "boot_script", "host_private_key", "address")
+LOOPBACK = "127.0.0.1"
 
 
-def free_port() -> int:
+def free_port(address: str = LOOPBACK) -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def sshd_config(root: Path, port: int, host_key: Path, authorized_keys: Path) -> str:
+def sshd_config(
+    root: Path, port: int, host_key: Path, authorized_keys: Path, address: str = LOOPBACK
+) -> str:
     return "\n".join(
         [
             f"Port {port}",
-            "ListenAddress 127.0.0.1",
+            f"ListenAddress {address}",
             f"HostKey {host_key}",
             f"PidFile {root / 'run' / 'sshd.pid'}",
             f"AuthorizedKeysFile {authorized_keys}",
@@ -74,9 +82,9 @@ def sshd_config(root: Path, port: int, host_key: Path, authorized_keys: Path) ->
     )
 
 
-def _banner(port: int) -> bool:
+def _banner(port: int, address: str = LOOPBACK) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        with socket.create_connection((address, port), timeout=1) as sock:
             return sock.recv(4).startswith(b"SSH-")
     except OSError:
         return False
@@ -134,6 +142,16 @@ def power_off(root: str, grace: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def _held(gate: str | None) -> None:
+    """While the file `gate` exists (at most 300s), wait; `<gate>.reached` names this process."""
+    if not gate:
+        return
+    Path(f"{gate}.reached").write_text(str(os.getpid()))
+    end = time.monotonic() + 300
+    while Path(gate).exists() and time.monotonic() < end:
+        time.sleep(0.05)
+
+
 class StandinVMProvider(ResourceProvider):
     """Creates and deletes stand-in VMs. Any change of input replaces the VM."""
 
@@ -157,17 +175,14 @@ class StandinVMProvider(ResourceProvider):
         authorized.write_text(props["authorized_key"].strip() + "\n")
         # the VM is another machine: nothing of the engine's call (its marker) reaches it
         env = {k: v for k, v in os.environ.items() if k != ENGINE_MARK} | {MARK: str(root)}
-        port = self._start_sshd(root, host_key, authorized, env)
+        address = props.get("address") or LOOPBACK
+        port = self._start_sshd(root, host_key, authorized, env, address)
         self._boot(root, props.get("boot_script") or "", env)
-        hold = props.get("hold_create")
-        if hold:
-            Path(f"{hold}.reached").write_text(str(os.getpid()))
-            end = time.monotonic() + 300
-            while Path(hold).exists() and time.monotonic() < end:
-                time.sleep(0.05)
+        _held(props.get("hold_create"))
         outs = {
             **props,
-            "public_ip": "127.0.0.1",
+            "public_ip": address,
+            "private_ip": address,
             "ssh_port": port,
             "ssh_user": getpass.getuser(),
             "host_key": public,
@@ -175,13 +190,15 @@ class StandinVMProvider(ResourceProvider):
         return CreateResult(id_=f"standin-{uuid.uuid4().hex[:12]}", outs=outs)
 
     @staticmethod
-    def _start_sshd(root: Path, host_key: Path, authorized: Path, env: dict[str, str]) -> int:
+    def _start_sshd(
+        root: Path, host_key: Path, authorized: Path, env: dict[str, str], address: str
+    ) -> int:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
         config = root / "etc" / "sshd_config"
         errors = []
         for _ in range(5):
-            port = free_port()
-            config.write_text(sshd_config(root, port, host_key, authorized))
+            port = free_port(address)
+            config.write_text(sshd_config(root, port, host_key, authorized, address))
             proc = subprocess.run(
                 [SSHD, "-f", str(config), "-E", str(root / "log" / "sshd.log")],
                 env=env,
@@ -192,7 +209,7 @@ class StandinVMProvider(ResourceProvider):
             if proc.returncode == 0:
                 end = time.monotonic() + 10
                 while time.monotonic() < end:
-                    if _banner(port):
+                    if _banner(port, address):
                         return port
                     time.sleep(0.05)
             errors.append(proc.stderr.strip() or (root / "log" / "sshd.log").read_text()[-500:])
@@ -223,6 +240,7 @@ class StandinVMProvider(ResourceProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         root = str(Path(props["root_dir"]).resolve())
+        _held(props.get("hold_delete"))
         power_off(root)
         subprocess.run(["rm", "-rf", root], check=False)
 
@@ -231,6 +249,7 @@ class StandinVM(Resource):
     """A VM on this machine: sshd on 127.0.0.1 and a boot script. See the module docstring."""
 
     public_ip: pulumi.Output[str]
+    private_ip: pulumi.Output[str]
     ssh_port: pulumi.Output[int]
     ssh_user: pulumi.Output[str]
     host_key: pulumi.Output[str]
@@ -245,9 +264,12 @@ class StandinVM(Resource):
         boot_script: pulumi.Input[str] = "",
         host_private_key: pulumi.Input[str] | None = None,
         hold_create: str | None = None,
+        hold_delete: str | None = None,
+        address: str = LOOPBACK,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
+            "address": address,
             "root_dir": root_dir,
             "authorized_key": authorized_key,
             "boot_script": boot_script,
@@ -255,7 +277,9 @@ class StandinVM(Resource):
             if host_private_key
             else None,
             "hold_create": hold_create,
+            "hold_delete": hold_delete,
             "public_ip": None,
+            "private_ip": None,
             "ssh_port": None,
             "ssh_user": None,
             "host_key": None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from iacrun.orchestrator.offers.model import ClusterNetwork
+from iacrun.stacks.spec import ClusterNetwork
 
 #: AWS types with EFA whatever their size
 _EFA_TYPES = frozenset(
@@ -22,6 +22,7 @@ _EFA_TYPES = frozenset(
         "p5e.48xlarge",
         "p5en.48xlarge",
         "p6-b200.48xlarge",
+        "p6-b300.48xlarge",
         "p6e-gb200.36xlarge",
         "trn1.32xlarge",
         "trn1n.32xlarge",

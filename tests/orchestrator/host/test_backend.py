@@ -111,6 +111,32 @@ def test_provision_and_terminate(sshd: Sshd, tmp_path: Path) -> None:
     assert world.ssh_config.names() == []
 
 
+@pytest.mark.parametrize("started", ["never", "runner", "recorded"])
+def test_teardown_removes_the_host_folder_of_a_job_that_never_started(
+    sshd: Sshd, tmp_path: Path, started: str
+) -> None:
+    """The code was being shipped when the run ended (its supervisor killed midway): its folder
+    on the host goes at teardown. Once a runner was started there (its pid), or the job is
+    recorded as started, the folder stays: the log and state of a job are kept."""
+    world = World(tmp_path, [sshd.host_settings(name="loop")])
+    run = world.run(f"ship-{started}")
+    host = world.backend.provision(run, world.offers()["loop"], lambda _: None)
+    folder = Path(host.run_dir)
+    try:
+        (folder / "code").mkdir(parents=True)
+        (folder / "code" / "half.tmp").write_text("part of a file")
+        if started == "runner":
+            (folder / "pid").write_text("1\n")
+        update: dict[str, Any] = {"host": host}
+        if started == "recorded":
+            update["started_at"] = time.time()
+        world.backend.terminate(world.registry.update(run.id, **update))
+        assert folder.exists() == (started != "never")
+        assert world.ssh_config.names() == []
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_one_run_per_host(sshd: Sshd, tmp_path: Path) -> None:
     world = World(tmp_path, [sshd.host_settings(name="loop")])
     world.holding("holder", "loop", gpus=None)
@@ -194,6 +220,17 @@ def fake_run_dir(root: Path, name: str, status: str, age_s: float) -> Path:
     return folder
 
 
+def unstarted_run_dir(root: Path, name: str, age_s: float, *files: str) -> Path:
+    """A run folder whose code was being shipped (no runner state): `files` in it besides."""
+    folder = root / name
+    (folder / "code").mkdir(parents=True)
+    for file in files:
+        (folder / file).write_text("")
+    then = time.time() - age_s
+    os.utime(folder, (then, then))
+    return folder
+
+
 def test_old_run_folders_of_final_runs_are_removed_by_the_next_run(
     sshd: Sshd, tmp_path: Path
 ) -> None:
@@ -204,6 +241,10 @@ def test_old_run_folders_of_final_runs_are_removed_by_the_next_run(
         fake_run_dir(root, f"{tag}-failed-2", "failed", 3 * 86400),
         fake_run_dir(root, f"{tag}-recent-3", "done", 3600),
         fake_run_dir(root, f"{tag}-live-4", "running", 30 * 86400),
+        # never started: shipped partly long ago, being shipped now, handed to its runner
+        unstarted_run_dir(root, f"{tag}-unstarted-7", 25 * 3600),
+        unstarted_run_dir(root, f"{tag}-shipping-8", 60),
+        unstarted_run_dir(root, f"{tag}-ready-9", 25 * 3600, "code.ready"),
     ]
     outside = tmp_path / "elsewhere"
     fake_run_dir(outside, f"{tag}-outside-5", "done", 30 * 86400)
@@ -215,11 +256,13 @@ def test_old_run_folders_of_final_runs_are_removed_by_the_next_run(
     try:
         host = world.backend.provision(run, world.offers()["loop"], lines.append)
         left = {p.name for p in root.iterdir() if p.name.startswith(tag)}
-        assert left == {f"{tag}-recent-3", f"{tag}-live-4", f"{tag}-link-6"}
+        kept = {f"{tag}-recent-3", f"{tag}-live-4", f"{tag}-link-6"}
+        assert left == kept | {f"{tag}-shipping-8", f"{tag}-ready-9"}
         assert (outside / f"{tag}-outside-5" / "log").exists()  # never through a link
         removed = [line for line in lines if "removed" in line]
         assert len(removed) == 1, lines
         assert f"{tag}-old-1" in removed[0] and f"{tag}-failed-2" in removed[0]
+        assert f"{tag}-unstarted-7" in removed[0]
         assert "that ended more than 1d ago" in removed[0]  # the default keep time
     finally:
         world.backend.terminate(run)

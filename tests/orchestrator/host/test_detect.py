@@ -143,3 +143,32 @@ def test_this_machine_and_ssh_hosts_read_nvidia_smi_alike() -> None:
     """The local backend parses the same query with the same code."""
     gpus = parse_nvidia_smi("1, NVIDIA A100-SXM4-80GB, 81920\n0, NVIDIA H100 80GB HBM3, 81559\n")
     assert gpus == (Gpu(name="H100", memory_gb=80), Gpu(name="A100", memory_gb=80))
+
+
+def test_supervisor_threads_of_one_server_share_the_cache(tmp_path: Path) -> None:
+    # a server supervises runs in threads of one process: each provisioning an ssh host writes
+    # its facts at the same time; none fails, and none's entry is lost
+    import threading
+
+    facts = parse_facts(H200_OUTPUT, label="h")
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def write(worker: int) -> None:
+        cache = HostFactsCache(tmp_path / "ssh-hosts.json")
+        start.wait()
+        try:
+            for i in range(20):
+                cache.put(f"u@h{worker}-{i}:22", facts)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    cache = HostFactsCache(tmp_path / "ssh-hosts.json")
+    missing = [(w, i) for w in range(8) for i in range(20) if cache.get(f"u@h{w}-{i}:22") is None]
+    assert missing == []

@@ -1,7 +1,7 @@
 """Accounts of a server: users, their API tokens (only a hash of each), and who submitted a run.
 
 Revision ID: 0003_accounts
-Revises: 0001_runs (re-chained onto 0002_leases when that lands)
+Revises: 0002_leases (re-chained onto 0002_leases when that lands)
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_accounts"
-down_revision = "0001_runs"
+down_revision = "0002_leases"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,225 @@
+"""The runs list and a run's page.
+
+The list is paged on the server (`PAGE` runs, newest first, `before=<id>` for the next page) so
+its first screen costs the same with ten or ten thousand runs recorded; its script polls
+`runs.json` (the same filters) and swaps the table's rows, rendered by the same template. A
+run's page follows the log through the API's SSE stream (static/log.js)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from iacrun.orchestrator.errors import IacrunError
+from iacrun.orchestrator.offers.model import is_cloud
+from iacrun.orchestrator.registry import RunRecord, RunStatus
+from iacrun.server.accounts import Principal
+from iacrun.server.auth import SESSION_COOKIE, csrf_token
+from iacrun.server.dashboard.consoles import console_link
+from iacrun.server.dashboard.render import SECURITY_HEADERS, fragment, page
+from iacrun.server.dashboard.session import FormUser, JsonUser, PageUser, back
+from iacrun.server.state import ServerState, state_of
+
+router = APIRouter(include_in_schema=False)
+
+#: runs on one page of the list
+PAGE = 50
+#: the most bytes of a task file shown on a run's page
+TASK_FILE_LIMIT = 256 * 1024
+
+
+def _filters(
+    principal: Principal,
+    show: str,
+    mine: bool,
+    status: str,
+    backend: str,
+) -> dict[str, Any]:
+    """The list's filters as the registry's paging takes them (an unknown status: none)."""
+    return {
+        "active": True if show == "active" else None,
+        "user": principal.user if mine else None,
+        "status": status if status in RunStatus.__members__.values() else None,
+        "backend": backend or None,
+    }
+
+
+def _page(
+    state: ServerState, filters: dict[str, Any], before: int | None
+) -> tuple[list[RunRecord], int | None]:
+    runs = state.registry.page(**filters, limit=PAGE + 1, before=before)
+    more = len(runs) > PAGE
+    runs = runs[:PAGE]
+    return runs, runs[-1].id if more else None
+
+
+Show = Annotated[str, Query(pattern="^(all|active)$")]
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/runs", status_code=303, headers=SECURITY_HEADERS)
+
+
+@router.get("/runs")
+def runs_page(
+    request: Request,
+    principal: PageUser,
+    show: Show = "all",
+    mine: bool = False,
+    status: str = "",
+    backend: str = "",
+    before: int | None = None,
+) -> Response:
+    state = state_of(request)
+    runs, next_id = _page(state, _filters(principal, show, mine, status, backend), before)
+    return page(
+        request,
+        "runs.html",
+        principal,
+        runs=runs,
+        next_id=next_id,
+        now=time.time(),
+        show=show,
+        mine=mine,
+        status=status,
+        backend=backend,
+        before=before,
+        statuses=[s.value for s in RunStatus],
+        backends=[b.name for b in state.orchestrator.backends()],
+    )
+
+
+@router.get("/runs.json")
+def runs_json(
+    request: Request,
+    principal: JsonUser,
+    show: Show = "all",
+    mine: bool = False,
+    status: str = "",
+    backend: str = "",
+    before: int | None = None,
+) -> Response:
+    """The list's rows (the table's HTML, from the page's own template) for live updates."""
+    state = state_of(request)
+    runs, next_id = _page(state, _filters(principal, show, mine, status, backend), before)
+    html = fragment(
+        "run_rows.html", runs=runs, now=time.time(), csrf=_csrf(request), next_path=_next(request)
+    )
+    return JSONResponse({"html": html, "count": len(runs), "next": next_id})
+
+
+def _csrf(request: Request) -> str:
+    secret = request.cookies.get(SESSION_COOKIE)
+    return csrf_token(secret) if secret else ""
+
+
+def _next(request: Request) -> str:
+    """The list's own address (without `.json`), where a stop form comes back to."""
+    query = f"?{request.url.query}" if request.url.query else ""
+    return "/runs" + query
+
+
+def run_status(run: RunRecord) -> dict[str, Any]:
+    return {
+        "status": run.status.value,
+        "reason": run.reason,
+        "exit_code": run.exit_code,
+        "cost": run.cost,
+        "duration": run.duration,
+        "active": run.active,
+    }
+
+
+@router.get("/runs/{name}/status.json")
+def run_status_json(name: str, request: Request, principal: JsonUser) -> Response:
+    run = state_of(request).registry.get(name)
+    return JSONResponse(run_status(run))
+
+
+def spec_yaml(run: RunRecord) -> str:
+    """The run's spec as submitted, as YAML; env values are never shown (secrets live there)."""
+    data = run.spec.model_dump(mode="json", exclude_none=True)
+    data["env"] = {key: "***" for key in run.spec.env}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def task_file(state: ServerState, run: RunRecord) -> str | None:
+    """The task file as uploaded, when it is in the server's uploads (never another path), with
+    the values of its env (of 3 characters or more: shorter ones are no secrets) as `***`."""
+    from pathlib import Path
+
+    uploads = (state.config.home / "uploads").resolve()
+    try:
+        path = Path(run.spec.config_path).resolve()
+        if not path.is_relative_to(uploads) or not path.is_file():
+            return None
+        with path.open("rb") as file:
+            text = file.read(TASK_FILE_LIMIT).decode(errors="replace")
+    except OSError:
+        return None
+    for value in sorted(run.spec.env.values(), key=len, reverse=True):
+        if len(value) >= 3:
+            text = text.replace(value, "***")
+    return text
+
+
+def stack_resources(state: ServerState, run: RunRecord) -> tuple[list[dict[str, str]], str | None]:
+    """A cloud run's stack: each resource with a link to the provider's console, or why not."""
+    if run.backend is None or not is_cloud(run.backend) or run.stack_name is None:
+        return [], None
+    try:
+        detail = state.orchestrator.stack_state(run.name)
+    except IacrunError as exc:
+        return [], str(exc)
+    rows = []
+    for res in detail.state.resources:
+        if res.type.startswith("pulumi:"):
+            continue
+        rows.append(
+            {
+                "type": res.type,
+                "name": res.name,
+                "id": res.id or "",
+                "link": console_link(run.backend, run.region, res.type, res.id) or "",
+            }
+        )
+    return rows, None
+
+
+@router.get("/runs/{name}")
+def run_page(name: str, request: Request, principal: PageUser) -> Response:
+    state = state_of(request)
+    run = state.registry.get(name)
+    history = state.registry.history(run.id)
+    resources, stack_problem = stack_resources(state, run)
+    return page(
+        request,
+        "run.html",
+        principal,
+        run=run,
+        history=history,
+        attempts=[e for e in history if e.status == RunStatus.RUNNING],
+        spec_text=spec_yaml(run),
+        task_text=task_file(state, run),
+        resources=resources,
+        stack_problem=stack_problem,
+        now=time.time(),
+    )
+
+
+@router.post("/runs/{name}/stop")
+def stop(
+    name: str,
+    request: Request,
+    principal: FormUser,
+    next: Annotated[str, Form()] = "/runs",
+) -> Response:
+    """Stop the run as `iacrun stop` does (the API's `abort`: recorded at once, the run's
+    supervisor stops the job and tears it down); back to the page the form was on."""
+    state_of(request).orchestrator.request_stop(name, reason=f"stopped by {principal.user}")
+    return back(next)

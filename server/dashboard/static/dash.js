@@ -1,0 +1,61 @@
+// iacrun dashboard: confirmations before forms that destroy or stop, and the runs list's live
+// updates (polls runs.json and swaps the rows; the server renders them with the page's template).
+"use strict";
+
+document.addEventListener("submit", function (event) {
+  var form = event.target;
+  var message = form.getAttribute && form.getAttribute("data-confirm");
+  if (message && !window.confirm(message)) {
+    event.preventDefault();
+  }
+});
+
+(function () {
+  var table = document.getElementById("runs");
+  if (!table) return;
+  var body = document.getElementById("run-rows");
+  var state = document.getElementById("live-state");
+  var url = table.getAttribute("data-poll");
+  var last = null;
+  var failures = 0;
+
+  function poll() {
+    if (document.hidden) return schedule();
+    fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" })
+      .then(function (response) {
+        if (response.status === 401) {
+          window.location.reload(); // the session ended: the page redirects to sign-in
+          return null;
+        }
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (data) {
+        if (!data) return;
+        failures = 0;
+        state.textContent = "Live: updated " + new Date().toLocaleTimeString() + ".";
+        if (data.html === last) return;
+        if (last !== null) {
+          var focused = document.activeElement;
+          var label = focused && body.contains(focused) ? focused.getAttribute("aria-label") : null;
+          body.innerHTML = data.html;
+          if (label) {
+            var again = body.querySelector('[aria-label="' + CSS.escape(label) + '"]');
+            if (again) again.focus();
+          }
+        }
+        last = data.html;
+      })
+      .catch(function () {
+        failures += 1;
+        state.textContent = "Live updates paused: the server does not answer (retrying).";
+      })
+      .then(schedule);
+  }
+
+  function schedule() {
+    window.setTimeout(poll, failures ? Math.min(30000, 2000 * failures) : 2000);
+  }
+
+  schedule();
+})();

@@ -1,0 +1,217 @@
+"""The dashboard in a real headless browser against a real `iacrun server`: sign in, watch a run
+appear and change status without a reload, read its live log to the end (across a dropped
+connection: no line lost or repeated), stop a run from its page, see a leaked stack flagged,
+and be sent to sign in without a token."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
+from iacrun.orchestrator.paths import home_tag
+from tests.conftest import write_task
+from tests.server.conftest import Server, start_server, stop_server, wait_for
+from tests.server.dashboard.proxy import CuttingProxy
+
+pytestmark = pytest.mark.slow
+
+
+def spec_in(project: Path, text: str, name: str):  # type: ignore[no-untyped-def]
+    write_task(project, text)
+    return build_run_spec(project / "task.dstack.yml", Overrides(name=name))
+
+
+def sign_in(page: Any, server: Server, then: str = "/runs") -> None:
+    page.goto(f"{server.url}{then}")
+    assert page.url.startswith(f"{server.url}/signin?next=")
+    page.get_by_label("API token").fill(server.admin_token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{server.url}{then}")
+
+
+def test_without_a_token_pages_send_to_sign_in(page: Any, server: Server) -> None:
+    page.goto(f"{server.url}/stacks")
+    assert page.url == f"{server.url}/signin?next=/stacks"
+    assert page.title() == "Sign in · iacrun"
+    page.get_by_label("API token").fill("iacrun_wrong")
+    page.keyboard.press("Enter")  # keyboard only
+    assert page.get_by_role("alert").inner_text().startswith("That token is not valid")
+    answer = page.request.get(f"{server.url}/runs.json")
+    assert answer.status == 401
+    page.get_by_label("API token").fill(server.admin_token)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{server.url}/stacks")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "iacrun_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""  # the page's scripts never see the token
+
+
+def test_a_run_appears_changes_status_live_and_its_log_is_read_to_the_end(
+    page: Any, server: Server, project: Path, request: pytest.FixtureRequest
+) -> None:
+    proxy = CuttingProxy(int(server.url.rsplit(":", 1)[1]))
+    request.addfinalizer(proxy.close)
+    through = Server(f"http://127.0.0.1:{proxy.port}", server.home, server.proc, server.admin_token)
+    sign_in(page, through)
+    assert page.locator("#run-rows tr").first.inner_text() == "No runs match."
+    client = server.client()
+    script = "for i in $(seq 1 400); do echo \"line $i $(printf '\\033[32mgreen\\033[0m')\"; done\n"
+    spec = spec_in(
+        project,
+        "commands:\n"
+        "  - sleep 4\n"
+        f"  - |\n    {script}"
+        "  - sleep 3\n"
+        "  - for i in $(seq 401 600); do echo line $i plain; sleep 0.01; done\n",
+        "live-log",
+    )
+    client.submit(spec)
+    row = page.locator("#run-rows tr", has_text="live-log")
+    row.wait_for()  # appeared without a reload
+    wait_for(lambda: "running" in row.inner_text(), 60)
+    page.get_by_role("link", name="live-log").click()
+    page.wait_for_url(f"{through.url}/runs/live-log")
+    assert page.title() == "Run live-log · iacrun"
+    # drop the connection for a moment while the log is written: the browser resumes by offset
+    page.locator("#log-lines .l", has_text="line 1 green").wait_for(timeout=60_000)
+    assert proxy.drop() >= 1  # the network drops the stream's connection mid-log
+    page.wait_for_selector("#log[data-ended='true']", timeout=90_000)
+    lines = page.locator("#log-lines .l").all_inner_texts()
+    expected = [f"line {i} green" for i in range(1, 401)] + [
+        f"line {i} plain" for i in range(401, 601)
+    ]
+    assert lines[:-1] == expected
+    assert lines[-1] == "[iacrun] run done: exited (0)"
+    assert int(page.locator("#log").get_attribute("data-connections")) >= 2  # it did reconnect
+    green = page.locator("#log-lines .l", has_text="line 7 green").locator("span.fg2")
+    assert green.inner_text() == "green"  # the colour rendered, the escape codes gone
+    assert "\x1b" not in "".join(lines) and "[32m" not in "".join(lines)
+    assert page.locator("#log-state").inner_text() == "ended: done, exit code 0"
+    wait_for(lambda: page.locator("#run-status").inner_text().strip() == "done", 30)
+    assert page.locator("#run-exit").inner_text() == "0"
+    assert page.locator("#stop-box").count() == 0
+
+
+def test_a_run_is_stopped_from_its_page_after_a_confirmation(
+    page: Any, server: Server, project: Path
+) -> None:
+    client = server.client()
+    client.submit(spec_in(project, "commands:\n  - echo started\n  - sleep 600\n", "to-stop"))
+    wait_for(lambda: client.get("to-stop").status == "running", 60)
+    sign_in(page, server, "/runs/to-stop")
+    page.locator("#log-lines .l", has_text="started").wait_for()
+    dialogs: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        # the first time the user changes their mind; the second time they mean it
+        if len(dialogs) == 1:
+            dialog.dismiss()
+        else:
+            dialog.accept()
+
+    page.on("dialog", answer)
+    stop = page.get_by_role("button", name="Stop to-stop")
+    stop.click()
+    assert dialogs[0].startswith("Stop the run to-stop?")
+    assert client.get("to-stop").status == "running"
+    stop.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{server.url}/runs/to-stop")
+    wait_for(lambda: client.get("to-stop").status == "terminated", 60)
+    assert client.get("to-stop").reason == "stopped by admin"
+    page.wait_for_selector("#log[data-ended='true']", timeout=60_000)
+    wait_for(lambda: "terminated" in page.locator("#run-status").inner_text(), 30)
+
+
+def test_a_leaked_stack_is_flagged_in_red_with_a_destroy_button_for_an_admin(
+    page: Any, tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    from tests.stacks.engine.support import OFFLINE_ENV, ensure_pulumi
+
+    reason = ensure_pulumi()
+    if reason is not None:
+        pytest.skip(reason)
+    import pulumi
+
+    from iacrun.stacks.engine import StackEngine
+
+    home = tmp_path / "server-home"
+    home.mkdir()
+    engine = StackEngine(home, env=OFFLINE_ENV, cancel_grace=5)
+    leak = f"old-leak-9-{home_tag(home)}"
+    engine.up(leak, lambda: pulumi.export("n", 1))  # a stack of this home's, no run owns it
+    env = {**server_env, **OFFLINE_ENV, "PATH": os.environ["PATH"]}
+    server = start_server(home, env)
+    try:
+        sign_in(page, server, "/stacks")
+        row = page.locator(f"tr[data-stack='{leak}']")
+        assert "leak" in (row.get_attribute("class") or "")
+        assert "LEAK: NO RUN" in row.inner_text()
+        colour = row.locator(".status").evaluate("e => getComputedStyle(e).color")
+        assert colour == "rgb(207, 34, 46)"  # red, beside the word
+        assert page.get_by_role("alert").inner_text().startswith("1 leaked stack")
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name=f"Destroy {leak}").click()
+        page.wait_for_url(f"{server.url}/stacks")
+        assert page.locator(f"tr[data-stack='{leak}']").count() == 0
+        assert engine.list_stacks() == []
+    finally:
+        stop_server(server)
+        for left in engine.list_stacks():
+            engine.destroy(left.name, force=True, timeout=120)
+
+
+def test_every_page_is_keyboard_usable_with_a_title_and_fits_a_phone(
+    browser: Any, server: Server
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    try:
+        sign_in(page, server)
+        for path, title in (("/runs", "Runs"), ("/offers", "Offers"), ("/cost", "Cost")):
+            page.goto(f"{server.url}{path}")
+            assert page.title() == f"{title} · iacrun"
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{path} scrolls sideways on a phone: {width}px"
+        page.goto(f"{server.url}/runs")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline == "solid"  # a visible focus
+        labels = page.locator("form.filters label").all_inner_texts()
+        assert [re.split(r"\s", t.strip())[0] for t in labels][:3] == ["Show", "Status", "Backend"]
+    finally:
+        context.close()
+
+
+def test_a_long_log_draws_only_its_tail_until_earlier_lines_are_asked_for(
+    page: Any, server: Server, project: Path
+) -> None:
+    client = server.client()
+    pad = "x" * 90  # 6000 lines of ~100 bytes: more than one fetch of earlier bytes
+    (project / "write.py").write_text(f"for i in range(1, 6001):\n    print(f'row {{i}} {pad}')\n")
+    client.submit(spec_in(project, "commands:\n  - python3 write.py\n", "long"))
+    wait_for(lambda: not client.get("long").active, 60)
+    sign_in(page, server, "/runs/long")
+    page.wait_for_selector("#log[data-ended='true']")
+    shown = page.locator("#log-lines .l").all_inner_texts()
+    assert len(shown) == 1500  # the tail only
+    assert shown[-2:] == [f"row 6000 {pad}", "[iacrun] run done: exited (0)"]
+    earlier = page.get_by_role("button", name="Show earlier lines")
+    clicks = 0
+    while earlier.is_visible():
+        earlier.click()
+        clicks += 1
+        page.wait_for_function(
+            "n => document.querySelectorAll('#log-lines .l').length > n", arg=len(shown)
+        )
+        shown = page.locator("#log-lines .l").all_inner_texts()
+        assert clicks < 20
+    assert clicks >= 2
+    assert shown[:-1] == [f"row {i} {pad}" for i in range(1, 6001)]  # each once, in order
