@@ -2,15 +2,16 @@
 (caught in cli/signals.py), a local port taken meanwhile, the exit code.
 
 The following itself (waiting for the host, the resumable log offset, forwarded ports, replacing
-a dead supervisor) is `Orchestrator.attach`; this module only prints and asks."""
+a dead supervisor) is `RunService.attach`, in this process or through a server; this module
+only prints and asks."""
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from iacrun.cli import signals
 from iacrun.cli.signals import StopSignal
-from iacrun.orchestrator.api import Orchestrator
 from iacrun.orchestrator.host.ports import (
     LocalPortBusyError,
     check_local_ports_free,
@@ -18,6 +19,9 @@ from iacrun.orchestrator.host.ports import (
 )
 from iacrun.orchestrator.models.taskfile import PortMapping
 from iacrun.orchestrator.registry import RunRecord
+
+if TYPE_CHECKING:
+    from iacrun.orchestrator.service import RunService
 
 #: seconds a stop asked by a signal waits for the run to end before leaving it to the run's
 #: supervisor: well inside the grace CI systems give between SIGTERM and SIGKILL
@@ -51,7 +55,7 @@ def show(data: bytes) -> None:
 
 
 def attach(
-    orch: Orchestrator,
+    orch: RunService,
     run: RunRecord,
     ports: list[PortMapping],
     offset: int | None,
@@ -77,7 +81,7 @@ def attach(
 
 
 def _follow(
-    orch: Orchestrator, run: RunRecord, ports: list[PortMapping], offset: int | None, started: bool
+    orch: RunService, run: RunRecord, ports: list[PortMapping], offset: int | None, started: bool
 ) -> int:
     try:
         signals.arm()  # a SIGTERM that came while `up` submitted stops the run here
@@ -102,7 +106,7 @@ def _follow(
     return exit_code_of(final)
 
 
-def _stop(orch: Orchestrator, run: RunRecord, reason: str, wait: float) -> RunRecord:
+def _stop(orch: RunService, run: RunRecord, reason: str, wait: float) -> RunRecord:
     """Hand the stop to the run's supervisor, then wait at most `wait` seconds for the end.
 
     The stop is recorded first, so whatever happens to this process next (another signal,
@@ -123,7 +127,7 @@ def _stop(orch: Orchestrator, run: RunRecord, reason: str, wait: float) -> RunRe
     return final
 
 
-def _port_taken(orch: Orchestrator, run: RunRecord, busy: LocalPortBusyError, started: bool) -> int:
+def _port_taken(orch: RunService, run: RunRecord, busy: LocalPortBusyError, started: bool) -> int:
     """A local port was taken after the check: stop the run `up` started, else say how to go on."""
     task_port = busy.task_port
     other = f"--port {free_local_port()}:{task_port}" if task_port is not None else "--port"

@@ -34,8 +34,11 @@ def register(app: typer.Typer) -> None:
         import json
         import sys
 
+        from iacrun.cli.mode import local_only
         from iacrun.orchestrator.api import Orchestrator
         from iacrun.orchestrator.doctor import Doctor
+
+        local_only("doctor", "it checks the backends this machine's home configures")
 
         def note(line: str) -> None:
             print(f"  {line}", file=sys.stderr, flush=True)

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -34,6 +34,9 @@ from iacrun.cli.options import (
 )
 from iacrun.cli.usage import Command
 
+if TYPE_CHECKING:
+    from iacrun.orchestrator.service import RunService
+
 UP_HELP = """Plan and run a task: show the offers, ask, then follow its log until it ends.
 
 Everything after FILE belongs to the task: it fills ${{ run.args }} in its commands (iacrun's
@@ -41,6 +44,12 @@ options go before FILE, as in `docker run IMAGE ARGS`). `iacrun up -f FILE` and 
 `iacrun up . -f FILE` work too. An attached `up` exits with the job's exit code; Ctrl-C asks
 whether to stop the run, and without a terminal (CI) Ctrl-C, SIGTERM and SIGHUP stop it.
 """
+
+#: why `--port` is refused in remote mode
+PORTS_LOCAL_ONLY = (
+    "a port is forwarded over SSH from this machine to the run's host, which only the server "
+    "reaches; open the task's port from the server's network instead"
+)
 
 app = typer.Typer(
     name="iacrun",
@@ -71,8 +80,19 @@ def _main(
         bool,
         typer.Option("--version", is_eager=True, callback=_version, help="Print the version."),
     ] = False,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Run in this process on this home, even when a server is set (iacrun login, "
+            "IACRUN_SERVER_URL).",
+        ),
+    ] = False,
 ) -> None:
     """Run tasks on this machine, your SSH hosts, or ephemeral cloud GPU machines."""
+    from iacrun.cli.mode import force_local
+
+    force_local(local)
 
 
 @app.command(
@@ -145,10 +165,10 @@ def up(
     json_out: Json = False,
 ) -> None:
     from iacrun.cli.attach import attach, check_ports, note
+    from iacrun.cli.mode import is_remote, local_only, service
     from iacrun.cli.render import plan_text, run_json
     from iacrun.cli.signals import catch as catch_stop_signals
     from iacrun.cli.tables import offers_table
-    from iacrun.orchestrator.api import Orchestrator
     from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
 
     file, task_args = _task_file(file, file_option, list(args or []))
@@ -175,7 +195,9 @@ def up(
     spec = build_run_spec(file, overrides, args=task_args)
     for word in sorted(set(task_args) & _option_names(ctx)):
         note(f"note: {word} comes after the task file, so it goes to the task, not to iacrun")
-    orch = Orchestrator()
+    if port:
+        local_only("--port", PORTS_LOCAL_ONLY)
+    orch = service()
     if spec.run_name is not None:
         orch.ensure_name_free(spec.run_name)
     if not dry_run:
@@ -200,7 +222,8 @@ def up(
             raise _fail("not a terminal: pass -y to run without confirmation", 2)
         if not typer.confirm("Continue?", default=False):
             raise typer.Exit(1)
-    check_ports(spec.ports, {o.backend for o in plan.offers})
+    if not is_remote():  # remote: this machine's ports take no part (see RemoteService.attach)
+        check_ports(spec.ports, {o.backend for o in plan.offers})
     if not detach:
         catch_stop_signals()  # from the submit on, SIGTERM and SIGHUP stop the run
     run = orch.submit(spec, plan)
@@ -249,18 +272,20 @@ def ps(
     ] = False,
     json_out: Json = False,
 ) -> None:
+    from iacrun.cli.mode import is_remote, service
     from iacrun.cli.render import run_json, runs_table
-    from iacrun.orchestrator.api import Orchestrator
 
-    orch = Orchestrator()
+    orch, remote = service(), is_remote()
     while True:
         runs = orch.runs(all_runs=all_runs)
         if json_out:
-            typer.echo(json.dumps([run_json(r, orch.nodes(r)) for r in runs], indent=2))
+            shown = [run_json(r, orch.nodes(r), remote=remote) for r in runs]
+            typer.echo(json.dumps(shown, indent=2))
         else:
             if watch:
                 typer.echo("\x1b[2J\x1b[H", nl=False)
-            typer.echo(runs_table(runs) if runs else "No runs. Start one with: iacrun up FILE")
+            table = runs_table(runs, users=remote)
+            typer.echo(table if runs else "No runs. Start one with: iacrun up FILE")
         if not watch:
             return
         try:
@@ -287,7 +312,7 @@ def logs(
         typer.Option("--all-nodes", help="Every node's log, each line prefixed with its rank."),
     ] = False,
 ) -> None:
-    from iacrun.orchestrator.api import Orchestrator
+    from iacrun.cli.mode import service
     from iacrun.orchestrator.errors import InputError
 
     out = sys.stdout.buffer
@@ -300,9 +325,9 @@ def logs(
         if all_nodes and (node is not None or offset):
             raise InputError("--all-nodes shows every node from the start; drop --node/--offset")
         if all_nodes:
-            Orchestrator().all_node_logs(run_name, sink, follow=follow)
+            service().all_node_logs(run_name, sink, follow=follow)
         else:
-            Orchestrator().logs(run_name, sink, offset=offset, follow=follow, node=node)
+            service().logs(run_name, sink, offset=offset, follow=follow, node=node)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -320,20 +345,20 @@ def attach(
     ] = False,
 ) -> None:
     from iacrun.cli.attach import attach as do_attach
-    from iacrun.orchestrator.api import Orchestrator
+    from iacrun.cli.mode import local_only, service
     from iacrun.orchestrator.models.runspec import merge_ports
 
-    orch = Orchestrator()
+    orch = service()
     run = orch.get(run_name)
+    if port:
+        local_only("--port", PORTS_LOCAL_ONLY)
     ports = merge_ports(run.spec.ports, port or [])
     raise typer.Exit(do_attach(orch, run, ports, 0 if from_start else None))
 
 
-def _names(names: list[str] | None, all_runs: bool) -> list[str]:
-    from iacrun.orchestrator.api import Orchestrator
-
+def _names(orch: RunService, names: list[str] | None, all_runs: bool) -> list[str]:
     if all_runs:
-        return [r.name for r in Orchestrator().runs() if r.active]
+        return [r.name for r in orch.runs() if r.active]
     if not names:
         raise _fail("name a run, or pass --all", 2)
     return names
@@ -363,15 +388,15 @@ def stop(
     ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every active run.")] = False,
 ) -> None:
-    from iacrun.orchestrator.api import Orchestrator
+    from iacrun.cli.mode import service
 
-    orch = Orchestrator()
+    orch = service()
 
     def act(name: str) -> str:
         run = orch.stop(name)
         return f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else "")
 
-    _each(_names(runs, all_runs), act)
+    _each(_names(orch, runs, all_runs), act)
 
 
 @app.command(
@@ -391,10 +416,86 @@ def down(
         typer.Option("--force", help="Also a stack another iacrun home made (says whose first)."),
     ] = False,
 ) -> None:
-    from iacrun.orchestrator.api import Orchestrator
+    from iacrun.cli.mode import service
 
-    orch = Orchestrator()
-    _each(_names(runs, all_runs), lambda name: orch.down(name, force=force, on_note=typer.echo))
+    orch = service()
+    names = _names(orch, runs, all_runs)
+    _each(names, lambda name: orch.down(name, force=force, on_note=typer.echo))
+
+
+@app.command(
+    cls=Command,
+    help="Serve the REST API (/api/v1) on this home's registry and backends, for teams and CI. "
+    "Binds 127.0.0.1 unless told otherwise: put TLS in front before opening it to a network.",
+    short_help="Serve the REST API for teams and CI.",
+)
+def server(
+    host: Annotated[
+        str, typer.Option("--host", metavar="ADDRESS", help="The address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="The port.")] = 3000,
+) -> None:
+    from iacrun.server.config import ServerConfig
+    from iacrun.server.main import serve
+
+    serve(ServerConfig.from_env(host=host, port=port))
+
+
+@app.command(
+    cls=Command,
+    help="Use an iacrun server from now on: check the token against it, then keep the URL and "
+    "the token (0600) in iacrun's home. The token is asked without echo, or read from stdin "
+    "with --token-stdin. IACRUN_SERVER_URL and IACRUN_TOKEN, when set, win over it.",
+    short_help="Use an iacrun server from now on.",
+)
+def login(
+    url: Annotated[
+        str, typer.Argument(metavar="URL", help="The server: http://HOST:PORT.", show_default=False)
+    ],
+    token_stdin: Annotated[
+        bool, typer.Option("--token-stdin", help="Read the token from stdin (scripts, CI).")
+    ] = False,
+) -> None:
+    from iacrun.cli.mode import normal_url, save_login
+    from iacrun.cli.remote import check_login
+    from iacrun.orchestrator.errors import InputError
+    from iacrun.orchestrator.paths import shown_path
+
+    url = normal_url(url)
+    if token_stdin:
+        token = sys.stdin.readline().strip()
+    elif sys.stdin.isatty():
+        from getpass import getpass
+
+        token = getpass("Token: ").strip()
+    else:
+        raise InputError("not a terminal: pass the token on stdin with --token-stdin")
+    if not token:
+        raise InputError("no token given; an admin makes one with: POST /api/v1/tokens")
+    who = check_login(url, token)
+    saved = save_login(url, token)
+    typer.echo(f"Logged in to {url} ({who}); saved in {shown_path(saved)} (0600)")
+
+
+@app.command(cls=Command, help="Forget the server `iacrun login` stored; work in-process again.")
+def logout() -> None:
+    import contextlib
+    import os
+
+    from iacrun.cli.mode import TOKEN_ENV, URL_ENV, forget_login, login_file, read_login
+    from iacrun.orchestrator.errors import IacrunError
+
+    path = login_file()
+    stored = None
+    with contextlib.suppress(IacrunError):  # an unreadable file is removed all the same
+        stored = read_login(path)
+    if not forget_login(path):
+        typer.echo("Not logged in to a server")
+    else:
+        where = stored.url if stored else "the server"
+        typer.echo(f"Logged out of {where} (the token stays valid there until it is revoked)")
+    if os.environ.get(URL_ENV) or os.environ.get(TOKEN_ENV):
+        typer.echo(f"note: {URL_ENV}/{TOKEN_ENV} are set in the environment and still apply")
 
 
 def _register_groups() -> None:

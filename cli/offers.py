@@ -33,9 +33,10 @@ from iacrun.cli.usage import Command
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from iacrun.cli.remote import RemoteService
     from iacrun.orchestrator.models.runspec import Overrides
     from iacrun.orchestrator.models.settings import Settings
-    from iacrun.orchestrator.offers.plan import OfferSource
+    from iacrun.orchestrator.offers.plan import OfferPlan, OfferSource
 
 HELP = """Show the offers a task could run on, cheapest first, with no cloud account needed.
 
@@ -140,28 +141,76 @@ def run_offers(
     progress: Callable[[str], None] | None = None,
 ) -> str:
     """Everything `iacrun offers` does, returning the text it prints."""
+    from iacrun.cli.mode import remote_service
     from iacrun.cli.tables import groups_table, offers_json, offers_table, parse_group_by
-    from iacrun.orchestrator.api import Orchestrator
     from iacrun.orchestrator.errors import InputError
-    from iacrun.orchestrator.models.runspec import requirements_for
 
     try:
         keys = parse_group_by(group_by)
     except ValueError as exc:
         raise InputError(f"--group-by: {exc}") from exc
-    orch = Orchestrator(settings=settings)
-    settings = orch.settings  # a bad config.yml is reported before anything else is done
-    if refresh:
-        _refresh(settings, progress)
-    req = requirements_for(file, overrides)
-    plan = orch.offers(req, configured_only=configured_only, sources=sources)
+    remote = remote_service() if settings is None and sources is None else None
+    if remote is not None:
+        plan, nodes = _remote_offers(remote, overrides, file, refresh, configured_only), 1
+    else:
+        plan, nodes = _offers_here(
+            overrides, file, refresh, configured_only, settings, sources, progress
+        )
     if json_out:
         return offers_json(plan.offers, max_offers, notes=plan.notes)
     if keys:
         body = groups_table(plan.offers, keys, max_offers)
     else:
-        body = offers_table(plan.offers, max_offers, req.nodes)
+        body = offers_table(plan.offers, max_offers, nodes)
     return "\n".join([body, "", *plan.notes] if plan.notes else [body])
+
+
+def _remote_offers(
+    remote: RemoteService,
+    overrides: Overrides,
+    file: Path | None,
+    refresh: bool,
+    configured_only: bool,
+) -> OfferPlan:
+    """The server's offers for the flags (the same filters, as its API's query parameters)."""
+    from iacrun.cli.mode import local_only
+
+    if refresh:
+        local_only("offers --refresh", "it rebuilds this machine's price catalog")
+    if file is not None or overrides.profile is not None:
+        local_only("offers -f/--profile", "the server's offers take the flags, not a file")
+    return remote.offers(
+        gpu=overrides.gpu,
+        cpu=overrides.cpu,
+        memory=overrides.memory,
+        disk=overrides.disk,
+        spot=overrides.spot_policy,
+        max_price=overrides.max_price,
+        backend=overrides.backends,
+        region=overrides.regions,
+        instance_type=overrides.instance_types,
+        configured_only=configured_only,
+    )
+
+
+def _offers_here(
+    overrides: Overrides,
+    file: Path | None,
+    refresh: bool,
+    configured_only: bool,
+    settings: Settings | None,
+    sources: list[OfferSource] | None,
+    progress: Callable[[str], None] | None,
+) -> tuple[OfferPlan, int]:
+    from iacrun.orchestrator.api import Orchestrator
+    from iacrun.orchestrator.models.runspec import requirements_for
+
+    orch = Orchestrator(settings=settings)
+    settings = orch.settings  # a bad config.yml is reported before anything else is done
+    if refresh:
+        _refresh(settings, progress)
+    req = requirements_for(file, overrides)
+    return orch.offers(req, configured_only=configured_only, sources=sources), req.nodes
 
 
 def _refresh(settings: Settings, progress: Callable[[str], None] | None) -> None:

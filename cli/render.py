@@ -74,7 +74,24 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def runs_table(runs: Sequence[RunRecord], now: float | None = None) -> str:
+def local_user() -> str:
+    """Who submits a run in-process: `$USER@host`."""
+    import getpass
+    import socket
+
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def submitter(run: RunRecord, *, remote: bool) -> str | None:
+    """Who submitted the run: the server's user; in-process, the local user (a run the server
+    holds without one was submitted on the server's machine, in-process: None)."""
+    if run.submitted_by is not None:
+        return run.submitted_by
+    return None if remote else local_user()
+
+
+def runs_table(runs: Sequence[RunRecord], now: float | None = None, *, users: bool = False) -> str:
+    """The runs as `iacrun ps` shows them; `users` adds who submitted each (a server's runs)."""
     rows = []
     for run in runs:
         resources = run.offer.resources.render() if run.offer else ""
@@ -92,10 +109,14 @@ def runs_table(runs: Sequence[RunRecord], now: float | None = None) -> str:
                 resources or "-",
                 format_price(run.price) if run.price is not None else "-",
                 status,
+                *([one_line(run.submitted_by or "-")] if users else []),
                 ago(run.submitted_at, now),
             ]
         )
-    return render_table(["NAME", "BACKEND", "RESOURCES", "PRICE", "STATUS", "SUBMITTED"], rows)
+    user = ["USER"] if users else []
+    return render_table(
+        ["NAME", "BACKEND", "RESOURCES", "PRICE", "STATUS", *user, "SUBMITTED"], rows
+    )
 
 
 def schedules_table(schedules: Sequence[ScheduleRecord]) -> str:
@@ -117,9 +138,13 @@ def schedules_table(schedules: Sequence[ScheduleRecord]) -> str:
     return render_table(["SCHEDULE", "CRON (UTC)", "NEXT", "LAST RUN", "BY"], rows)
 
 
-def run_json(run: RunRecord, nodes: Sequence[NodeRecord] = ()) -> dict[str, object]:
-    """A run for scripts; `nodes`: every node's job (rank, host, how it ended)."""
+def run_json(
+    run: RunRecord, nodes: Sequence[NodeRecord] = (), *, remote: bool = False
+) -> dict[str, object]:
+    """A run for scripts; `nodes`: every node's job (rank, host, how it ended); `user`: who
+    submitted it (see `submitter`)."""
     data = run.model_dump(mode="json", exclude={"spec", "supervisor_pid"})
+    data["user"] = submitter(run, remote=remote)
     data["duration"] = run.duration
     data["cost"] = run.cost
     data["nodes"] = [

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from iacrun.orchestrator.api import Orchestrator
     from iacrun.orchestrator.backends.stack_inventory import StackDetail, StackRow
+    from iacrun.server.schema import StackInfo
 
 _DONE = {
     "create": "created",
@@ -55,6 +56,16 @@ def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_or
     def stacks(json_out: Json = False) -> None:
         import json
 
+        from iacrun.cli.mode import remote_service
+
+        remote = remote_service()
+        if remote is not None:
+            infos = remote.stacks()
+            if json_out:
+                typer.echo(json.dumps([info_json(info) for info in infos], indent=2))
+            else:
+                typer.echo(stack_infos_text(infos))
+            return
         orch = orchestrator()
         if not orch.stacks_possible():
             typer.echo("[]" if json_out else no_cloud_note())
@@ -74,6 +85,9 @@ def register(app: typer.Typer, *, orchestrator: OrchestratorFactory = default_or
     ) -> None:
         import json
 
+        from iacrun.cli.mode import local_only
+
+        local_only("state", "the server has no route to a stack's state yet")
         found = orchestrator().stack_state(run)
         if json_out:
             typer.echo(json.dumps(state_json(found), indent=2))
@@ -132,6 +146,45 @@ def stacks_text(rows: Sequence[StackRow], now: float | None = None) -> str:
             "take them down"
         )
     return table
+
+
+def stack_infos_text(infos: Sequence[StackInfo], now: float | None = None) -> str:
+    """`iacrun stacks` of a server: the rows it sends, in the columns of `stacks_text`."""
+    from iacrun.cli.render import ago
+    from iacrun.cli.tables import render_table
+
+    if not infos:
+        return "no stacks in the server's state backend"
+    table = render_table(
+        ["STACK", "OWNER", "RUN", "STATUS", "RESOURCES", "UPDATED", "RESULT", ""],
+        [
+            [
+                info.name,
+                info.owner,
+                info.run or "-",
+                info.run_status or "-",
+                _count(info.resources),
+                ago(info.last_update, now) if info.last_update else "-",
+                "updating" if info.update_in_progress else (info.result or "-"),
+                info.note.upper() if info.leak else "",
+            ]
+            for info in infos
+        ],
+    )
+    leaks = [info.name for info in infos if info.leak]
+    if leaks:
+        word = "stack has" if len(leaks) == 1 else "stacks have"
+        table += (
+            f"\n\n{len(leaks)} {word} no live run and may still cost money: "
+            f"iacrun down {' '.join(leaks)}"
+        )
+    return table
+
+
+def info_json(info: StackInfo) -> dict[str, Any]:
+    """A server's stack row in the keys of `row_json`."""
+    data = info.model_dump(mode="json", exclude={"name", "note"})
+    return {"stack": info.name, **data}
 
 
 def row_json(row: StackRow) -> dict[str, Any]:

@@ -79,6 +79,13 @@ RULES = (
         reason="the server serves the orchestrator; the CLI and the client are its callers",
     ),
     Rule(
+        "iacrun.cli",
+        ("iacrun.server",),
+        allowed=("iacrun.server.schema", "iacrun.server.main", "iacrun.server.config"),
+        reason="the CLI reaches a server through iacrun.client; of the server it knows the API's "
+        "shapes and, for `iacrun server`, the function that starts it",
+    ),
+    Rule(
         "iacrun.client",
         ("iacrun.server", "iacrun.cli"),
         allowed=("iacrun.server.schema",),

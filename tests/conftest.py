@@ -56,10 +56,14 @@ def _real_home_untouched() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _own_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test gets a temporary HOME and IACRUN_HOME: nothing a test runs (iacrun itself, a
-    CLI subprocess, pulumi) can write into the real `~/.ssh/config`, `~/.iacrun` or `~/.dstack`."""
+    CLI subprocess, pulumi) can write into the real `~/.ssh/config`, `~/.iacrun` or `~/.dstack`.
+    A server set in the caller's environment is dropped: the CLI works in-process unless a test
+    sets one."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("IACRUN_HOME", str(home / ".iacrun"))
+    monkeypatch.delenv("IACRUN_SERVER_URL", raising=False)
+    monkeypatch.delenv("IACRUN_TOKEN", raising=False)
 
 
 class Cli:
