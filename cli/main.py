@@ -166,7 +166,7 @@ def up(
 ) -> None:
     from iacrun.cli.attach import attach, check_ports, note
     from iacrun.cli.mode import is_remote, local_only, service
-    from iacrun.cli.render import plan_text, run_json
+    from iacrun.cli.render import plan_text, run_json, utc_minute
     from iacrun.cli.signals import catch as catch_stop_signals
     from iacrun.cli.tables import offers_table
     from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
@@ -222,6 +222,16 @@ def up(
             raise _fail("not a terminal: pass -y to run without confirmation", 2)
         if not typer.confirm("Continue?", default=False):
             raise typer.Exit(1)
+    if spec.schedule is not None:
+        kept = orch.schedule(spec)
+        if json_out:
+            typer.echo(json.dumps(kept.model_dump(mode="json", exclude={"spec"})))
+        else:
+            note(
+                f"Scheduled {kept.name}: its first run starts {utc_minute(kept.next_at)}; "
+                f"see it with: iacrun ps; stop it with: iacrun stop {kept.name}"
+            )
+        return
     if not is_remote():  # remote: this machine's ports take no part (see RemoteService.attach)
         check_ports(spec.ports, {o.backend for o in plan.offers})
     if not detach:
@@ -273,7 +283,7 @@ def ps(
     json_out: Json = False,
 ) -> None:
     from iacrun.cli.mode import is_remote, service
-    from iacrun.cli.render import run_json, runs_table
+    from iacrun.cli.render import run_json, runs_table, schedules_table
 
     orch, remote = service(), is_remote()
     while True:
@@ -286,6 +296,9 @@ def ps(
                 typer.echo("\x1b[2J\x1b[H", nl=False)
             table = runs_table(runs, users=remote)
             typer.echo(table if runs else "No runs. Start one with: iacrun up FILE")
+            schedules = orch.schedules(all_schedules=all_runs)
+            if schedules:
+                typer.echo("\n" + schedules_table(schedules))
         if not watch:
             return
         try:
@@ -393,6 +406,9 @@ def stop(
     orch = service()
 
     def act(name: str) -> str:
+        schedule = orch.stop_schedule(name)  # a schedule's name ends the schedule and its run
+        if schedule is not None:
+            return f"{schedule.name}: schedule stopped (no run starts from it any more)"
         run = orch.stop(name)
         return f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else "")
 

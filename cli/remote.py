@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from iacrun.orchestrator.models.taskfile import PortMapping
     from iacrun.orchestrator.offers.model import Offer
     from iacrun.orchestrator.offers.plan import OfferPlan
+    from iacrun.orchestrator.registry.schedules import ScheduleRecord
     from iacrun.server.schema import StackInfo
 
 #: why a multi-node run's other nodes are not followed remotely
@@ -123,6 +124,24 @@ class RemoteService:
     def submit(self, spec: RunSpec, plan: OfferPlan) -> RunRecord:
         """Upload the run's files (not when the server has them: by content hash), submit."""
         return self.client.submit(spec)
+
+    # ------------------------------------------------------------------ scheduled tasks
+
+    def refuse_schedule(self, spec: RunSpec) -> None:
+        """Nothing to refuse: the server keeps schedules."""
+
+    def schedule(self, spec: RunSpec) -> ScheduleRecord:
+        return self.client.schedule(spec)
+
+    def schedules(self, *, all_schedules: bool = False) -> list[ScheduleRecord]:
+        return self.client.schedules(all_schedules=all_schedules)
+
+    def stop_schedule(self, name: str) -> ScheduleRecord | None:
+        try:
+            found = self.client.get_schedule(name)
+        except RunNotFoundError:
+            return None
+        return self.client.stop_schedule(name) if found.active else None
 
     # ------------------------------------------------------------------ reading and following
 

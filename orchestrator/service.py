@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from iacrun.orchestrator.offers.model import Offer
     from iacrun.orchestrator.offers.plan import OfferPlan
     from iacrun.orchestrator.registry import RunRecord
+    from iacrun.orchestrator.registry.schedules import ScheduleRecord
 
 
 class RunService(Protocol):
@@ -51,6 +52,25 @@ class RunService(Protocol):
         ...
 
     def submit(self, spec: RunSpec, plan: OfferPlan) -> RunRecord: ...
+
+    # ------------------------------------------------------------------ scheduled tasks
+
+    def refuse_schedule(self, spec: RunSpec) -> None:
+        """A one-line ConfigError for a spec with `schedule` where nothing can keep it
+        (in-process); nothing through a server."""
+        ...
+
+    def schedule(self, spec: RunSpec) -> ScheduleRecord:
+        """Keep a task with `schedule`: the server starts a run at each of its times."""
+        ...
+
+    def schedules(self, *, all_schedules: bool = False) -> list[ScheduleRecord]:
+        """The active schedules with their next time (and the stopped ones with all)."""
+        ...
+
+    def stop_schedule(self, name: str) -> ScheduleRecord | None:
+        """End the active schedule `name` and stop its run; None when none holds the name."""
+        ...
 
     # ------------------------------------------------------------------ reading and following
 

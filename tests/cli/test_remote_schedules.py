@@ -1,0 +1,67 @@
+"""Scheduled tasks from the CLI in remote mode, against a real server whose scheduler runs on
+a test clock (`IACRUN_TEST_CLOCK`, one minute every four seconds): `up` keeps the schedule,
+`ps` lists it with its next time and its runs, `stop NAME` ends it."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, write_task
+from tests.server.conftest import ADMIN_TOKEN, Server, start_server, stop_server, wait_for
+
+START = datetime(2026, 12, 1, 14, 30, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    env = dict(os.environ, IACRUN_SERVER_ADMIN_TOKEN=ADMIN_TOKEN, IACRUN_TEST_CLOCK=f"{START}x15")
+    env.pop("IACRUN_DATABASE_URL", None)
+    running = start_server(tmp_path / "server-home", env)
+    try:
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            admin = running.client()
+            for schedule in admin.schedules():
+                admin.stop_schedule(schedule.name)
+            for run in admin.runs(active=True):
+                admin.stop(run.name)
+            stop_server(running)
+
+
+def test_up_keeps_a_schedule_ps_lists_it_and_stop_ends_it(
+    cli: Cli, server: Server, project: Path
+) -> None:
+    assert cli("login", server.url, "--token-stdin", input=ADMIN_TOKEN + "\n").returncode == 0
+    write_task(project, "name: tick\ncommands: [echo tick]\nschedule:\n  cron: '* * * * *'\n")
+    up = cli("up", "-y", "task.dstack.yml")
+    assert up.returncode == 0, up.stderr
+    assert re.search(
+        r"^Scheduled tick: its first run starts 2026-12-01 \d\d:\d\d UTC; see it with: iacrun "
+        r"ps; stop it with: iacrun stop tick$",
+        up.stderr,
+        re.M,
+    ), up.stderr
+    admin = server.client()
+    wait_for(lambda: any(r.status == "done" for r in admin.runs(all_runs=True)), timeout=120)
+    ps = cli("ps", "-a")
+    assert ps.returncode == 0, ps.stderr
+    assert re.search(r"^tick-202612011\d{3} +local .* done ", ps.stdout, re.M), ps.stdout
+    assert re.search(
+        r"^SCHEDULE +CRON \(UTC\) +NEXT +LAST RUN +BY\ntick +\* \* \* \* \* +2026-12-01 "
+        r"\d\d:\d\d UTC +tick-\d{12} \(\w+\) +admin$",
+        ps.stdout,
+        re.M,
+    ), ps.stdout
+    stop = cli("stop", "tick")
+    assert stop.returncode == 0, stop.stderr
+    assert stop.stdout.strip() == "tick: schedule stopped (no run starts from it any more)"
+    assert admin.schedules() == []
+    assert "SCHEDULE" not in cli("ps").stdout
+    assert re.search(r"^tick +\* \* \* \* \* +stopped ", cli("ps", "-a").stdout, re.M)
