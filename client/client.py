@@ -321,7 +321,8 @@ class LogFollow:
             if response.is_error:
                 response.read()
                 raise error_from(response)
-            for event in _events(response.iter_bytes(EVENT_READ)):
+            # as the bytes arrive: iter_bytes(size) would hold them back until `size` came
+            for event in _events(response.iter_bytes()):
                 kind = event.get("event", "message")
                 if kind == "log":
                     self.offset = int(event["id"])
@@ -336,10 +337,6 @@ class LogFollow:
                     return
                 elif kind == "error":
                     raise _error(json.loads(event.get("data", "{}")))
-
-
-#: how much of the stream is read at once
-EVENT_READ = 1024 * 1024
 
 
 def _events(stream: Iterator[bytes]) -> Iterator[dict[str, str]]:
