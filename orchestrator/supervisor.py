@@ -55,7 +55,13 @@ from iacrun.orchestrator.host.runner_client import (
 )
 from iacrun.orchestrator.host.transport import Host, Transport
 from iacrun.orchestrator.paths import UNREACHED
-from iacrun.orchestrator.registry import ACTIVE_STATUSES, FINAL_STATUSES, Registry, RunRecord
+from iacrun.orchestrator.registry import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    LeaseLost,
+    Registry,
+    RunRecord,
+)
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.backends.failover import Backoff
@@ -160,6 +166,8 @@ class Supervisor:
                 asyncio.run(self._start_and_watch_nodes(run, nodes, events))
             else:
                 asyncio.run(self._start_and_watch(run, host, events))
+        except LeaseLost:  # another server supervises the run now: not a failure of it
+            raise
         except IacrunError as exc:  # the teardown's last line says it
             self.finish(run_id, "failed", str(exc), None)
         except Exception as exc:  # the supervisor must record what killed it
@@ -178,6 +186,8 @@ class Supervisor:
             if run.host is None:  # `shed` is called only once the host is recorded
                 raise IacrunError("the run's machine was not recorded")
             asyncio.run(self._start_and_watch(run, run.host, events))
+        except LeaseLost:
+            raise
         except IacrunError as exc:
             self.finish(run_id, "failed", str(exc), None)
         except Exception as exc:
@@ -317,6 +327,7 @@ class Supervisor:
         """Sleep, a second at a time, ending early with _Stopped once a stop is recorded."""
         end = self.clock() + seconds
         while True:
+            self.registry.check_lease(run_id)
             if self.registry.get_by_id(run_id).status == "terminating":
                 raise _Stopped()
             left = end - self.clock()
@@ -610,6 +621,8 @@ class Supervisor:
                 reason = "max duration exceeded"
             else:
                 reason = ended_elsewhere()
+            # a server that lost the run's lease stops here: the run's new supervisor acts
+            self.registry.check_lease(run.id)
             if reason is not None:
                 final = await stop_job(transport, host, reason)
                 return {**final, "status": "terminated", "reason": final.get("reason") or reason}
@@ -637,12 +650,14 @@ class Supervisor:
 
         if run.status.is_final:
             return
+        self.registry.check_lease(run.id)  # never give back a machine another server watches
         remove_packed(Path(run.local_dir))  # left by a supervisor killed while shipping them
         final_path = Path(run.local_dir) / "final"
         final = json.loads(final_path.read_text()) if final_path.exists() else {}
         if run.backend is not None:
             for wait in (*self.teardown_retries, None):
                 try:
+                    self.registry.check_lease(run.id)
                     self.backend(run.backend).terminate(run)
                     break
                 except IacrunError as exc:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from iacrun.orchestrator.paths import use_private_umask
+from iacrun.orchestrator.registry.runs import Lease, LeaseLost
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.api import Orchestrator
@@ -85,6 +86,8 @@ class SupervisionPool:
         self._make_supervisor = supervisor or orchestrator.supervisor
         self._supervisor: Supervisor | None = None
         self._workers: dict[int, threading.Thread] = {}
+        #: the lease each worker acts under: a lost one stops its thread at its next step
+        self._leases: dict[int, Lease] = {}
         #: runs whose lease another owner took (this process stalled past it): not released
         self.lost: set[int] = set()
         self._lock = threading.Lock()
@@ -140,12 +143,15 @@ class SupervisionPool:
             self._wake.clear()
 
     def renew(self) -> None:
-        """Extend this pool's leases; a run whose lease another owner took is noted as lost."""
+        """Extend this pool's leases; a run whose lease another owner took is noted as lost, and
+        its thread stops acting on it (it writes nothing more to the run, touches its host no
+        more: `Registry.acting_for`)."""
         ours = set(self.registry.renew_leases(self.owner, self.ttl))
         with self._lock:
             for run_id in self._workers:
                 if run_id not in ours and run_id not in self.lost:
                     self.lost.add(run_id)
+                    self._leases[run_id].lost.set()
                     log.error("run %s: its lease was taken over by another server", run_id)
 
     def scan(self) -> list[int]:
@@ -171,6 +177,7 @@ class SupervisionPool:
             )
             with self._lock:
                 self._workers[run.id] = thread
+                self._leases[run.id] = Lease(run.id, self.owner)
             thread.start()
             taken.append(run.id)
         return taken
@@ -178,20 +185,29 @@ class SupervisionPool:
     def _supervise(self, run_id: int, resume: bool) -> None:
         from iacrun.orchestrator.supervisor import EventLog
 
+        with self._lock:
+            lease = self._leases[run_id]
         try:
             assert self._supervisor is not None, "start() makes the supervisor"
             # the run's events say which server supervised it, and from when
-            EventLog.of(self.registry.get_by_id(run_id)).write(f"supervised by {self.owner}")
-            if resume:
-                self._supervisor.resume(run_id)
-            else:
-                self._supervisor.supervise(run_id)
+            events = EventLog.of(self.registry.get_by_id(run_id))
+            events.write(f"supervised by {self.owner}")
+            with self.registry.acting_for(lease):
+                try:
+                    if resume:
+                        self._supervisor.resume(run_id)
+                    else:
+                        self._supervisor.supervise(run_id)
+                except LeaseLost:
+                    events.write(f"{self.owner} lost the run's lease to another server")
+                    log.error("run %s: lease lost; this server stopped supervising it", run_id)
         except Exception:  # recorded on the run by the supervisor; the server's log says more
             log.error("run %s: supervisor failed:\n%s", run_id, traceback.format_exc())
         finally:
             with self._lock:
                 self._workers.pop(run_id, None)
-                lost = run_id in self.lost
+                self._leases.pop(run_id, None)
+                lost = run_id in self.lost or lease.lost.is_set()
             if not lost:
                 try:
                     self.registry.release_lease(run_id, self.owner)

@@ -12,11 +12,13 @@ from iacrun.orchestrator.registry.records import (
     RunRecord,
     RunStatus,
 )
-from iacrun.orchestrator.registry.runs import Registry, name_taken
+from iacrun.orchestrator.registry.runs import Lease, LeaseLost, Registry, name_taken
 
 __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
+    "Lease",
+    "LeaseLost",
     "Registry",
     "RunEvent",
     "RunRecord",

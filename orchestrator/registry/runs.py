@@ -7,9 +7,12 @@ racing for the same name cannot both win.
 
 from __future__ import annotations
 
+import contextvars
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,26 @@ from iacrun.orchestrator.registry.records import (
 
 #: how long a run that ended stays in the default list (`iacrun ps` without -a), in seconds
 RECENT = 3600
+
+
+class LeaseLost(Exception):
+    """The lease of the run this code acts for was taken by another owner (this server stalled
+    past it): stop acting on the run at once, write nothing more to it. Not an `IacrunError`, so
+    that no handler of failures (failover, the supervisor's own) takes it for one to record."""
+
+
+class Lease:
+    """The lease a server's supervising thread acts under (see `Registry.acting_for`): its
+    owner, and `lost`, set by the server's heartbeat once a renewal no longer returns the run."""
+
+    def __init__(self, run_id: int, owner: str) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        self.lost = threading.Event()
+
+
+#: the lease the current thread (or task) acts under; None: no lease (the CLI's supervisor)
+_acting: contextvars.ContextVar[Lease | None] = contextvars.ContextVar("acting", default=None)
 
 
 class Registry:
@@ -99,9 +122,24 @@ class Registry:
     def transition(
         self, run_id: int, expect: tuple[str, ...] | None, **fields: Any
     ) -> RunRecord | None:
-        """Update only if the run's status is one of `expect` (compare-and-set across processes)."""
+        """Update only if the run's status is one of `expect` (compare-and-set across processes).
+        Acting for the run's lease (`acting_for`), only while it is held: else `LeaseLost`."""
+        lease = _acting.get()
+        if lease is not None and lease.run_id == run_id and lease.lost.is_set():
+            raise LeaseLost(f"run {run_id}: its lease was taken over by another server")
         with self.db.transaction() as db:
-            row = db.row(f"SELECT status, reason FROM runs WHERE id = ?{db.for_update}", (run_id,))
+            row = db.row(
+                f"SELECT status, reason, lease_owner FROM runs WHERE id = ?{db.for_update}",
+                (run_id,),
+            )
+            if (
+                row is not None
+                and lease is not None
+                and lease.run_id == run_id
+                and row["lease_owner"] != lease.owner
+            ):
+                lease.lost.set()
+                raise LeaseLost(f"run {run_id}: its lease was taken over by another server")
             if row is None or (expect is not None and row["status"] not in expect):
                 return None
             if fields:
@@ -118,6 +156,29 @@ class Registry:
                     (run_id, time.time(), _column("status", status), fields.get("reason")),
                 )
         return self.get_by_id(run_id)
+
+    @contextmanager
+    def acting_for(self, lease: Lease) -> Iterator[Lease]:
+        """Inside, this thread acts for `lease`: every write to its run is a compare-and-set on
+        the lease's owner, and `check_lease` raises `LeaseLost` once it is lost."""
+        token = _acting.set(lease)
+        try:
+            yield lease
+        finally:
+            _acting.reset(token)
+
+    def check_lease(self, run_id: int) -> None:
+        """Raise `LeaseLost` if this thread acts for the run's lease and has lost it: its flag
+        is set, or the registry names another owner. Before every action on the run's host."""
+        lease = _acting.get()
+        if lease is None or lease.run_id != run_id:
+            return
+        if not lease.lost.is_set():
+            row = self.db.row("SELECT lease_owner FROM runs WHERE id = ?", (run_id,))
+            if row is None or row["lease_owner"] == lease.owner:
+                return
+            lease.lost.set()
+        raise LeaseLost(f"run {run_id}: its lease was taken over by another server")
 
     def claim_supervisor(self, run_id: int, old_pid: int | None, new_pid: int) -> bool:
         """Make `new_pid` the run's supervisor if `old_pid` still is: one process wins."""

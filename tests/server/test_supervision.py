@@ -3,6 +3,7 @@ SQLite and on a real PostgreSQL, with the real local transport and runner."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -252,3 +253,72 @@ def test_a_thread_never_sheds_the_engine_by_exec(
     server.wait(lambda: not server.get(run).active)
     assert server.get(run).status == "done"
     assert shed == []
+
+
+class Clock:
+    """The registry's clock, moved by the test (leases expire when it says)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _take_over(server: Server, run: RunRecord, clock: Clock, ttl: float) -> None:
+    """This server stalled past its lease, and another server took the run over."""
+    clock.now += ttl + 1
+    assert server.orch.registry.acquire_lease(run.id, "other-server", ttl=600)
+
+
+def test_a_thread_that_lost_its_lease_never_writes_the_run_again(server: Server) -> None:
+    # the server stalls past its lease and the run ends meanwhile: when it wakes, the run belongs
+    # to the other server, which records how it ended; this one must not
+    clock = Clock()
+    server.orch.registry.clock = clock
+    ttl = 600.0
+    run = server.submit("echo started", "sleep 1")
+    pool = server.pool(ttl=ttl, scan_every=600)  # no heartbeat notices the loss
+    pool.start()
+    server.wait(lambda: server.get(run).status == "running")
+    _take_over(server, run, clock, ttl)
+    seen = [e.status for e in server.orch.registry.history(run.id)]
+    server.wait(lambda: pool.supervising() == [])  # the job ended, the thread went on to it
+    after = server.get(run)
+    assert (after.status, after.lease_owner) == ("running", "other-server")
+    assert [e.status for e in server.orch.registry.history(run.id)] == seen
+    events = (Path(run.local_dir) / "events").read_text()
+    assert "lost the run's lease to another server" in events
+    # the run's new supervisor settles it from where the job is
+    server.orch.registry.release_lease(run.id, "other-server")
+    taker = server.pool(ttl=ttl, scan_every=600)
+    taker.start()
+    server.wait(lambda: not server.get(run).active)
+    assert server.get(run).status == "done"
+
+
+def test_a_lost_lease_stops_the_thread_at_once_and_leaves_the_job_alone(
+    server: Server,
+) -> None:
+    clock = Clock()
+    server.orch.registry.clock = clock
+    ttl = 600.0
+    run = server.submit("echo started", "sleep 60")
+    pool = server.pool(ttl=ttl, scan_every=600)
+    pool.start()
+    server.wait(lambda: server.get(run).status == "running")
+    _take_over(server, run, clock, ttl)
+    pool.renew()  # the heartbeat after the stall: the run is no longer this server's
+    assert pool.lost == {run.id}
+    server.wait(lambda: pool.supervising() == [])  # long before the job's 60 s
+    state = json.loads((Path(server.get(run).local_dir) / "state.json").read_text())
+    assert state["status"] == "running"  # the job was not stopped by the server that lost it
+    assert server.get(run).status == "running"
+    # the other server stops it (here: a pool with another owner, after the lease is free)
+    server.orch.registry.release_lease(run.id, "other-server")
+    taker = server.pool(ttl=ttl, scan_every=600)
+    taker.start()
+    server.wait(lambda: server.get(run).lease_owner == taker.owner)
+    server.orch.request_stop(run.name)
+    server.wait(lambda: not server.get(run).active)
+    assert server.get(run).status == "terminated"
