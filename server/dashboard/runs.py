@@ -23,6 +23,7 @@ from iacrun.server.dashboard.consoles import console_link
 from iacrun.server.dashboard.render import SECURITY_HEADERS, fragment, page
 from iacrun.server.dashboard.session import FormUser, JsonUser, PageUser, back
 from iacrun.server.state import ServerState, state_of
+from iacrun.server.visibility import masked_spec, masked_text
 
 router = APIRouter(include_in_schema=False)
 
@@ -142,15 +143,16 @@ def run_status_json(name: str, request: Request, principal: JsonUser) -> Respons
 
 
 def spec_yaml(run: RunRecord) -> str:
-    """The run's spec as submitted, as YAML; env values are never shown (secrets live there)."""
-    data = run.spec.model_dump(mode="json", exclude_none=True)
-    data["env"] = {key: "***" for key in run.spec.env}
+    """The run's spec as submitted, as YAML; env values are never shown on a page, not even to
+    their owner (a page is shown on screens and shared; the API gives them to their owner and
+    admins: `visibility`)."""
+    data = masked_spec(run.spec).model_dump(mode="json", exclude_none=True)
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def task_file(state: ServerState, run: RunRecord) -> str | None:
     """The task file as uploaded, when it is in the server's uploads (never another path), with
-    the values of its env (of 3 characters or more: shorter ones are no secrets) as `***`."""
+    the values of its env masked (`visibility.masked_text`)."""
     from pathlib import Path
 
     uploads = (state.config.home / "uploads").resolve()
@@ -162,10 +164,7 @@ def task_file(state: ServerState, run: RunRecord) -> str | None:
             text = file.read(TASK_FILE_LIMIT).decode(errors="replace")
     except OSError:
         return None
-    for value in sorted(run.spec.env.values(), key=len, reverse=True):
-        if len(value) >= 3:
-            text = text.replace(value, "***")
-    return text
+    return masked_text(text, run.spec)
 
 
 def stack_resources(state: ServerState, run: RunRecord) -> tuple[list[dict[str, str]], str | None]:

@@ -25,6 +25,7 @@ from iacrun.server.schema import (
     SubmitRequest,
 )
 from iacrun.server.state import ServerState, state_of
+from iacrun.server.visibility import as_seen_by
 
 router = APIRouter(tags=["runs"], responses=RESPONSES)
 
@@ -96,14 +97,16 @@ def list_runs(
     )
     more = len(runs) > limit
     runs = runs[:limit]
-    page = RunPage(runs=runs, next=runs[-1].id if more else None)
+    page = RunPage(
+        runs=[as_seen_by(principal, run) for run in runs], next=runs[-1].id if more else None
+    )
     # serialized here: the records were validated as they were read (FastAPI would again)
     return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/runs/{name}")
 def get_run(name: str, request: Request, principal: User) -> RunRecord:
-    return state_of(request).orchestrator.get(name)
+    return as_seen_by(principal, state_of(request).orchestrator.get(name))
 
 
 @router.get("/runs/{name}/history")
@@ -171,8 +174,8 @@ def stop_run(
     orch = state_of(request).orchestrator
     reason = f"stopped by {principal.user}"
     if body is not None and body.abort:
-        return orch.request_stop(name, reason=f"aborted by {principal.user}")
-    return orch.stop(name, reason=reason)
+        return as_seen_by(principal, orch.request_stop(name, reason=f"aborted by {principal.user}"))
+    return as_seen_by(principal, orch.stop(name, reason=reason))
 
 
 @router.post("/runs/{name}/down")

@@ -13,6 +13,7 @@ from iacrun.server.errors import RESPONSES
 from iacrun.server.routes.runs import server_spec
 from iacrun.server.schema import ScheduleList, ScheduleRequest
 from iacrun.server.state import state_of
+from iacrun.server.visibility import as_seen_by
 
 router = APIRouter(tags=["schedules"], responses=RESPONSES)
 
@@ -33,16 +34,17 @@ def list_schedules(request: Request, principal: User, all: bool = False) -> Sche
     """The active schedules with their next time (`next_at`) and latest run, newest first;
     `?all=true` adds the stopped ones."""
     schedules = state_of(request).scheduler.schedules
-    return ScheduleList(schedules=schedules.listing(include_stopped=all))
+    listing = schedules.listing(include_stopped=all)
+    return ScheduleList(schedules=[as_seen_by(principal, s) for s in listing])
 
 
 @router.get("/schedules/{name}")
 def get_schedule(name: str, request: Request, principal: User) -> ScheduleRecord:
-    return state_of(request).scheduler.schedules.get(name)
+    return as_seen_by(principal, state_of(request).scheduler.schedules.get(name))
 
 
 @router.post("/schedules/{name}/stop")
 def stop_schedule(name: str, request: Request, principal: User) -> ScheduleRecord:
     """End the schedule (no run starts from it any more) and stop its active run, as
     `iacrun stop NAME` does; safe to repeat."""
-    return state_of(request).scheduler.stop(name, by=principal.user)
+    return as_seen_by(principal, state_of(request).scheduler.stop(name, by=principal.user))
