@@ -450,11 +450,22 @@ def server(
         str, typer.Option("--host", metavar="ADDRESS", help="The address to listen on.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", metavar="PORT", help="The port.")] = 3000,
+    lease_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--lease-seconds",
+            metavar="SECONDS",
+            help="How long a run's lease lasts: a server that stops answering loses its runs to "
+            "another on the same database after this long (default: "
+            "$IACRUN_SERVER_LEASE_SECONDS, else 30).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     from iacrun.server.config import ServerConfig
     from iacrun.server.main import serve
 
-    serve(ServerConfig.from_env(host=host, port=port))
+    serve(ServerConfig.from_env(host=host, port=port, lease_seconds=lease_seconds))
 
 
 @app.command(

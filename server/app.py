@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +17,22 @@ from iacrun.server.routes.info import iacrun_version
 from iacrun.server.state import ServerState, attach_state
 
 API_PREFIX = "/api/v1"
+#: seconds between two sweeps of the uploads nothing uses (`ServerState.sweep_uploads`)
+SWEEP_EVERY = 3600.0
+
+log = logging.getLogger("iacrun.server")
+
+
+async def sweep_uploads_every(state: ServerState, seconds: float) -> None:
+    """Sweep the unused uploads now and every `seconds`, until cancelled (at shutdown)."""
+    while True:
+        try:
+            removed = await run_in_threadpool(state.sweep_uploads)
+            if removed:
+                log.info("removed %d unused upload(s): %s", len(removed), ", ".join(removed))
+        except Exception:  # the database may be restarting: the next sweep tries again
+            log.warning("sweeping the uploads failed", exc_info=True)
+        await asyncio.sleep(seconds)
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -22,9 +40,13 @@ def create_app(state: ServerState) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(state.start)
         state.scheduler.start()  # an asyncio task of this loop: starts scheduled runs
+        sweeper = asyncio.create_task(sweep_uploads_every(state, SWEEP_EVERY))
         try:
             yield
         finally:
+            sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await sweeper
             await state.scheduler.stop_serving()
             await run_in_threadpool(state.stop)
 

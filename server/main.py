@@ -1,6 +1,7 @@
 """`iacrun server`: start the API with uvicorn (`serve`); the CLI only parses its flags.
 
-    python -m iacrun.server.main [--host 127.0.0.1] [--port 3000]     the same, without the CLI
+    python -m iacrun.server.main [--host 127.0.0.1] [--port 3000] [--lease-seconds 30]
+                                        the same, without the CLI
 
 Ctrl-C or SIGTERM stops the server cleanly; runs go on (their jobs keep running), and the next
 server on the same database takes them over once their leases expire (server/supervision.py).
@@ -76,8 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m iacrun.server.main")
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--lease-seconds", type=float, default=None)
     args = parser.parse_args(argv)
-    serve(ServerConfig.from_env(host=args.host, port=args.port))
+    serve(ServerConfig.from_env(host=args.host, port=args.port, lease_seconds=args.lease_seconds))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ scheduled tasks."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from starlette.requests import HTTPConnection
@@ -39,7 +40,7 @@ class ServerState:
         self.accounts = Accounts(self.registry.db)
         self.uploads = Uploads(config.home / "uploads", orchestrator.settings.upload_limit_gb)
         #: the runs this server supervises, in threads, under leases (server/supervision.py)
-        self.supervision = SupervisionPool(orchestrator)
+        self.supervision = SupervisionPool(orchestrator, ttl=config.lease_seconds)
         self.scheduler = Scheduler(orchestrator, clock=clock_from_env(), start=self.start_scheduled)
 
     def start_scheduled(self, schedule: ScheduleRecord, spec: RunSpec) -> RunRecord:
@@ -66,6 +67,30 @@ class ServerState:
         )
         self.supervision.wake()
         return run
+
+    def uploads_in_use(self) -> set[str]:
+        """The uploads an active run or an active schedule of this server uses (their specs
+        point into the upload's folder here)."""
+        root = self.uploads.root.resolve()
+        used: set[str] = set()
+        specs = [run.spec for run in self.registry.page(active=True, limit=1_000_000)]
+        for schedule in self.orchestrator.schedule_store.listing():
+            if schedule.upload is not None:
+                used.add(schedule.upload)
+            specs.append(schedule.spec)
+        for spec in specs:
+            for path in (spec.repo_dir, spec.config_path):
+                try:
+                    used.add(Path(path).resolve().relative_to(root).parts[0])
+                except (ValueError, IndexError):
+                    continue  # a run of the embedded mode, in the same registry
+        return used
+
+    def sweep_uploads(self) -> list[str]:
+        """Remove the uploads nothing uses and no client named for the grace period; their
+        hashes (the server does it every hour: `app.create_app`)."""
+        grace = self.config.upload_grace_hours * 3600
+        return self.uploads.sweep(self.uploads_in_use(), grace)
 
     def start(self) -> None:
         """At start: the pool takes over the server's runs that no one supervises (a server

@@ -4,6 +4,10 @@
 `uploads/<sha256>/` is it unpacked, once, for every run that names it. A run's spec then points
 into that folder (host/payload.spec_on_server) and its supervisor ships it as it would a local
 folder.
+
+Uploads are removed (`sweep`) once nothing needs them: no active run and no active schedule uses
+one, and no client named it (sent it, asked for it, or submitted a run of it) for a grace period
+(`ServerConfig.upload_grace_hours`, 24 h by default); the server sweeps every hour.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import shutil
 import subprocess
 import tarfile
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 from iacrun.orchestrator.errors import InputError, NotFoundError
@@ -27,10 +32,16 @@ SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class Uploads:
-    def __init__(self, root: Path, limit_gb: float) -> None:
+    """The uploads in `root`; `clock`: the time their ages are read against (epoch seconds;
+    injected by tests)."""
+
+    def __init__(
+        self, root: Path, limit_gb: float, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.root = root
         self.limit = int(limit_gb * 1024**3)
         self.limit_gb = limit_gb
+        self.clock = clock
         self._lock = threading.Lock()
 
     def archive(self, sha256: str) -> Path:
@@ -39,7 +50,50 @@ class Uploads:
         return self.root / f"{sha256}.tar.gz"
 
     def has(self, sha256: str) -> bool:
-        return self.archive(sha256).is_file()
+        """Whether the server has the upload (a client asking for it is about to use it: its
+        age starts again)."""
+        with self._lock:
+            return self._touch(sha256)
+
+    def _touch(self, sha256: str) -> bool:
+        """Mark the archive as named now (its mtime is the upload's age); whether it is there.
+        Under the lock: a sweep never removes an upload a client named since it looked."""
+        now = self.clock()
+        try:
+            os.utime(self.archive(sha256), (now, now))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def sweep(self, in_use: Iterable[str], grace: float) -> list[str]:
+        """Remove every upload (archive and unpacked copy) not in `in_use` and not named for
+        `grace` seconds, and what an interrupted store or unpack left as old; their hashes."""
+        keep = set(in_use)
+        removed: list[str] = []
+        if not self.root.is_dir():
+            return removed
+        with self._lock:
+            oldest = self.clock() - grace
+            for path in sorted(self.root.iterdir()):
+                sha = path.name.split(".", 1)[0]
+                if not SHA256_RE.fullmatch(sha) or sha in keep:
+                    continue
+                named = self.archive(sha)
+                try:
+                    # an unpacked copy is as old as its archive (it goes with it); leftovers of
+                    # an interrupted write by their own time
+                    age_of = named if path.name == sha and named.exists() else path
+                    if age_of.lstat().st_mtime >= oldest:
+                        continue
+                except FileNotFoundError:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                if path == named:
+                    removed.append(sha)
+        return removed
 
     async def store(self, sha256: str, body: AsyncIterator[bytes]) -> bool:
         """Keep the archive streamed in `body` if its hash is `sha256`; False when it was
@@ -65,9 +119,11 @@ class Uploads:
                     f"the upload's SHA-256 is {digest.hexdigest()}, not {sha256}: "
                     "it was changed or cut short on the way; upload it again"
                 )
-            if target.exists():
-                return False
-            os.replace(partial, target)
+            with self._lock:
+                if self._touch(sha256):
+                    return False
+                os.replace(partial, target)
+                self._touch(sha256)
             return True
         finally:
             partial.unlink(missing_ok=True)
@@ -77,10 +133,10 @@ class Uploads:
         archive = self.archive(sha256)
         folder = self.root / sha256
         with self._lock:
+            if not self._touch(sha256):
+                raise NotFoundError(f"no upload {sha256} on this server; upload it first")
             if (folder / ".complete").exists():
                 return folder
-            if not archive.is_file():
-                raise NotFoundError(f"no upload {sha256} on this server; upload it first")
             partial = self.root / f"{sha256}.unpacking"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(mode=0o700)
