@@ -28,6 +28,10 @@ LAST_USED_EVERY = 60.0
 USER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]{0,62}")
 
 
+#: the advisory lock the first admin is made under (any number; not the migrations' own)
+BOOTSTRAP_LOCK_KEY = 0x1AC2_0002
+
+
 class Principal(BaseModel):
     """Who a request comes from, once its token is checked."""
 
@@ -163,6 +167,9 @@ class Accounts:
         Returns the token when it was generated here (the caller shows it, once); None when
         the server had an admin already or the token came from IACRUN_SERVER_ADMIN_TOKEN."""
         with self.db.transaction() as db:
+            # servers starting at once on one PostgreSQL: one makes the admin, the others wait
+            # for it here and find it made
+            db.serialize(BOOTSTRAP_LOCK_KEY)
             if db.row("SELECT id FROM users WHERE role = 'admin' LIMIT 1") is not None:
                 return None
             try:

@@ -114,6 +114,14 @@ class Database:
             with self._translated_errors():
                 self._conn.execute("COMMIT")
 
+    def serialize(self, key: int) -> None:
+        """Inside a transaction: wait until no other transaction holds `key`, then hold it until
+        this one ends (a check-then-insert that processes on PostgreSQL may race on, e.g. the
+        first admin). SQLite's transactions already hold the write lock: nothing to do."""
+        assert self._depth, "serialize() is for inside a transaction"
+        if self.dialect == "postgresql":
+            self.row("SELECT pg_advisory_xact_lock(?)", (key,))
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
