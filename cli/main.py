@@ -283,13 +283,15 @@ def ps(
     json_out: Json = False,
 ) -> None:
     from iacrun.cli.mode import is_remote, service
-    from iacrun.cli.render import run_json, runs_table, schedules_table
+    from iacrun.cli.render import run_json, runs_table, schedule_json, schedules_table
 
     orch, remote = service(), is_remote()
     while True:
         runs = orch.runs(all_runs=all_runs)
         if json_out:
+            # the runs, then the schedules (kept by a server), as `ps` lists them: `type` says
             shown = [run_json(r, orch.nodes(r), remote=remote) for r in runs]
+            shown += [schedule_json(s) for s in orch.schedules(all_schedules=all_runs)]
             typer.echo(json.dumps(shown, indent=2))
         else:
             if watch:
@@ -369,9 +371,14 @@ def attach(
     raise typer.Exit(do_attach(orch, run, ports, 0 if from_start else None))
 
 
-def _names(orch: RunService, names: list[str] | None, all_runs: bool) -> list[str]:
+def _names(
+    orch: RunService, names: list[str] | None, all_runs: bool, *, schedules: bool = False
+) -> list[str]:
+    """The names named, or with `--all` every active run's (and, with `schedules`, every
+    active schedule's first: a schedule left going would start new runs right after)."""
     if all_runs:
-        return [r.name for r in orch.runs() if r.active]
+        active = [s.name for s in orch.schedules()] if schedules else []
+        return active + [r.name for r in orch.runs() if r.active]
     if not names:
         raise _fail("name a run, or pass --all", 2)
     return names
@@ -399,7 +406,9 @@ def stop(
     runs: Annotated[
         list[str] | None, typer.Argument(metavar="RUN", help="Runs to stop.", show_default=False)
     ] = None,
-    all_runs: Annotated[bool, typer.Option("--all", help="Every active run.")] = False,
+    all_runs: Annotated[
+        bool, typer.Option("--all", help="Every active run, and every active schedule.")
+    ] = False,
 ) -> None:
     from iacrun.cli.mode import service
 
@@ -412,7 +421,7 @@ def stop(
         run = orch.stop(name)
         return f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else "")
 
-    _each(_names(orch, runs, all_runs), act)
+    _each(_names(orch, runs, all_runs, schedules=True), act)
 
 
 @app.command(

@@ -82,6 +82,8 @@ class RemoteService:
     # ------------------------------------------------------------------ before the submit
 
     def ensure_name_free(self, name: str) -> None:
+        """An active run's name refused before the upload; the server refuses the names its
+        active schedules hold when the run is submitted (`Orchestrator.ensure_name_free`)."""
         try:
             run = self.client.get(name)
         except RunNotFoundError:

@@ -138,12 +138,32 @@ def schedules_table(schedules: Sequence[ScheduleRecord]) -> str:
     return render_table(["SCHEDULE", "CRON (UTC)", "NEXT", "LAST RUN", "BY"], rows)
 
 
+def schedule_json(schedule: ScheduleRecord) -> dict[str, object]:
+    """A schedule for scripts, as `ps --json` lists it after the runs (`type`: "schedule")."""
+    return {
+        "type": "schedule",
+        "name": schedule.name,
+        "crons": schedule.crons,
+        "active": schedule.active,
+        "next_at": schedule.next_at if schedule.active else None,
+        "stopped_at": schedule.stopped_at,
+        "concurrent": schedule.concurrent,
+        "last_run": schedule.last_run_name,
+        "last_run_status": None
+        if schedule.last_run_status is None
+        else schedule.last_run_status.value,
+        "user": schedule.submitted_by,
+        "created_at": schedule.created_at,
+    }
+
+
 def run_json(
     run: RunRecord, nodes: Sequence[NodeRecord] = (), *, remote: bool = False
 ) -> dict[str, object]:
-    """A run for scripts; `nodes`: every node's job (rank, host, how it ended); `user`: who
-    submitted it (see `submitter`)."""
-    data = run.model_dump(mode="json", exclude={"spec", "supervisor_pid"})
+    """A run for scripts (`type`: "run"); `nodes`: every node's job (rank, host, how it
+    ended); `user`: who submitted it (see `submitter`)."""
+    data: dict[str, object] = {"type": "run"}
+    data.update(run.model_dump(mode="json", exclude={"spec", "supervisor_pid"}))
     data["user"] = submitter(run, remote=remote)
     data["duration"] = run.duration
     data["cost"] = run.cost

@@ -62,7 +62,13 @@ from iacrun.orchestrator.paths import (
     registry_target,
     runs_dir,
 )
-from iacrun.orchestrator.registry import ACTIVE_STATUSES, Registry, RunRecord, name_taken
+from iacrun.orchestrator.registry import (
+    ACTIVE_STATUSES,
+    Registry,
+    RunRecord,
+    name_taken,
+    schedule_name_taken,
+)
 
 if TYPE_CHECKING:  # planning needs models that listing runs does not: imported where used
     from iacrun.orchestrator.backends.stack_inventory import (
@@ -219,7 +225,15 @@ class Orchestrator:
         return plan, f"{offer.backend}: nothing is created; the run goes to {where}"
 
     def ensure_name_free(self, name: str) -> None:
-        """Refuse early (before planning) a name that an active run holds."""
+        """Refuse early (before planning) a name that an active run holds, or an active
+        schedule (its own name, or one its runs take: `Schedules.holding`)."""
+        self.ensure_no_active_run(name)
+        schedule = self.schedule_store.holding(name)
+        if schedule is not None:
+            raise schedule_name_taken(name, schedule.name)
+
+    def ensure_no_active_run(self, name: str) -> None:
+        """Refuse a name that an active run holds."""
         try:
             run = self.refresh(self.registry.get(name))
         except RunNotFoundError:

@@ -187,9 +187,11 @@ class Scheduler:
         """Keep `spec` (which has a `schedule`; on a server, pointed at its copy of the upload)
         as an active schedule, after the checks a run gets now (its upload's size, its offers):
         a task that cannot run is refused when it is submitted, not at its first time. Named
-        as the task says, else generated; 409 (RunNameTakenError) when an active schedule
-        holds the name."""
+        as the task says, else generated; 409 (RunNameTakenError) when an active schedule or
+        an active run holds the name."""
         orch = self.orchestrator
+        if spec.run_name is not None:  # nor a name an active run holds (`stop NAME` ends both)
+            orch.ensure_no_active_run(spec.run_name)
         orch.check_upload(spec)
         orch.plan(spec)  # NoOfferError when nothing could run it now
         created = self.schedules.create(

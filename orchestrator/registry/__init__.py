@@ -12,7 +12,13 @@ from iacrun.orchestrator.registry.records import (
     RunRecord,
     RunStatus,
 )
-from iacrun.orchestrator.registry.runs import Lease, LeaseLost, Registry, name_taken
+from iacrun.orchestrator.registry.runs import (
+    Lease,
+    LeaseLost,
+    Registry,
+    name_taken,
+    schedule_name_taken,
+)
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -24,4 +30,5 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "name_taken",
+    "schedule_name_taken",
 ]

@@ -318,6 +318,19 @@ def name_taken(name: str) -> RunNameTakenError:
     )
 
 
+def schedule_name_taken(name: str, schedule: str) -> RunNameTakenError:
+    """The one way of saying that the active schedule `schedule` holds the run name `name`."""
+    if name == schedule:
+        return RunNameTakenError(
+            f"{name!r} is an active schedule's name (iacrun stop {name} would end the "
+            "schedule); choose another name with -n, or stop the schedule first"
+        )
+    return RunNameTakenError(
+        f"{name!r} is a name the active schedule {schedule!r} gives its runs "
+        f"({schedule}-YYYYmmddHHMM); choose another name with -n"
+    )
+
+
 def _column(key: str, value: Any) -> Any:
     """A field as its column stores it: models and mappings as JSON, statuses as their name,
     booleans as 0/1."""

@@ -10,6 +10,7 @@ taken once even by two servers on one database.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -30,6 +31,8 @@ from iacrun.orchestrator.registry.records import (
 OCCURRENCE_FORMAT = "%Y%m%d%H%M"
 #: the longest schedule name whose runs' names still obey the rule of run names (41)
 MAX_SCHEDULE_NAME = 41 - len("-202601010000")
+#: a run name of the form a schedule's runs have: the schedule's name, then the time
+_OCCURRENCE = re.compile(r"(.+)-\d{12}")
 
 
 class ScheduleRecord(BaseModel):
@@ -151,6 +154,20 @@ class Schedules:
             ScheduleRecord.model_validate(row)
             for row in self.db.rows(f"{_SELECT}{where} ORDER BY s.id DESC")
         ]
+
+    def holding(self, name: str) -> ScheduleRecord | None:
+        """The active schedule that holds the run name `name`: its own name (`iacrun stop
+        NAME` ends the schedule), or the name of one of its runs (`NAME-YYYYmmddHHMM`: a run
+        of that name would take its run's name at that time); None when none does."""
+        candidates = [name]
+        found = _OCCURRENCE.fullmatch(name)
+        if found is not None:
+            candidates.append(found.group(1))
+        for candidate in candidates:
+            record = self.find(candidate)
+            if record is not None and record.active:
+                return record
+        return None
 
     def names_in_use(self, prefix: str) -> set[str]:
         rows = self.db.rows(

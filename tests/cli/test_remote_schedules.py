@@ -4,6 +4,7 @@ a test clock (`IACRUN_TEST_CLOCK`, one minute every four seconds): `up` keeps th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -65,3 +66,39 @@ def test_up_keeps_a_schedule_ps_lists_it_and_stop_ends_it(
     assert admin.schedules() == []
     assert "SCHEDULE" not in cli("ps").stdout
     assert re.search(r"^tick +\* \* \* \* \* +stopped ", cli("ps", "-a").stdout, re.M)
+
+
+def test_ps_json_lists_schedules_their_names_are_held_and_stop_all_ends_them(
+    cli: Cli, server: Server, project: Path
+) -> None:
+    assert cli("login", server.url, "--token-stdin", input=ADMIN_TOKEN + "\n").returncode == 0
+    # 03:00 UTC is hours of the test clock away: the schedule does not fire during the test
+    write_task(project, "name: nightly\ncommands: [echo night]\nschedule:\n  cron: '0 3 * * *'\n")
+    assert cli("up", "-y", "task.dstack.yml").returncode == 0
+    listed = json.loads(cli("ps", "--json").stdout)
+    [schedule] = [item for item in listed if item["type"] == "schedule"]
+    assert schedule["name"] == "nightly" and schedule["crons"] == ["0 3 * * *"]
+    assert schedule["active"] and schedule["user"] == "admin"
+    assert schedule["next_at"] == datetime(2026, 12, 2, 3, 0, tzinfo=UTC).timestamp()
+    # a run may not take the schedule's name (stop NAME ends the schedule) nor its runs' names
+    write_task(project, "commands: [sleep 300]\n")
+    for name, says in (
+        ("nightly", "'nightly' is an active schedule's name"),
+        ("nightly-202612020300", "a name the active schedule 'nightly' gives its runs"),
+    ):
+        taken = cli("up", "-y", "-d", "-n", name, "task.dstack.yml")
+        assert taken.returncode == 2, taken.stderr
+        assert says in taken.stderr and "Traceback" not in taken.stderr
+    assert cli("up", "-y", "-d", "-n", "busy", "task.dstack.yml").returncode == 0
+    assert [item["type"] for item in json.loads(cli("ps", "--json").stdout)] == [
+        "run",
+        "schedule",
+    ]
+    # --all ends the schedule too: else it would start new runs right after
+    stop = cli("stop", "--all")
+    assert stop.returncode == 0, stop.stderr
+    lines = stop.stdout.splitlines()
+    assert lines[0] == "nightly: schedule stopped (no run starts from it any more)"
+    assert lines[1].startswith("busy: terminated")
+    admin = server.client()
+    assert admin.schedules() == [] and admin.runs(active=True) == []
