@@ -239,8 +239,9 @@ class RemoteService:
     # ------------------------------------------------------------------ stopping
 
     def request_stop(self, name: str, *, reason: str = "stopped by user") -> RunRecord:
-        """The server records the stop and answers at once; its supervision does the rest."""
-        return self.client.stop(name, abort=True)
+        """The server records the stop and answers at once; its supervision does the rest.
+        The server says who stopped it; a reason of the CLI's own (a signal) is said after."""
+        return self.client.stop(name, abort=True, reason=_why(reason))
 
     def supervised(self, run: RunRecord) -> bool:
         """Always: the server supervises every run it holds (and takes over a dead one)."""
@@ -258,7 +259,7 @@ class RemoteService:
 
     def stop(self, name: str, *, reason: str = "stopped by user", wait: float = 60.0) -> RunRecord:
         """Stop and wait for the end, as in-process (the server waits for it)."""
-        return self.client.stop(name)
+        return self.client.stop(name, reason=_why(reason))
 
     def down(
         self,
@@ -345,3 +346,12 @@ def _write_offset(path: Path, offset: int) -> None:
     with contextlib.suppress(OSError):
         partial.write_text(str(offset))
         os.replace(partial, path)
+
+
+def _why(reason: str) -> str | None:
+    """What the server adds to `stopped by USER`: nothing for a plain stop, else the CLI's
+    reason without its own `stopped: ` (`stopped: iacrun got SIGTERM` becomes
+    `stopped by USER: iacrun got SIGTERM`)."""
+    if reason == "stopped by user":
+        return None
+    return reason.removeprefix("stopped: ")

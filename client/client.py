@@ -243,8 +243,12 @@ class Client:
 
     # -- stopping -------------------------------------------------------------------------------
 
-    def stop(self, name: str, *, abort: bool = False) -> RunRecord:
-        body = {"abort": abort}
+    def stop(self, name: str, *, abort: bool = False, reason: str | None = None) -> RunRecord:
+        """Stop the run (`abort`: record the stop and return at once); `reason` is recorded
+        after who stopped it: `stopped by USER: REASON`."""
+        body: dict[str, object] = {"abort": abort}
+        if reason is not None:
+            body["reason"] = reason
         return self._json(RunRecord, "POST", f"/runs/{name}/stop", json=body, timeout=SLOW)
 
     def down(self, name: str) -> str:

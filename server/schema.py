@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.offers.model import Offer
@@ -52,10 +52,17 @@ class RunPage(BaseModel):
     next: int | None = None
 
 
+#: the longest reason a stop request may give
+MAX_STOP_REASON = 200
+
+
 class StopRequest(BaseModel):
     #: record the stop and return at once (the run's supervisor stops the job and tears the run
     #: down); without it the call returns once the run has ended, as `iacrun stop` does
     abort: bool = False
+    #: why (a CI job cancelled, ...): recorded as the run's reason after who stopped it,
+    #: `stopped by USER: REASON`; without it, `stopped by USER` (`aborted by USER` with abort)
+    reason: str | None = Field(default=None, max_length=MAX_STOP_REASON)
 
 
 class DownResponse(BaseModel):

@@ -170,11 +170,14 @@ def stream_logs(
 def stop_run(
     name: str, request: Request, principal: User, body: StopRequest | None = None
 ) -> RunRecord:
-    """Stop the run and tear it down (any user of the server may: runs are the team's)."""
+    """Stop the run and tear it down (any user of the server may: runs are the team's); the
+    run's reason says who, and why when the body gives it (`stopped by USER: REASON`)."""
     orch = state_of(request).orchestrator
-    reason = f"stopped by {principal.user}"
+    why = " ".join((body.reason or "").split()) if body is not None else ""  # one line
+    reason = f"stopped by {principal.user}" + (f": {why}" if why else "")
     if body is not None and body.abort:
-        return as_seen_by(principal, orch.request_stop(name, reason=f"aborted by {principal.user}"))
+        reason = reason if why else f"aborted by {principal.user}"
+        return as_seen_by(principal, orch.request_stop(name, reason=reason))
     return as_seen_by(principal, orch.stop(name, reason=reason))
 
 

@@ -153,7 +153,9 @@ def test_sigterm_stops_the_remote_run(remote: Cli, server: Server, project: Path
     err = attached.stderr.read().decode()
     assert "Got SIGTERM: stopping ci-step" in err
     wait_for(lambda: server_record(server, "ci-step").status.is_final, timeout=60)
-    assert server_record(server, "ci-step").status == "terminated"
+    done = server_record(server, "ci-step")
+    # as in-process (`stopped: iacrun got SIGTERM`), with who stopped it on the server
+    assert (done.status, done.reason) == ("terminated", "stopped by admin: iacrun got SIGTERM")
     wait_for(lambda: not pid_alive(child), timeout=10)
 
 

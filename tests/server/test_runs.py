@@ -96,6 +96,27 @@ def test_stop_and_down(server: Server, project: Path) -> None:
         client.down("never-was")
 
 
+def test_a_stop_says_who_and_why(server: Server, project: Path) -> None:
+    client = server.client()
+    for name in ("why-wait", "why-abort", "plain-abort"):
+        client.submit(spec_of(project, "commands:\n  - echo started\n  - sleep 300\n", name))
+    for name in ("why-wait", "why-abort", "plain-abort"):
+        wait_for(lambda name=name: client.logs(name).data == b"started\n")  # type: ignore[misc]
+    stopped = client.stop("why-wait", reason="the CI job\nwas cancelled")
+    assert stopped.reason == "stopped by admin: the CI job was cancelled"  # one line
+    client.stop("why-abort", abort=True, reason="iacrun got SIGTERM")
+    client.stop("plain-abort", abort=True)
+    wait_for(lambda: not client.get("why-abort").active and not client.get("plain-abort").active)
+    assert client.get("why-abort").reason == "stopped by admin: iacrun got SIGTERM"
+    assert client.get("plain-abort").reason == "aborted by admin"
+    response = httpx.post(
+        f"{server.url}/api/v1/runs/why-wait/stop",
+        json={"reason": "x" * 201},
+        headers={"Authorization": f"Bearer {server.admin_token}"},
+    )
+    assert response.status_code == 422
+
+
 def test_uploads_are_stored_once_by_hash_and_checked(server: Server, project: Path) -> None:
     (project / "data.txt").write_text("x" * 1000)
     spec = spec_of(project, 'commands: ["true"]\n')
