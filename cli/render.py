@@ -143,7 +143,8 @@ def run_json(
 ) -> dict[str, object]:
     """A run for scripts; `nodes`: every node's job (rank, host, how it ended); `user`: who
     submitted it (see `submitter`)."""
-    data = run.model_dump(mode="json", exclude={"spec", "supervisor_pid"})
+    # `node_hosts` (the hosts a multi-node run claimed) is what `nodes` shows, node by node
+    data = run.model_dump(mode="json", exclude={"spec", "supervisor_pid", "node_hosts"})
     data["user"] = submitter(run, remote=remote)
     data["duration"] = run.duration
     data["cost"] = run.cost

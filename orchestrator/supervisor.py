@@ -673,6 +673,7 @@ _NO_MACHINE: dict[str, Any] = {
     "instance_type": None,
     "price": None,
     "offer": None,
+    "node_hosts": None,
 }
 
 

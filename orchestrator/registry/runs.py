@@ -22,6 +22,7 @@ from iacrun.orchestrator.registry.database import Database, UniqueViolation
 from iacrun.orchestrator.registry.records import (
     ACTIVE_STATUSES,
     JSON_COLUMNS,
+    HostClaim,
     RunEvent,
     RunRecord,
     RunStatus,
@@ -127,6 +128,26 @@ class Registry:
             self.db.execute(f"UPDATE runs SET supervisor_pid = ? WHERE id = ? AND {held}", params)
             == 1
         )
+
+    def claim_hosts(
+        self, run_id: int, choose: Callable[[list[RunRecord]], list[HostClaim]]
+    ) -> list[HostClaim]:
+        """Record the hosts `choose` picks as run `run_id`'s, in one transaction with reading
+        every other active run (`choose` gets them, and says why none fits by raising): two
+        runs claiming at once are serialized (SQLite's write lock; the rows locked FOR UPDATE
+        on PostgreSQL, where a run recording its machine waits for the claim), so no host is
+        given to both. A claim counts while its run is active."""
+        with self.db.transaction() as db:
+            rows = db.rows(
+                f"SELECT * FROM runs WHERE status IN {ACTIVE_STATUSES!r} ORDER BY id{db.for_update}"
+            )
+            others = [RunRecord.model_validate(row) for row in rows if row["id"] != run_id]
+            claims = choose(others)
+            db.execute(
+                "UPDATE runs SET node_hosts = ? WHERE id = ?",
+                (_column("node_hosts", claims), run_id),
+            )
+        return claims
 
     # -- leases: which server supervises a run (server/supervision.py) ------------------------
 
@@ -263,7 +284,11 @@ def _column(key: str, value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     if key in JSON_COLUMNS and value is not None:
-        return json.dumps(value)
+        return json.dumps(
+            [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+            if isinstance(value, list)
+            else value
+        )
     if isinstance(value, RunStatus):
         return value.value
     if isinstance(value, bool):  # booleans are INTEGER 0/1: PostgreSQL refuses a bool there
