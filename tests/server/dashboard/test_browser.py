@@ -215,3 +215,30 @@ def test_a_long_log_draws_only_its_tail_until_earlier_lines_are_asked_for(
         assert clicks < 20
     assert clicks >= 2
     assert shown[:-1] == [f"row {i} {pad}" for i in range(1, 6001)]  # each once, in order
+
+
+def test_a_schedule_shows_its_runs_live_and_is_stopped_after_a_confirmation(
+    page: Any, tmp_path: Path, server_env: dict[str, str], project: Path
+) -> None:
+    from tests.server.dashboard.test_schedules_page import EVERY_MINUTE, START
+
+    # the server's clock runs a minute every 4 s: the schedule's first run comes in seconds
+    server = start_server(tmp_path / "home", {**server_env, "IACRUN_TEST_CLOCK": f"{START}x15"})
+    try:
+        client = server.client()
+        spec = spec_in(project, EVERY_MINUTE, "tick")
+        client.schedule(spec, client.upload(spec))
+        sign_in(page, server, "/schedules")
+        row = page.locator("#schedule-rows tr", has_text="tick")
+        assert "* * * * *" in row.inner_text() and "none yet" in row.inner_text()
+        run_link = row.get_by_role("link", name=re.compile(r"^tick-\d{12}$"))
+        run_link.wait_for(timeout=90_000)  # appeared without a reload
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+        page.get_by_role("button", name="Stop schedule tick").click()
+        page.wait_for_url(f"{server.url}/schedules")
+        assert dialogs and dialogs[0].startswith("Stop the schedule tick?")
+        assert page.locator("#schedule-rows tr").first.inner_text().startswith("No active")
+        assert client.get_schedule("tick").stopped_at is not None
+    finally:
+        stop_server(server)
