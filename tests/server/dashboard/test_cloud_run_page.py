@@ -9,6 +9,7 @@ import html
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ INSTANCE = "i-0123456789abcdef0"
 GROUP = "sg-0fedcba9876543210"
 
 
-def _with_aws_resources(deployment: dict, stack_urn: str) -> dict:  # type: ignore[type-arg]
+def _with_aws_resources(deployment: dict[str, Any], stack_urn: str) -> dict[str, Any]:
     """The deployment with the AWS provider, an instance and its security group added under
     the stack, as `pulumi up` of stacks/aws.py records them."""
     prefix = stack_urn.rsplit("::", 2)[0]  # urn:pulumi:STACK::PROJECT
