@@ -163,7 +163,8 @@ def run_json(
     """A run for scripts (`type`: "run"); `nodes`: every node's job (rank, host, how it
     ended); `user`: who submitted it (see `submitter`)."""
     data: dict[str, object] = {"type": "run"}
-    data.update(run.model_dump(mode="json", exclude={"spec", "supervisor_pid"}))
+    # `node_hosts` (the hosts a multi-node run claimed) is what `nodes` shows, node by node
+    data.update(run.model_dump(mode="json", exclude={"spec", "supervisor_pid", "node_hosts"}))
     data["user"] = submitter(run, remote=remote)
     data["duration"] = run.duration
     data["cost"] = run.cost

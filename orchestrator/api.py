@@ -51,6 +51,7 @@ from iacrun.orchestrator.host.reconnecting import open_transport
 from iacrun.orchestrator.host.runner_client import (
     follow_log,
     keep_log,
+    log_size,
     stop_job,
 )
 from iacrun.orchestrator.host.transport import Host
@@ -423,14 +424,16 @@ class Orchestrator:
         offset: int = 0,
         follow: bool = False,
         node: int | None = None,
+        limit: int | None = None,
     ) -> tuple[int, RunRecord]:
-        """The log of the run's master (rank 0), or of node `node` of a multi-node run."""
+        """The log of the run's master (rank 0), or of node `node` of a multi-node run; at
+        most `limit` bytes from `offset` when it is given (and not following)."""
         if offset < 0:
             raise InputError(f"--offset {offset}: a byte offset is 0 or more")
         run = self.registry.get(name)
         host, kept = _node_log(run, node or 0)
         if host is None or (not run.active and host.kind != "local"):
-            data = kept.read_bytes()[offset:] if kept.exists() else b""
+            data = _read_part(kept, offset, limit)
             if data:
                 sink(data)
             return offset + len(data), run
@@ -439,13 +442,42 @@ class Orchestrator:
             return self.registry.get_by_id(run.id).status.is_final
 
         try:
-            reached, _ = asyncio.run(_follow(host, offset, sink, follow, ended))
+            reached, _ = asyncio.run(_follow(host, offset, sink, follow, ended, limit))
         except HostUnreachableError:
             if not ended():
                 raise
             # the run ended while its machine was out of reach: what is left is the kept copy
-            return self.logs(name, sink, offset=offset, node=node)
+            return self.logs(name, sink, offset=offset, node=node, limit=limit)
         return reached, self.get(name)
+
+    def log_size(self, name: str, *, node: int | None = None) -> int:
+        """How many bytes the log holds now (where its tail ends): read from the run's host
+        while it is there, else from the copy kept here."""
+        run = self.registry.get(name)
+        host, kept = _node_log(run, node or 0)
+        if host is not None and (run.active or host.kind == "local"):
+
+            def ended() -> bool:
+                return self.registry.get_by_id(run.id).status.is_final
+
+            async def measure(host: Host) -> int:
+                transport = await open_transport(
+                    host, give_up=ended, reconnect_for=host.unreachable_after
+                )
+                try:
+                    return await log_size(transport, host)
+                finally:
+                    await transport.close()
+
+            try:
+                return asyncio.run(measure(host))
+            except HostUnreachableError:
+                if not ended():
+                    raise
+        try:
+            return kept.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def all_node_logs(
         self, name: str, sink: Callable[[bytes], None], *, follow: bool = False
@@ -996,17 +1028,30 @@ async def _stop(host: Host, reason: str, kept_log: Path) -> dict[str, Any]:
         await transport.close()
 
 
+def _read_part(path: Path, offset: int, limit: int | None) -> bytes:
+    """The bytes of a file from `offset` (at most `limit`); none when it does not exist."""
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read() if limit is None else file.read(limit)
+    except FileNotFoundError:
+        return b""
+
+
 async def _follow(
     host: Host,
     offset: int,
     sink: Callable[[bytes], None],
     follow: bool,
     ended: Callable[[], bool],
+    limit: int | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """The log from `offset`; following stops once the runner or the registry says the run
     ended, and no reconnection outlives the run."""
     transport = await open_transport(host, give_up=ended, reconnect_for=host.unreachable_after)
     try:
-        return await follow_log(transport, host, offset, sink, follow=follow, until=ended)
+        return await follow_log(
+            transport, host, offset, sink, follow=follow, until=ended, limit=limit
+        )
     finally:
         await transport.close()

@@ -217,6 +217,8 @@ class Supervisor:
                 self.finish(run.id, "terminated", run.reason or "stopped by user", None)
             elif run.host is None:
                 self.finish(run.id, "failed", "interrupted while provisioning", None)
+            elif run.status == "provisioning" and len(nodes := read_nodes(run.local_dir)) > 1:
+                asyncio.run(self._resume_starting_nodes(run, nodes, events))
             elif run.status == "provisioning":
                 # died between starting the job and recording it: a job that started is watched
                 # on, never failed behind its back
@@ -235,6 +237,52 @@ class Supervisor:
             self.finish(run_id, status, str(exc), None)
         finally:
             self.teardown(self.registry.get_by_id(run_id), events)
+
+    async def _resume_starting_nodes(
+        self, run: RunRecord, nodes: list[NodeRecord], events: EventLog
+    ) -> None:
+        """A multi-node run whose supervisor died while starting its nodes' jobs: watched on
+        when every job had started; otherwise failed, and the jobs that did start are stopped
+        (a node never runs alone: the others would wait for the missing one forever)."""
+        started = [await self._job_started(node.host) for node in nodes]
+        if all(started):
+            if self.registry.transition(
+                run.id, ("provisioning",), status="running", started_at=time.time()
+            ):
+                events.write("running (the jobs had started before the supervisor exited)")
+                await self._resume_watch(self.registry.get_by_id(run.id), nodes[0].host)
+            return
+        if not any(started):
+            why = "interrupted while uploading the code; the job never started"
+            self.finish(run.id, "failed", why, None)
+            return
+        missing = [str(node.rank) for node, up in zip(nodes, started, strict=True) if not up]
+        why = (
+            f"interrupted while starting the nodes; node {missing[0]}'s job never started"
+            if len(missing) == 1
+            else f"interrupted while starting the nodes; the jobs of nodes {', '.join(missing)} "
+            "never started"
+        )
+        events.write(f"{why}; stopping the nodes that started")
+        for node, up in zip(nodes, started, strict=True):
+            if not up:
+                continue
+            transport = await open_transport(node.host, reconnect_for=ANSWER_SECONDS)
+            try:
+                state = await stop_job(transport, node.host, why)
+                self._record_node_end(
+                    run,
+                    node.rank,
+                    {**state, "status": "terminated", "reason": state.get("reason") or why},
+                )
+                if node.host.kind != "local":
+                    with contextlib.suppress(IacrunError):
+                        await keep_log(
+                            transport, node.host, Path(run.local_dir) / node_log_name(node.rank)
+                        )
+            finally:
+                await transport.close()
+        self.finish(run.id, "failed", why, None)
 
     async def _job_started(self, host: Host) -> bool:
         """Whether the runner on `host` has started the job (it wrote its state)."""
@@ -688,6 +736,7 @@ _NO_MACHINE: dict[str, Any] = {
     "instance_type": None,
     "price": None,
     "offer": None,
+    "node_hosts": None,
 }
 
 

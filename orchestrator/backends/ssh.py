@@ -56,6 +56,7 @@ from iacrun.orchestrator.models.settings import SSHHostSettings, SSHSettings
 from iacrun.orchestrator.models.units import format_duration
 from iacrun.orchestrator.offers.model import InstanceResources, Offer, pick_gpus, unmet_requirement
 from iacrun.orchestrator.paths import iacrun_home
+from iacrun.orchestrator.registry.records import HostClaim
 
 if TYPE_CHECKING:
     from iacrun.orchestrator.registry import Registry, RunRecord
@@ -181,29 +182,38 @@ class SSHBackend(Backend):
 
     # ------------------------------------------------------------------ sharing a host
 
-    def _runs_on(self, entry: SSHHostSettings, exclude: int | None = None) -> list[RunRecord]:
-        if self.registry is None:
-            return []
+    def _runs_on(
+        self,
+        entry: SSHHostSettings,
+        exclude: int | None = None,
+        runs: list[RunRecord] | None = None,
+    ) -> list[RunRecord]:
+        """The active runs that hold `entry`, among `runs` (default: the registry's)."""
+        if runs is None:
+            runs = self.registry.runs() if self.registry is not None else []
         return [
             run
-            for run in self.registry.runs()
+            for run in runs
             if run.active
             and run.backend == self.name
             and run.id != exclude
-            and (run.instance_type == entry.label or _holds_as_worker(run, entry))
+            and (run.instance_type == entry.label or _holds_as_node(run, entry))
         ]
 
     def _free_gpu_indices(
-        self, entry: SSHHostSettings, facts: HostFacts, exclude: int | None = None
+        self,
+        entry: SSHHostSettings,
+        facts: HostFacts,
+        exclude: int | None = None,
+        runs: list[RunRecord] | None = None,
     ) -> list[int] | None:
         """Indices of the GPUs no run holds, or None when no run holds any part of the host."""
-        runs = self._runs_on(entry, exclude)
+        runs = self._runs_on(entry, exclude, runs)
         if not runs:
             return None
         taken: set[int] = set()
         for run in runs:
-            host = _host_on(run, entry)
-            gpus = host.gpus if host is not None else None
+            gpus = _gpus_held(run, entry)
             if not gpus:
                 return []  # a run holds the whole host
             taken.update(int(i) for i in str(gpus).split(",") if i.strip().isdigit())
@@ -215,11 +225,12 @@ class SSHBackend(Backend):
         facts: HostFacts,
         spec: ResourcesSpec,
         exclude: int | None = None,
+        runs: list[RunRecord] | None = None,
     ) -> str | None:
-        runs = self._runs_on(entry, exclude)
+        runs = self._runs_on(entry, exclude, runs)
         if not runs:
             return None
-        free = self._free_gpu_indices(entry, facts, exclude)
+        free = self._free_gpu_indices(entry, facts, runs=runs)
         if spec.gpu is not None and free:
             left = _with_gpus(facts.resources, free)
             if unmet_requirement(spec, left, own_host=True) is None:
@@ -240,34 +251,86 @@ class SSHBackend(Backend):
     ) -> list[Host]:
         """`count` hosts for a multi-node run: the offer's host as the master (rank 0), then the
         other configured hosts that meet the run's resources and are free, in config order.
-        Each node gets its own run folder, so two nodes on one machine never share one."""
+
+        The hosts are reached first (which also checks what each must have), then claimed in
+        one registry transaction that checks no other active run holds them
+        (`Registry.claim_hosts`): two runs provisioning at once never get the same host, and a
+        one-node run sees the claim at once. Each node gets its own run folder, so two nodes
+        on one machine never share one."""
         first = self._hosts.get(offer.instance_type)
         if first is None:
             raise BackendError(f"ssh host {offer.instance_type!r} is no longer configured")
-        chosen: list[Host] = []
+        spec = run.spec.requirements.resources
+        reached: list[tuple[SSHHostSettings, HostFacts]] = []
         skipped: list[str] = []
         for entry in [first, *(e for e in self._hosts.values() if e is not first)]:
-            if len(chosen) == count:
+            if len(reached) == count:
                 break
             try:
-                host = self._provision_entry(run, entry, progress, rank=len(chosen))
+                facts = self._reach(run, entry, progress, master=entry is first)
             except (CapacityError, BackendError) as exc:
                 if entry is first:
                     raise
                 skipped.append(f"{entry.label}: {_short(exc)}")
                 continue
-            chosen.append(host)
-        if len(chosen) < count:
+            busy = self._busy(entry, facts, spec, exclude=run.id)  # a first look; see choose
+            if busy is not None and entry is first:
+                raise CapacityError(f"{entry.label} is {busy}")
+            if busy is not None:
+                skipped.append(f"{entry.label}: {busy}")
+                continue
+            reached.append((entry, facts))
+        found = [0]
+
+        def choose(others: list[RunRecord]) -> list[HostClaim]:
+            """The claims, made while no other run can claim or record a host (or none)."""
+            claims: list[HostClaim] = []
+            for entry, facts in reached:
+                runs = self._runs_on(entry, runs=others)
+                busy = self._busy(entry, facts, spec, runs=runs)
+                if busy is not None:
+                    if entry is first:
+                        raise CapacityError(f"{entry.label} is {busy}")
+                    skipped.append(f"{entry.label}: {busy}")
+                    continue
+                free = self._free_gpu_indices(entry, facts, runs=runs)
+                gpus = pick_gpus(facts.resources.gpus, spec.gpu, "split", free)
+                claims.append(
+                    HostClaim(label=entry.label, address=entry.host, port=entry.port, gpus=gpus)
+                )
+            found[0] = len(claims)
+            return claims if len(claims) == count else []  # all of them, or none held
+
+        claims = choose([]) if self.registry is None else self.registry.claim_hosts(run.id, choose)
+        if len(claims) < count:
             why = f" ({'; '.join(skipped)})" if skipped else ""
             raise CapacityError(
                 f"nodes: {count} needs {count} free ssh hosts that meet the resources; "
-                f"{len(chosen)} found{why}"
+                f"{found[0]} found{why}"
             )
-        return chosen
+        facts_of = {entry.label: facts for entry, facts in reached}
+        return [
+            self._host(run, self._hosts[c.label], facts_of[c.label], c.gpus, rank, progress)
+            for rank, c in enumerate(claims)
+        ]
 
     def _provision_entry(
-        self, run: RunRecord, entry: SSHHostSettings, progress: ProgressCallback, rank: int = 0
+        self, run: RunRecord, entry: SSHHostSettings, progress: ProgressCallback
     ) -> Host:
+        facts = self._reach(run, entry, progress, master=True)
+        spec = run.spec.requirements.resources
+        busy = self._busy(entry, facts, spec, exclude=run.id)
+        if busy is not None:
+            raise CapacityError(f"{entry.label} is {busy}")
+        free = self._free_gpu_indices(entry, facts, run.id)
+        gpus = pick_gpus(facts.resources.gpus, spec.gpu, "split", free)
+        return self._host(run, entry, facts, gpus, 0, progress)
+
+    def _reach(
+        self, run: RunRecord, entry: SSHHostSettings, progress: ProgressCallback, *, master: bool
+    ) -> HostFacts:
+        """Connect to `entry` and check it has what the run needs (the offer's host was matched
+        to the resources when offered; another node's is matched here)."""
         progress(f"connecting to {entry.label} ({entry.host}:{entry.port})")
         try:
             facts = _run_sync(self._facts(entry, self.connect_seconds))
@@ -289,13 +352,20 @@ class SSHBackend(Backend):
                 "in /usr/local/cuda/bin; install the CUDA toolkit there, or remove nvcc"
             )
         spec = run.spec.requirements.resources
-        if rank > 0 and (unmet := unmet_requirement(spec, facts.resources, own_host=True)):
+        if not master and (unmet := unmet_requirement(spec, facts.resources, own_host=True)):
             raise CapacityError(f"{entry.label} lacks {unmet}")
-        busy = self._busy(entry, facts, spec, exclude=run.id)
-        if busy is not None:
-            raise CapacityError(f"{entry.label} is {busy}")
-        free = self._free_gpu_indices(entry, facts, run.id)
-        gpus = pick_gpus(facts.resources.gpus, spec.gpu, "split", free)
+        return facts
+
+    def _host(
+        self,
+        run: RunRecord,
+        entry: SSHHostSettings,
+        facts: HostFacts,
+        gpus: str | None,
+        rank: int,
+        progress: ProgressCallback,
+    ) -> Host:
+        """Rank `rank`'s Host on `entry`, its folder's old neighbours cleaned up."""
         runs_root = posixpath.join(facts.home, ".iacrun", "runs")
         run_dir = node_run_dir(posixpath.join(runs_root, f"{run.name}-{run.id}"), rank)
         self._remove_old_run_dirs(entry, facts, runs_root, keep=run_dir, progress=progress)
@@ -459,19 +529,27 @@ def _enough_for(offers: list[Offer], nodes: int) -> list[Offer]:
     ]
 
 
-def _host_on(run: RunRecord, entry: SSHHostSettings) -> Host | None:
-    """The host `run` holds on `entry`: its master's, or one of its other nodes'."""
+def _same(entry: SSHHostSettings, address: str | None, port: int | None) -> bool:
+    return (address, port) == (entry.host, entry.port)
+
+
+def _gpus_held(run: RunRecord, entry: SSHHostSettings) -> str | None:
+    """The GPUs `run` holds on `entry` (None: the whole host): as one of its claimed nodes, as a
+    recorded node, or as its one machine."""
+    for claim in run.node_hosts or []:
+        if _same(entry, claim.address, claim.port):
+            return claim.gpus
     for node in read_nodes(run.local_dir)[1:]:
-        if (node.host.address, node.host.port) == (entry.host, entry.port):
-            return node.host
-    return run.host
+        if _same(entry, node.host.address, node.host.port):
+            return node.host.gpus
+    return run.host.gpus if run.host is not None else None
 
 
-def _holds_as_worker(run: RunRecord, entry: SSHHostSettings) -> bool:
-    """Whether a multi-node run holds `entry` as one of its other nodes (ranks 1..N-1)."""
-    return any(
-        (n.host.address, n.host.port) == (entry.host, entry.port)
-        for n in read_nodes(run.local_dir)[1:]
+def _holds_as_node(run: RunRecord, entry: SSHHostSettings) -> bool:
+    """Whether a multi-node run holds `entry` as one of its nodes: claimed (from before any
+    node is used) or recorded in its nodes.json."""
+    return any(_same(entry, c.address, c.port) for c in run.node_hosts or []) or any(
+        _same(entry, n.host.address, n.host.port) for n in read_nodes(run.local_dir)[1:]
     )
 
 

@@ -4,6 +4,7 @@ ship_and_start   the working folder archive, job.json, job.sh and the runner; st
 read_state       the runner's state.json
 settle_state     the same, first settled from the job's own exit file if the runner died
 follow_log       the log from a byte offset, live until the run ends
+log_size         the size of the log on the host (where a page starts the log's tail)
 stop_job         SIGTERM to the job's process group, a grace period, SIGKILL
 keep_log         a copy of a remote run's log here, for `iacrun logs` after the machine is gone
 
@@ -199,19 +200,23 @@ async def follow_log(
     follow: bool = True,
     poll: float = 0.05,
     until: Callable[[], bool] | None = None,
+    limit: int | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Send the log from `offset` to `sink`; with `follow`, until the run ends.
+    """Send the log from `offset` to `sink`; with `follow`, until the run ends; without, at
+    most `limit` bytes when it is given.
 
     Returns the offset reached and the last state read. Every byte is delivered exactly once:
     the offset only moves by what `sink` received."""
     log = f"{host.run_dir}/log"
     state: dict[str, Any] = {}
+    end = None if follow or limit is None else offset + limit
     while True:
-        chunk = await transport.read_from(log, offset, LOG_CHUNK)
+        want = LOG_CHUNK if end is None else min(LOG_CHUNK, end - offset)
+        chunk = await transport.read_from(log, offset, want) if want > 0 else b""
         if chunk:
             sink(chunk)
             offset += len(chunk)
-            if len(chunk) == LOG_CHUNK:
+            if len(chunk) == want and (end is None or offset < end):
                 continue
         if not follow:
             return offset, await read_state(transport, host)
@@ -225,6 +230,14 @@ async def follow_log(
         if until is not None and until():
             return offset, state
         await asyncio.sleep(poll)
+
+
+async def log_size(transport: Transport, host: Host) -> int:
+    """The size in bytes of the run's log on its host (0 before the runner wrote any)."""
+    log = shlex.quote(f"{host.run_dir}/log")
+    rc, out, _ = await transport.run(["sh", "-c", f"test -f {log} && wc -c < {log} || echo 0"])
+    text = out.decode().strip()
+    return int(text) if rc == 0 and text.isdigit() else 0
 
 
 async def stop_job(transport: Transport, host: Host, reason: str) -> dict[str, Any]:

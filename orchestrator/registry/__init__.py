@@ -1,13 +1,14 @@
 """The registry: every run, its status and its history, in a database shared by processes.
 
-`records` (what a run is as recorded: `RunStatus`, `RunRecord`, `RunEvent`), `runs` (the
-`Registry` of runs), `database` (the portable layer over SQLite and PostgreSQL), `migrate` and
-`migrations/` (the schema, owned by Alembic).
+`records` (what a run is as recorded: `RunStatus`, `RunRecord`, `RunEvent`, `HostClaim`),
+`runs` (the `Registry` of runs), `database` (the portable layer over SQLite and PostgreSQL),
+`migrate` and `migrations/` (the schema, owned by Alembic).
 """
 
 from iacrun.orchestrator.registry.records import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    HostClaim,
     RunEvent,
     RunRecord,
     RunStatus,
@@ -23,6 +24,7 @@ from iacrun.orchestrator.registry.runs import (
 __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
+    "HostClaim",
     "Lease",
     "LeaseLost",
     "Registry",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 #: the newest Alembic revision (migrations/versions/); a test holds it equal to Alembic's head
-SCHEMA_HEAD = "0004_schedules"
+SCHEMA_HEAD = "0005_node_hosts"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 

@@ -50,6 +50,16 @@ ACTIVE_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus if s.is_acti
 FINAL_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus if s.is_final)
 
 
+class HostClaim(BaseModel):
+    """One ssh host a multi-node run holds: the configured host's label and endpoint, and the
+    GPUs it takes there (None: the whole host)."""
+
+    label: str
+    address: str
+    port: int
+    gpus: str | None = None
+
+
 class RunRecord(BaseModel):
     """A run as the registry knows it. Lenient: it reads back what any version wrote.
 
@@ -81,6 +91,8 @@ class RunRecord(BaseModel):
     lease_expires: float | None = None
     #: the schedule that started the run (`iacrun server`), or None
     schedule_id: int | None = None
+    #: the ssh hosts a multi-node run holds, rank by rank (`Registry.claim_hosts`), or None
+    node_hosts: list[HostClaim] | None = None
     submitted_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -94,6 +106,15 @@ class RunRecord(BaseModel):
     @classmethod
     def _read_host(cls, value: Any) -> Host | None:
         return value if isinstance(value, Host) or value is None else _lenient(Host, _loaded(value))
+
+    @field_validator("node_hosts", mode="before")
+    @classmethod
+    def _read_node_hosts(cls, value: Any) -> list[HostClaim] | None:
+        data = _loaded(value)
+        if not isinstance(data, list):
+            return None
+        claims = (_lenient(HostClaim, item) for item in data if isinstance(item, dict))
+        return [claim for claim in claims if claim is not None]
 
     @field_validator("offer", mode="before")
     @classmethod
@@ -136,7 +157,7 @@ def read_spec(value: Any) -> RunSpec:
 
 
 #: the columns that hold JSON (models and mappings)
-JSON_COLUMNS = ("offer", "host", "spec")
+JSON_COLUMNS = ("offer", "host", "spec", "node_hosts")
 
 #: what a spec part that is missing from a stored row reads as
 _SPEC_DEFAULTS: dict[str, Any] = {

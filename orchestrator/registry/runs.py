@@ -25,6 +25,7 @@ from iacrun.orchestrator.registry.database import Database, UniqueViolation
 from iacrun.orchestrator.registry.records import (
     ACTIVE_STATUSES,
     JSON_COLUMNS,
+    HostClaim,
     RunEvent,
     RunRecord,
     RunStatus,
@@ -124,22 +125,14 @@ class Registry:
     ) -> RunRecord | None:
         """Update only if the run's status is one of `expect` (compare-and-set across processes).
         Acting for the run's lease (`acting_for`), only while it is held: else `LeaseLost`."""
-        lease = _acting.get()
-        if lease is not None and lease.run_id == run_id and lease.lost.is_set():
-            raise LeaseLost(f"run {run_id}: its lease was taken over by another server")
+        _refuse_if_lost(run_id)
         with self.db.transaction() as db:
             row = db.row(
                 f"SELECT status, reason, lease_owner FROM runs WHERE id = ?{db.for_update}",
                 (run_id,),
             )
-            if (
-                row is not None
-                and lease is not None
-                and lease.run_id == run_id
-                and row["lease_owner"] != lease.owner
-            ):
-                lease.lost.set()
-                raise LeaseLost(f"run {run_id}: its lease was taken over by another server")
+            if row is not None:
+                _refuse_if_lost(run_id, row["lease_owner"])
             if row is None or (expect is not None and row["status"] not in expect):
                 return None
             if fields:
@@ -173,12 +166,10 @@ class Registry:
         lease = _acting.get()
         if lease is None or lease.run_id != run_id:
             return
-        if not lease.lost.is_set():
-            row = self.db.row("SELECT lease_owner FROM runs WHERE id = ?", (run_id,))
-            if row is None or row["lease_owner"] == lease.owner:
-                return
-            lease.lost.set()
-        raise LeaseLost(f"run {run_id}: its lease was taken over by another server")
+        _refuse_if_lost(run_id)
+        row = self.db.row("SELECT lease_owner FROM runs WHERE id = ?", (run_id,))
+        if row is not None:
+            _refuse_if_lost(run_id, row["lease_owner"])
 
     def claim_supervisor(self, run_id: int, old_pid: int | None, new_pid: int) -> bool:
         """Make `new_pid` the run's supervisor if `old_pid` still is: one process wins."""
@@ -188,6 +179,29 @@ class Registry:
             self.db.execute(f"UPDATE runs SET supervisor_pid = ? WHERE id = ? AND {held}", params)
             == 1
         )
+
+    def claim_hosts(
+        self, run_id: int, choose: Callable[[list[RunRecord]], list[HostClaim]]
+    ) -> list[HostClaim]:
+        """Record the hosts `choose` picks as run `run_id`'s, in one transaction with reading
+        every other active run (`choose` gets them, and says why none fits by raising): two
+        runs claiming at once are serialized (SQLite's write lock; the rows locked FOR UPDATE
+        on PostgreSQL, where a run recording its machine waits for the claim), so no host is
+        given to both. A claim counts while its run is active."""
+        with self.db.transaction() as db:
+            rows = db.rows(
+                f"SELECT * FROM runs WHERE status IN {ACTIVE_STATUSES!r} ORDER BY id{db.for_update}"
+            )
+            for row in rows:
+                if row["id"] == run_id:  # written for this run: only while its lease is held
+                    _refuse_if_lost(run_id, row["lease_owner"])
+            others = [RunRecord.model_validate(row) for row in rows if row["id"] != run_id]
+            claims = choose(others)
+            db.execute(
+                "UPDATE runs SET node_hosts = ? WHERE id = ?",
+                (_column("node_hosts", claims), run_id),
+            )
+        return claims
 
     # -- leases: which server supervises a run (server/supervision.py) ------------------------
 
@@ -310,6 +324,22 @@ class Registry:
         return [RunEvent.model_validate(row) for row in rows]
 
 
+_UNREAD = object()
+
+
+def _refuse_if_lost(run_id: int, lease_owner: object = _UNREAD) -> None:
+    """Raise `LeaseLost` if this thread acts for run `run_id`'s lease (`Registry.acting_for`)
+    and lost it: its flag is set, or `lease_owner` (as read inside the write's transaction, the
+    row locked) names another owner."""
+    lease = _acting.get()
+    if lease is None or lease.run_id != run_id:
+        return
+    if lease_owner is not _UNREAD and lease_owner != lease.owner:
+        lease.lost.set()
+    if lease.lost.is_set():
+        raise LeaseLost(f"run {run_id}: its lease was taken over by another server")
+
+
 def name_taken(name: str) -> RunNameTakenError:
     """The one way of saying that an active run holds `name`."""
     return RunNameTakenError(
@@ -337,7 +367,11 @@ def _column(key: str, value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     if key in JSON_COLUMNS and value is not None:
-        return json.dumps(value)
+        return json.dumps(
+            [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+            if isinstance(value, list)
+            else value
+        )
     if isinstance(value, RunStatus):
         return value.value
     if isinstance(value, bool):  # booleans are INTEGER 0/1: PostgreSQL refuses a bool there

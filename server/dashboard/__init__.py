@@ -7,6 +7,7 @@ CSS file and a little plain JavaScript shipped as package data, no build step.
   colours, prices, durations);
 - `runs.py`: the runs list (filters, paging, live updates by polling `runs.json`), a run's page
   (spec, offer, history, live log through the API's SSE stream) and the stop form;
+- `schedules.py`: the scheduled tasks (cron, next time, latest run), live, and their stop form;
 - `views.py`: offers, stacks (leaks; destroy for admins), cost, tokens and users;
 - `costs.py`: spend per day, user and backend over 30 days, and its SVG bar charts.
 
@@ -26,9 +27,9 @@ STATIC = Path(__file__).parent / "static"
 
 def install(app: FastAPI) -> None:
     """Mount the dashboard's pages at `/` and its static files at `/static`."""
-    from iacrun.server.dashboard import runs, session, views
+    from iacrun.server.dashboard import runs, schedules, session, views
 
     session.install(app)
-    for module in (session, runs, views):
+    for module in (session, runs, schedules, views):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -83,6 +83,18 @@ def ago(timestamp: float | None, now: float | None = None) -> str:
     return f"{delta // 86400}d ago"
 
 
+def until(timestamp: float | None, now: float | None = None) -> str:
+    """How long until a time to come (`in 5m`); `due now` once it has come."""
+    if timestamp is None:
+        return "-"
+    delta = int(timestamp - (time.time() if now is None else now))
+    if delta <= 0:
+        return "due now"
+    if delta < 60:
+        return f"in {delta}s"
+    return "in " + duration(delta)
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -90,7 +102,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(price=price, money=money, duration=duration, when=when, ago=ago)
+    env.filters.update(price=price, money=money, duration=duration, when=when, ago=ago, until=until)
     env.globals["tone"] = lambda status: STATUS_TONE.get(str(status), "off")
     env.globals.update(day_chart=day_chart, share_chart=share_chart)
     return env

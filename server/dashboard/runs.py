@@ -18,10 +18,9 @@ from iacrun.orchestrator.errors import IacrunError
 from iacrun.orchestrator.offers.model import is_cloud
 from iacrun.orchestrator.registry import RunRecord, RunStatus
 from iacrun.server.accounts import Principal
-from iacrun.server.auth import SESSION_COOKIE, csrf_token
 from iacrun.server.dashboard.consoles import console_link
 from iacrun.server.dashboard.render import SECURITY_HEADERS, fragment, page
-from iacrun.server.dashboard.session import FormUser, JsonUser, PageUser, back
+from iacrun.server.dashboard.session import FormUser, JsonUser, PageUser, back, session_csrf
 from iacrun.server.state import ServerState, state_of
 from iacrun.server.visibility import masked_spec, masked_text
 
@@ -109,14 +108,13 @@ def runs_json(
     state = state_of(request)
     runs, next_id = _page(state, _filters(principal, show, mine, status, backend), before)
     html = fragment(
-        "run_rows.html", runs=runs, now=time.time(), csrf=_csrf(request), next_path=_next(request)
+        "run_rows.html",
+        runs=runs,
+        now=time.time(),
+        csrf=session_csrf(request),
+        next_path=_next(request),
     )
     return JSONResponse({"html": html, "count": len(runs), "next": next_id})
-
-
-def _csrf(request: Request) -> str:
-    secret = request.cookies.get(SESSION_COOKIE)
-    return csrf_token(secret) if secret else ""
 
 
 def _next(request: Request) -> str:

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from iacrun.orchestrator.errors import AuthError, IacrunError
 from iacrun.server import errors
 from iacrun.server.accounts import Principal
-from iacrun.server.auth import SESSION_COOKIE, admin_only, authenticate
+from iacrun.server.auth import SESSION_COOKIE, admin_only, authenticate, csrf_token
 from iacrun.server.dashboard.render import SECURITY_HEADERS, page
 from iacrun.server.state import state_of
 
@@ -81,6 +81,12 @@ PageAdmin = Annotated[Principal, Depends(page_admin)]
 FormUser = Annotated[Principal, Depends(form_user)]
 FormAdmin = Annotated[Principal, Depends(form_admin)]
 JsonUser = Annotated[Principal, Depends(json_user)]
+
+
+def session_csrf(request: Request) -> str:
+    """The CSRF token of the request's session, for the forms of a fragment; empty without one."""
+    secret = request.cookies.get(SESSION_COOKIE)
+    return csrf_token(secret) if secret else ""
 
 
 def back(to: str) -> RedirectResponse:

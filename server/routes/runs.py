@@ -126,16 +126,28 @@ def run_logs(
     principal: User,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int | None, Query(ge=1)] = None,
+    tail: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
-    """The log's bytes from `offset` (at most `limit`); `X-Log-Offset` is the offset after them,
-    `X-Run-Status` the run's status."""
+    """The log's bytes from `offset` (at most `limit`), or its last `tail` bytes (the offset is
+    then where they start: a long log is read from its end). `X-Log-Start` is the offset of
+    the first byte sent, `X-Log-Offset` the offset after the last, `X-Run-Status` the run's
+    status. The tail may start mid-line: a reader shows it from the next line start."""
     orch = state_of(request).orchestrator
+    if tail is not None:
+        size = orch.log_size(name)
+        offset, limit = max(0, size - tail), min(size, tail)
+        if limit == 0:
+            limit = None  # an empty log so far: whatever is there now
     parts: list[bytes] = []
-    _, run = orch.logs(name, parts.append, offset=offset)
+    _, run = orch.logs(name, parts.append, offset=offset, limit=limit)
     data = b"".join(parts)
     if limit is not None:
         data = data[:limit]
-    headers = {"X-Log-Offset": str(offset + len(data)), "X-Run-Status": run.status.value}
+    headers = {
+        "X-Log-Start": str(offset),
+        "X-Log-Offset": str(offset + len(data)),
+        "X-Run-Status": run.status.value,
+    }
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 

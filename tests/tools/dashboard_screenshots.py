@@ -1,6 +1,6 @@
 """Screenshots of the dashboard's pages for the README, from a real server with a seeded
 registry (runs of a few users and backends over 30 days, one real run on the local backend with
-a coloured log, and a leaked stack when the pulumi CLI is on PATH).
+a coloured log, a schedule, and a leaked stack when the pulumi CLI is on PATH).
 
     PATH=/path/to/pulumi/bin:$PATH .venv/bin/python -m tests.tools.dashboard_screenshots [docs/img]
 """
@@ -98,7 +98,15 @@ def main() -> None:
                 "  - printf '\\033[32mloss 0.544\\033[0m  \\033[33macc 0.78\\033[0m\\n'\n"
                 "  - sleep 600\n"
             )
+            nightly = Path(tmp) / "nightly"
+            nightly.mkdir()
+            (nightly / "task.dstack.yml").write_text(
+                "type: task\nname: nightly-eval\ncommands:\n  - echo eval\n"
+                "schedule:\n  cron: ['0 3 * * *', '30 12 * * 1-5']\n"
+            )
             with Client(server.url, ADMIN) as client:
+                scheduled = build_run_spec(nightly / "task.dstack.yml", Overrides())
+                client.schedule(scheduled, client.upload(scheduled))
                 client.submit(build_run_spec(project / "task.dstack.yml", Overrides()))
                 time.sleep(4)
                 shots(out, server.url)
@@ -126,6 +134,7 @@ def shots(out: Path, url: str) -> None:
         for name, path in [
             ("runs", "/runs"),
             ("run", "/runs/train-demo"),
+            ("schedules", "/schedules"),
             ("offers", "/offers?gpu=A100&backend=aws,azure"),
             ("stacks", "/stacks"),
             ("cost", "/cost"),

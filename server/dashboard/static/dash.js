@@ -1,5 +1,6 @@
 // iacrun dashboard: confirmations before forms that destroy or stop, and the runs list's live
-// updates (polls runs.json and swaps the rows; the server renders them with the page's template).
+// updates of the runs and schedules lists (a table with `data-poll`: polls that URL and swaps its
+// rows; the server renders them with the page's own template).
 "use strict";
 
 document.addEventListener("submit", function (event) {
@@ -11,9 +12,9 @@ document.addEventListener("submit", function (event) {
 });
 
 (function () {
-  var table = document.getElementById("runs");
+  var table = document.querySelector("table[data-poll]");
   if (!table) return;
-  var body = document.getElementById("run-rows");
+  var body = table.tBodies[0];
   var state = document.getElementById("live-state");
   var url = table.getAttribute("data-poll");
   var last = null;

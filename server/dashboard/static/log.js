@@ -1,6 +1,9 @@
 // A run's page: its live log and its status.
 //
-// The log follows the API's Server-Sent Events stream by byte offset: every event's id is the
+// The page starts from the log's tail: the plain GET endpoint's last TAIL_BYTES (`?tail=`, which
+// says where they start in `X-Log-Start`), shown from its first whole line, so a 100 MB log
+// costs its last 256 KB, not its whole length. The log then follows the API's Server-Sent
+// Events stream from the tail's end, by byte offset: every event's id is the
 // offset after its bytes, so the browser's own reconnection (Last-Event-ID) resumes exactly
 // where it stopped, and an event that starts before what is already shown is dropped: no line
 // is lost or repeated. Only the last MAX_LINES lines are kept in the page while it follows;
@@ -21,6 +24,7 @@
   var MAX_LINES = 1500; // kept while following the tail
   var HARD_MAX = 50000; // kept at most when the reader scrolled up
   var EARLIER_BYTES = 256 * 1024;
+  var TAIL_BYTES = 256 * 1024; // the first screen's read: the log's end
   var MAX_LINE_CHARS = 64 * 1024;
 
   var offset = 0; // bytes received so far (the stream's position)
@@ -354,6 +358,39 @@
     });
   }
 
-  connect();
+  // The log's tail first, then the stream from its end. A tail that starts mid-line is shown
+  // from the next line start; the bytes before it stay for "Show earlier lines".
+  function start() {
+    var headers = null;
+    fetch(bytesUrl + "?tail=" + TAIL_BYTES, { cache: "no-store" })
+      .then(function (r) {
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        headers = r.headers;
+        return r.arrayBuffer();
+      })
+      .then(function (buffer) {
+        var bytes = new Uint8Array(buffer);
+        var begin = Number(headers.get("X-Log-Start") || 0);
+        var skip = 0;
+        if (begin > 0) {
+          var nl = bytes.indexOf(10);
+          skip = nl < 0 ? bytes.length : nl + 1;
+        }
+        offset = begin + skip;
+        setFirst(offset);
+        if (skip < bytes.length) append(bytes.subarray(skip));
+      })
+      .catch(function (error) {
+        stateText.textContent = "could not read the log's tail (" + error.message + "): streaming it";
+        offset = 0;
+        lines.textContent = "";
+        carry = new Uint8Array(0);
+        carryNode = null;
+        setFirst(0);
+      })
+      .then(connect);
+  }
+
+  start();
   window.setTimeout(pollStatus, 2000);
 })();

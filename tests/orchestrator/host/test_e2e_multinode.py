@@ -207,3 +207,44 @@ def test_two_nodes_need_two_free_hosts(cli: Cli, project: Path, two_sshd: list[S
     assert refused.returncode != 0
     assert "nodes: 2 needs 2 free hosts that fit; 1 found" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+@pytest.fixture
+def third_sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """A third host, node-c on 127.0.0.4, for one test."""
+    _require_sshd()
+    server = Sshd(tmp_path / "sshd-c", address="127.0.0.4")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def test_two_runs_submitted_at_once_on_three_hosts_never_share_one(
+    cluster_cli: Cli, third_sshd: Sshd, two_sshd: list[Sshd], project: Path
+) -> None:
+    """Two `up` processes at once, each a 2-node run, three hosts: one run gets two hosts, the
+    other is refused with one line (no two free hosts are left for it), and no host is given
+    to both, though each supervisor chose its hosts in a process of its own."""
+    entries = [host_entry(s, n) for s, n in zip(two_sshd, ("node-a", "node-b"), strict=True)]
+    configure(cluster_cli, [*entries, host_entry(third_sshd, "node-c")])
+    write_task(project, SLEEPER)
+    ups = [cluster_cli.popen("up", "-y", "-d", "-n", n, "task.dstack.yml") for n in ("l", "r")]
+    outs = [p.communicate(timeout=120) for p in ups]
+    submitted = [n for n, p in zip(("l", "r"), ups, strict=True) if p.returncode == 0]
+    for p, (_, err) in zip(ups, outs, strict=True):
+        assert p.returncode == 0 or len(err.decode().strip().splitlines()) == 1, err
+
+    def settled() -> bool:
+        return all(record(cluster_cli, n)["status"] in ("running", "failed") for n in submitted)
+
+    wait_for(settled, timeout=120, what="both runs past provisioning")
+    running = [n for n in submitted if record(cluster_cli, n)["status"] == "running"]
+    assert len(running) == 1, [record(cluster_cli, n) for n in submitted]
+    for name in submitted:
+        run = record(cluster_cli, name)
+        if run["status"] == "failed":
+            assert "\n" not in run["reason"] and "free" in run["reason"], run["reason"]
+    held = [(n["address"], n["status"]) for n in nodes_json(cluster_cli, running[0])]
+    assert len({a for a, _ in held}) == 2
+    assert all(status == "running" for _, status in held)

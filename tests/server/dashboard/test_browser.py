@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
@@ -215,3 +216,74 @@ def test_a_long_log_draws_only_its_tail_until_earlier_lines_are_asked_for(
         assert clicks < 20
     assert clicks >= 2
     assert shown[:-1] == [f"row {i} {pad}" for i in range(1, 6001)]  # each once, in order
+
+
+def test_a_schedule_shows_its_runs_live_and_is_stopped_after_a_confirmation(
+    page: Any, tmp_path: Path, server_env: dict[str, str], project: Path
+) -> None:
+    from tests.server.dashboard.test_schedules_page import EVERY_MINUTE, START
+
+    # the server's clock runs a minute every 4 s: the schedule's first run comes in seconds
+    server = start_server(tmp_path / "home", {**server_env, "IACRUN_TEST_CLOCK": f"{START}x15"})
+    try:
+        client = server.client()
+        spec = spec_in(project, EVERY_MINUTE, "tick")
+        client.schedule(spec, client.upload(spec))
+        sign_in(page, server, "/schedules")
+        row = page.locator("#schedule-rows tr", has_text="tick")
+        assert "* * * * *" in row.inner_text() and "none yet" in row.inner_text()
+        run_link = row.get_by_role("link", name=re.compile(r"^tick-\d{12}$"))
+        run_link.wait_for(timeout=90_000)  # appeared without a reload
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+        page.get_by_role("button", name="Stop schedule tick").click()
+        page.wait_for_url(f"{server.url}/schedules")
+        assert dialogs and dialogs[0].startswith("Stop the schedule tick?")
+        assert page.locator("#schedule-rows tr").first.inner_text().startswith("No active")
+        assert client.get_schedule("tick").stopped_at is not None
+    finally:
+        stop_server(server)
+
+
+def test_a_multi_mb_log_opens_at_its_tail_and_follows_it_without_a_seam(
+    page: Any, server: Server, project: Path
+) -> None:
+    client = server.client()
+    pad = "y" * 90  # 70000 lines of ~100 bytes: 7 MB, then more lines while the page is open
+    (project / "write.py").write_text(
+        f"for i in range(1, 70001):\n    print(f'row {{i}} {pad}')\n"
+        "import sys, time\nsys.stdout.flush()\ntime.sleep(6)\n"
+        "for i in range(70001, 70201):\n    print(f'row {i} after', flush=True)\n"
+        "    time.sleep(0.01)\n"
+    )
+    client.submit(spec_in(project, "commands:\n  - python3 write.py\n", "big"))
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+
+    def written() -> bool:
+        tail = httpx.get(
+            f"{server.url}/api/v1/runs/big/logs", params={"tail": 200}, headers=headers
+        )
+        return f"row 70000 {pad}\n".encode() in tail.content
+
+    wait_for(written, 60)
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/logs/stream" in r.url else None)
+    sign_in(page, server, "/runs/big")
+    page.locator("#log-lines .l", has_text=f"row 70000 {pad}").wait_for()
+    first = streams[0]
+    assert "offset=0" not in first, first  # the page did not read the log from its start
+    assert int(first.rsplit("offset=", 1)[1]) > 6_000_000
+    page.wait_for_selector("#log[data-ended='true']", timeout=90_000)
+    shown = page.locator("#log-lines .l").all_inner_texts()
+    assert shown[-1] == "[iacrun] run done: exited (0)"
+    numbers = [int(line.split()[1]) for line in shown[:-1]]
+    # each line once, in order, whole (none starts mid-line), across the tail/stream seam
+    assert numbers == list(range(numbers[0], 70201))
+    assert all(re.fullmatch(rf"row \d+ ({pad}|after)", line) for line in shown[:-1])
+    page.get_by_role("button", name="Show earlier lines").click()
+    page.wait_for_function(
+        "n => document.querySelectorAll('#log-lines .l').length > n", arg=len(shown)
+    )
+    more = page.locator("#log-lines .l").all_inner_texts()
+    earlier = [int(line.split()[1]) for line in more[:-1]]
+    assert earlier == list(range(earlier[0], 70201)) and earlier[0] < numbers[0]
