@@ -78,3 +78,42 @@ def test_one_owner_wins_across_processes(registry_target: str, tmp_path: Path) -
         won = pool.map(_grab, [(registry_target, run.id, f"owner-{i}") for i in range(16)])
     assert won.count(True) == 1
     assert registry.get_by_id(run.id).lease_owner == f"owner-{won.index(True)}"
+
+
+def test_a_thread_acting_for_a_lost_lease_writes_nothing(
+    registry_target: str, tmp_path: Path
+) -> None:
+    import pytest
+
+    from iacrun.orchestrator.registry import HostClaim, Lease, LeaseLost
+
+    clock = Clock()
+    registry = Registry(registry_target, clock=clock)
+    run = registry.create("leased", {}, tmp_path)
+    other = registry.create("other", {}, tmp_path)
+    assert registry.acquire_lease(run.id, "a", ttl=30)
+    lease = Lease(run.id, "a")
+    with registry.acting_for(lease):
+        registry.update(run.id, status="provisioning")  # held: written
+        registry.update(other.id, reason="not this lease's run")  # another run: not checked
+        registry.check_lease(run.id)
+        clock.now += 31
+        assert registry.acquire_lease(run.id, "b", ttl=30)  # a stalled; b took the run over
+        with pytest.raises(LeaseLost):
+            registry.update(run.id, status="running")
+        assert lease.lost.is_set()
+        with pytest.raises(LeaseLost):
+            registry.claim_hosts(
+                run.id, lambda others: [HostClaim(label="h", address="127.0.0.1", port=22)]
+            )
+        with pytest.raises(LeaseLost):
+            registry.check_lease(run.id)
+    record = registry.get_by_id(run.id)
+    assert (record.status, record.node_hosts, record.lease_owner) == ("provisioning", None, "b")
+    assert [e.status for e in registry.history(run.id)] == ["submitted", "provisioning"]
+    registry.update(run.id, status="running")  # outside: the registry's other writers as before
+    # the flag alone (set by the heartbeat) stops writes before the database is read
+    flagged = Lease(other.id, "nobody")
+    flagged.lost.set()
+    with registry.acting_for(flagged), pytest.raises(LeaseLost):
+        registry.update(other.id, status="running")
