@@ -108,9 +108,11 @@ def main() -> None:
                 scheduled = build_run_spec(nightly / "task.dstack.yml", Overrides())
                 client.schedule(scheduled, client.upload(scheduled))
                 client.submit(build_run_spec(project / "task.dstack.yml", Overrides()))
-                time.sleep(4)
-                shots(out, server.url)
-                client.stop("train-demo")
+                try:
+                    time.sleep(4)
+                    shots(out, server.url)
+                finally:  # its job sleeps 600 s: never left behind, even by a failed shot
+                    client.stop("train-demo")
         finally:
             stop_server(server)
             if engine is not None:
