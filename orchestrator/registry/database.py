@@ -279,10 +279,25 @@ def _open_sqlite(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 30000")
-    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        conn.execute("PRAGMA journal_mode = WAL")
+    _use_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Put a new database in WAL mode. The switch needs the database to itself and SQLite
+    answers "database is locked" at once, busy timeout or not, while another process opening the
+    same new file holds it (two `iacrun up` on a fresh home): try again until `wait` is spent."""
+    end = time.monotonic() + wait
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > end:
+                raise
+            time.sleep(0.05)
 
 
 _UNIQUE = re.compile(r"UNIQUE constraint failed", re.IGNORECASE)

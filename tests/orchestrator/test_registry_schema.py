@@ -97,3 +97,27 @@ def test_reading_a_migrated_registry_imports_no_sqlalchemy(tmp_path: Path) -> No
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_many_processes_opening_one_new_database_at_once_all_open_it(tmp_path: Path) -> None:
+    # switching a new file to WAL needs it to itself; SQLite answers "database is locked" at once
+    # while another opener migrates it (two `iacrun up -d` on a fresh home once got a traceback)
+    db = tmp_path / "registry.db"
+    start = tmp_path / "go"
+    code = (
+        "import sys, time; from pathlib import Path\n"
+        "while not Path(sys.argv[2]).exists(): time.sleep(0.001)\n"
+        "from iacrun.orchestrator.registry import Registry\n"
+        "Registry(Path(sys.argv[1])).runs(all_runs=True)\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(db), str(start)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(12)
+    ]
+    start.touch()
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 12, "\n".join(e for e in errors if e)
