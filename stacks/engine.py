@@ -375,9 +375,11 @@ def _reap_plugins(marker: str) -> None:
 
 def _reap_orphans(pulumi_home: str) -> list[int]:
     """SIGKILL the plugins of `pulumi` calls of this engine (its PULUMI_HOME) whose `pulumi` is
-    gone; the pids killed. A call's processes carry its mark (see `Command.run`): when the process
-    that started a call died too (a supervisor killed with its `pulumi` midway through a destroy,
-    say), nobody was left to run `_reap_plugins`, and its dynamic provider would wait forever."""
+    gone, or whose caller is gone (its `pulumi` handed to init: nobody reads its answer, and its
+    plugins would outlive it); the pids killed. A call's processes carry its mark (see
+    `Command.run`): when the process that started a call died too (a supervisor killed with its
+    `pulumi` midway through a destroy, say), nobody was left to run `_reap_plugins`, and its
+    dynamic provider would wait forever."""
     home = f"PULUMI_HOME={pulumi_home}".encode()
     mark = f"{CALL_MARK}=".encode()
     calls: dict[bytes, list[int]] = {}
@@ -389,14 +391,15 @@ def _reap_orphans(pulumi_home: str) -> list[int]:
             try:
                 environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
                 comm = Path(f"/proc/{entry}/comm").read_text().strip()
-                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                state, ppid = stat[0], stat[1]
             except (OSError, IndexError):
                 continue
             marks = [v for v in environ if v.startswith(mark)]
             if home not in environ or not marks or state == "Z":
                 continue
             calls.setdefault(marks[0], []).append(int(entry))
-            if comm == "pulumi":  # the CLI of the call (its plugins are pulumi-* or python)
+            if comm == "pulumi" and ppid != "1":  # the CLI of the call, its caller alive
                 live.add(marks[0])
     killed = [pid for marker, pids in calls.items() if marker not in live for pid in pids]
     for pid in killed:

@@ -5,6 +5,7 @@ of that engine. A stand-in `pulumi` script plays the engine: no Pulumi CLI neede
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -130,3 +131,35 @@ def test_the_plugins_of_a_dead_call_are_reaped_and_no_others(tmp_path: Path) -> 
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+
+
+def test_a_call_whose_caller_died_is_reaped_with_its_pulumi(tmp_path: Path) -> None:
+    """A supervisor killed while its `pulumi` runs: that `pulumi` goes on, handed to init, and
+    nobody reads its answer; it and its plugins go at the next call of the engine (seen once in
+    a fresh clone: a stand-in provider left running 13 minutes after its test)."""
+    home = str(tmp_path / "home" / "pulumi")
+    cli = tmp_path / "pulumi"
+    cli.write_bytes(Path("/bin/sleep").read_bytes())
+    cli.chmod(0o700)
+    env = {**os.environ, "PULUMI_HOME": home, CALL_MARK: "orphaned"}
+    # a caller that starts `pulumi` and a plugin, then dies: both are handed to init
+    caller = subprocess.run(
+        ["sh", "-c", f'"{cli}" 300 >/dev/null 2>&1 & echo $!; sleep 300 >/dev/null 2>&1 & echo $!'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        start_new_session=True,
+    )
+    pids = [int(p) for p in caller.stdout.split()]
+    try:
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not all(
+            CALL_MARK.encode() in Path(f"/proc/{p}/environ").read_bytes() for p in pids
+        ):
+            time.sleep(0.02)
+        assert sorted(_reap_orphans(home)) == sorted(pids)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
