@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -23,12 +24,12 @@ os.environ.setdefault(
 )
 
 
-#: the real home's files no test may change, looked up before any test gets a home of its own
-_REAL_FILES = sorted(
-    {
-        os.path.join(home, ".ssh", "config")
-        for home in (os.path.expanduser("~"), pwd.getpwuid(os.getuid()).pw_dir)
-    }
+_REAL_HOMES = sorted({os.path.expanduser("~"), pwd.getpwuid(os.getuid()).pw_dir})
+#: the real home's files no test may change, and its folders no test may add to, looked up before
+#: any test gets a home of its own
+_REAL_FILES = sorted(os.path.join(home, ".ssh", "config") for home in _REAL_HOMES)
+_REAL_FOLDERS = sorted(
+    os.path.join(home, name) for home in _REAL_HOMES for name in (".iacrun", ".dstack")
 )
 
 
@@ -43,13 +44,29 @@ def _snapshot(paths: list[str]) -> dict[str, tuple[int, bytes] | None]:
     return out
 
 
+def _entries(folders: list[str]) -> dict[str, int]:
+    """Every path under `folders` (those that exist), the folders themselves included, with its
+    modification time: a run folder made and removed again still changes its parent's."""
+    found: dict[str, int] = {}
+    for folder in folders:
+        for where, dirs, files in os.walk(folder):
+            for path in [where] + [os.path.join(where, name) for name in dirs + files]:
+                with contextlib.suppress(FileNotFoundError):
+                    found[path] = os.stat(path, follow_symlinks=False).st_mtime_ns
+    return found
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _real_home_untouched() -> Iterator[None]:
     """Fails the run if any test wrote the real `~/.ssh/config` (as iacrun's Include lines once
-    did): every test must use the temporary HOME that `_own_home` gives it."""
-    before = _snapshot(_REAL_FILES)
+    did) or changed anything under the real `~/.iacrun` or `~/.dstack` (as the ssh tests' runs once
+    did, in the sshd login's home): every test must use the temporary HOME that `_own_home` gives
+    it, and every test sshd gives its sessions a temporary HOME too."""
+    before, entries = _snapshot(_REAL_FILES), _entries(_REAL_FOLDERS)
     yield
     changed = [p for p, v in _snapshot(_REAL_FILES).items() if v != before[p]]
+    after = _entries(_REAL_FOLDERS)
+    changed += sorted(p for p in after if after[p] != entries.get(p))[:5]
     assert not changed, f"tests changed the real {', '.join(changed)}"
 
 

@@ -72,6 +72,9 @@ class Sshd:
         self.host_key_path = root / "ssh_host_ed25519_key"
         self.client_key = root / "id_client"
         self.log_path = root / "sshd.log"
+        #: the HOME its sessions get: a test's runs land here, never in the real home
+        self.login_home = root / "home"
+        self.login_home.mkdir(mode=0o700, exist_ok=True)
         self._proc: subprocess.Popen[bytes] | None = None
         if not self.host_key_path.exists():
             keygen(self.host_key_path)
@@ -102,6 +105,7 @@ class Sshd:
                 "MaxSessions 100",
                 "LogLevel INFO",
                 f"Subsystem sftp {sftp}",
+                f"SetEnv HOME={self.login_home}",
                 "",
             ]
         )
@@ -193,10 +197,3 @@ class Sshd:
 
     def known_hosts_line(self) -> str:
         return f"[{self.address}]:{self.port} {self.host_key}"
-
-
-def login_home() -> str:
-    """The home folder an SSH login gets (the password database's), whatever $HOME says here."""
-    import pwd
-
-    return pwd.getpwuid(os.getuid()).pw_dir

@@ -19,7 +19,7 @@ from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.settings import SSHHostSettings, SSHSettings
 from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer
 from iacrun.orchestrator.registry import Registry, RunRecord
-from tests.orchestrator.host.sshd import Sshd, free_port, keygen, login_home
+from tests.orchestrator.host.sshd import Sshd, free_port, keygen
 
 pytestmark = pytest.mark.sshd
 
@@ -102,7 +102,7 @@ def test_provision_and_terminate(sshd: Sshd, tmp_path: Path) -> None:
     said: list[str] = []
     host = world.backend.provision(run, offer, said.append)
     assert host.kind == "ssh" and host.address == "127.0.0.1" and host.port == sshd.port
-    assert host.run_dir == f"{login_home()}/.iacrun/runs/first-{run.id}"
+    assert host.run_dir == f"{sshd.login_home}/.iacrun/runs/first-{run.id}"
     assert host.host_key == sshd.host_key and host.gpus is None
     assert said[0].startswith("connecting to loop")
     assert world.ssh_config.names() == ["first"]
@@ -234,7 +234,7 @@ def unstarted_run_dir(root: Path, name: str, age_s: float, *files: str) -> Path:
 def test_old_run_folders_of_final_runs_are_removed_by_the_next_run(
     sshd: Sshd, tmp_path: Path
 ) -> None:
-    root = Path(login_home()) / ".iacrun" / "runs"  # where the sshd user's runs land
+    root = sshd.login_home / ".iacrun" / "runs"  # where the sshd sessions' runs land
     tag = f"cleanup{os.getpid()}"
     made = [
         fake_run_dir(root, f"{tag}-old-1", "done", 25 * 3600),

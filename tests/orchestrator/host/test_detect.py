@@ -19,7 +19,7 @@ from iacrun.orchestrator.host.detect import (
 )
 from iacrun.orchestrator.host.gpus import gpu_model_name, parse_nvidia_smi
 from iacrun.orchestrator.offers.model import Gpu, InstanceResources
-from tests.orchestrator.host.sshd import Sshd, login_home
+from tests.orchestrator.host.sshd import Sshd
 
 #: the detection script's output on a real GPU machine (one H200), captured verbatim
 H200_OUTPUT = """\
@@ -108,8 +108,8 @@ def test_detect_over_ssh_finds_this_machine(sshd: Sshd) -> None:
         mem_kb = int(next(line for line in f if line.startswith("MemTotal:")).split()[1])
     assert res.memory_gb == round(mem_kb / 1024**2, 2)
     assert res.disk_gb is not None
-    assert abs(res.disk_gb - shutil.disk_usage(login_home()).free / 1024**3) < 1.0
-    assert facts.home == login_home()
+    assert abs(res.disk_gb - shutil.disk_usage(sshd.login_home).free / 1024**3) < 1.0
+    assert facts.home == str(sshd.login_home)  # the session's HOME (the test sshd sets it)
     assert facts.python3 is not None
     assert res.gpus == () if shutil.which("nvidia-smi") is None else len(res.gpus) > 0
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -136,8 +135,8 @@ def test_env_args_and_exit_code(ssh_cli: Cli, project: Path, sshd: Sshd) -> None
     assert run["backend"] == "ssh" and run["instance_type"] == "loop"
     assert run["status"] == "failed" and run["exit_code"] == 3
     run_dir = run["host"]["run_dir"]
-    # the sshd user's home on the host (this test's HOME is a temporary folder)
-    assert run_dir == f"{pwd.getpwuid(os.getuid()).pw_dir}/.iacrun/runs/greet-{run['id']}"
+    # the home of the host's SSH session (a temporary folder the test sshd gives it)
+    assert run_dir == f"{sshd.login_home}/.iacrun/runs/greet-{run['id']}"
     lines = done.stdout.splitlines()
     assert lines[0] == f"hello from greet in {run_dir}/code"
     assert lines[1] == "[--lr][0.1][a b]"
