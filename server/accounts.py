@@ -130,11 +130,16 @@ class Accounts:
             raise NotFoundError(f"no token with id {token_id}")
         return TokenInfo.model_validate(row)
 
-    def revoke(self, token_id: int, by: Principal) -> TokenInfo:
-        """Revoke a token: an admin any, a member only its own. Revoking twice changes nothing."""
+    def revocable(self, token_id: int, by: Principal) -> TokenInfo:
+        """The token, if `by` may revoke it: an admin any, a member only its own."""
         token = self.token(token_id)
         if not by.is_admin and token.user != by.user:
             raise ForbiddenError("only an admin may revoke another user's token")
+        return token
+
+    def revoke(self, token_id: int, by: Principal) -> TokenInfo:
+        """Revoke a token (see `revocable`). Revoking twice changes nothing."""
+        self.revocable(token_id, by)
         self.db.execute(
             "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
             (time.time(), token_id),

@@ -10,6 +10,7 @@ CSS file and a little plain JavaScript shipped as package data, no build step.
 - `schedules.py`: the scheduled tasks (cron, next time, latest run), live, and their stop form;
 - `views.py`: offers, stacks (leaks; destroy for admins), cost, tokens and users;
 - `costs.py`: spend per day, user and backend over 30 days, and its SVG bar charts.
+- `questions.py`: what a stop, destroy or revoke asks first (in the browser, or as a page).
 
 Every page asks `iacrun.server.auth.authenticate`, the one check the API uses, so nothing the
 API forbids is reachable through a page.

@@ -14,6 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from iacrun.orchestrator.models.units import format_price
 from iacrun.server.accounts import Principal
 from iacrun.server.auth import SESSION_COOKIE, csrf_token
+from iacrun.server.dashboard import questions
 from iacrun.server.dashboard.costs import day_chart, share_chart
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -104,7 +105,7 @@ def _environment() -> Environment:
     )
     env.filters.update(price=price, money=money, duration=duration, when=when, ago=ago, until=until)
     env.globals["tone"] = lambda status: STATUS_TONE.get(str(status), "off")
-    env.globals.update(day_chart=day_chart, share_chart=share_chart)
+    env.globals.update(day_chart=day_chart, share_chart=share_chart, questions=questions)
     return env
 
 

@@ -18,9 +18,17 @@ from iacrun.orchestrator.errors import IacrunError
 from iacrun.orchestrator.offers.model import is_cloud
 from iacrun.orchestrator.registry import RunRecord, RunStatus
 from iacrun.server.accounts import Principal
+from iacrun.server.dashboard import questions
 from iacrun.server.dashboard.consoles import console_link
 from iacrun.server.dashboard.render import SECURITY_HEADERS, fragment, page
-from iacrun.server.dashboard.session import FormUser, JsonUser, PageUser, back, session_csrf
+from iacrun.server.dashboard.session import (
+    FormUser,
+    JsonUser,
+    PageUser,
+    ask,
+    back,
+    session_csrf,
+)
 from iacrun.server.state import ServerState, state_of
 from iacrun.server.visibility import masked_spec, masked_text
 
@@ -215,8 +223,14 @@ def stop(
     request: Request,
     principal: FormUser,
     next: Annotated[str, Form()] = "/runs",
+    confirmed: questions.Confirmed = "",
 ) -> Response:
     """Stop the run as `iacrun stop` does (the API's `abort`: recorded at once, the run's
-    supervisor stops the job and tears it down); back to the page the form was on."""
-    state_of(request).orchestrator.request_stop(name, reason=f"stopped by {principal.user}")
+    supervisor stops the job and tears it down); back to the page the form was on. Unconfirmed,
+    the question first (a run that is not there is said so instead)."""
+    orchestrator = state_of(request).orchestrator
+    if not questions.answered(confirmed):
+        run = orchestrator.get(name)
+        return ask(request, principal, questions.stop_run(run.name), "Stop the run", next)
+    orchestrator.request_stop(name, reason=f"stopped by {principal.user}")
     return back(next)

@@ -11,8 +11,16 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, Response
 
 from iacrun.orchestrator.registry.schedules import ScheduleRecord
+from iacrun.server.dashboard import questions
 from iacrun.server.dashboard.render import fragment, page
-from iacrun.server.dashboard.session import FormUser, JsonUser, PageUser, back, session_csrf
+from iacrun.server.dashboard.session import (
+    FormUser,
+    JsonUser,
+    PageUser,
+    ask,
+    back,
+    session_csrf,
+)
 from iacrun.server.state import state_of
 
 router = APIRouter(include_in_schema=False)
@@ -59,7 +67,14 @@ def stop_schedule(
     request: Request,
     principal: FormUser,
     next: Annotated[str, Form()] = "/schedules",
+    confirmed: questions.Confirmed = "",
 ) -> Response:
-    """End the schedule and stop its active run, as `iacrun stop NAME` and the API do."""
-    state_of(request).scheduler.stop(name, by=principal.user)
+    """End the schedule and stop its active run, as `iacrun stop NAME` and the API do (asked
+    first when unconfirmed)."""
+    scheduler = state_of(request).scheduler
+    if not questions.answered(confirmed):
+        schedule = scheduler.schedules.get(name)
+        question = questions.stop_schedule(schedule.name)
+        return ask(request, principal, question, "Stop the schedule", next)
+    scheduler.stop(name, by=principal.user)
     return back(next)

@@ -89,6 +89,22 @@ def session_csrf(request: Request) -> str:
     return csrf_token(secret) if secret else ""
 
 
+def ask(
+    request: Request, principal: Principal, question: str, button: str, cancel: str
+) -> Response:
+    """A form that stops or destroys something, posted without the user's yes (see questions.py):
+    the question as a page, whose button posts the form again, confirmed; Cancel goes back."""
+    return page(
+        request,
+        "confirm.html",
+        principal,
+        question=question,
+        button=button,
+        action=quote(request.url.path),
+        next_path=_local_path(cancel),
+    )
+
+
 def back(to: str) -> RedirectResponse:
     """After a form: see the page again (303, so a reload does not post twice)."""
     return RedirectResponse(_local_path(to), status_code=303, headers=SECURITY_HEADERS)

@@ -13,9 +13,10 @@ from pydantic import ValidationError
 from iacrun.orchestrator.errors import IacrunError, InputError
 from iacrun.orchestrator.models.runspec import Overrides, requirements_for
 from iacrun.orchestrator.models.validation import problem
+from iacrun.server.dashboard import questions
 from iacrun.server.dashboard.costs import spend
 from iacrun.server.dashboard.render import page
-from iacrun.server.dashboard.session import FormAdmin, FormUser, PageAdmin, PageUser, back
+from iacrun.server.dashboard.session import FormAdmin, FormUser, PageAdmin, PageUser, ask, back
 from iacrun.server.schema import NewToken
 from iacrun.server.state import state_of
 
@@ -88,8 +89,14 @@ def stacks_page(request: Request, principal: PageUser) -> Response:
 
 
 @router.post("/stacks/{stack}/destroy")
-def destroy_stack(stack: str, request: Request, principal: FormAdmin) -> Response:
-    """Destroy a stack no live run owns (admin only, as `DELETE /api/v1/stacks/{stack}`)."""
+def destroy_stack(
+    stack: str, request: Request, principal: FormAdmin, confirmed: questions.Confirmed = ""
+) -> Response:
+    """Destroy a stack no live run owns (admin only, as `DELETE /api/v1/stacks/{stack}`), asked
+    first when unconfirmed."""
+    if not questions.answered(confirmed):
+        question = questions.destroy_stack(stack)
+        return ask(request, principal, question, "Destroy the stack", "/stacks")
     state_of(request).orchestrator.destroy_stack(stack)
     return back("/stacks")
 
@@ -144,8 +151,15 @@ def create_token(
 
 
 @router.post("/tokens/{token_id}/revoke")
-def revoke_token(token_id: int, request: Request, principal: FormUser) -> Response:
-    state_of(request).accounts.revoke(token_id, principal)
+def revoke_token(
+    token_id: int, request: Request, principal: FormUser, confirmed: questions.Confirmed = ""
+) -> Response:
+    accounts = state_of(request).accounts
+    if not questions.answered(confirmed):
+        token = accounts.revocable(token_id, principal)  # refused as the revoke would be
+        question = questions.revoke_token(token.name, token.user)
+        return ask(request, principal, question, "Revoke the token", "/tokens")
+    accounts.revoke(token_id, principal)
     return back("/tokens")
 
 

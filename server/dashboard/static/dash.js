@@ -1,14 +1,25 @@
-// iacrun dashboard: confirmations before forms that destroy or stop, and the runs list's live
-// updates of the runs and schedules lists (a table with `data-poll`: polls that URL and swaps its
+// iacrun dashboard: confirmations before forms that destroy or stop (server/dashboard/questions.py),
+// and the live updates of the runs and schedules lists (a table with `data-poll`: polls that URL and swaps its
 // rows; the server renders them with the page's own template).
 "use strict";
 
 document.addEventListener("submit", function (event) {
   var form = event.target;
   var message = form.getAttribute && form.getAttribute("data-confirm");
-  if (message && !window.confirm(message)) {
+  if (!message) return;
+  if (!window.confirm(message)) {
     event.preventDefault();
+    return;
   }
+  // answered here: the server does not ask again (without this script, it asks with a page)
+  var field = form.querySelector("input[name='confirmed']");
+  if (!field) {
+    field = document.createElement("input");
+    field.type = "hidden";
+    field.name = "confirmed";
+    form.appendChild(field);
+  }
+  field.value = "yes";
 });
 
 (function () {

@@ -137,6 +137,33 @@ def test_a_run_is_stopped_from_its_page_after_a_confirmation(
     wait_for(lambda: "terminated" in page.locator("#run-status").inner_text(), 30)
 
 
+def test_without_javascript_a_stop_is_asked_by_a_page_of_its_own(
+    browser: Any, server: Server, project: Path
+) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        client = server.client()
+        client.submit(spec_in(project, "commands:\n  - sleep 600\n", "no-script"))
+        wait_for(lambda: client.get("no-script").status == "running", 60)
+        sign_in(page, server, "/runs/no-script")
+        page.get_by_role("button", name="Stop no-script").click()
+        # no window.confirm without scripts: the server asks instead, and Cancel changes nothing
+        assert page.title() == "Confirm · iacrun"
+        assert page.locator("#question").inner_text().startswith("Stop the run no-script?")
+        page.get_by_role("link", name="Cancel").click()
+        page.wait_for_url(f"{server.url}/runs/no-script")
+        assert client.get("no-script").status == "running"
+        page.get_by_role("button", name="Stop no-script").click()
+        page.get_by_role("button", name="Stop the run").click()
+        page.wait_for_url(f"{server.url}/runs/no-script")
+        wait_for(lambda: client.get("no-script").status == "terminated", 60)
+        assert client.get("no-script").reason == "stopped by admin"
+    finally:
+        context.close()
+
+
 def test_a_leaked_stack_is_flagged_in_red_with_a_destroy_button_for_an_admin(
     page: Any, tmp_path: Path, server_env: dict[str, str]
 ) -> None:

@@ -115,7 +115,24 @@ def test_a_change_without_the_csrf_token_is_refused_and_with_it_done(
     token = csrf_of(page.text)
     assert token == csrf_token(server.admin_token)
     assert 'data-confirm="Stop the run sleeper?' in page.text
-    stopped = session.post("/runs/sleeper/stop", data={"csrf": token, "next": "/runs/sleeper"})
+    # posted without the page's script's yes (no JavaScript): asked again, as a page
+    form = {"csrf": token, "next": "/runs/sleeper"}
+    asked = session.post("/runs/sleeper/stop", data=form)
+    assert asked.status_code == 200 and "<title>Confirm · iacrun</title>" in asked.text
+    assert '<p id="question">Stop the run sleeper? Its job is stopped' in asked.text
+    assert '<form method="post" action="/runs/sleeper/stop"' in asked.text
+    assert '<input type="hidden" name="confirmed" value="yes">' in asked.text
+    assert f'<input type="hidden" name="csrf" value="{token}">' in asked.text
+    assert '<a href="/runs/sleeper">Cancel</a>' in asked.text
+    assert client.get("sleeper").active
+    for wrong in ("", "no", "1"):
+        assert (
+            session.post("/runs/sleeper/stop", data=form | {"confirmed": wrong}).status_code == 200
+        )
+    assert client.get("sleeper").active
+    missing = session.post("/runs/nothing/stop", data=form)
+    assert missing.status_code == 404 and "Confirm" not in missing.text
+    stopped = session.post("/runs/sleeper/stop", data=form | {"confirmed": "yes"})
     assert stopped.status_code == 303 and stopped.headers["location"] == "/runs/sleeper"
     wait_for(lambda: client.get("sleeper").status == "terminated")
     assert client.get("sleeper").reason == "stopped by admin"
@@ -131,7 +148,9 @@ def test_a_member_reaches_through_the_pages_only_what_the_api_lets_it(server: Se
     refused = member.post("/users", data={"csrf": token, "name": "mallory", "role": "admin"})
     assert refused.status_code == 403
     assert "bob is a member: only an admin may do this" in refused.text
-    assert member.post("/stacks/any-stack/destroy", data={"csrf": token}).status_code == 403
+    for confirmed in ("", "yes"):  # refused before any question is asked
+        form = {"csrf": token, "confirmed": confirmed}
+        assert member.post("/stacks/any-stack/destroy", data=form).status_code == 403
     made = member.post("/tokens", data={"csrf": token, "name": "ci", "user": "admin"})
     assert made.status_code == 403
     # its own tokens only
@@ -141,12 +160,18 @@ def test_a_member_reaches_through_the_pages_only_what_the_api_lets_it(server: Se
     assert made.status_code == 201
     secret = re.search(r'id="new-token">(iacrun_[^<]+)<', made.text)
     assert secret is not None
-    assert (
-        httpx.get(
-            f"{server.url}/api/v1/tokens", headers={"Authorization": f"Bearer {secret.group(1)}"}
-        ).status_code
-        == 200
-    )
+    as_ci = {"Authorization": f"Bearer {secret.group(1)}"}
+    assert httpx.get(f"{server.url}/api/v1/tokens", headers=as_ci).status_code == 200
+    # revoking: another user's token is refused before any question (which would name it)
+    theirs = member.post("/tokens/1/revoke", data={"csrf": token})
+    assert theirs.status_code == 403 and "first admin token" not in theirs.text
+    ci_id = re.findall(r'aria-label="Revoke token (\d+)"', member.get("/tokens").text)[-1]
+    asked = member.post(f"/tokens/{ci_id}/revoke", data={"csrf": token})
+    assert '<p id="question">Revoke the token ci of bob?' in asked.text
+    assert httpx.get(f"{server.url}/api/v1/tokens", headers=as_ci).status_code == 200
+    revoked = member.post(f"/tokens/{ci_id}/revoke", data={"csrf": token, "confirmed": "yes"})
+    assert revoked.status_code == 303
+    assert httpx.get(f"{server.url}/api/v1/tokens", headers=as_ci).status_code == 401
 
     admin = signed_in(server)
     users = admin.get("/users")

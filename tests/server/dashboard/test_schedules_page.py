@@ -95,7 +95,11 @@ def _check_schedules_page(server: Server, project: Path) -> None:
     # a member may stop a schedule as the API lets it (any signed-in user)
     bob = signed_in(server, member_token)
     bob_token = csrf_of(bob.get("/schedules").text)
-    stopped = bob.post("/schedules/tick/stop", data={"csrf": bob_token, "next": "/schedules"})
+    form = {"csrf": bob_token, "next": "/schedules"}
+    asked = bob.post("/schedules/tick/stop", data=form)  # unconfirmed: the question first
+    assert asked.status_code == 200 and '<p id="question">Stop the schedule tick?' in asked.text
+    assert client.get_schedule("tick").active
+    stopped = bob.post("/schedules/tick/stop", data=form | {"confirmed": "yes"})
     assert stopped.status_code == 303 and stopped.headers["location"] == "/schedules"
     assert client.get_schedule("tick").stopped_at is not None
     wait_for(lambda: all(not r.active for r in client.runs(all_runs=True)))
