@@ -401,24 +401,42 @@ def _each(names: list[str], act: Callable[[str], str]) -> None:
         raise typer.Exit(code)
 
 
-@app.command(cls=Command, help="Stop runs and tear down their machines. Safe to repeat.")
+@app.command(
+    cls=Command,
+    help="Stop runs and tear down their machines. Safe to repeat. A job gets its stop_duration "
+    "(SIGTERM, then SIGKILL) unless -x.",
+)
 def stop(
     runs: Annotated[
         list[str] | None, typer.Argument(metavar="RUN", help="Runs to stop.", show_default=False)
     ] = None,
     all_runs: Annotated[
-        bool, typer.Option("--all", help="Every active run, and every active schedule.")
+        bool, typer.Option("-a", "--all", help="Every active run, and every active schedule.")
+    ] = False,
+    abort: Annotated[
+        bool,
+        typer.Option(
+            "-x",
+            "--abort",
+            help="Don't wait for a graceful stop: kill the job at once (SIGKILL, no "
+            "stop_duration), then tear down. Cuts short a stop still waiting.",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option("-y", "--yes", help="Accepted for dstack scripts; iacrun stop never asks."),
     ] = False,
 ) -> None:
     from iacrun.cli.mode import service
 
     orch = service()
+    reason = "aborted by user" if abort else "stopped by user"
 
     def act(name: str) -> str:
         schedule = orch.stop_schedule(name)  # a schedule's name ends the schedule and its run
         if schedule is not None:
             return f"{schedule.name}: schedule stopped (no run starts from it any more)"
-        run = orch.stop(name)
+        run = orch.stop(name, reason=reason, abort=abort)
         return f"{run.name}: {run.status}" + (f" ({run.reason})" if run.reason else "")
 
     _each(_names(orch, runs, all_runs, schedules=True), act)

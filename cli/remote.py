@@ -238,10 +238,12 @@ class RemoteService:
 
     # ------------------------------------------------------------------ stopping
 
-    def request_stop(self, name: str, *, reason: str = "stopped by user") -> RunRecord:
+    def request_stop(
+        self, name: str, *, reason: str = "stopped by user", abort: bool = False
+    ) -> RunRecord:
         """The server records the stop and answers at once; its supervision does the rest.
         The server says who stopped it; a reason of the CLI's own (a signal) is said after."""
-        return self.client.stop(name, abort=True, reason=_why(reason))
+        return self.client.stop(name, abort=abort, wait=False, reason=_why(reason))
 
     def supervised(self, run: RunRecord) -> bool:
         """Always: the server supervises every run it holds (and takes over a dead one)."""
@@ -257,9 +259,13 @@ class RemoteService:
             run = self.client.get(run.name)
         return run
 
-    def stop(self, name: str, *, reason: str = "stopped by user", wait: float = 60.0) -> RunRecord:
-        """Stop and wait for the end, as in-process (the server waits for it)."""
-        return self.client.stop(name, reason=_why(reason))
+    def stop(
+        self, name: str, *, reason: str = "stopped by user", wait: float = 60.0, abort: bool = False
+    ) -> RunRecord:
+        """Stop and wait for the end, as in-process: the server records the stop (an abort
+        answers at once), then the run is followed here until it ended."""
+        run = self.client.stop(name, abort=abort, reason=_why(reason))
+        return self.wait_stopped(run, wait + (0.0 if run.abort else run.spec.stop_duration))
 
     def down(
         self,
@@ -349,9 +355,9 @@ def _write_offset(path: Path, offset: int) -> None:
 
 
 def _why(reason: str) -> str | None:
-    """What the server adds to `stopped by USER`: nothing for a plain stop, else the CLI's
-    reason without its own `stopped: ` (`stopped: iacrun got SIGTERM` becomes
-    `stopped by USER: iacrun got SIGTERM`)."""
-    if reason == "stopped by user":
+    """What the server adds to `stopped by USER` (`aborted by USER`): nothing for a plain stop
+    or abort, else the CLI's reason without its own `stopped: ` (`stopped: iacrun got SIGTERM`
+    becomes `stopped by USER: iacrun got SIGTERM`)."""
+    if reason in ("stopped by user", "aborted by user"):
         return None
     return reason.removeprefix("stopped: ")

@@ -243,10 +243,20 @@ class Client:
 
     # -- stopping -------------------------------------------------------------------------------
 
-    def stop(self, name: str, *, abort: bool = False, reason: str | None = None) -> RunRecord:
-        """Stop the run (`abort`: record the stop and return at once); `reason` is recorded
-        after who stopped it: `stopped by USER: REASON`."""
-        body: dict[str, object] = {"abort": abort}
+    def stop(
+        self,
+        name: str,
+        *,
+        abort: bool = False,
+        wait: bool = True,
+        reason: str | None = None,
+    ) -> RunRecord:
+        """Stop the run and tear it down. `abort` (`iacrun stop -x`): its job is killed at once,
+        without its stop_duration grace; the call returns once that is recorded. `wait=False`:
+        a graceful stop, recorded, and the call returns at once. Otherwise the call returns once
+        the run has ended. `reason` is recorded after who stopped it: `stopped by USER: REASON`
+        (`aborted by USER: REASON`)."""
+        body: dict[str, object] = {"abort": abort, "wait": wait}
         if reason is not None:
             body["reason"] = reason
         return self._json(RunRecord, "POST", f"/runs/{name}/stop", json=body, timeout=SLOW)

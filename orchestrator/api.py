@@ -542,17 +542,21 @@ class Orchestrator:
             self.request_stop(run.name, reason=reason)
         return self.schedule_store.get_by_id(stopped.id)
 
-    def request_stop(self, name: str, *, reason: str = "stopped by user") -> RunRecord:
+    def request_stop(
+        self, name: str, *, reason: str = "stopped by user", abort: bool = False
+    ) -> RunRecord:
         """Record that the run must stop, and return at once: its supervisor stops the job and
         tears the run down, even if this process is killed the next moment (a supervisor that
         died is replaced by the next `iacrun` command, and takes the stop over). A finished
-        run is returned as it is."""
+        run is returned as it is.
+
+        `abort` (`iacrun stop -x`, dstack's abort): the job is killed at once, without its
+        `stop_duration` grace; recorded with the stop, so whoever carries it out does so, and
+        a plain stop still in its grace is cut short. A plain stop after an abort stays one."""
         run = self.registry.get(name)
         if not run.active:
             return run
-        stopping = self.registry.transition(
-            run.id, ACTIVE_STATUSES, status="terminating", reason=reason
-        )
+        stopping = self.registry.request_stop(run.id, reason, abort=abort)
         return stopping or self.registry.get_by_id(run.id)
 
     def supervised(self, run: RunRecord) -> bool:
@@ -574,29 +578,41 @@ class Orchestrator:
             run = self.registry.get_by_id(run.id)
         return run
 
-    def stop(self, name: str, *, reason: str = "stopped by user", wait: float = 60.0) -> RunRecord:
+    def stop(
+        self,
+        name: str,
+        *,
+        reason: str = "stopped by user",
+        wait: float = 60.0,
+        abort: bool = False,
+    ) -> RunRecord:
         """Stop the job and tear the run down. Idempotent: a finished run is left as it is.
 
         The stop goes to the run's supervisor first (`request_stop`); when it has not ended the
-        run within `wait` seconds, or there is none, it is done from here."""
+        run within `wait` seconds (beyond the job's `stop_duration`, which a graceful stop
+        gives it), or there is none, it is done from here. `abort`: see `request_stop`."""
         from iacrun.orchestrator.supervisor import EventLog
 
-        run = self.request_stop(name, reason=reason)
+        run = self.request_stop(name, reason=reason, abort=abort)
         if not run.active:
             return self.stop_left_job(run, reason)
         broken = self.broken(run)
         if broken is not None and not self.supervised(run):
             return self._settle_broken(run, reason, broken)
-        run = self.wait_stopped(run, wait)
+        grace = 0.0 if run.abort else float(run.spec.stop_duration or 0)
+        run = self.wait_stopped(run, wait + grace)
         if not run.active:
             return run
         # no supervisor (or it hung): stop and tear down from here
         run = self.registry.get_by_id(run.id)
+        if run.abort:  # an abort recorded first keeps its reason
+            reason = run.reason or reason
         state: dict[str, Any] = {}
         events = EventLog.of(run)
         for rank, host in _every_node(run):
             try:
-                ended = asyncio.run(_stop(host, reason, Path(run.local_dir) / node_log_name(rank)))
+                kept = Path(run.local_dir) / node_log_name(rank)
+                ended = asyncio.run(_stop(host, reason, kept, abort=run.abort))
                 state = ended if rank == 0 else state
             except IacrunError as exc:  # an unreachable machine is still torn down
                 events.write(f"could not stop the job on its host: {exc}")
@@ -654,7 +670,7 @@ class Orchestrator:
         try:
             for rank, host in reversed(_every_node(run)):  # the master's state is the one shown
                 kept = Path(run.local_dir) / node_log_name(rank)
-                state = asyncio.run(_stop(host, reason, kept))
+                state = asyncio.run(_stop(host, reason, kept, abort=run.abort))
         except HostUnreachableError as exc:
             raise HostUnreachableError(
                 f"{run.name} ended while its host was out of reach, and its job may still run "
@@ -1017,10 +1033,10 @@ def _alive(pid: int) -> bool:
     return pid_alive(pid)
 
 
-async def _stop(host: Host, reason: str, kept_log: Path) -> dict[str, Any]:
+async def _stop(host: Host, reason: str, kept_log: Path, *, abort: bool) -> dict[str, Any]:
     transport = await open_transport(host)
     try:
-        state = await stop_job(transport, host, reason)
+        state = await stop_job(transport, host, reason, abort=abort)
         if host.kind != "local":
             await keep_log(transport, host, kept_log)
         return state

@@ -116,8 +116,9 @@ class RunService(Protocol):
 
     # ------------------------------------------------------------------ stopping
 
-    def request_stop(self, name: str, *, reason: str = ...) -> RunRecord:
-        """Record that the run must stop and return at once (its supervisor acts on it)."""
+    def request_stop(self, name: str, *, reason: str = ..., abort: bool = ...) -> RunRecord:
+        """Record that the run must stop and return at once (its supervisor acts on it);
+        `abort`: its job is killed at once, without its stop_duration grace."""
         ...
 
     def supervised(self, run: RunRecord) -> bool:
@@ -128,7 +129,11 @@ class RunService(Protocol):
         self, run: RunRecord, timeout: float, *, give_up: Callable[[], bool] = ...
     ) -> RunRecord: ...
 
-    def stop(self, name: str, *, reason: str = ..., wait: float = ...) -> RunRecord: ...
+    def stop(
+        self, name: str, *, reason: str = ..., wait: float = ..., abort: bool = ...
+    ) -> RunRecord:
+        """Stop the job and tear the run down, returning once it ended; `abort` as above."""
+        ...
 
     def down(
         self,

@@ -419,7 +419,7 @@ class Supervisor:
                 )
                 is None
             ):
-                await stop_job(transport, host, "stopped by user")
+                await self._stop_job(run, host, transport, "stopped by user")
                 return
             events.write("running")
             await self._watch(run, host, transport)
@@ -480,8 +480,12 @@ class Supervisor:
                 run.id, ("provisioning",), status="running", started_at=time.time()
             )
             if running is None:
-                for node, transport in zip(nodes, transports, strict=True):
-                    await stop_job(transport, node.host, "stopped by user")
+                await asyncio.gather(
+                    *(
+                        self._stop_job(run, node.host, transport, "stopped by user")
+                        for node, transport in zip(nodes, transports, strict=True)
+                    )
+                )
                 return
             events.write(f"running on {len(nodes)} nodes")
             await self._watch_nodes(run, nodes, transports)
@@ -672,9 +676,31 @@ class Supervisor:
             # a server that lost the run's lease stops here: the run's new supervisor acts
             self.registry.check_lease(run.id)
             if reason is not None:
-                final = await stop_job(transport, host, reason)
+                final = await self._stop_job(run, host, transport, reason)
                 return {**final, "status": "terminated", "reason": final.get("reason") or reason}
             await asyncio.sleep(self.poll)
+
+    async def _stop_job(
+        self, run: RunRecord, host: Host, transport: Transport, reason: str
+    ) -> dict[str, Any]:
+        """Stop the job on `host`: killed at once when the run's stop is an abort (`iacrun stop
+        -x`), else given its stop_duration grace, cut short as soon as an abort is recorded
+        meanwhile (the user's "it hangs, kill it now")."""
+        current = self.registry.get_by_id(run.id)
+        if current.abort:
+            return await stop_job(transport, host, current.reason or reason, abort=True)
+        graceful = asyncio.ensure_future(stop_job(transport, host, reason))
+        try:
+            while not graceful.done():
+                await asyncio.wait({graceful}, timeout=self.poll)
+                current = self.registry.get_by_id(run.id)
+                if not graceful.done() and current.abort:
+                    await stop_job(transport, host, current.reason or reason, abort=True)
+                    break
+            return await graceful
+        finally:
+            if not graceful.done():  # this stop failed or was cancelled: so is the graceful one
+                graceful.cancel()
 
     # ------------------------------------------------------------------ teardown
 

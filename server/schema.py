@@ -57,9 +57,15 @@ MAX_STOP_REASON = 200
 
 
 class StopRequest(BaseModel):
-    #: record the stop and return at once (the run's supervisor stops the job and tears the run
-    #: down); without it the call returns once the run has ended, as `iacrun stop` does
+    #: dstack's abort (`iacrun stop -x`): the job is killed at once (SIGKILL to its processes
+    #: and container), without its stop_duration grace, then the run is torn down; cuts short a
+    #: graceful stop still in its grace. The call returns once the abort is recorded (the run's
+    #: supervisor carries it out)
     abort: bool = False
+    #: false: record a graceful stop and return at once (the run's supervisor stops the job and
+    #: tears the run down); true (the default): return once the run has ended, as `iacrun stop`
+    #: does. An abort always returns at once
+    wait: bool = True
     #: why (a CI job cancelled, ...): recorded as the run's reason after who stopped it,
     #: `stopped by USER: REASON`; without it, `stopped by USER` (`aborted by USER` with abort)
     reason: str | None = Field(default=None, max_length=MAX_STOP_REASON)

@@ -5,7 +5,7 @@ read_state       the runner's state.json
 settle_state     the same, first settled from the job's own exit file if the runner died
 follow_log       the log from a byte offset, live until the run ends
 log_size         the size of the log on the host (where a page starts the log's tail)
-stop_job         SIGTERM to the job's process group, a grace period, SIGKILL
+stop_job         SIGTERM to the job's process group, a grace period, SIGKILL (abort: SIGKILL)
 keep_log         a copy of a remote run's log here, for `iacrun logs` after the machine is gone
 
 On a cloud VM the runner is started by the VM's boot set-up instead (stacks/cloudinit.py):
@@ -240,13 +240,18 @@ async def log_size(transport: Transport, host: Host) -> int:
     return int(text) if rc == 0 and text.isdigit() else 0
 
 
-async def stop_job(transport: Transport, host: Host, reason: str) -> dict[str, Any]:
-    """Stop the job and wait for the runner to record it; returns the final state."""
+async def stop_job(
+    transport: Transport, host: Host, reason: str, *, abort: bool = False
+) -> dict[str, Any]:
+    """Stop the job and wait for the runner to record it; returns the final state.
+
+    A plain stop gives the job its `stop_duration` (SIGTERM, then SIGKILL); `abort` kills it at
+    once (`runner.py stop --grace 0`), and also cuts short a plain stop still in its grace."""
     run_dir = shlex.quote(host.run_dir)
     cmd = (
         f"test -f {run_dir}/runner.py || exit 0; "
         f"exec {shlex.quote(host_python(host))} {run_dir}/runner.py stop {run_dir} "
-        f"--reason {shlex.quote(reason)}"
+        f"--reason {shlex.quote(reason)}" + (" --grace 0" if abort else "")
     )
     rc, _, err = await transport.run(["sh", "-c", cmd])
     if rc != 0:

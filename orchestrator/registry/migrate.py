@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 #: the newest Alembic revision (migrations/versions/); a test holds it equal to Alembic's head
-SCHEMA_HEAD = "0005_node_hosts"
+SCHEMA_HEAD = "0006_stop_abort"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 

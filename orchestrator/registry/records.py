@@ -93,6 +93,9 @@ class RunRecord(BaseModel):
     schedule_id: int | None = None
     #: the ssh hosts a multi-node run holds, rank by rank (`Registry.claim_hosts`), or None
     node_hosts: list[HostClaim] | None = None
+    #: the stop asked of the run is an abort (`iacrun stop -x`): its job is killed at once,
+    #: without its stop_duration grace
+    abort: bool = False
     submitted_at: float
     started_at: float | None = None
     finished_at: float | None = None

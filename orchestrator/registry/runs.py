@@ -150,6 +150,29 @@ class Registry:
                 )
         return self.get_by_id(run_id)
 
+    def request_stop(self, run_id: int, reason: str, *, abort: bool = False) -> RunRecord | None:
+        """Record that the active run must stop (`terminating`, with `reason`), and whether as
+        an abort; None when it is not active. In one transaction: a plain stop after an abort
+        changes nothing (it stays an abort, with its reason); an abort after a plain stop makes
+        it one (whoever carries the stop out sees it, even mid-grace)."""
+        with self.db.transaction() as db:
+            row = db.row(
+                f"SELECT status, reason, abort FROM runs WHERE id = ?{db.for_update}", (run_id,)
+            )
+            if row is None or row["status"] not in ACTIVE_STATUSES:
+                return None
+            if not row["abort"] or abort:
+                db.execute(
+                    "UPDATE runs SET status = ?, reason = ?, abort = ? WHERE id = ?",
+                    ("terminating", reason, int(abort), run_id),
+                )
+                if (row["status"], row["reason"]) != ("terminating", reason):
+                    db.execute(
+                        "INSERT INTO run_events (run_id, at, status, reason) VALUES (?, ?, ?, ?)",
+                        (run_id, time.time(), "terminating", reason),
+                    )
+        return self.get_by_id(run_id)
+
     @contextmanager
     def acting_for(self, lease: Lease) -> Iterator[Lease]:
         """Inside, this thread acts for `lease`: every write to its run is a compare-and-set on

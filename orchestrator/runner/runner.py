@@ -14,12 +14,20 @@ beside it, so that anything able to read a file (the CLI, an SSH session) can fo
     git-user, git-password   credentials for cloning a repo URL (0600); removed after the clone
     pgid       the job's process group (its own session): reachable without the runner
     job_exit   the exit code the job's own shell wrote as it ended, even with the runner gone
+    stop_request  why the job is being stopped (the latest stop's reason)
+    stop_grace    the seconds a stop gives the job between SIGTERM and SIGKILL, when a stop
+               asked for other than `stop_duration` (0: an abort, SIGKILL at once); only ever
+               lowered, so an abort cuts a graceful stop's grace short and a later plain stop
+               leaves an abort an abort
 
     python3 runner.py start RUN_DIR     start detached; returns once the runner is up
     python3 runner.py run RUN_DIR       run in the foreground (systemd, tests)
-    python3 runner.py stop RUN_DIR [--reason TEXT]
+    python3 runner.py stop RUN_DIR [--reason TEXT] [--grace SECONDS]
     python3 runner.py state RUN_DIR     print state.json
     python3 runner.py settle RUN_DIR    print state.json, first settling it if the runner died
+
+`stop --grace 0` is an abort (`iacrun stop -x`): SIGKILL to the job's whole process group (and
+its container) with no SIGTERM first, so no trap of the job runs.
 
 A runner that dies (killed, OOM) leaves the job running in its own process group: `stop` then
 ends that group itself, and `settle` records how the job ended from `job_exit` once no process
@@ -665,6 +673,8 @@ class Runner:
 
     def _finish(self, status: str, code: int | None) -> int:
         if status == "terminated" and self.stop_reason is not None:
+            # the latest stop's reason: an abort that cut a graceful stop short says so
+            self.stop_reason = _read_text(self.folder.path("stop_request")) or self.stop_reason
             self.state["reason"] = self.stop_reason
         self.state["status"] = status
         self.state["finished_at"] = time.time()
@@ -760,24 +770,32 @@ class Runner:
         return code, reason or "exited (%d)" % code
 
     def _kill_job(self) -> int:
+        """SIGTERM, the stop's grace, SIGKILL; an abort (grace 0) is SIGKILL alone. The grace
+        is read again while it runs: an abort recorded meanwhile ends it at once."""
         assert self.child is not None
-        grace = float(self.job.get("stop_duration", 15))
-        _killpg(self.child.pid, signal.SIGTERM)
-        try:
-            return self.child.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            _killpg(self.child.pid, signal.SIGKILL)
-            return self.child.wait()
+        started = time.time()
+        if stop_grace(self.folder, self.job) > 0:
+            _killpg(self.child.pid, signal.SIGTERM)
+        while True:
+            code = self.child.poll()
+            if code is not None:
+                return code
+            if time.time() - started >= stop_grace(self.folder, self.job):
+                kill_job_now(self.job, self.child.pid)
+                return self.child.wait()
+            time.sleep(POLL_SECONDS)
 
     def _reap_group(self) -> None:
         """Whatever the job left running in its process group ends with it."""
         assert self.child is not None
         if _group_alive(self.child.pid):
-            _killpg(self.child.pid, signal.SIGTERM)
-            end = time.time() + min(float(self.job.get("stop_duration", 15)), 5.0)
+            grace = min(stop_grace(self.folder, self.job), 5.0)
+            if grace > 0:
+                _killpg(self.child.pid, signal.SIGTERM)
+            end = time.time() + grace
             while _group_alive(self.child.pid) and time.time() < end:
                 time.sleep(0.05)
-            _killpg(self.child.pid, signal.SIGKILL)
+            kill_job_now(self.job, self.child.pid)
 
     def _prepare_python(self, version: str, env: dict[str, str]) -> str | None:
         venv = self.folder.path("venv")
@@ -832,6 +850,33 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def stop_grace(folder: RunFolder, job: dict[str, Any]) -> float:
+    """The seconds a stop gives the job between SIGTERM and SIGKILL: the job's `stop_duration`
+    unless a stop asked for less (`stop_grace`; 0 for an abort)."""
+    grace = float(job.get("stop_duration", 15))
+    asked = _read_float(folder.path("stop_grace"))
+    return grace if asked is None else max(0.0, min(grace, asked))
+
+
+def kill_job_now(job: dict[str, Any], pgid: int) -> None:
+    """SIGKILL to the job: its container first (the engine's client does not pass a SIGKILL
+    on, and a container outlives its client), then its whole process group."""
+    if job.get("image"):
+        engine = job.get("container_engine") or "docker"
+        try:
+            subprocess.run(
+                [engine, "kill", "iacrun-%s" % job["run_name"]],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # no engine, or it hangs: the group's SIGKILL still ends the client
+    _killpg(pgid, signal.SIGKILL)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -911,8 +956,12 @@ def start(run_dir: str, timeout: float = 10.0) -> int:
     return 1
 
 
-def stop(run_dir: str, reason: str, wait: float) -> int:
+def stop(run_dir: str, reason: str, grace: float | None = None) -> int:
     """Stop the job (SIGTERM, grace, SIGKILL) and return once its status is final.
+
+    `grace`: seconds between SIGTERM and SIGKILL, None for the job's `stop_duration`, 0 for an
+    abort (SIGKILL at once). A stop while another is in its grace can only shorten it: an abort
+    cuts it short, and a plain stop after an abort leaves it an abort (and its reason).
 
     Asked of the runner while it lives; if it is gone, or dies or hangs meanwhile, the job's
     process group is ended here and the final status written once no process of it is left."""
@@ -920,7 +969,14 @@ def stop(run_dir: str, reason: str, wait: float) -> int:
     state = folder.read_state()
     if state.get("status") in FINAL_STATUSES:
         return 0
-    folder.write_atomic("stop_request", reason + "\n")
+    job = _job(folder)
+    asked = _read_float(folder.path("stop_grace"))
+    if grace is not None and (asked is None or grace < asked):
+        folder.write_atomic("stop_grace", "%g\n" % max(0.0, grace))
+        folder.write_atomic("stop_request", reason + "\n")
+    elif asked is None or not os.path.exists(folder.path("stop_request")):
+        folder.write_atomic("stop_request", reason + "\n")
+    wait = stop_grace(folder, job) + 10
     runner_pid = runner_alive(folder)
     if runner_pid is not None:
         os.kill(runner_pid, signal.SIGTERM)
@@ -936,8 +992,7 @@ def stop(run_dir: str, reason: str, wait: float) -> int:
             _kill(runner_pid, signal.SIGKILL)
         if folder.read_state().get("status") in FINAL_STATUSES:
             return 0
-    grace = float(_job_setting(folder, "stop_duration", 15))
-    ended, signalled = end_group(folder, grace)
+    ended, signalled = end_group(folder, job)
     if not ended:
         sys.stderr.write("processes of the job outlived SIGKILL; status left as it was\n")
         return 1
@@ -945,6 +1000,7 @@ def stop(run_dir: str, reason: str, wait: float) -> int:
     code = _read_int(folder.path("job_exit"))
     if code is None and signalled is not None:
         code = 128 + signalled  # as a shell reports a job ended by that signal
+    reason = _read_text(folder.path("stop_request")) or reason  # the latest stop's
     state.update({"status": "terminated", "reason": reason, "finished_at": time.time()})
     if code is not None:
         state["exit_code"] = code
@@ -986,21 +1042,23 @@ def settle(run_dir: str) -> dict[str, Any]:
     return state
 
 
-def end_group(folder: RunFolder, grace: float) -> tuple[bool, int | None]:
-    """SIGTERM to the job's process group, `grace` seconds, SIGKILL.
+def end_group(folder: RunFolder, job: dict[str, Any]) -> tuple[bool, int | None]:
+    """SIGTERM to the job's process group, the stop's grace (`stop_grace`, read again while it
+    runs: an abort cuts it short), SIGKILL; an abort is SIGKILL alone.
 
     Returns whether none of the group is left, and the last signal it took to end it (None
     when no process of it was running)."""
     pgid = _read_int(folder.path("pgid")) or _read_int(folder.path("job_pid"))
     if pgid is None or not _group_alive(pgid):
         return True, None
-    _killpg(pgid, signal.SIGTERM)
-    end = time.time() + grace
-    while _group_alive(pgid) and time.time() < end:
+    started = time.time()
+    if stop_grace(folder, job) > 0:
+        _killpg(pgid, signal.SIGTERM)
+    while _group_alive(pgid) and time.time() - started < stop_grace(folder, job):
         time.sleep(0.05)
     if not _group_alive(pgid):
         return True, int(signal.SIGTERM)
-    _killpg(pgid, signal.SIGKILL)
+    kill_job_now(job, pgid)
     end = time.time() + 10.0
     while _group_alive(pgid) and time.time() < end:
         time.sleep(0.05)
@@ -1021,11 +1079,12 @@ def runner_alive(folder: RunFolder) -> int | None:
     return pid
 
 
-def _job_setting(folder: RunFolder, key: str, default: Any) -> Any:
+def _job(folder: RunFolder) -> dict[str, Any]:
+    """The job, or nothing readable (its defaults apply)."""
     try:
-        return folder.read_job().get(key, default)
+        return folder.read_job()
     except (OSError, ValueError):
-        return default
+        return {}
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -1050,6 +1109,14 @@ def _read_text(path: str) -> str:
         return ""
 
 
+def _read_float(path: str) -> float | None:
+    try:
+        with open(path) as f:
+            return float(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def _read_int(path: str) -> int | None:
     try:
         with open(path) as f:
@@ -1070,8 +1137,8 @@ def main(argv: list[str]) -> int:
         return Runner(run_dir).run()
     if command == "stop":
         reason = argv[argv.index("--reason") + 1] if "--reason" in argv else "stopped by user"
-        job = RunFolder(run_dir).read_job()
-        return stop(run_dir, reason, wait=float(job.get("stop_duration", 15)) + 10)
+        grace = float(argv[argv.index("--grace") + 1]) if "--grace" in argv else None
+        return stop(run_dir, reason, grace)
     if command == "settle":
         print(json.dumps(settle(run_dir)))
         return 0

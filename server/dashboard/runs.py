@@ -214,9 +214,10 @@ def stop(
     next: Annotated[str, Form()] = "/runs",
     confirmed: questions.Confirmed = "",
 ) -> Response:
-    """Stop the run as `iacrun stop` does (the API's `abort`: recorded at once, the run's
-    supervisor stops the job and tears it down); back to the page the form was on. Unconfirmed,
-    the question first (a run that is not there is said so instead)."""
+    """Stop the run gracefully, as `iacrun stop` does (the API's `wait: false`: recorded at
+    once, the run's supervisor gives the job its stop_duration, then tears it down); back to the
+    page the form was on. Unconfirmed, the question first (a run that is not there is said so
+    instead)."""
     orchestrator = state_of(request).orchestrator
     if not questions.answered(confirmed):
         run = orchestrator.get(name)

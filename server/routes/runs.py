@@ -183,13 +183,15 @@ def stop_run(
     name: str, request: Request, principal: User, body: StopRequest | None = None
 ) -> RunRecord:
     """Stop the run and tear it down (any user of the server may: runs are the team's); the
-    run's reason says who, and why when the body gives it (`stopped by USER: REASON`)."""
+    run's reason says who, and why when the body gives it (`stopped by USER: REASON`,
+    `aborted by USER: REASON`). An abort, or `wait: false`, answers once it is recorded."""
     orch = state_of(request).orchestrator
-    why = " ".join((body.reason or "").split()) if body is not None else ""  # one line
-    reason = f"stopped by {principal.user}" + (f": {why}" if why else "")
-    if body is not None and body.abort:
-        reason = reason if why else f"aborted by {principal.user}"
-        return as_seen_by(principal, orch.request_stop(name, reason=reason))
+    body = body or StopRequest()
+    why = " ".join((body.reason or "").split())  # one line
+    verb = "aborted" if body.abort else "stopped"
+    reason = f"{verb} by {principal.user}" + (f": {why}" if why else "")
+    if body.abort or not body.wait:
+        return as_seen_by(principal, orch.request_stop(name, reason=reason, abort=body.abort))
     return as_seen_by(principal, orch.stop(name, reason=reason))
 
 
