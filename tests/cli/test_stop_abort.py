@@ -16,10 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from iacrun.orchestrator.registry import RunRecord
+from tests.cli.test_remote import server_log, server_record
 from tests.cli.test_signals import child_pid, record
 from tests.conftest import Cli, write_task
 from tests.orchestrator.host.test_e2e import pid_alive, wait_for
+from tests.server.conftest import ADMIN_TOKEN, Server
 
 #: a job that traps SIGTERM (`{on_term}`), starts a child, says so, and waits; a plain stop gives
 #: it `{grace}` between SIGTERM and SIGKILL
@@ -224,3 +228,44 @@ def test_a_plain_stop_after_an_abort_stays_an_abort(cli: Cli, project: Path) -> 
     assert done.stdout.strip() == "kept: terminated (aborted by user)"
     assert "caught TERM" not in job.log()
     assert job.gone()
+
+
+@pytest.fixture
+def remote(cli: Cli, server: Server) -> Cli:
+    """The CLI logged in to a real `iacrun server` (tests/cli/conftest.py) as its admin."""
+    out = cli("login", server.url, "--token-stdin", input=ADMIN_TOKEN + "\n")
+    assert out.returncode == 0, out.stderr
+    return cli
+
+
+def test_stop_x_through_a_server(remote: Cli, server: Server, project: Path) -> None:
+    write_task(project, TRAPPING.format(grace="60s", on_term=EXITS))
+    for name in ("remote-graceful", "remote-aborted"):
+        done = remote("up", "-y", "-d", "-n", name, "task.dstack.yml")
+        assert done.returncode == 0, done.stderr
+    logs = {}
+    for name in ("remote-graceful", "remote-aborted"):
+        wait_for(lambda name=name: b"started" in _server_log(server, name), timeout=60, what=name)
+        logs[name] = server_record(server, name).host
+    aborted = remote("stop", "-x", "remote-aborted", timeout=120)
+    assert aborted.returncode == 0, aborted.stderr
+    assert aborted.stdout.strip() == "remote-aborted: terminated (aborted by admin)"
+    graceful = remote("stop", "-y", "remote-graceful", timeout=120)
+    assert graceful.returncode == 0, graceful.stderr
+    assert graceful.stdout.strip() == "remote-graceful: terminated (stopped by admin)"
+    assert b"caught TERM" not in _server_log(server, "remote-aborted")
+    assert b"caught TERM" in _server_log(server, "remote-graceful")
+    run = server_record(server, "remote-aborted")
+    assert (run.exit_code, run.abort) == (128 + signal.SIGKILL, True)
+    for host in logs.values():
+        assert host is not None
+        pgid = int((Path(host.run_dir) / "pgid").read_text())
+        child = int((Path(host.run_dir) / "child.pid").read_text())
+        assert not group_alive(pgid) and not pid_alive(child)
+
+
+def _server_log(server: Server, name: str) -> bytes:
+    try:
+        return server_log(server, name)
+    except (AssertionError, FileNotFoundError):  # not started yet
+        return b""

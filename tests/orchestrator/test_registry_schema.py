@@ -67,6 +67,23 @@ def test_a_registry_at_the_previous_revision_gains_leases(registry_target: str) 
     assert {"lease_owner", "lease_expires"} <= _columns(registry_target)
 
 
+def test_a_registry_before_aborts_gains_the_column_and_its_runs_read_as_plain_stops(
+    registry_target: str, tmp_path: Path
+) -> None:
+    from alembic import command
+
+    from iacrun.orchestrator.registry.migrate import alembic_config
+
+    command.upgrade(alembic_config(_sqlalchemy_url(registry_target)), "0005_node_hosts")  # type: ignore[arg-type]
+    assert "abort" not in _columns(registry_target)
+    registry = Registry(registry_target)  # opening it migrates it
+    assert registry.db.schema_version() == SCHEMA_HEAD
+    assert "abort" in _columns(registry_target)
+    run = registry.create("older", {"x": 1}, tmp_path)
+    assert run.abort is False
+    registry.close()
+
+
 def _sqlalchemy_url(target: str) -> str:
     from iacrun.orchestrator.registry.database import is_postgres, sqlalchemy_url
 

@@ -98,16 +98,20 @@ def test_stop_and_down(server: Server, project: Path) -> None:
 
 def test_a_stop_says_who_and_why(server: Server, project: Path) -> None:
     client = server.client()
-    for name in ("why-wait", "why-abort", "plain-abort"):
+    names = ("why-wait", "why-at-once", "why-abort", "plain-abort")
+    for name in names:
         client.submit(spec_of(project, "commands:\n  - echo started\n  - sleep 300\n", name))
-    for name in ("why-wait", "why-abort", "plain-abort"):
+    for name in names:
         wait_for(lambda name=name: client.logs(name).data == b"started\n")  # type: ignore[misc]
     stopped = client.stop("why-wait", reason="the CI job\nwas cancelled")
     assert stopped.reason == "stopped by admin: the CI job was cancelled"  # one line
-    client.stop("why-abort", abort=True, reason="iacrun got SIGTERM")
+    at_once = client.stop("why-at-once", wait=False, reason="iacrun got SIGTERM")
+    assert at_once.status == "terminating" and not at_once.abort
+    client.stop("why-abort", abort=True, reason="the step hangs")
     client.stop("plain-abort", abort=True)
-    wait_for(lambda: not client.get("why-abort").active and not client.get("plain-abort").active)
-    assert client.get("why-abort").reason == "stopped by admin: iacrun got SIGTERM"
+    wait_for(lambda: not any(client.get(name).active for name in names[1:]))
+    assert client.get("why-at-once").reason == "stopped by admin: iacrun got SIGTERM"
+    assert client.get("why-abort").reason == "aborted by admin: the step hangs"
     assert client.get("plain-abort").reason == "aborted by admin"
     response = httpx.post(
         f"{server.url}/api/v1/runs/why-wait/stop",
@@ -205,3 +209,37 @@ def test_offers_backends_stacks_and_the_dry_run(server: Server, project: Path) -
     assert dry.dry_run is not None and dry.dry_run.startswith("local: nothing is created")
     with pytest.raises(RunNotFoundError, match="no run or stack named 'no-such-stack'"):
         client.destroy_stack("no-such-stack")
+
+
+#: a job that traps SIGTERM: a graceful stop runs the trap, an abort never does
+TRAPPING = (
+    "stop_duration: 60\ncommands:\n  - trap 'echo caught TERM; exit 3' TERM\n"
+    "  - echo started\n  - sleep 300 & wait\n"
+)
+
+
+def test_abort_answers_at_once_and_the_pool_kills_the_job_without_its_grace(
+    server: Server, project: Path
+) -> None:
+    client = server.client()
+    for name in ("graceful", "aborted"):
+        client.submit(spec_of(project, TRAPPING, name))
+    for name in ("graceful", "aborted"):
+        wait_for(lambda name=name: client.logs(name).data == b"started\n")  # type: ignore[misc]
+    answered = client.stop("aborted", abort=True)
+    assert (answered.status, answered.reason, answered.abort) == (
+        "terminating",
+        "aborted by admin",
+        True,
+    )
+    graceful = client.stop("graceful")
+    assert (graceful.status, graceful.exit_code, graceful.abort) == ("terminated", 3, False)
+    assert b"caught TERM" in client.logs("graceful").data
+    wait_for(lambda: not client.get("aborted").active)
+    aborted = client.get("aborted")
+    assert (aborted.status, aborted.reason, aborted.exit_code) == (
+        "terminated",
+        "aborted by admin",
+        137,
+    )
+    assert b"caught TERM" not in client.logs("aborted").data
