@@ -4,9 +4,12 @@ abort cuts short a stop already in its grace and a later plain stop leaves an ab
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from iacrun.orchestrator.runner import runner
 from tests.orchestrator.runner.test_runner import RUNNER, start, wait_final
@@ -118,3 +121,33 @@ def test_a_grace_asked_is_only_ever_lowered(tmp_path: Path) -> None:
     assert runner.stop_grace(folder, job) == 30
     (tmp_path / "stop_grace").write_text("not a number\n")
     assert runner.stop_grace(folder, job) == 30
+
+
+def test_an_abort_kills_an_image_jobs_container_through_its_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a stand-in `docker`: `run` is the container (it traps SIGTERM), `kill` is recorded; a real
+    # container outlives its client's SIGKILL, so the engine must be told
+    bin_dir, run_dir = tmp_path / "bin", tmp_path / "run"
+    bin_dir.mkdir()
+    calls = tmp_path / "engine-calls"
+    fake = bin_dir / "docker"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$1 $2" >> {calls}\n'
+        'if [ "$1" = run ]; then\n'
+        "  trap 'echo container-got-term' TERM\n"
+        "  echo started\n"
+        "  sleep 600 & wait\n"
+        "fi\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    start(run_dir, image="alpine", commands=["true"], container_engine="docker", stop_duration=60)
+    pgid = started(run_dir)
+    _, err = stop(run_dir, "aborted by user", "--grace", "0").communicate(timeout=60)
+    state = wait_final(run_dir)
+    assert (state["status"], state["exit_code"]) == ("terminated", 137), err
+    assert "kill iacrun-t" in calls.read_text().splitlines()
+    assert "container-got-term" not in _log(run_dir)
+    assert not runner._group_alive(pgid)
