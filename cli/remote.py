@@ -9,6 +9,9 @@ orchestration. What it decides, and says:
   has its hash); the server plans, preflights and supervises;
 - a run is followed through the server's Server-Sent Events log stream; where `iacrun attach`
   left a run's log is kept per server in iacrun's home, as in-process;
+- every node of a multi-node run is served: its record (`ps --json`), its log (`logs --node`),
+  and all of them at once (`logs --all-nodes`: one stream per node, each line prefixed with its
+  rank by the same `RankPrefix` as in-process);
 - ports are not forwarded: `--port` is refused before anything is sent (cli/main.py), and a
   task's own `ports` get a note (reach them from the server's network);
 - a stop is recorded by the server at once (its supervision ends the job and tears down), so a
@@ -40,9 +43,6 @@ if TYPE_CHECKING:
     from iacrun.orchestrator.offers.plan import OfferPlan
     from iacrun.orchestrator.registry.schedules import ScheduleRecord
     from iacrun.server.schema import StackInfo
-
-#: why a multi-node run's other nodes are not followed remotely
-NODES_LOCAL_ONLY = "the server's API serves the log of a run's master (node 0)"
 
 #: seconds between two looks at a run that is not running yet
 WAIT_POLL = 0.25
@@ -154,15 +154,8 @@ class RemoteService:
         return self.client.get(name)
 
     def nodes(self, run: RunRecord) -> list[NodeRecord]:
-        """The master's job, from the record (the server's API has no per-node records)."""
-        from iacrun.orchestrator.host.cluster import NodeRecord
-
-        if run.host is None:
-            return []
-        node = NodeRecord(rank=0, host=run.host)
-        if not run.active:
-            node.status, node.exit_code, node.reason = str(run.status), run.exit_code, run.reason
-        return [node]
+        """Every node's job of the run, from the server (`Orchestrator.nodes` there)."""
+        return self.client.nodes(run.name)
 
     def attach(
         self,
@@ -211,21 +204,23 @@ class RemoteService:
         follow: bool = False,
         node: int | None = None,
     ) -> tuple[int, RunRecord]:
+        """The log of the run's master, or of node `node` (the server checks the rank)."""
         if offset < 0:
             raise InputError(f"--offset {offset}: a byte offset is 0 or more")
-        if node not in (None, 0):
-            raise InputError(f"--node is local-only: {NODES_LOCAL_ONLY}")
+        rank = node or 0
         chunks: Iterable[bytes] = (
-            self.client.follow(name, offset) if follow else self._read(name, offset)
+            self.client.follow(name, offset, node=rank)
+            if follow
+            else self._read(name, offset, rank)
         )
         for chunk in chunks:
             sink(chunk)
             offset += len(chunk)
         return offset, self.client.get(name)
 
-    def _read(self, name: str, offset: int) -> Iterator[bytes]:
+    def _read(self, name: str, offset: int, node: int = 0) -> Iterator[bytes]:
         while True:
-            chunk = self.client.logs(name, offset)
+            chunk = self.client.logs(name, offset, node=node)
             if not chunk.data:
                 return
             offset = chunk.offset
@@ -234,7 +229,49 @@ class RemoteService:
     def all_node_logs(
         self, name: str, sink: Callable[[bytes], None], *, follow: bool = False
     ) -> RunRecord:
-        raise InputError(f"--all-nodes is local-only: {NODES_LOCAL_ONLY}")
+        """Every node's log, each line prefixed with its rank (`[1] ...`): interleaved as the
+        lines come while an active run is followed (one log stream per node, each waiting on
+        the server for its node's machine); node after node, in rank order, otherwise."""
+        from iacrun.orchestrator.host.cluster import RankPrefix
+
+        run = self.client.get(name)
+        if not (follow and run.active):
+            for rank in [n.rank for n in self.client.nodes(name)] or [0]:
+                prefixer = RankPrefix(rank, sink)
+                for chunk in self._read(name, 0, rank):
+                    prefixer.write(chunk)
+                prefixer.flush()
+            return self.client.get(name)
+
+        lock = threading.Lock()
+
+        def locked(data: bytes) -> None:
+            with lock:  # a line is handed on whole, whichever node's thread wrote it
+                sink(data)
+
+        failures: list[BaseException] = []
+
+        def follow_node(rank: int) -> None:
+            prefixer = RankPrefix(rank, locked)
+            try:
+                for chunk in self.client.follow(name, 0, node=rank):
+                    prefixer.write(chunk)
+            except BaseException as exc:  # raised again in the caller's thread
+                failures.append(exc)
+            finally:
+                prefixer.flush()
+
+        threads = [
+            threading.Thread(target=follow_node, args=(rank,), name=f"log-{rank}", daemon=True)
+            for rank in range(max(run.spec.nodes, 1))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        return self.client.get(name)
 
     # ------------------------------------------------------------------ stopping
 

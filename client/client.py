@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from iacrun.orchestrator import errors
+from iacrun.orchestrator.host.cluster import NodeRecord
 from iacrun.orchestrator.host.payload import pack_upload
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.paths import iacrun_home
@@ -224,22 +225,29 @@ class Client:
     def history(self, name: str) -> list[RunEvent]:
         return self._list(RunEvent, f"/runs/{name}/history")
 
-    def logs(self, name: str, offset: int = 0, limit: int | None = None) -> LogChunk:
-        """The log's bytes from `offset` as they are now (no waiting)."""
-        response = self._send(
-            "GET", f"/runs/{name}/logs", params=_params(offset=offset, limit=limit)
-        )
+    def nodes(self, name: str) -> list[NodeRecord]:
+        """Every node's job of the run in rank order (the master alone for a one-node run):
+        its host, and how it ended (a node still running shows the run's status)."""
+        return self._list(NodeRecord, f"/runs/{name}/nodes")
+
+    def logs(
+        self, name: str, offset: int = 0, limit: int | None = None, *, node: int = 0
+    ) -> LogChunk:
+        """The log's bytes from `offset` as they are now (no waiting): the master's, or node
+        `node`'s of a multi-node run (an InputError for a node the run does not have)."""
+        params = _params(offset=offset, limit=limit, node=node or None)
+        response = self._send("GET", f"/runs/{name}/logs", params=params)
         return LogChunk(
             data=response.content,
             offset=int(response.headers["X-Log-Offset"]),
             status=RunStatus(response.headers["X-Run-Status"]),
         )
 
-    def follow(self, name: str, offset: int = 0) -> LogFollow:
-        """The log from `offset` until the run ends, as chunks of bytes; a dropped connection
-        is resumed where it stopped (`Last-Event-ID`). After the last chunk, `.end` holds the
-        run's final status, exit code and reason."""
-        return LogFollow(self, name, offset)
+    def follow(self, name: str, offset: int = 0, *, node: int = 0) -> LogFollow:
+        """The log (the master's, or node `node`'s) from `offset` until the run ends, as chunks
+        of bytes; a dropped connection is resumed where it stopped (`Last-Event-ID`). After the
+        last chunk, `.end` holds the run's final status, exit code and reason."""
+        return LogFollow(self, name, offset, node=node)
 
     # -- stopping -------------------------------------------------------------------------------
 
@@ -297,9 +305,10 @@ class Client:
 class LogFollow:
     """An iterator over a run's log chunks, read from the server's Server-Sent Events."""
 
-    def __init__(self, client: Client, name: str, offset: int) -> None:
+    def __init__(self, client: Client, name: str, offset: int, *, node: int = 0) -> None:
         self.client = client
         self.name = name
+        self.node = node
         #: the offset after the last chunk handed out
         self.offset = offset
         self.end: LogEnd | None = None
@@ -321,7 +330,8 @@ class LogFollow:
         headers = {"Last-Event-ID": str(self.offset), "Accept": "text/event-stream"}
         http = self.client._http
         timeout = httpx.Timeout(10.0, read=60.0)  # the server sends a keep-alive every 15s
-        with http.stream("GET", path, headers=headers, timeout=timeout) as response:
+        params = _params(node=self.node or None)
+        with http.stream("GET", path, params=params, headers=headers, timeout=timeout) as response:
             if response.is_error:
                 response.read()
                 raise error_from(response)
