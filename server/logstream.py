@@ -104,7 +104,7 @@ async def log_events(
             outcome["error"] = exc
         asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
 
-    thread = threading.Thread(target=reader, name=f"log-{name}-{node}", daemon=True)
+    thread = threading.Thread(target=reader, name=f"log-{name}", daemon=True)
     thread.start()
     position = offset
     try:
