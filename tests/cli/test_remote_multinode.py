@@ -31,6 +31,7 @@ from tests.orchestrator.host.test_e2e_multinode import (  # noqa: F401  (two_ssh
     two_sshd,
 )
 from tests.server.conftest import ADMIN_TOKEN, Server, start_server, stop_server
+from tests.server.dashboard.support import signed_in
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
@@ -173,6 +174,17 @@ def test_every_node_of_a_two_node_run_is_served(
                 "node 2: run tcp-sum has 2 nodes (ranks 0..1)"
             )
         assert api.get("/runs/nothing/nodes").status_code == 404
+
+    # the dashboard's run page lists the nodes, each with a link to its log
+    session = signed_in(cluster_server)
+    try:
+        html = session.get("/runs/tcp-sum").text
+        assert 'id="nodes-h"' in html and "127.0.0.3" in html, html
+        link = "/api/v1/runs/tcp-sum/logs?node=1"
+        assert f'href="{link}"' in html
+        assert session.get(link).content == data
+    finally:
+        session.close()
 
 
 def test_embedded_and_remote_print_the_same(remote_cli: Cli, project: Path) -> None:
