@@ -189,27 +189,38 @@ def test_every_node_of_a_two_node_run_is_served(
 
 def test_embedded_and_remote_print_the_same(remote_cli: Cli, project: Path) -> None:
     """The same two-node task, in-process then through the server: the same logs, node by
-    node and all together, and the same nodes in `ps --json` (but their run folders)."""
+    node and all together, the same one-line refusal of a node the run lacks, and the same
+    nodes in `ps --json` (but their run folders). The two runs have names of their own: on a
+    shared ssh host, runs of two homes with one name and id would share a folder."""
     _tcp_sum(project)
     shown: dict[str, list[object]] = {}
-    for mode in ("--local", "--remote"):
+    for mode, name in (("--local", "sum-here"), ("--remote", "sum-there")):
         args = ("--local",) if mode == "--local" else ()
         port = free_port(ADDRESSES[0])
         up = remote_cli(
-            *args, "up", "-y", "-e", f"SUM_PORT={port}", "tcp-sum.dstack.yml", timeout=180
+            *args,
+            "up",
+            "-y",
+            "-n",
+            name,
+            "-e",
+            f"SUM_PORT={port}",
+            "tcp-sum.dstack.yml",
+            timeout=180,
         )
         assert up.returncode == 0, (mode, up.stderr)
         outputs: list[object] = [
-            remote_cli(*args, "logs", *opts, "tcp-sum").stdout
+            remote_cli(*args, "logs", *opts, name).stdout
             for opts in ((), ("--node", "1"), ("--all-nodes",), ("-f", "--all-nodes"))
         ]
-        bad = remote_cli(*args, "logs", "--node", "5", "tcp-sum")
-        outputs.append((bad.returncode, bad.stderr))
-        nodes = _nodes(remote_cli, "tcp-sum", *args)
+        bad = remote_cli(*args, "logs", "--node", "5", name)
+        outputs.append((bad.returncode, bad.stderr.replace(name, "RUN")))
+        nodes = _nodes(remote_cli, name, *args)
         outputs.append([{k: v for k, v in n.items() if k != "run_dir"} for n in nodes])
         shown[mode] = outputs
     assert shown["--local"] == shown["--remote"]
     assert "[1] rank 1 sent 2" in str(shown["--remote"][2])
+    assert shown["--remote"][4] == (2, "error: node 5: run RUN has 2 nodes (ranks 0..1)\n")
 
 
 LIVE = """
