@@ -163,7 +163,16 @@ def test_logout_removes_the_stored_login(cli: Cli) -> None:
     assert out.stdout.strip() == "Not logged in to a server"
 
 
-HEAVY = ("httpx", "fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg")
+HEAVY = (
+    "httpx",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "websockets",
+)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["ps"], ["ps", "-a", "--json"]])
