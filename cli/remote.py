@@ -181,9 +181,10 @@ class RemoteService:
         server) stopped."""
         saved = self._offset_file(name)
         reached = _read_offset(saved) if offset is None else offset
-        with _History(self.client, name, on_event), contextlib.ExitStack() as forwards:
+        with _History(self.client, name, on_event) as history, contextlib.ExitStack() as forwards:
             self._wait_for_job(name)
             if ports:
+                history.show()  # `running` before the ports' lines, as in-process
                 forwards.callback(self._forward(name, ports, on_event).close)
             for chunk in self.client.follow(name, reached):
                 sink(chunk)
@@ -331,6 +332,7 @@ class _History:
         self.name = name
         self.on_event = on_event
         self.seen = 0
+        self.lock = threading.Lock()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -342,10 +344,11 @@ class _History:
         self.done.set()
         self.thread.join(timeout=2 * HISTORY_POLL)
         if exc[0] is None:
-            self._show()  # the last changes, the final status among them
+            self.show()  # the last changes, the final status among them
 
-    def _show(self) -> None:
-        with contextlib.suppress(Exception):  # progress lines only: never fail the follow
+    def show(self) -> None:
+        """The changes not shown yet (from the polling thread, or the follower's)."""
+        with self.lock, contextlib.suppress(Exception):  # progress lines: never fail the follow
             events = self.client.history(self.name)
             for event in events[self.seen :]:
                 self.on_event(f"{event.status}" + (f": {event.reason}" if event.reason else ""))
@@ -353,7 +356,7 @@ class _History:
 
     def _poll(self) -> None:
         while not self.done.is_set():
-            self._show()
+            self.show()
             self.done.wait(HISTORY_POLL)
 
 

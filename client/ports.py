@@ -130,8 +130,8 @@ class Forwards:
         task = asyncio.current_task()
         assert task is not None
         self._tunnels.add(task)
+        here = StreamChannel(reader, writer)
         try:
-            here = StreamChannel(reader, writer)
             try:
                 there = await open_port(self.url, self.token, self.name, task_port)
             except IacrunError as exc:
@@ -139,6 +139,8 @@ class Forwards:
                 await here.close()
                 return
             await splice(here, there)
+        except asyncio.CancelledError:  # the forwards close: this connection ends with them
+            await here.close()
         finally:
             self._tunnels.discard(task)
 

@@ -9,7 +9,7 @@ runs in remote mode: a listener on 127.0.0.1 here, a WebSocket to the server per
 server's relay to the job's port.
 
 - throughput: one connection reading `--mb` MB (`/zeros/N`), best of 3, MB/s
-- 20 connections at once, each reading `--mb`/20 MB: the aggregate MB/s
+- 20 connections at once, each reading `--mb`/20 MB: the aggregate MB/s, best of 3
 - connect latency: a new connection, a small request and its whole answer, `--connects` times
   one after another: p50 and p99 in ms
 """
@@ -61,13 +61,15 @@ def throughput(port: int, size: int) -> float:
 
 
 def parallel(port: int, size: int, count: int = 20) -> float:
-    each = size // count
-    start = time.perf_counter()
+    each, best = size // count, 0.0
     with ThreadPoolExecutor(count) as pool:
-        got = sum(pool.map(lambda _: get(port, f"/zeros/{each}"), range(count)))
-    seconds = time.perf_counter() - start
-    assert got > each * count
-    return each * count / seconds / 1e6
+        for _ in range(3):
+            start = time.perf_counter()
+            got = sum(pool.map(lambda _: get(port, f"/zeros/{each}"), range(count)))
+            seconds = time.perf_counter() - start
+            assert got > each * count
+            best = max(best, each * count / seconds / 1e6)
+    return best
 
 
 def latency(port: int, count: int) -> tuple[float, float]:
