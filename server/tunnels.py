@@ -24,6 +24,9 @@ from iacrun.orchestrator.host.relay import Channel, splice
 from iacrun.orchestrator.host.transport import Host, Transport
 from iacrun.orchestrator.registry import RunRecord
 
+#: seconds a tunnel waits for the run's host's SSH to answer (at most: a host that takes
+#: longer is refused, 503, before the client's own handshake times out)
+CONNECT_WITHIN = 15.0
 #: seconds a run's host's transport is kept after its last tunnel ended (a browser opens
 #: connection after connection: each would cost an SSH login otherwise)
 LINGER = 30.0
@@ -109,7 +112,9 @@ class PortRelay:
         key = f"{run.id}\0{host.model_dump_json()}"
         shared = self._shared.get(key)
         if shared is None:
-            shared = _Shared(asyncio.ensure_future(open_transport(host)))
+            within = min(host.connect_timeout, CONNECT_WITHIN)
+            reach = host.model_copy(update={"connect_timeout": within})
+            shared = _Shared(asyncio.ensure_future(open_transport(reach)))
             self._shared[key] = shared
         shared.users += 1
         if shared.closing is not None:

@@ -25,7 +25,7 @@ from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
 from iacrun.server.auth import SESSION_COOKIE
 from tests.conftest import write_task
 from tests.orchestrator.host.sshd import free_port
-from tests.server.conftest import ADMIN_TOKEN, Server, wait_for
+from tests.server.conftest import ADMIN_TOKEN, Server, start_server, stop_server, wait_for
 from tests.server.serving import HELLO, expected_bytes, write_serving_task
 
 # the relay is the server's code above the registry: SQLite is enough here
@@ -173,3 +173,36 @@ def test_nothing_listening_and_a_run_not_started(server: Server, project: Path) 
     wait_for(lambda: client.get("quiet").status == "running")
     with pytest.raises(PortClosedError, match=f"nothing listens on port {port} of run quiet"):
         asyncio.run(open_it())
+
+
+def test_a_stopping_server_ends_its_tunnels_and_the_run_goes_on(
+    tmp_path: Path, project: Path, server_env: dict[str, str]
+) -> None:
+    """SIGTERM to a server with a tunnel open: the tunnel is closed (the client sees the end),
+    the server exits cleanly, and the run goes on for the next server, which stops it."""
+    home = tmp_path / "own-server"
+    first = start_server(home, server_env)
+    port = free_port()
+    write_serving_task(project, port)
+    try:
+        client = first.client()
+        client.submit(build_run_spec(project / "task.dstack.yml", Overrides(name="lasting")))
+        wait_for(lambda: client.get("lasting").status == "running")
+
+        async def open_then_stop() -> bytes | None:
+            await get(client, "lasting", port, "/")  # the task's server is up
+            channel = await client.open_port("lasting", port)
+            stopping = asyncio.get_running_loop().run_in_executor(None, stop_server, first)
+            ended = await channel.receive()  # nothing was asked: only the end can come
+            assert await stopping == 0
+            return ended
+
+        assert asyncio.run(open_then_stop()) is None
+    finally:
+        if first.proc.poll() is None:
+            stop_server(first)
+        second = start_server(home, server_env)
+        try:
+            second.client().stop("lasting")
+        finally:
+            stop_server(second)
