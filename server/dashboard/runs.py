@@ -8,10 +8,11 @@ run's page follows the log through the API's SSE stream (static/log.js)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from iacrun.orchestrator.errors import IacrunError
@@ -40,32 +41,37 @@ PAGE = 50
 TASK_FILE_LIMIT = 256 * 1024
 
 
-def _filters(
-    principal: Principal,
-    show: str,
-    mine: bool,
-    status: str,
-    backend: str,
-) -> dict[str, Any]:
-    """The list's filters as the registry's paging takes them (an unknown status: none)."""
-    return {
-        "active": True if show == "active" else None,
-        "user": principal.user if mine else None,
-        "status": status if status in RunStatus.__members__.values() else None,
-        "backend": backend or None,
-    }
-
-
-def _page(
-    state: ServerState, filters: dict[str, Any], before: int | None
-) -> tuple[list[RunRecord], int | None]:
-    runs = state.registry.page(**filters, limit=PAGE + 1, before=before)
-    more = len(runs) > PAGE
-    runs = runs[:PAGE]
-    return runs, runs[-1].id if more else None
-
-
 Show = Annotated[str, Query(pattern="^(all|active)$")]
+
+
+@dataclass
+class RunsQuery:
+    """The runs list's filters and place in the list, as the page and its `runs.json` both take
+    them from the query string."""
+
+    show: Show = "all"
+    mine: bool = False
+    status: str = ""
+    backend: str = ""
+    before: int | None = None
+
+    def page(self, state: ServerState, principal: Principal) -> tuple[list[RunRecord], int | None]:
+        """One page of the list, newest first, and the id the next page starts before (None at
+        the end). An unknown status filters nothing."""
+        runs = state.registry.page(
+            active=True if self.show == "active" else None,
+            user=principal.user if self.mine else None,
+            status=self.status if self.status in RunStatus.__members__.values() else None,
+            backend=self.backend or None,
+            limit=PAGE + 1,
+            before=self.before,
+        )
+        more = len(runs) > PAGE
+        runs = runs[:PAGE]
+        return runs, runs[-1].id if more else None
+
+
+Listing = Annotated[RunsQuery, Depends()]
 
 
 @router.get("/")
@@ -74,17 +80,9 @@ def home() -> Response:
 
 
 @router.get("/runs")
-def runs_page(
-    request: Request,
-    principal: PageUser,
-    show: Show = "all",
-    mine: bool = False,
-    status: str = "",
-    backend: str = "",
-    before: int | None = None,
-) -> Response:
+def runs_page(request: Request, principal: PageUser, query: Listing) -> Response:
     state = state_of(request)
-    runs, next_id = _page(state, _filters(principal, show, mine, status, backend), before)
+    runs, next_id = query.page(state, principal)
     return page(
         request,
         "runs.html",
@@ -92,29 +90,20 @@ def runs_page(
         runs=runs,
         next_id=next_id,
         now=time.time(),
-        show=show,
-        mine=mine,
-        status=status,
-        backend=backend,
-        before=before,
+        show=query.show,
+        mine=query.mine,
+        status=query.status,
+        backend=query.backend,
+        before=query.before,
         statuses=[s.value for s in RunStatus],
         backends=[b.name for b in state.orchestrator.backends()],
     )
 
 
 @router.get("/runs.json")
-def runs_json(
-    request: Request,
-    principal: JsonUser,
-    show: Show = "all",
-    mine: bool = False,
-    status: str = "",
-    backend: str = "",
-    before: int | None = None,
-) -> Response:
+def runs_json(request: Request, principal: JsonUser, query: Listing) -> Response:
     """The list's rows (the table's HTML, from the page's own template) for live updates."""
-    state = state_of(request)
-    runs, next_id = _page(state, _filters(principal, show, mine, status, backend), before)
+    runs, next_id = query.page(state_of(request), principal)
     html = fragment(
         "run_rows.html",
         runs=runs,
