@@ -41,6 +41,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 http.server.ThreadingHTTPServer.daemon_threads = True
+http.server.ThreadingHTTPServer.request_queue_size = 128  # 20 connects at once: none dropped
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 """
 
