@@ -196,3 +196,49 @@ def test_remote_ps_loads_no_websockets(remote: Cli) -> None:  # noqa: F811
     )
     assert done.returncode == 0, done.stderr
     assert "LOADED []" in done.stdout, done.stdout
+
+
+def test_up_refuses_a_busy_local_port_before_submitting(
+    remote: Cli,  # noqa: F811
+    server: Server,
+    project: Path,
+) -> None:
+    task_port = free_port()
+    write_serving_task(project, task_port)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        out = remote("up", "-y", "-n", "never", "--port", f"{busy}:{task_port}", "task.dstack.yml")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: local port {busy} is already in use on 127.0.0.1; stop what listens there or "
+        "map the task's port elsewhere with --port LOCAL:TASK"
+    )
+    assert server.client().runs(all_runs=True) == []  # nothing was submitted
+
+
+def test_a_task_port_already_here_is_not_taken_from_the_job(
+    remote: Cli,  # noqa: F811
+    server: Server,
+    project: Path,
+) -> None:
+    """A server on this machine's loopback runs a local-backend job: its `ports: [T]` is this
+    machine's port T already. Attach says so and leaves it to the job (a listener of ours
+    there would be refused, or take the job's port), as the in-process local backend does."""
+    task_port = free_port()
+    write_serving_task(project, task_port)
+    assert remote("up", "-y", "-d", "-n", "near", "task.dstack.yml").returncode == 0
+    wait_for(lambda: server_record(server, "near").status == "running")
+    attach = remote.popen("attach", "near")
+    try:
+        said = read_stderr_until(attach, f"port {task_port} of the task is at ")
+        assert f"port {task_port} of the task is at http://127.0.0.1:{task_port}" in said
+        assert fetch_when_up(f"http://127.0.0.1:{task_port}/") == HELLO
+        assert remote("stop", "near").returncode == 0
+        attach.wait(60)
+        assert attach.stderr is not None
+        rest = attach.stderr.read().decode()
+        assert "error:" not in said + rest, said + rest
+    finally:
+        end(attach)
