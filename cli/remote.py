@@ -12,18 +12,20 @@ orchestration. What it decides, and says:
 - every node of a multi-node run is served: its record (`ps --json`), its log (`logs --node`),
   and all of them at once (`logs --all-nodes`: one stream per node, each line prefixed with its
   rank by the same `RankPrefix` as in-process);
-- ports are not forwarded: `--port` is refused before anything is sent (cli/main.py), and a
-  task's own `ports` get a note (reach them from the server's network);
+- a run's ports (the task's own, and `--port`) are forwarded to 127.0.0.1 here once its job
+  runs: each connection a WebSocket through the server, which reaches the port over the run's
+  host's transport as the in-process attach does (client/ports.py, server/routes/ports.py);
 - a stop is recorded by the server at once (its supervision ends the job and tears down), so a
   CLI killed right after still leaves nothing running.
 
-Imported only in remote mode: httpx comes with the client.
+Imported only in remote mode: httpx comes with the client, websockets only with a forward.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import os
 import threading
 import time
@@ -36,6 +38,7 @@ from iacrun.orchestrator.registry import RunRecord, name_taken
 
 if TYPE_CHECKING:
     from iacrun.client import Client
+    from iacrun.client.ports import Forwards
     from iacrun.orchestrator.host.cluster import NodeRecord
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.models.taskfile import PortMapping
@@ -169,21 +172,42 @@ class RemoteService:
         """Follow the run's log through the server until it ends; its status changes go to
         `on_event` meanwhile. `offset` None goes on where the last attach (to this run on this
         server) stopped."""
-        if ports:  # the task's own ports (a --port flag was refused before anything was sent)
-            shown = ", ".join(str(p.container_port) for p in ports)
-            on_event(
-                f"port {shown} of the task: not forwarded to this machine in remote mode; "
-                "reach it from the server's network"
-            )
         saved = self._offset_file(name)
         reached = _read_offset(saved) if offset is None else offset
-        with _History(self.client, name, on_event):
+        with _History(self.client, name, on_event) as history, contextlib.ExitStack() as forwards:
             self._wait_for_job(name)
+            if ports:
+                history.show()  # `running` before the ports' lines, as in-process
+                forwards.callback(self._forward(name, ports, on_event).close)
             for chunk in self.client.follow(name, reached):
                 sink(chunk)
                 reached += len(chunk)
                 _write_offset(saved, reached)
         return self.client.get(name)
+
+    def _forward(
+        self, name: str, ports: Sequence[PortMapping], on_event: Callable[[str], None]
+    ) -> Forwards:
+        """The run's ports on 127.0.0.1 here, each connection a WebSocket through the server
+        (client/ports.py), said in the lines the in-process attach says. LocalPortBusyError
+        for a local port something here holds (the caller stops the run, or says how to
+        attach elsewhere). None is forwarded for a run that is not running (any more)."""
+        from iacrun.orchestrator.host.ports import free_local_port
+
+        run = self.client.get(name)
+        forwards = self.client.forward_ports(name, on_note=lambda line: on_event(line))
+        if run.status != "running":
+            return forwards
+        try:
+            for port in ports:
+                local = port.local_port or free_local_port()
+                if not _here_already(self.url, run, local, port.container_port):
+                    forwards.forward(local, port.container_port)
+                on_event(f"port {port.container_port} of the task is at http://127.0.0.1:{local}")
+        except BaseException:
+            forwards.close()
+            raise
+        return forwards
 
     def _wait_for_job(self, name: str) -> None:
         """Until the run's job has started (or the run ended), as the in-process attach waits
@@ -345,6 +369,7 @@ class _History:
         self.name = name
         self.on_event = on_event
         self.seen = 0
+        self.lock = threading.Lock()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -356,10 +381,11 @@ class _History:
         self.done.set()
         self.thread.join(timeout=2 * HISTORY_POLL)
         if exc[0] is None:
-            self._show()  # the last changes, the final status among them
+            self.show()  # the last changes, the final status among them
 
-    def _show(self) -> None:
-        with contextlib.suppress(Exception):  # progress lines only: never fail the follow
+    def show(self) -> None:
+        """The changes not shown yet (from the polling thread, or the follower's)."""
+        with self.lock, contextlib.suppress(Exception):  # progress lines: never fail the follow
             events = self.client.history(self.name)
             for event in events[self.seen :]:
                 self.on_event(f"{event.status}" + (f": {event.reason}" if event.reason else ""))
@@ -367,8 +393,24 @@ class _History:
 
     def _poll(self) -> None:
         while not self.done.is_set():
-            self._show()
+            self.show()
             self.done.wait(HISTORY_POLL)
+
+
+def _here_already(url: str, run: RunRecord, local: int, task_port: int) -> bool:
+    """True when the task's port is this machine's own `local` port already: a local-backend
+    run of a server on this machine's loopback, forwarded to the same port number (as
+    in-process, where the local backend forwards nothing then: the job listens there itself,
+    and a listener of ours would take its port)."""
+    from urllib.parse import urlsplit
+
+    if run.host is None or run.host.kind != "local" or local != task_port:
+        return False
+    try:
+        address = ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return urlsplit(url).hostname == "localhost"
+    return address.is_loopback
 
 
 def _read_offset(path: Path) -> int:

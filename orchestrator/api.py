@@ -44,6 +44,7 @@ from iacrun.orchestrator.errors import (
     NoOfferError,
     RunError,
     RunNotFoundError,
+    RunNotRunningError,
 )
 from iacrun.orchestrator.host.cluster import (
     NodeRecord,
@@ -428,6 +429,32 @@ class Orchestrator:
             return asyncio.run(follow.follow(ports))
         finally:
             _save_offset(run, follow.offset)
+
+    def port_host(self, name: str, port: int) -> tuple[RunRecord, Host]:
+        """The run and the host to reach its task port `port` on (127.0.0.1:`port` there,
+        through `Transport.connect_port`), for a server that relays it. Only a port the run
+        lists (its task's `ports:`, or a `--port` it was submitted with), only while it runs:
+        InputError for another port, RunNotRunningError before or after."""
+        run = self.registry.get(name)
+        listed = [p.container_port for p in run.spec.ports]
+        if port not in listed:
+            ports = ", ".join(str(p) for p in listed)
+            raise InputError(
+                f"port {port} is not one of the run's ports ({ports}); forward one of those"
+                if listed
+                else f"port {port} is not one of the run's ports: {name} lists none "
+                "(a task's ports: [...] lists them)"
+            )
+        if run.status != "running" or run.host is None:
+            if run.status.is_final:
+                raise RunNotRunningError(
+                    f"run {name} has ended ({run.status}): its port {port} is gone"
+                )
+            raise RunNotRunningError(
+                f"run {name} is {run.status}: its port {port} is reachable once it runs; "
+                "try again then"
+            )
+        return run, run.host
 
     def logs(
         self,
