@@ -45,12 +45,6 @@ options go before FILE, as in `docker run IMAGE ARGS`). `iacrun up -f FILE` and 
 whether to stop the run, and without a terminal (CI) Ctrl-C, SIGTERM and SIGHUP stop it.
 """
 
-#: why `--port` is refused in remote mode
-PORTS_LOCAL_ONLY = (
-    "a port is forwarded over SSH from this machine to the run's host, which only the server "
-    "reaches; open the task's port from the server's network instead"
-)
-
 app = typer.Typer(
     name="iacrun",
     help="Run tasks on this machine, your SSH hosts, or ephemeral cloud GPU machines.",
@@ -165,7 +159,7 @@ def up(
     json_out: Json = False,
 ) -> None:
     from iacrun.cli.attach import attach, check_ports, note
-    from iacrun.cli.mode import is_remote, local_only, service
+    from iacrun.cli.mode import is_remote, service
     from iacrun.cli.render import plan_text, run_json, utc_minute
     from iacrun.cli.signals import catch as catch_stop_signals
     from iacrun.cli.tables import offers_table
@@ -195,8 +189,6 @@ def up(
     spec = build_run_spec(file, overrides, args=task_args)
     for word in sorted(set(task_args) & _option_names(ctx)):
         note(f"note: {word} comes after the task file, so it goes to the task, not to iacrun")
-    if port:
-        local_only("--port", PORTS_LOCAL_ONLY)
     orch = service()
     if spec.run_name is not None:
         orch.ensure_name_free(spec.run_name)
@@ -232,8 +224,8 @@ def up(
                 f"see it with: iacrun ps; stop it with: iacrun stop {kept.name}"
             )
         return
-    if not is_remote():  # remote: this machine's ports take no part (see RemoteService.attach)
-        check_ports(spec.ports, {o.backend for o in plan.offers})
+    # remote: the server's local backend is the server's machine, not this one
+    check_ports(spec.ports, set() if is_remote() else {o.backend for o in plan.offers})
     if not detach:
         catch_stop_signals()  # from the submit on, SIGTERM and SIGHUP stop the run
     run = orch.submit(spec, plan)
@@ -360,13 +352,11 @@ def attach(
     ] = False,
 ) -> None:
     from iacrun.cli.attach import attach as do_attach
-    from iacrun.cli.mode import local_only, service
+    from iacrun.cli.mode import service
     from iacrun.orchestrator.models.runspec import merge_ports
 
     orch = service()
     run = orch.get(run_name)
-    if port:
-        local_only("--port", PORTS_LOCAL_ONLY)
     ports = merge_ports(run.spec.ports, port or [])
     raise typer.Exit(do_attach(orch, run, ports, 0 if from_start else None))
 

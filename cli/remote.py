@@ -9,18 +9,23 @@ orchestration. What it decides, and says:
   has its hash); the server plans, preflights and supervises;
 - a run is followed through the server's Server-Sent Events log stream; where `iacrun attach`
   left a run's log is kept per server in iacrun's home, as in-process;
-- ports are not forwarded: `--port` is refused before anything is sent (cli/main.py), and a
-  task's own `ports` get a note (reach them from the server's network);
+- every node of a multi-node run is served: its record (`ps --json`), its log (`logs --node`),
+  and all of them at once (`logs --all-nodes`: one stream per node, each line prefixed with its
+  rank by the same `RankPrefix` as in-process);
+- a run's ports (the task's own, and `--port`) are forwarded to 127.0.0.1 here once its job
+  runs: each connection a WebSocket through the server, which reaches the port over the run's
+  host's transport as the in-process attach does (client/ports.py, server/routes/ports.py);
 - a stop is recorded by the server at once (its supervision ends the job and tears down), so a
   CLI killed right after still leaves nothing running.
 
-Imported only in remote mode: httpx comes with the client.
+Imported only in remote mode: httpx comes with the client, websockets only with a forward.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import os
 import threading
 import time
@@ -33,6 +38,7 @@ from iacrun.orchestrator.registry import RunRecord, name_taken
 
 if TYPE_CHECKING:
     from iacrun.client import Client
+    from iacrun.client.ports import Forwards
     from iacrun.orchestrator.host.cluster import NodeRecord
     from iacrun.orchestrator.models.runspec import RunSpec
     from iacrun.orchestrator.models.taskfile import PortMapping
@@ -40,9 +46,6 @@ if TYPE_CHECKING:
     from iacrun.orchestrator.offers.plan import OfferPlan
     from iacrun.orchestrator.registry.schedules import ScheduleRecord
     from iacrun.server.schema import StackInfo
-
-#: why a multi-node run's other nodes are not followed remotely
-NODES_LOCAL_ONLY = "the server's API serves the log of a run's master (node 0)"
 
 #: seconds between two looks at a run that is not running yet
 WAIT_POLL = 0.25
@@ -154,15 +157,8 @@ class RemoteService:
         return self.client.get(name)
 
     def nodes(self, run: RunRecord) -> list[NodeRecord]:
-        """The master's job, from the record (the server's API has no per-node records)."""
-        from iacrun.orchestrator.host.cluster import NodeRecord
-
-        if run.host is None:
-            return []
-        node = NodeRecord(rank=0, host=run.host)
-        if not run.active:
-            node.status, node.exit_code, node.reason = str(run.status), run.exit_code, run.reason
-        return [node]
+        """Every node's job of the run, from the server (`Orchestrator.nodes` there)."""
+        return self.client.nodes(run.name)
 
     def attach(
         self,
@@ -176,21 +172,42 @@ class RemoteService:
         """Follow the run's log through the server until it ends; its status changes go to
         `on_event` meanwhile. `offset` None goes on where the last attach (to this run on this
         server) stopped."""
-        if ports:  # the task's own ports (a --port flag was refused before anything was sent)
-            shown = ", ".join(str(p.container_port) for p in ports)
-            on_event(
-                f"port {shown} of the task: not forwarded to this machine in remote mode; "
-                "reach it from the server's network"
-            )
         saved = self._offset_file(name)
         reached = _read_offset(saved) if offset is None else offset
-        with _History(self.client, name, on_event):
+        with _History(self.client, name, on_event) as history, contextlib.ExitStack() as forwards:
             self._wait_for_job(name)
+            if ports:
+                history.show()  # `running` before the ports' lines, as in-process
+                forwards.callback(self._forward(name, ports, on_event).close)
             for chunk in self.client.follow(name, reached):
                 sink(chunk)
                 reached += len(chunk)
                 _write_offset(saved, reached)
         return self.client.get(name)
+
+    def _forward(
+        self, name: str, ports: Sequence[PortMapping], on_event: Callable[[str], None]
+    ) -> Forwards:
+        """The run's ports on 127.0.0.1 here, each connection a WebSocket through the server
+        (client/ports.py), said in the lines the in-process attach says. LocalPortBusyError
+        for a local port something here holds (the caller stops the run, or says how to
+        attach elsewhere). None is forwarded for a run that is not running (any more)."""
+        from iacrun.orchestrator.host.ports import free_local_port
+
+        run = self.client.get(name)
+        forwards = self.client.forward_ports(name, on_note=lambda line: on_event(line))
+        if run.status != "running":
+            return forwards
+        try:
+            for port in ports:
+                local = port.local_port or free_local_port()
+                if not _here_already(self.url, run, local, port.container_port):
+                    forwards.forward(local, port.container_port)
+                on_event(f"port {port.container_port} of the task is at http://127.0.0.1:{local}")
+        except BaseException:
+            forwards.close()
+            raise
+        return forwards
 
     def _wait_for_job(self, name: str) -> None:
         """Until the run's job has started (or the run ended), as the in-process attach waits
@@ -211,21 +228,23 @@ class RemoteService:
         follow: bool = False,
         node: int | None = None,
     ) -> tuple[int, RunRecord]:
+        """The log of the run's master, or of node `node` (the server checks the rank)."""
         if offset < 0:
             raise InputError(f"--offset {offset}: a byte offset is 0 or more")
-        if node not in (None, 0):
-            raise InputError(f"--node is local-only: {NODES_LOCAL_ONLY}")
+        rank = node or 0
         chunks: Iterable[bytes] = (
-            self.client.follow(name, offset) if follow else self._read(name, offset)
+            self.client.follow(name, offset, node=rank)
+            if follow
+            else self._read(name, offset, rank)
         )
         for chunk in chunks:
             sink(chunk)
             offset += len(chunk)
         return offset, self.client.get(name)
 
-    def _read(self, name: str, offset: int) -> Iterator[bytes]:
+    def _read(self, name: str, offset: int, node: int = 0) -> Iterator[bytes]:
         while True:
-            chunk = self.client.logs(name, offset)
+            chunk = self.client.logs(name, offset, node=node)
             if not chunk.data:
                 return
             offset = chunk.offset
@@ -234,7 +253,49 @@ class RemoteService:
     def all_node_logs(
         self, name: str, sink: Callable[[bytes], None], *, follow: bool = False
     ) -> RunRecord:
-        raise InputError(f"--all-nodes is local-only: {NODES_LOCAL_ONLY}")
+        """Every node's log, each line prefixed with its rank (`[1] ...`): interleaved as the
+        lines come while an active run is followed (one log stream per node, each waiting on
+        the server for its node's machine); node after node, in rank order, otherwise."""
+        from iacrun.orchestrator.host.cluster import RankPrefix
+
+        run = self.client.get(name)
+        if not (follow and run.active):
+            for rank in [n.rank for n in self.client.nodes(name)] or [0]:
+                prefixer = RankPrefix(rank, sink)
+                for chunk in self._read(name, 0, rank):
+                    prefixer.write(chunk)
+                prefixer.flush()
+            return self.client.get(name)
+
+        lock = threading.Lock()
+
+        def locked(data: bytes) -> None:
+            with lock:  # a line is handed on whole, whichever node's thread wrote it
+                sink(data)
+
+        failures: list[BaseException] = []
+
+        def follow_node(rank: int) -> None:
+            prefixer = RankPrefix(rank, locked)
+            try:
+                for chunk in self.client.follow(name, 0, node=rank):
+                    prefixer.write(chunk)
+            except BaseException as exc:  # raised again in the caller's thread
+                failures.append(exc)
+            finally:
+                prefixer.flush()
+
+        threads = [
+            threading.Thread(target=follow_node, args=(rank,), name=f"log-{rank}", daemon=True)
+            for rank in range(max(run.spec.nodes, 1))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        return self.client.get(name)
 
     # ------------------------------------------------------------------ stopping
 
@@ -314,6 +375,7 @@ class _History:
         self.name = name
         self.on_event = on_event
         self.seen = 0
+        self.lock = threading.Lock()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -325,10 +387,11 @@ class _History:
         self.done.set()
         self.thread.join(timeout=2 * HISTORY_POLL)
         if exc[0] is None:
-            self._show()  # the last changes, the final status among them
+            self.show()  # the last changes, the final status among them
 
-    def _show(self) -> None:
-        with contextlib.suppress(Exception):  # progress lines only: never fail the follow
+    def show(self) -> None:
+        """The changes not shown yet (from the polling thread, or the follower's)."""
+        with self.lock, contextlib.suppress(Exception):  # progress lines: never fail the follow
             events = self.client.history(self.name)
             for event in events[self.seen :]:
                 self.on_event(f"{event.status}" + (f": {event.reason}" if event.reason else ""))
@@ -336,8 +399,24 @@ class _History:
 
     def _poll(self) -> None:
         while not self.done.is_set():
-            self._show()
+            self.show()
             self.done.wait(HISTORY_POLL)
+
+
+def _here_already(url: str, run: RunRecord, local: int, task_port: int) -> bool:
+    """True when the task's port is this machine's own `local` port already: a local-backend
+    run of a server on this machine's loopback, forwarded to the same port number (as
+    in-process, where the local backend forwards nothing then: the job listens there itself,
+    and a listener of ours would take its port)."""
+    from urllib.parse import urlsplit
+
+    if run.host is None or run.host.kind != "local" or local != task_port:
+        return False
+    try:
+        address = ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return urlsplit(url).hostname == "localhost"
+    return address.is_loopback
 
 
 def _read_offset(path: Path) -> int:

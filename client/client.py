@@ -8,15 +8,17 @@ import hashlib
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
+from iacrun.client.errors import error_named, error_of
 from iacrun.orchestrator import errors
+from iacrun.orchestrator.host.cluster import NodeRecord
 from iacrun.orchestrator.host.payload import pack_upload
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.paths import iacrun_home
@@ -37,6 +39,9 @@ from iacrun.server.schema import (
     TokenInfo,
     User,
 )
+
+if TYPE_CHECKING:
+    from iacrun.client.ports import Forwards, PortChannel
 
 M = TypeVar("M", bound=BaseModel)
 API = "/api/v1"
@@ -75,6 +80,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.token = token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.upload_limit_gb = upload_limit_gb
         self._http = httpx.Client(
@@ -122,6 +128,23 @@ class Client:
 
     def info(self) -> ServerInfo:
         return self._json(ServerInfo, "GET", "/server/info")
+
+    # -- a run's ports ----------------------------------------------------------------------------
+
+    async def open_port(self, name: str, port: int) -> PortChannel:
+        """One TCP connection to task port `port` of run `name`, relayed by the server over a
+        WebSocket (a `relay.Channel`: bytes in and out). Refusals raise the error tree, as every
+        call does: InputError for a port the run does not list, RunNotRunningError, ..."""
+        from iacrun.client.ports import open_port
+
+        return await open_port(self.url, self.token, name, port)
+
+    def forward_ports(self, name: str, on_note: Callable[[str], None] | None = None) -> Forwards:
+        """Local ports forwarded to run `name`'s ports (`Forwards.forward(local, task)`), each
+        connection over its own WebSocket; close it to stop them."""
+        from iacrun.client.ports import Forwards
+
+        return Forwards(self.url, self.token, name, on_note)
 
     # -- planning and submitting ------------------------------------------------------------------
 
@@ -224,22 +247,29 @@ class Client:
     def history(self, name: str) -> list[RunEvent]:
         return self._list(RunEvent, f"/runs/{name}/history")
 
-    def logs(self, name: str, offset: int = 0, limit: int | None = None) -> LogChunk:
-        """The log's bytes from `offset` as they are now (no waiting)."""
-        response = self._send(
-            "GET", f"/runs/{name}/logs", params=_params(offset=offset, limit=limit)
-        )
+    def nodes(self, name: str) -> list[NodeRecord]:
+        """Every node's job of the run in rank order (the master alone for a one-node run):
+        its host, and how it ended (a node still running shows the run's status)."""
+        return self._list(NodeRecord, f"/runs/{name}/nodes")
+
+    def logs(
+        self, name: str, offset: int = 0, limit: int | None = None, *, node: int = 0
+    ) -> LogChunk:
+        """The log's bytes from `offset` as they are now (no waiting): the master's, or node
+        `node`'s of a multi-node run (an InputError for a node the run does not have)."""
+        params = _params(offset=offset, limit=limit, node=node or None)
+        response = self._send("GET", f"/runs/{name}/logs", params=params)
         return LogChunk(
             data=response.content,
             offset=int(response.headers["X-Log-Offset"]),
             status=RunStatus(response.headers["X-Run-Status"]),
         )
 
-    def follow(self, name: str, offset: int = 0) -> LogFollow:
-        """The log from `offset` until the run ends, as chunks of bytes; a dropped connection
-        is resumed where it stopped (`Last-Event-ID`). After the last chunk, `.end` holds the
-        run's final status, exit code and reason."""
-        return LogFollow(self, name, offset)
+    def follow(self, name: str, offset: int = 0, *, node: int = 0) -> LogFollow:
+        """The log (the master's, or node `node`'s) from `offset` until the run ends, as chunks
+        of bytes; a dropped connection is resumed where it stopped (`Last-Event-ID`). After the
+        last chunk, `.end` holds the run's final status, exit code and reason."""
+        return LogFollow(self, name, offset, node=node)
 
     # -- stopping -------------------------------------------------------------------------------
 
@@ -307,9 +337,10 @@ class Client:
 class LogFollow:
     """An iterator over a run's log chunks, read from the server's Server-Sent Events."""
 
-    def __init__(self, client: Client, name: str, offset: int) -> None:
+    def __init__(self, client: Client, name: str, offset: int, *, node: int = 0) -> None:
         self.client = client
         self.name = name
+        self.node = node
         #: the offset after the last chunk handed out
         self.offset = offset
         self.end: LogEnd | None = None
@@ -331,7 +362,8 @@ class LogFollow:
         headers = {"Last-Event-ID": str(self.offset), "Accept": "text/event-stream"}
         http = self.client._http
         timeout = httpx.Timeout(10.0, read=60.0)  # the server sends a keep-alive every 15s
-        with http.stream("GET", path, headers=headers, timeout=timeout) as response:
+        params = _params(node=self.node or None)
+        with http.stream("GET", path, params=params, headers=headers, timeout=timeout) as response:
             if response.is_error:
                 response.read()
                 raise error_from(response)
@@ -350,7 +382,7 @@ class LogFollow:
                     )
                     return
                 elif kind == "error":
-                    raise _error(json.loads(event.get("data", "{}")))
+                    raise error_named(json.loads(event.get("data", "{}")))
 
 
 def _events(stream: Iterator[bytes]) -> Iterator[dict[str, str]]:
@@ -380,30 +412,7 @@ def _events(stream: Iterator[bytes]) -> Iterator[dict[str, str]]:
 
 def error_from(response: httpx.Response) -> errors.IacrunError:
     """The error of iacrun's tree that the server's answer names (`{"error": {"type", ...}}`)."""
-    try:
-        detail = response.json()["error"]
-    except (ValueError, KeyError, TypeError):  # no body (a HEAD), or not iacrun's server
-        text = response.text.strip().splitlines()
-        cls = _BY_STATUS.get(response.status_code, errors.ServerError)
-        return cls(
-            f"the server answered {response.status_code}: {text[0] if text else 'no details'}"
-        )
-    return _error(detail)
-
-
-#: the error of an answer that has no body to name it
-_BY_STATUS: dict[int, type[errors.IacrunError]] = {
-    401: errors.AuthError,
-    403: errors.ForbiddenError,
-    404: errors.NotFoundError,
-}
-
-
-def _error(detail: Mapping[str, Any]) -> errors.IacrunError:
-    cls = getattr(errors, str(detail.get("type")), None)
-    if not (isinstance(cls, type) and issubclass(cls, errors.IacrunError)):
-        cls = errors.IacrunError
-    return cls(str(detail.get("message", "")))
+    return error_of(response.status_code, response.content)
 
 
 def _params(**values: Any) -> dict[str, Any]:

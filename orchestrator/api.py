@@ -44,8 +44,14 @@ from iacrun.orchestrator.errors import (
     NoOfferError,
     RunError,
     RunNotFoundError,
+    RunNotRunningError,
 )
-from iacrun.orchestrator.host.cluster import NodeRecord, node_log_name, read_nodes
+from iacrun.orchestrator.host.cluster import (
+    NodeRecord,
+    RankPrefix,
+    node_log_name,
+    read_nodes,
+)
 from iacrun.orchestrator.host.ports import LocalPortBusyError, free_local_port
 from iacrun.orchestrator.host.reconnecting import open_transport
 from iacrun.orchestrator.host.runner_client import (
@@ -386,6 +392,14 @@ class Orchestrator:
                 node.status = str(run.status)
         return nodes
 
+    def check_node(self, name: str, node: int) -> RunRecord:
+        """The run `name`, when it has a node of rank `node`; else one InputError that names
+        its ranks (`run x has 2 nodes (ranks 0..1)`)."""
+        run = self.registry.get(name)
+        if node != 0:
+            check_rank(run, node)
+        return run
+
     def attach(
         self,
         name: str,
@@ -415,6 +429,32 @@ class Orchestrator:
             return asyncio.run(follow.follow(ports))
         finally:
             _save_offset(run, follow.offset)
+
+    def port_host(self, name: str, port: int) -> tuple[RunRecord, Host]:
+        """The run and the host to reach its task port `port` on (127.0.0.1:`port` there,
+        through `Transport.connect_port`), for a server that relays it. Only a port the run
+        lists (its task's `ports:`, or a `--port` it was submitted with), only while it runs:
+        InputError for another port, RunNotRunningError before or after."""
+        run = self.registry.get(name)
+        listed = [p.container_port for p in run.spec.ports]
+        if port not in listed:
+            ports = ", ".join(str(p) for p in listed)
+            raise InputError(
+                f"port {port} is not one of the run's ports ({ports}); forward one of those"
+                if listed
+                else f"port {port} is not one of the run's ports: {name} lists none "
+                "(a task's ports: [...] lists them)"
+            )
+        if run.status != "running" or run.host is None:
+            if run.status.is_final:
+                raise RunNotRunningError(
+                    f"run {name} has ended ({run.status}): its port {port} is gone"
+                )
+            raise RunNotRunningError(
+                f"run {name} is {run.status}: its port {port} is reachable once it runs; "
+                "try again then"
+            )
+        return run, run.host
 
     def logs(
         self,
@@ -486,7 +526,7 @@ class Orchestrator:
         lines come while the run is followed; node after node, in rank order, otherwise."""
         run = self.registry.get(name)
         ranks = [n.rank for n in read_nodes(run.local_dir)] or [0]
-        prefixers = {rank: _RankPrefix(rank, sink) for rank in ranks}
+        prefixers = {rank: RankPrefix(rank, sink) for rank in ranks}
         live = follow and run.active and run.host is not None
         if not live:
             for rank in ranks:
@@ -968,14 +1008,20 @@ def _node_log(run: RunRecord, rank: int) -> tuple[Host | None, Path]:
     if rank == 0:
         return run.host, Path(run.local_dir) / node_log_name(0)
     nodes = read_nodes(run.local_dir)
-    if rank < 0 or rank >= max(len(nodes), run.spec.nodes):
-        count = max(len(nodes), run.spec.nodes)
-        raise InputError(
-            f"--node {rank}: {run.name} has {count} node{'s' if count > 1 else ''} "
-            f"(ranks 0..{count - 1})"
-        )
+    check_rank(run, rank, nodes)
     host = next((n.host for n in nodes if n.rank == rank), None)
     return host, Path(run.local_dir) / node_log_name(rank)
+
+
+def check_rank(run: RunRecord, rank: int, nodes: list[NodeRecord] | None = None) -> None:
+    """An InputError, in one line that names the run's ranks, for a rank the run does not have
+    (`logs --node`, and the API's `?node=`)."""
+    count = max(len(read_nodes(run.local_dir) if nodes is None else nodes), run.spec.nodes)
+    if not 0 <= rank < count:
+        raise InputError(
+            f"node {rank}: run {run.name} has {count} node{'s' if count > 1 else ''} "
+            f"(ranks 0..{count - 1})"
+        )
 
 
 def _every_node(run: RunRecord) -> list[tuple[int, Host]]:
@@ -984,26 +1030,6 @@ def _every_node(run: RunRecord) -> list[tuple[int, Host]]:
     if len(nodes) > 1:
         return [(n.rank, n.host) for n in nodes]
     return [(0, run.host)] if run.host is not None else []
-
-
-class _RankPrefix:
-    """A sink that hands on whole lines, each prefixed with a node's rank (`[1] `)."""
-
-    def __init__(self, rank: int, sink: Callable[[bytes], None]) -> None:
-        self.prefix = f"[{rank}] ".encode()
-        self.sink = sink
-        self.partial = b""
-
-    def write(self, data: bytes) -> None:
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        if lines:
-            self.sink(b"".join(self.prefix + line + b"\n" for line in lines))
-
-    def flush(self) -> None:
-        if self.partial:
-            self.sink(self.prefix + self.partial + b"\n")
-            self.partial = b""
 
 
 def _saved_offset(run: RunRecord) -> int:

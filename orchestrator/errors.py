@@ -9,7 +9,9 @@
     ├── NoOfferError               no offer meets the requirements; says which one eliminated them
     ├── RunError
     │   ├── RunNotFoundError       no run of that name
-    │   └── RunNameTakenError      a run of that name is still active
+    │   ├── RunNameTakenError      a run of that name is still active
+    │   ├── RunNotRunningError     the run is not running (yet, or any more) for what was asked
+    │   └── PortClosedError        nothing listens on the run's port (yet): connection refused
     ├── BackendError               a backend failed to provision, reach or terminate
     │   ├── CapacityError          this offer cannot be had now: try the next one
     │   │   ├── RegionNotReadyError  the region is not yet usable by the account (verification)
@@ -101,6 +103,14 @@ class RunNotFoundError(RunError):
 
 class RunNameTakenError(RunError):
     exit_code = 2
+
+
+class RunNotRunningError(RunError):
+    """What was asked needs the run's job running: it has not started yet, or it ended."""
+
+
+class PortClosedError(RunError):
+    """The run's job runs, but nothing listens on the port asked for (yet)."""
 
 
 class BackendError(IacrunError):

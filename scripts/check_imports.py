@@ -63,6 +63,13 @@ RULES = (
         reason="one module drives Pulumi: stacks/engine.py",
     ),
     Rule(
+        "iacrun",
+        ("websockets",),
+        exempt=("iacrun.client.ports",),
+        reason="one module speaks the WebSocket client (client/ports.py), imported only when a "
+        "command forwards a port; the server's side is Starlette's",
+    ),
+    Rule(
         "iacrun.orchestrator",
         ("iacrun.cli", "iacrun.server", "iacrun.client"),
         reason="the CLI, the server and the client are built on the orchestrator, never the "

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from iacrun.server import dashboard, errors
-from iacrun.server.routes import accounts, info, offers, runs, schedules, stacks, uploads
+from iacrun.server.routes import accounts, info, offers, ports, runs, schedules, stacks, uploads
 from iacrun.server.routes.info import iacrun_version
 from iacrun.server.state import ServerState, attach_state
 
@@ -48,6 +48,7 @@ def create_app(state: ServerState) -> FastAPI:
             with suppress(asyncio.CancelledError):
                 await sweeper
             await state.scheduler.stop_serving()
+            await state.ports.close()  # every tunnel to a run's port, and their transports
             await run_in_threadpool(state.stop)
 
     app = FastAPI(
@@ -61,7 +62,7 @@ def create_app(state: ServerState) -> FastAPI:
     )
     attach_state(app, state)
     errors.install(app)
-    for module in (info, uploads, runs, schedules, offers, stacks, accounts):
+    for module in (info, uploads, runs, ports, schedules, offers, stacks, accounts):
         app.include_router(module.router, prefix=API_PREFIX)
     dashboard.install(app)  # the web pages at `/` (server/dashboard/), outside the API's schema
     return app

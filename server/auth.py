@@ -22,6 +22,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from iacrun.orchestrator.errors import AuthError, ForbiddenError
 from iacrun.server.accounts import Principal
@@ -35,6 +36,7 @@ __all__ = [
     "User",
     "admin_only",
     "authenticate",
+    "bearer_of",
     "csrf_token",
     "require_admin",
     "require_user",
@@ -55,15 +57,19 @@ def csrf_token(secret: str) -> str:
     return hashlib.sha256(b"iacrun-csrf\0" + secret.encode()).hexdigest()
 
 
-def authenticate(request: Request, bearer: str | None, csrf: str | None = None) -> Principal:
+def authenticate(
+    request: HTTPConnection, bearer: str | None, csrf: str | None = None, *, cookie: bool = True
+) -> Principal:
     """The request's user, from `bearer` (the Authorization header's token) or else the session
     cookie; AuthError (401) without a token or with a wrong, revoked or expired one;
     ForbiddenError (403) for a cookie's change without its CSRF token (`csrf`, else the
-    `X-CSRF-Token` header). Reads the database: call it off the event loop."""
+    `X-CSRF-Token` header). `cookie=False` takes the bearer token only: a WebSocket's handshake,
+    which a browser sends with the cookie from any site and no CSRF token to check. Reads the
+    database: call it off the event loop."""
     state: ServerState = state_of(request)
     secret = bearer
     via_cookie = False
-    if secret is None:
+    if secret is None and cookie:
         secret = request.cookies.get(SESSION_COOKIE)
         via_cookie = secret is not None
     if not secret:
@@ -71,11 +77,23 @@ def authenticate(request: Request, bearer: str | None, csrf: str | None = None) 
     principal = state.accounts.authenticate(secret)
     if principal is None:
         raise AuthError("the API token is not valid: it is wrong, revoked or expired")
-    if via_cookie and request.method not in SAFE_METHODS:
+    if via_cookie and getattr(request, "method", "GET") not in SAFE_METHODS:
         given = csrf if csrf is not None else request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(given.encode(), csrf_token(secret).encode()):
             raise ForbiddenError("the form's CSRF token is missing or wrong: reload the page")
     return principal
+
+
+def bearer_of(conn: HTTPConnection) -> str | None:
+    """The token of an `Authorization: Bearer TOKEN` header (as `HTTPBearer` reads it, for a
+    route that cannot take that dependency: a WebSocket's); AuthError for another scheme."""
+    header = conn.headers.get("Authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("no API token: send it as `Authorization: Bearer iacrun_…`")
+    return token.strip()
 
 
 def require_user(

@@ -24,6 +24,8 @@ STATUS: tuple[tuple[type[errors.IacrunError], int], ...] = (
     (errors.ServerUnreachableError, 502),
     (errors.RunNotFoundError, 404),
     (errors.RunNameTakenError, 409),
+    (errors.RunNotRunningError, 409),
+    (errors.PortClosedError, 502),
     (errors.InputError, 400),
     (errors.NoOfferError, 503),
     (errors.BackendError, 503),

@@ -1,4 +1,5 @@
-"""A run's log as Server-Sent Events, by byte offset.
+"""A run's log (its master's, or one node's of a multi-node run) as Server-Sent Events, by
+byte offset.
 
 Each event: `id: <the byte offset after this chunk>`, `event: log`, `data: <the chunk, base64>`
 (base64, because a log is bytes: any byte, UTF-8 or not, comes through exactly). A client that
@@ -45,8 +46,11 @@ def end_data(run: RunRecord) -> str:
     )
 
 
-def read_log(orch: Orchestrator, name: str, offset: int, push: _Push) -> RunRecord:
-    """Hand the run's log from `offset` to `push` until the run is final and the log drained;
+def read_log(
+    orch: Orchestrator, name: str, offset: int, push: _Push, *, node: int = 0
+) -> RunRecord:
+    """Hand the log of the run's node `node` (0: the master) from `offset` to `push` until the
+    run is final and the log drained (a node whose machine is not there yet is waited for);
     returns the final record. Blocking: runs in a thread, which ends soon after the client
     left (`push.closed`): at once for a run on this machine (its log is read in polls), at the
     next chunk or the run's end for a remote one (followed over one connection)."""
@@ -56,10 +60,10 @@ def read_log(orch: Orchestrator, name: str, offset: int, push: _Push) -> RunReco
         final = run.status.is_final
         local = run.host is not None and run.host.kind == "local"
         before = reached
-        reached, run = orch.logs(name, push, offset=reached, follow=not (final or local))
+        reached, run = orch.logs(name, push, offset=reached, follow=not (final or local), node=node)
         if final or orch.get(name).status.is_final:
             # what the machine wrote last is in the copy kept at teardown: drain it
-            reached, _ = orch.logs(name, push, offset=reached)
+            reached, _ = orch.logs(name, push, offset=reached, node=node)
             return orch.get(name)
         if reached == before and push.closed.wait(WAIT_POLL):
             raise _Closed  # nothing new (or no host yet): look again, unless the client left
@@ -81,8 +85,11 @@ class _Push:
             asyncio.run_coroutine_threadsafe(self.queue.put(part), self.loop).result()
 
 
-async def log_events(orch: Orchestrator, name: str, offset: int) -> AsyncIterator[bytes]:
-    """The SSE byte stream of the run's log from `offset`, ending with `event: end`."""
+async def log_events(
+    orch: Orchestrator, name: str, offset: int, *, node: int = 0
+) -> AsyncIterator[bytes]:
+    """The SSE byte stream of the log of the run's node `node` (0: the master) from `offset`,
+    ending with `event: end`."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
     push = _Push(loop, queue)
@@ -90,7 +97,7 @@ async def log_events(orch: Orchestrator, name: str, offset: int) -> AsyncIterato
 
     def reader() -> None:
         try:
-            outcome["run"] = read_log(orch, name, offset, push)
+            outcome["run"] = read_log(orch, name, offset, push, node=node)
         except _Closed:
             return
         except BaseException as exc:  # told to the stream, which ends

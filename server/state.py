@@ -17,6 +17,7 @@ from iacrun.server.accounts import Accounts
 from iacrun.server.config import ServerConfig
 from iacrun.server.scheduler import Scheduler, clock_from_env
 from iacrun.server.supervision import SupervisionPool
+from iacrun.server.tunnels import PortRelay
 from iacrun.server.uploads import Uploads
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class ServerState:
         self.uploads = Uploads(config.home / "uploads", orchestrator.settings.upload_limit_gb)
         #: the runs this server supervises, in threads, under leases (server/supervision.py)
         self.supervision = SupervisionPool(orchestrator, ttl=config.lease_seconds)
+        #: tunnels to runs' ports (`WS /runs/{name}/ports/{port}`), one transport per host
+        self.ports = PortRelay()
         self.scheduler = Scheduler(orchestrator, clock=clock_from_env(), start=self.start_scheduled)
 
     def start_scheduled(self, schedule: ScheduleRecord, spec: RunSpec) -> RunRecord:

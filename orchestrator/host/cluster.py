@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -94,3 +95,25 @@ def read_nodes(local_dir: str | Path) -> list[NodeRecord]:
         except ValidationError:
             continue
     return sorted(nodes, key=lambda n: n.rank)
+
+
+class RankPrefix:
+    """A sink that hands on whole lines, each prefixed with a node's rank (`[1] `): how
+    `logs --all-nodes` shows every node's log, in-process and through a server alike."""
+
+    def __init__(self, rank: int, sink: Callable[[bytes], None]) -> None:
+        self.prefix = f"[{rank}] ".encode()
+        self.sink = sink
+        self.partial = b""
+
+    def write(self, data: bytes) -> None:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        if lines:
+            self.sink(b"".join(self.prefix + line + b"\n" for line in lines))
+
+    def flush(self) -> None:
+        """The last line, when the log did not end with a newline."""
+        if self.partial:
+            self.sink(self.prefix + self.partial + b"\n")
+            self.partial = b""

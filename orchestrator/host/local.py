@@ -10,6 +10,8 @@ import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from iacrun.orchestrator.host.relay import Channel, StreamChannel, splice
+
 
 class LocalTransport:
     """The Transport protocol for this machine: plain files and processes."""
@@ -73,26 +75,19 @@ class LocalTransport:
 
         return stop
 
+    async def connect_port(self, remote_port: int) -> Channel:
+        reader, writer = await asyncio.open_connection("127.0.0.1", remote_port)
+        return StreamChannel(reader, writer)
+
     async def close(self) -> None:
         return None
 
 
 async def _pipe_to(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+    accepted = StreamChannel(reader, writer)
     try:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        upstream = await LocalTransport().connect_port(port)
     except OSError:
-        writer.close()
+        await accepted.close()
         return
-
-    async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                dst.close()
-
-    await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+    await splice(accepted, upstream)

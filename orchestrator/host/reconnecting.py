@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from iacrun.orchestrator.errors import HostUnreachableError
+from iacrun.orchestrator.host.relay import Channel
 from iacrun.orchestrator.host.transport import Host, Transport
 
 
@@ -114,6 +115,13 @@ class ReconnectingTransport:
                 await stop()
 
         return stop_forward
+
+    async def connect_port(self, remote_port: int) -> Channel:
+        """Safe to repeat too: a connection that dropped is made again once for it."""
+        try:
+            return await (await self._current()).connect_port(remote_port)
+        except HostUnreachableError:
+            return await (await self._again()).connect_port(remote_port)
 
     def abort(self) -> None:
         """Drop the connection at once, without waiting on a host that does not answer; the

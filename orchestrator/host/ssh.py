@@ -21,6 +21,7 @@ import asyncssh
 
 from iacrun.orchestrator.errors import BackendError, HostUnreachableError, IacrunError
 from iacrun.orchestrator.host.ports import check_local_ports_free
+from iacrun.orchestrator.host.relay import Channel, StreamChannel
 
 __all__ = ["SSHTransport", "check_local_ports_free", "map_ssh_errors"]
 
@@ -160,6 +161,18 @@ class SSHTransport:
                 await listener.wait_closed()
 
         return stop
+
+    async def connect_port(self, remote_port: int) -> Channel:
+        """A direct-tcpip channel to 127.0.0.1:remote_port there (what `ssh -L` opens per
+        connection), over this transport's one connection."""
+        with map_ssh_errors(self.label, f"connecting to port {remote_port}"):
+            try:
+                reader, writer = await self._conn.open_connection("127.0.0.1", remote_port)
+            except asyncssh.ChannelOpenError as exc:  # the host's sshd could not connect there
+                raise ConnectionRefusedError(
+                    errno.ECONNREFUSED, f"{self.label} refused port {remote_port}: {exc.reason}"
+                ) from exc
+        return StreamChannel(reader, writer)
 
     # ------------------------------------------------------------------ lifetime
 

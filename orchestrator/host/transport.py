@@ -13,6 +13,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
+from iacrun.orchestrator.host.relay import Channel
+
 
 class Host(BaseModel):
     """How to reach the machine of a run, and where its run folder is there."""
@@ -67,6 +69,10 @@ class Transport(Protocol):
         """Serve 127.0.0.1:local_port here by connecting to 127.0.0.1:remote_port on the host.
 
         Returns an async function that stops the forward."""
+
+    async def connect_port(self, remote_port: int) -> Channel:
+        """One TCP connection to 127.0.0.1:remote_port on the host (a server relays a run's
+        port with it). ConnectionRefusedError when nothing listens there."""
 
     async def close(self) -> None:
         """Release the connection, if any."""

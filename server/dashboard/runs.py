@@ -202,6 +202,7 @@ def run_page(name: str, request: Request, principal: PageUser) -> Response:
         task_text=task_file(state, run),
         resources=resources,
         stack_problem=stack_problem,
+        nodes=state.orchestrator.nodes(run) if run.spec.nodes > 1 else [],
         now=time.time(),
     )
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from iacrun.orchestrator.errors import InputError
+from iacrun.orchestrator.host.cluster import NodeRecord
 from iacrun.orchestrator.host.payload import spec_on_server
 from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.registry import RunEvent, RunRecord, RunStatus
@@ -115,6 +116,19 @@ def run_history(name: str, request: Request, principal: User) -> list[RunEvent]:
     return orch.registry.history(orch.registry.get(name).id)
 
 
+@router.get("/runs/{name}/nodes")
+def run_nodes(name: str, request: Request, principal: User) -> list[NodeRecord]:
+    """Every node's job of the run, in rank order (the master alone for a one-node run; none
+    before its machine is there): its host, and its status, exit code and reason, as `iacrun
+    ps --json` shows them. A node still running shows the run's status."""
+    orch = state_of(request).orchestrator
+    return orch.nodes(orch.get(name))
+
+
+#: which node's log: a multi-node run's rank (400 for a rank the run does not have)
+Node = Annotated[int, Query(description="the node's rank; 0, the master, by default")]
+
+
 @router.get(
     "/runs/{name}/logs",
     response_class=Response,
@@ -127,19 +141,22 @@ def run_logs(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int | None, Query(ge=1)] = None,
     tail: Annotated[int | None, Query(ge=1)] = None,
+    node: Node = 0,
 ) -> Response:
     """The log's bytes from `offset` (at most `limit`), or its last `tail` bytes (the offset is
-    then where they start: a long log is read from its end). `X-Log-Start` is the offset of
-    the first byte sent, `X-Log-Offset` the offset after the last, `X-Run-Status` the run's
-    status. The tail may start mid-line: a reader shows it from the next line start."""
+    then where they start: a long log is read from its end): the master's, or node `node`'s of
+    a multi-node run. `X-Log-Start` is the offset of the first byte sent, `X-Log-Offset` the
+    offset after the last, `X-Run-Status` the run's status. The tail may start mid-line: a
+    reader shows it from the next line start."""
     orch = state_of(request).orchestrator
+    orch.check_node(name, node)
     if tail is not None:
-        size = orch.log_size(name)
+        size = orch.log_size(name, node=node)
         offset, limit = max(0, size - tail), min(size, tail)
         if limit == 0:
             limit = None  # an empty log so far: whatever is there now
     parts: list[bytes] = []
-    _, run = orch.logs(name, parts.append, offset=offset, limit=limit)
+    _, run = orch.logs(name, parts.append, offset=offset, limit=limit, node=node)
     data = b"".join(parts)
     if limit is not None:
         data = data[:limit]
@@ -162,17 +179,18 @@ def stream_logs(
     principal: User,
     offset: Annotated[int, Query(ge=0)] = 0,
     last_event_id: Annotated[str | None, Header()] = None,
+    node: Node = 0,
 ) -> StreamingResponse:
-    """The log as Server-Sent Events from `offset`, or from `Last-Event-ID` when a client
-    reconnects (see server/logstream.py for the events)."""
+    """The log (the master's, or node `node`'s) as Server-Sent Events from `offset`, or from
+    `Last-Event-ID` when a client reconnects (see server/logstream.py for the events)."""
     orch = state_of(request).orchestrator
-    orch.registry.get(name)  # 404 before the stream starts
+    orch.check_node(name, node)  # 404, or 400 for a node it lacks, before the stream starts
     if last_event_id is not None:
         if not last_event_id.isdigit():
             raise InputError(f"Last-Event-ID {last_event_id!r}: a byte offset is a number")
         offset = int(last_event_id)
     return StreamingResponse(
-        log_events(orch, name, offset),
+        log_events(orch, name, offset, node=node),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

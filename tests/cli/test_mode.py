@@ -132,13 +132,16 @@ def test_local_only_commands_say_so_in_one_line(cli: Cli, command: list[str]) ->
     assert f"iacrun --local {command[0]}" in lines[0]
 
 
-def test_port_forwarding_is_refused_remotely_before_anything_is_sent(
-    cli: Cli, project: Path
-) -> None:
+def test_a_wrong_port_is_refused_remotely_before_anything_is_sent(cli: Cli, project: Path) -> None:
+    """`--port` goes through the server in remote mode (tests/cli/test_remote_ports.py); one
+    that names no port of the task is refused here first, as in-process (a dead server URL)."""
     write_task(project, "commands: [echo hi]\nports: [8000]\n")
-    out = _run(cli, _remote_env(cli, _dead_url()), "up", "-y", "-p", "9000:8000", "task.dstack.yml")
+    out = _run(cli, _remote_env(cli, _dead_url()), "up", "-y", "-p", "9000:8001", "task.dstack.yml")
     assert out.returncode == 2
-    assert out.stderr.strip().startswith("error: --port is local-only (a port is forwarded over")
+    assert out.stderr.strip().splitlines() == [
+        "error: --port 9000:8001 forwards local port 9000 to task port 8001, but the task "
+        "listens on 8000 (ports: [8000]); add 8001 to its ports or forward one of those"
+    ]
 
 
 def test_login_needs_a_terminal_or_token_stdin(cli: Cli) -> None:
@@ -163,7 +166,16 @@ def test_logout_removes_the_stored_login(cli: Cli) -> None:
     assert out.stdout.strip() == "Not logged in to a server"
 
 
-HEAVY = ("httpx", "fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg")
+HEAVY = (
+    "httpx",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "websockets",
+)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["ps"], ["ps", "-a", "--json"]])

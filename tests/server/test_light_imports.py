@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("fastapi", "uvicorn", "starlette", "httpx")
+HEAVY = ("fastapi", "uvicorn", "starlette", "httpx", "websockets")
 
 CODE = """
 import runpy, sys
