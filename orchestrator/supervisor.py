@@ -419,7 +419,14 @@ class Supervisor:
                 )
                 is None
             ):
-                await self._stop_job(run, host, transport, "stopped by user")
+                # stopped while the job started: it is stopped as asked, and how it ended kept
+                why = self.registry.get_by_id(run.id).reason or "stopped by user"
+                final = await self._stop_job(run, host, transport, why)
+                if host.kind != "local":
+                    await keep_log(transport, host, Path(run.local_dir) / "log")
+                self.finish(
+                    run.id, "terminated", final.get("reason") or why, final.get("exit_code")
+                )
                 return
             events.write("running")
             await self._watch(run, host, transport)
