@@ -44,7 +44,7 @@ def make_backends(
     if conf.ssh is not None and conf.ssh.enabled and conf.ssh.hosts:
         from iacrun.orchestrator.backends.ssh import SSHBackend
 
-        backends.append(SSHBackend(conf.ssh, registry=registry))
+        backends.append(SSHBackend(conf.ssh, home=runs_root.parent, registry=registry))
     home = runs_root.parent
     state_url = settings.state.backend_url
     unconfigured = unconfigured_clouds(settings)

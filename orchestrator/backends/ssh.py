@@ -21,8 +21,9 @@ Each host is one offer at price 0, with the resources detected over SSH (CPUs, m
 in the home folder, NVIDIA GPUs) and cached for ten minutes. A host runs one run at a time, unless
 both runs take some of its GPUs: then each gets its own `CUDA_VISIBLE_DEVICES`. A host that cannot
 be reached, or that is busy, is still offered, as unavailable with the reason, so one dead host
-never hides the others. Runs live in `~/.iacrun/runs/NAME-ID` on the host; the next run on a host
-removes the folders of runs that ended more than `keep_run_dirs` ago (their logs were copied to
+never hides the others. Runs live in `~/.iacrun/runs/NAME-ID-TAG` on the host (TAG: the home's
+tag, as at the end of its stack names, so two homes' runs never share a folder); the next run on a
+host removes the folders of runs that ended more than `keep_run_dirs` ago (their logs were copied to
 the local run folder when they ended).
 """
 
@@ -36,6 +37,7 @@ import posixpath
 import time
 from collections.abc import Coroutine
 from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from iacrun.orchestrator.backends.base import Backend, ProgressCallback
@@ -55,7 +57,7 @@ from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.settings import SSHHostSettings, SSHSettings
 from iacrun.orchestrator.models.units import format_duration
 from iacrun.orchestrator.offers.model import InstanceResources, Offer, pick_gpus, unmet_requirement
-from iacrun.orchestrator.paths import iacrun_home
+from iacrun.orchestrator.paths import home_tag, iacrun_home
 from iacrun.orchestrator.registry.records import HostClaim
 
 if TYPE_CHECKING:
@@ -78,6 +80,7 @@ class SSHBackend(Backend):
         self,
         settings: SSHSettings,
         *,
+        home: Path | None = None,
         registry: Registry | None = None,
         cache: HostFactsCache | None = None,
         ssh_config: SSHConfigEntries | None = None,
@@ -85,8 +88,9 @@ class SSHBackend(Backend):
         connect_seconds: float = PROVISION_CONNECT_SECONDS,
     ) -> None:
         self.settings = settings
+        self.home = home or iacrun_home()
         self.registry = registry
-        self.cache = cache or HostFactsCache(iacrun_home() / "ssh-hosts.json")
+        self.cache = cache or HostFactsCache(self.home / "ssh-hosts.json")
         self.ssh_config = ssh_config or SSHConfigEntries()
         self.probe_seconds = probe_seconds
         self.connect_seconds = connect_seconds
@@ -367,7 +371,10 @@ class SSHBackend(Backend):
     ) -> Host:
         """Rank `rank`'s Host on `entry`, its folder's old neighbours cleaned up."""
         runs_root = posixpath.join(facts.home, ".iacrun", "runs")
-        run_dir = node_run_dir(posixpath.join(runs_root, f"{run.name}-{run.id}"), rank)
+        # the home's tag too: another home's run of this name and id (a laptop's and a team
+        # server's first `train`) must not ship into this one's folder or read its log
+        folder = f"{run.name}-{run.id}-{home_tag(self.home)}"
+        run_dir = node_run_dir(posixpath.join(runs_root, folder), rank)
         self._remove_old_run_dirs(entry, facts, runs_root, keep=run_dir, progress=progress)
         host = host_for(entry, run_dir=run_dir).model_copy(
             update={

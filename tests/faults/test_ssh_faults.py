@@ -92,8 +92,8 @@ def with_sshd_running(sshd: Sshd) -> None:
 
 
 def unique(name: str) -> str:
-    """A run name no earlier test used: the loopback host's run folders live in its user's home
-    (`~/.iacrun/runs/NAME-ID`), shared by every test, so a reused name would find old files."""
+    """A run name no earlier test used, so that a run's events and folders are told apart from
+    those of the tests before it at a glance."""
     return f"{name}-{uuid.uuid4().hex[:6]}"
 
 

@@ -63,7 +63,13 @@ def _pub(path: Path) -> str:
 class Sshd:
     """An sshd process serving `address`:`port` for `user` with `client_key`."""
 
-    def __init__(self, root: Path, port: int | None = None, address: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        root: Path,
+        port: int | None = None,
+        address: str = "127.0.0.1",
+        login_home: Path | None = None,
+    ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.address = address
@@ -72,9 +78,10 @@ class Sshd:
         self.host_key_path = root / "ssh_host_ed25519_key"
         self.client_key = root / "id_client"
         self.log_path = root / "sshd.log"
-        #: the HOME its sessions get: a test's runs land here, never in the real home
-        self.login_home = root / "home"
-        self.login_home.mkdir(mode=0o700, exist_ok=True)
+        #: the HOME its sessions get (its own unless given: several "hosts" may share one, as
+        #: machines share an NFS home): a test's runs land here, never in the real home
+        self.login_home = login_home or root / "home"
+        self.login_home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._proc: subprocess.Popen[bytes] | None = None
         if not self.host_key_path.exists():
             keygen(self.host_key_path)
@@ -105,10 +112,15 @@ class Sshd:
                 "MaxSessions 100",
                 "LogLevel INFO",
                 f"Subsystem sftp {sftp}",
-                f"SetEnv HOME={self.login_home}",
+                # sshd takes the first SetEnv line only: every variable goes on this one
+                "SetEnv " + " ".join(f'"{k}={v}"' for k, v in self.session_env().items()),
                 "",
             ]
         )
+
+    def session_env(self) -> dict[str, str]:
+        """The environment sshd sets in its sessions (a subclass may add to it)."""
+        return {"HOME": str(self.login_home)}
 
     # ------------------------------------------------------------------ process
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from iacrun.orchestrator.models.requirements import Requirements
 from iacrun.orchestrator.models.resources import ResourcesSpec
 from iacrun.orchestrator.models.settings import SSHHostSettings, SSHSettings
 from iacrun.orchestrator.offers.model import Gpu, InstanceResources, Offer
+from iacrun.orchestrator.paths import home_tag
 from iacrun.orchestrator.registry import Registry, RunRecord
 from tests.orchestrator.host.sshd import Sshd, free_port, keygen
 
@@ -38,8 +40,10 @@ class World:
         self.cache = HostFactsCache(tmp_path / "ssh-hosts.json")
         self.ssh_config = SSHConfigEntries(iacrun_dir=tmp_path / "iacrun", home=tmp_path / "home")
         self.runs_root = tmp_path / "runs"
+        self.home = tmp_path / "iacrun-home"
         self.backend = SSHBackend(
             SSHSettings(hosts=hosts),
+            home=self.home,
             registry=self.registry,
             cache=self.cache,
             ssh_config=self.ssh_config,
@@ -102,7 +106,8 @@ def test_provision_and_terminate(sshd: Sshd, tmp_path: Path) -> None:
     said: list[str] = []
     host = world.backend.provision(run, offer, said.append)
     assert host.kind == "ssh" and host.address == "127.0.0.1" and host.port == sshd.port
-    assert host.run_dir == f"{sshd.login_home}/.iacrun/runs/first-{run.id}"
+    tag = home_tag(world.home)
+    assert host.run_dir == f"{sshd.login_home}/.iacrun/runs/first-{run.id}-{tag}"
     assert host.host_key == sshd.host_key and host.gpus is None
     assert said[0].startswith("connecting to loop")
     assert world.ssh_config.names() == ["first"]
@@ -229,6 +234,25 @@ def unstarted_run_dir(root: Path, name: str, age_s: float, *files: str) -> Path:
     then = time.time() - age_s
     os.utime(folder, (then, then))
     return folder
+
+
+def test_two_homes_runs_of_one_name_and_id_get_folders_of_their_own(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """A laptop and a team's server (two homes, two registries) that both send their first run
+    `train` to one host: each run has a folder of its own there, so neither ships into, reads the
+    log of, or cleans up the other's."""
+    laptop = World(tmp_path / "laptop", [sshd.host_settings(name="box")])
+    server = World(tmp_path / "server", [sshd.host_settings(name="box")])
+    folders = []
+    for world in (laptop, server):
+        run = world.run("train")
+        assert run.id == 1
+        host = world.backend.provision(run, world.offers()["box"], lambda _: None)
+        folders.append(host.run_dir)
+        world.backend.terminate(run)
+    assert folders[0] != folders[1]
+    assert [posixpath.basename(f).rsplit("-", 1)[0] for f in folders] == ["train-1"] * 2
 
 
 def test_old_run_folders_of_final_runs_are_removed_by_the_next_run(

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from iacrun.orchestrator.errors import RunNotFoundError
+from iacrun.orchestrator.paths import home_tag
 from iacrun.orchestrator.registry import Registry
 from tests.conftest import Cli, write_task
 from tests.orchestrator.host.sshd import Sshd, free_port, keygen
@@ -136,7 +137,8 @@ def test_env_args_and_exit_code(ssh_cli: Cli, project: Path, sshd: Sshd) -> None
     assert run["status"] == "failed" and run["exit_code"] == 3
     run_dir = run["host"]["run_dir"]
     # the home of the host's SSH session (a temporary folder the test sshd gives it)
-    assert run_dir == f"{sshd.login_home}/.iacrun/runs/greet-{run['id']}"
+    tag = home_tag(Path(ssh_cli.env["IACRUN_HOME"]))  # the folder names the home that sent it
+    assert run_dir == f"{sshd.login_home}/.iacrun/runs/greet-{run['id']}-{tag}"
     lines = done.stdout.splitlines()
     assert lines[0] == f"hello from greet in {run_dir}/code"
     assert lines[1] == "[--lr][0.1][a b]"

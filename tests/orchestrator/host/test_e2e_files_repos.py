@@ -31,15 +31,14 @@ class HomeSshd(Sshd):
     """An sshd whose sessions get HOME=`home` and can reach this same server with git."""
 
     def __init__(self, root: Path, home: Path) -> None:
-        self.session_home = home
-        super().__init__(root)
+        super().__init__(root, login_home=home)
 
-    def config(self) -> str:
+    def session_env(self) -> dict[str, str]:
         ssh = (
             f"ssh -i {self.client_key} -p {self.port} -o StrictHostKeyChecking=no "
             "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
         )
-        return super().config() + f'SetEnv HOME={self.session_home} "GIT_SSH_COMMAND={ssh}"\n'
+        return super().session_env() | {"GIT_SSH_COMMAND": ssh}
 
 
 @pytest.fixture

@@ -36,8 +36,10 @@ ADDRESSES = ("127.0.0.2", "127.0.0.3")
 @pytest.fixture(scope="module")
 def two_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Sshd]]:
     _require_sshd()
+    home = tmp_path_factory.mktemp("hosts-home")  # one home for both, as on an NFS home
     servers = [
-        Sshd(tmp_path_factory.mktemp(f"sshd{i}"), address=a) for i, a in enumerate(ADDRESSES)
+        Sshd(tmp_path_factory.mktemp(f"sshd{i}"), address=a, login_home=home)
+        for i, a in enumerate(ADDRESSES)
     ]
     try:
         yield [server.start() for server in servers]
