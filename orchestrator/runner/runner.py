@@ -997,6 +997,8 @@ def stop(run_dir: str, reason: str, grace: float | None = None) -> int:
         sys.stderr.write("processes of the job outlived SIGKILL; status left as it was\n")
         return 1
     state = folder.read_state()
+    if state.get("status") in FINAL_STATUSES:  # an abort that cut this stop short wrote it
+        return 0
     code = _read_int(folder.path("job_exit"))
     if code is None and signalled is not None:
         code = 128 + signalled  # as a shell reports a job ended by that signal
@@ -1057,7 +1059,9 @@ def end_group(folder: RunFolder, job: dict[str, Any]) -> tuple[bool, int | None]
     while _group_alive(pgid) and time.time() - started < stop_grace(folder, job):
         time.sleep(0.05)
     if not _group_alive(pgid):
-        return True, int(signal.SIGTERM)
+        # ended by the SIGTERM, or by the SIGKILL of an abort that cut this grace short
+        aborted = stop_grace(folder, job) == 0
+        return True, int(signal.SIGKILL if aborted else signal.SIGTERM)
     kill_job_now(job, pgid)
     end = time.time() + 10.0
     while _group_alive(pgid) and time.time() < end:
