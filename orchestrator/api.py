@@ -96,6 +96,8 @@ if TYPE_CHECKING:  # planning needs models that listing runs does not: imported 
 
 #: the file in a run's folder where the last attach stopped in its log
 ATTACH_OFFSET = "attach.offset"
+#: how often `logs -f` on a run still provisioning looks again for its machines
+MACHINES_POLL = 0.25
 
 
 class Orchestrator:
@@ -465,12 +467,17 @@ class Orchestrator:
         follow: bool = False,
         node: int | None = None,
         limit: int | None = None,
+        give_up: Callable[[], bool] = lambda: False,
     ) -> tuple[int, RunRecord]:
         """The log of the run's master (rank 0), or of node `node` of a multi-node run; at
-        most `limit` bytes from `offset` when it is given (and not following)."""
+        most `limit` bytes from `offset` when it is given (and not following). Following a run
+        whose machines are not up yet waits for them, until `give_up()`."""
         if offset < 0:
             raise InputError(f"--offset {offset}: a byte offset is 0 or more")
         run = self.registry.get(name)
+        _node_log(run, node or 0)  # a rank the run lacks is refused before any wait
+        if follow:
+            run = self._wait_for_machines(run, give_up)
         host, kept = _node_log(run, node or 0)
         if host is None or (not run.active and host.kind != "local"):
             data = _read_part(kept, offset, limit)
@@ -489,6 +496,23 @@ class Orchestrator:
             # the run ended while its machine was out of reach: what is left is the kept copy
             return self.logs(name, sink, offset=offset, node=node, limit=limit)
         return reached, self.get(name)
+
+    def _wait_for_machines(
+        self, run: RunRecord, give_up: Callable[[], bool] = lambda: False
+    ) -> RunRecord:
+        """The run once its machines are up (its master's host recorded, and every node's for
+        a multi-node run), once it has ended, or once `give_up()`: following the log of a run
+        still provisioning waits for its job."""
+
+        def up(run: RunRecord) -> bool:
+            if run.host is None:
+                return False
+            return run.spec.nodes == 1 or len(read_nodes(run.local_dir)) >= run.spec.nodes
+
+        while run.active and not up(run) and not give_up():
+            time.sleep(MACHINES_POLL)
+            run = self.registry.get_by_id(run.id)
+        return run
 
     def log_size(self, name: str, *, node: int | None = None) -> int:
         """How many bytes the log holds now (where its tail ends): read from the run's host
@@ -525,6 +549,8 @@ class Orchestrator:
         """Every node's log, each line prefixed with its rank (`[1] ...`): interleaved as the
         lines come while the run is followed; node after node, in rank order, otherwise."""
         run = self.registry.get(name)
+        if follow:
+            run = self._wait_for_machines(run)
         ranks = [n.rank for n in read_nodes(run.local_dir)] or [0]
         prefixers = {rank: RankPrefix(rank, sink) for rank in ranks}
         live = follow and run.active and run.host is not None

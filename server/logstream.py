@@ -60,7 +60,12 @@ def read_log(
         final = run.status.is_final
         local = run.host is not None and run.host.kind == "local"
         before = reached
-        reached, run = orch.logs(name, push, offset=reached, follow=not (final or local), node=node)
+        # no machine yet: look again in a poll (following would wait for it, then hold on to a
+        # run on this machine, whose log is read in polls so that a client that left ends it)
+        follow = not (final or local) and run.host is not None
+        reached, run = orch.logs(
+            name, push, offset=reached, follow=follow, node=node, give_up=push.closed.is_set
+        )
         if final or orch.get(name).status.is_final:
             # what the machine wrote last is in the copy kept at teardown: drain it
             reached, _ = orch.logs(name, push, offset=reached, node=node)

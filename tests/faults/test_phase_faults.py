@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,28 @@ def test_kill_at_phase(
     assert json.loads(cli("ps", "-a", "--json").stdout)[0]["status"] == status
     if run.host is not None and backend == "ssh":
         shutil.rmtree(run.host.run_dir, ignore_errors=True)
+
+
+def test_following_the_log_of_a_run_still_provisioning_waits_for_its_machine(
+    cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    """`logs -f` (and `--all-nodes -f`) on a run whose machine is not up yet waits for it and
+    follows the job to its end, as through a server; it used to print nothing and exit 0."""
+    gate = tmp_path / "gate"
+    held_at(cli, "provisioning", gate)
+    write_task(project, TASK)
+    name = unique("follow-early")
+    assert cli("up", "-y", "-d", "-n", name, "task.dstack.yml").returncode == 0
+    wait_for(Path(f"{gate}.reached").exists, timeout=60)
+    followers = [cli.popen("logs", "-f", name), cli.popen("logs", "-f", "--all-nodes", name)]
+    for follower in followers:  # still waiting, not ended at once
+        with pytest.raises(subprocess.TimeoutExpired):
+            follower.wait(timeout=3)
+    gate.unlink()
+    outs = []
+    for follower in followers:
+        out, err = follower.communicate(timeout=90)
+        assert follower.returncode == 0, err
+        outs.append(out.decode().splitlines())
+    assert outs[0][:2] == ["started", "finished"]
+    assert outs[1][:2] == ["[0] started", "[0] finished"]
