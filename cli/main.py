@@ -423,7 +423,8 @@ def stop(
     reason = "aborted by user" if abort else "stopped by user"
 
     def act(name: str) -> str:
-        schedule = orch.stop_schedule(name)  # a schedule's name ends the schedule and its run
+        # a schedule's name ends the schedule and its run
+        schedule = orch.stop_schedule(name, abort=abort)
         if schedule is not None:
             return f"{schedule.name}: schedule stopped (no run starts from it any more)"
         run = orch.stop(name, reason=reason, abort=abort)

@@ -141,12 +141,12 @@ class RemoteService:
     def schedules(self, *, all_schedules: bool = False) -> list[ScheduleRecord]:
         return self.client.schedules(all_schedules=all_schedules)
 
-    def stop_schedule(self, name: str) -> ScheduleRecord | None:
+    def stop_schedule(self, name: str, *, abort: bool = False) -> ScheduleRecord | None:
         try:
             found = self.client.get_schedule(name)
         except RunNotFoundError:
             return None
-        return self.client.stop_schedule(name) if found.active else None
+        return self.client.stop_schedule(name, abort=abort) if found.active else None
 
     # ------------------------------------------------------------------ reading and following
 

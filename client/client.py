@@ -34,6 +34,7 @@ from iacrun.server.schema import (
     Role,
     RunPage,
     ScheduleList,
+    ScheduleStopRequest,
     ServerInfo,
     StackInfo,
     TokenInfo,
@@ -208,9 +209,11 @@ class Client:
     def get_schedule(self, name: str) -> ScheduleRecord:
         return self._json(ScheduleRecord, "GET", f"/schedules/{name}")
 
-    def stop_schedule(self, name: str) -> ScheduleRecord:
-        """End the schedule and stop its active run; safe to repeat."""
-        return self._json(ScheduleRecord, "POST", f"/schedules/{name}/stop")
+    def stop_schedule(self, name: str, *, abort: bool = False) -> ScheduleRecord:
+        """End the schedule and stop its active run (killed at once with `abort`, as `iacrun
+        stop -x`); safe to repeat."""
+        body = ScheduleStopRequest(abort=abort).model_dump(mode="json")
+        return self._json(ScheduleRecord, "POST", f"/schedules/{name}/stop", json=body)
 
     # -- reading --------------------------------------------------------------------------------
 

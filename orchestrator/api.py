@@ -594,18 +594,24 @@ class Orchestrator:
         return self.schedule_store.listing(include_stopped=all_schedules)
 
     def stop_schedule(
-        self, name: str, *, by: str | None = None, now: float | None = None
+        self,
+        name: str,
+        *,
+        by: str | None = None,
+        now: float | None = None,
+        abort: bool = False,
     ) -> ScheduleRecord | None:
         """End the active schedule `name` and ask its active runs to stop (as `dstack stop`
-        ends a scheduled run for good); None when no active schedule holds the name. Whoever
-        runs the schedule (a server on this database) sees it stopped at its next look."""
+        ends a scheduled run for good; at once, without their grace, with `abort`); None when
+        no active schedule holds the name. Whoever runs the schedule (a server on this
+        database) sees it stopped at its next look."""
         found = self.schedule_store.find(name)
         if found is None or not found.active:
             return None
         stopped = self.schedule_store.stop(name, now)
         reason = f"schedule {name} stopped" + (f" by {by}" if by else "")
         for run in self.schedule_store.active_runs(stopped.id):
-            self.request_stop(run.name, reason=reason)
+            self.request_stop(run.name, reason=reason, abort=abort)
         return self.schedule_store.get_by_id(stopped.id)
 
     def request_stop(

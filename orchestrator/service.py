@@ -68,8 +68,9 @@ class RunService(Protocol):
         """The active schedules with their next time (and the stopped ones with all)."""
         ...
 
-    def stop_schedule(self, name: str) -> ScheduleRecord | None:
-        """End the active schedule `name` and stop its run; None when none holds the name."""
+    def stop_schedule(self, name: str, *, abort: bool = False) -> ScheduleRecord | None:
+        """End the active schedule `name` and stop its run (killed at once with `abort`); None
+        when none holds the name."""
         ...
 
     # ------------------------------------------------------------------ reading and following

@@ -206,11 +206,11 @@ class Scheduler:
 
     # ------------------------------------------------------------------ ending a schedule
 
-    def stop(self, name: str, *, by: str | None = None) -> ScheduleRecord:
-        """End the schedule `name` and stop its active runs (Orchestrator.stop_schedule); a
-        schedule already stopped is returned as it is. Stopping one of its runs by the run's
-        own name leaves the schedule going."""
-        stopped = self.orchestrator.stop_schedule(name, by=by, now=self.clock.now())
+    def stop(self, name: str, *, by: str | None = None, abort: bool = False) -> ScheduleRecord:
+        """End the schedule `name` and stop its active runs (Orchestrator.stop_schedule; killed
+        at once with `abort`); a schedule already stopped is returned as it is. Stopping one of
+        its runs by the run's own name leaves the schedule going."""
+        stopped = self.orchestrator.stop_schedule(name, by=by, now=self.clock.now(), abort=abort)
         self.wake()
         return stopped or self.schedules.get(name)
 

@@ -71,6 +71,12 @@ class StopRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=MAX_STOP_REASON)
 
 
+class ScheduleStopRequest(BaseModel):
+    #: dstack's abort (`iacrun stop -x SCHEDULE`): the schedule's active run is killed at once,
+    #: without its stop_duration grace (as `StopRequest.abort`); the schedule ends either way
+    abort: bool = False
+
+
 class DownResponse(BaseModel):
     #: what was stopped and torn down, as `iacrun down` says it
     message: str

@@ -11,7 +11,7 @@ from iacrun.orchestrator.registry.schedules import ScheduleRecord
 from iacrun.server.auth import User
 from iacrun.server.errors import RESPONSES
 from iacrun.server.routes.runs import server_spec
-from iacrun.server.schema import ScheduleList, ScheduleRequest
+from iacrun.server.schema import ScheduleList, ScheduleRequest, ScheduleStopRequest
 from iacrun.server.state import state_of
 from iacrun.server.visibility import as_seen_by
 
@@ -44,7 +44,12 @@ def get_schedule(name: str, request: Request, principal: User) -> ScheduleRecord
 
 
 @router.post("/schedules/{name}/stop")
-def stop_schedule(name: str, request: Request, principal: User) -> ScheduleRecord:
+def stop_schedule(
+    name: str, request: Request, principal: User, body: ScheduleStopRequest | None = None
+) -> ScheduleRecord:
     """End the schedule (no run starts from it any more) and stop its active run, as
-    `iacrun stop NAME` does; safe to repeat."""
-    return as_seen_by(principal, state_of(request).scheduler.stop(name, by=principal.user))
+    `iacrun stop NAME` does (`abort`: killed at once, as `iacrun stop -x NAME`); safe to
+    repeat."""
+    abort = body is not None and body.abort
+    stopped = state_of(request).scheduler.stop(name, by=principal.user, abort=abort)
+    return as_seen_by(principal, stopped)

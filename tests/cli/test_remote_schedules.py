@@ -31,8 +31,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
             admin = running.client()
             for schedule in admin.schedules():
                 admin.stop_schedule(schedule.name)
-            for run in admin.runs(active=True):
-                admin.stop(run.name)
+            for run in admin.runs(active=True):  # killed at once: a test's job may hang
+                admin.stop(run.name, abort=True)
+            wait_for(lambda: not admin.runs(active=True), timeout=60)
             stop_server(running)
 
 
@@ -102,3 +103,37 @@ def test_ps_json_lists_schedules_their_names_are_held_and_stop_all_ends_them(
     assert lines[1].startswith("busy: terminated")
     admin = server.client()
     assert admin.schedules() == [] and admin.runs(active=True) == []
+
+
+def test_stop_x_ends_a_schedule_and_kills_its_run_at_once(
+    cli: Cli, server: Server, project: Path
+) -> None:
+    """`iacrun stop -x SCHEDULE`: the schedule ends and its running run is aborted (no SIGTERM,
+    no stop_duration grace), as `stop -x RUN` does; a plain stop of it would wait an hour."""
+    assert cli("login", server.url, "--token-stdin", input=ADMIN_TOKEN + "\n").returncode == 0
+    write_task(
+        project,
+        "name: hang\nstop_duration: 1h\nschedule:\n  cron: '* * * * *'\ncommands:\n"
+        "  - trap 'echo caught TERM; sleep 600' TERM\n  - echo started\n"
+        "  - sleep 600 & wait\n",
+    )
+    assert cli("up", "-y", "task.dstack.yml").returncode == 0
+    admin = server.client()
+
+    def started() -> str | None:
+        for run in admin.runs(active=True):
+            if run.status == "running" and b"started" in admin.logs(run.name, 0).data:
+                return run.name
+        return None
+
+    wait_for(lambda: started() is not None, timeout=120)
+    name = started()
+    assert name is not None
+    stop = cli("stop", "-x", "hang", timeout=120)
+    assert stop.returncode == 0, stop.stderr
+    assert stop.stdout.strip() == "hang: schedule stopped (no run starts from it any more)"
+    wait_for(lambda: not admin.get(name).active, timeout=60)
+    run = admin.get(name)
+    assert (run.status, run.exit_code, run.abort) == ("terminated", 137, True), run.reason
+    assert b"caught TERM" not in admin.logs(name, 0).data
+    assert admin.schedules() == []
