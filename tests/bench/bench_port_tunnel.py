@@ -17,6 +17,7 @@ server's relay to the job's port.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -130,8 +131,14 @@ def main() -> None:
             print(f"{'':8} {'1 conn MB/s':>12} {'20 conns MB/s':>14} {'p50 ms':>8} {'p99 ms':>8}")
             for label, mbps, many, p50, p99 in rows:
                 print(f"{label:8} {mbps:12.0f} {many:14.0f} {p50:8.2f} {p99:8.2f}")
-            client.stop("bench")
         finally:
+            # whatever happened, the task's server ends before the bench's (an interrupted try
+            # once left it running)
+            with contextlib.suppress(Exception):
+                if client.get("bench").active:
+                    client.stop("bench", abort=True)
+                    while client.get("bench").active:
+                        time.sleep(0.1)
             client.close()
             stop_server(server)
 
