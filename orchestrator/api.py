@@ -475,8 +475,9 @@ class Orchestrator:
         if offset < 0:
             raise InputError(f"--offset {offset}: a byte offset is 0 or more")
         run = self.registry.get(name)
-        _node_log(run, node or 0)  # a rank the run lacks is refused before any wait
         if follow:
+            if node:  # a rank the run lacks is refused before any wait
+                check_rank(run, node)
             run = self._wait_for_machines(run, give_up)
         host, kept = _node_log(run, node or 0)
         if host is None or (not run.active and host.kind != "local"):

@@ -105,10 +105,7 @@ class Registry:
                 run_id = int(inserted["id"])
                 local_dir = str(local_dir_root / f"{name}-{run_id}")
                 db.execute("UPDATE runs SET local_dir = ? WHERE id = ?", (local_dir, run_id))
-                db.execute(
-                    "INSERT INTO run_events (run_id, at, status) VALUES (?, ?, ?)",
-                    (run_id, now, "submitted"),
-                )
+                _record_event(db, run_id, "submitted", None, at=now)
         except UniqueViolation:
             raise name_taken(name) from None
         return self.get_by_id(run_id)
@@ -144,10 +141,7 @@ class Registry:
                 row["status"],
                 row["reason"],
             ):
-                db.execute(
-                    "INSERT INTO run_events (run_id, at, status, reason) VALUES (?, ?, ?, ?)",
-                    (run_id, time.time(), _column("status", status), fields.get("reason")),
-                )
+                _record_event(db, run_id, _column("status", status), fields.get("reason"))
         return self.get_by_id(run_id)
 
     def request_stop(self, run_id: int, reason: str, *, abort: bool = False) -> RunRecord | None:
@@ -167,10 +161,7 @@ class Registry:
                     ("terminating", reason, int(abort), run_id),
                 )
                 if (row["status"], row["reason"]) != ("terminating", reason):
-                    db.execute(
-                        "INSERT INTO run_events (run_id, at, status, reason) VALUES (?, ?, ?, ?)",
-                        (run_id, time.time(), "terminating", reason),
-                    )
+                    _record_event(db, run_id, "terminating", reason)
         return self.get_by_id(run_id)
 
     @contextmanager
@@ -381,6 +372,16 @@ def schedule_name_taken(name: str, schedule: str) -> RunNameTakenError:
     return RunNameTakenError(
         f"{name!r} is a name the active schedule {schedule!r} gives its runs "
         f"({schedule}-YYYYmmddHHMM); choose another name with -n"
+    )
+
+
+def _record_event(
+    db: Database, run_id: int, status: str, reason: str | None, *, at: float | None = None
+) -> None:
+    """Add a status change to the run's history (`run_events`), in the caller's transaction."""
+    db.execute(
+        "INSERT INTO run_events (run_id, at, status, reason) VALUES (?, ?, ?, ?)",
+        (run_id, time.time() if at is None else at, status, reason),
     )
 
 
