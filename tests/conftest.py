@@ -11,8 +11,13 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from iacrun.orchestrator.models.runspec import RunSpec
+    from iacrun.orchestrator.models.taskfile import RetrySpec
 
 #: a real PostgreSQL (initdb in a temp folder) and the registry target over both databases
 pytest_plugins = ["tests.pg"]
@@ -158,3 +163,28 @@ def write_task(
     path = folder / name
     path.write_text(text)
     return path
+
+
+def command_spec(
+    project: Path, *commands: str, name: str | None = None, retry: RetrySpec | None = None
+) -> RunSpec:
+    """A RunSpec of `commands` in `project`, built without a task file (no resources asked, a
+    2 s stop grace): what the supervision tests submit."""
+    from iacrun.orchestrator.models.requirements import Requirements
+    from iacrun.orchestrator.models.runspec import RunSpec
+
+    return RunSpec(
+        run_name=name,
+        config_path=str(project / "task.dstack.yml"),
+        repo_dir=str(project),
+        working_dir=".",
+        image=None,
+        python=None,
+        commands=list(commands),
+        env={},
+        ports=[],
+        requirements=Requirements(),
+        retry=retry,
+        max_duration=None,
+        stop_duration=2,
+    )

@@ -32,6 +32,7 @@ from iacrun.orchestrator.offers.model import InstanceResources, Offer
 from iacrun.orchestrator.offers.plan import OfferPlan
 from iacrun.orchestrator.registry import Registry, RunRecord, RunStatus
 from iacrun.orchestrator.supervisor import EventLog, Supervisor
+from tests.conftest import command_spec
 
 Outcome = Exception | Callable[[RunRecord], None] | None
 
@@ -119,21 +120,7 @@ class World:
         return OfferPlan(offers=self.backend.offers(Requirements()))
 
     def spec(self, *commands: str, retry: RetrySpec | None = None) -> RunSpec:
-        return RunSpec(
-            run_name=None,
-            config_path=str(self.project / "task.dstack.yml"),
-            repo_dir=str(self.project),
-            working_dir=".",
-            image=None,
-            python=None,
-            commands=list(commands),
-            env={},
-            ports=[],
-            requirements=Requirements(),
-            retry=retry,
-            max_duration=None,
-            stop_duration=2,
-        )
+        return command_spec(self.project, *commands, retry=retry)
 
     def record(self, run: RunRecord) -> RunRecord:
         return self.orch.registry.get_by_id(run.id)

@@ -16,13 +16,13 @@ from iacrun.orchestrator.api import Orchestrator
 from iacrun.orchestrator.backends.base import Backend, ProgressCallback
 from iacrun.orchestrator.host.transport import Host
 from iacrun.orchestrator.models.requirements import Requirements
-from iacrun.orchestrator.models.runspec import RunSpec
 from iacrun.orchestrator.models.settings import Settings
 from iacrun.orchestrator.offers.model import InstanceResources, Offer
 from iacrun.orchestrator.offers.plan import OfferPlan
 from iacrun.orchestrator.paths import UMASK_ENV
 from iacrun.orchestrator.registry import RunRecord
 from iacrun.server.supervision import SupervisionPool, new_owner
+from tests.conftest import command_spec
 
 
 class Here(Backend):
@@ -61,21 +61,7 @@ class Server:
         return pool
 
     def submit(self, *commands: str, name: str | None = None) -> RunRecord:
-        spec = RunSpec(
-            run_name=name,
-            config_path=str(self.project / "task.dstack.yml"),
-            repo_dir=str(self.project),
-            working_dir=".",
-            image=None,
-            python=None,
-            commands=list(commands),
-            env={},
-            ports=[],
-            requirements=Requirements(),
-            retry=None,
-            max_duration=None,
-            stop_duration=2,
-        )
+        spec = command_spec(self.project, *commands, name=name)
         plan = OfferPlan(offers=self.backend.offers(Requirements()))
         return self.orch.submit(spec, plan, supervise=False)
 
