@@ -305,6 +305,11 @@ def test_a_multi_mb_log_opens_at_its_tail_and_follows_it_without_a_seam(
     page.on("request", lambda r: streams.append(r.url) if "/logs/stream" in r.url else None)
     sign_in(page, server, "/runs/big")
     page.locator("#log-lines .l", has_text=f"row 70000 {pad}").wait_for()
+    # the stream is asked for once the tail is shown (Playwright delivers events while it waits)
+    for _ in range(300):
+        if streams:
+            break
+        page.wait_for_timeout(100)
     first = streams[0]
     assert "offset=0" not in first, first  # the page did not read the log from its start
     assert int(first.rsplit("offset=", 1)[1]) > 6_000_000
