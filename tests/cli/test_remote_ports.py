@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from iacrun.orchestrator.models.runspec import Overrides, build_run_spec
 from iacrun.orchestrator.registry import RunRecord
 from tests.cli.test_remote import remote, server_record  # noqa: F401  (a fixture)
 from tests.conftest import Cli
@@ -242,3 +243,27 @@ def test_a_task_port_already_here_is_not_taken_from_the_job(
         assert "error:" not in said + rest, said + rest
     finally:
         end(attach)
+
+
+@pytest.mark.sshd
+@pytest.mark.slow
+def test_a_half_close_crosses_the_servers_ssh_connection(ssh_server: Server, project: Path) -> None:
+    """The client's end of sending goes through the server and its SSH channel (an EOF) to the
+    task on the ssh host, which reads its request's body until it and answers after it."""
+    import asyncio
+
+    from tests.server.test_port_tunnels import POST_UNTIL_EOF, exchange, get
+
+    task_port = free_port()
+    write_serving_task(project, task_port)
+    client = ssh_server.client()
+    client.submit(build_run_spec(project / "task.dstack.yml", Overrides(name="far")))
+    wait_for(lambda: client.get("far").status == "running")
+    assert client.get("far").backend == "ssh"
+
+    async def check() -> bytes:
+        assert await get(client, "far", task_port, "/") == HELLO  # the task's server is up
+        channel = await client.open_port("far", task_port)
+        return await asyncio.wait_for(exchange(channel, POST_UNTIL_EOF, half_close=True), 30)
+
+    assert asyncio.run(check()).endswith(b"\r\n\r\ngot 5000 bytes\n")

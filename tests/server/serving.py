@@ -1,6 +1,7 @@
 """A task that serves HTTP on its port, for the tests and the benchmark of a run's ports
 forwarded through a server: `/` says hello, `/bytes/N` answers N bytes of a seeded random
-stream (to compare byte for byte), `/zeros/N` streams N zero bytes (for throughput)."""
+stream (to compare byte for byte), `/zeros/N` streams N zero bytes (for throughput); a POST
+reads its body until the client half-closes, and only then says how many bytes came."""
 
 from __future__ import annotations
 
@@ -36,6 +37,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self):  # the body ends at the client's half-close: answered only after it
+        body = self.rfile.read()
+        answer = b"got %d bytes\\n" % len(body)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+        self.close_connection = True
 
     def log_message(self, *args):
         pass

@@ -55,6 +55,10 @@ async def exchange(channel: PortChannel, request: bytes, half_close: bool = Fals
     return bytes(got)
 
 
+#: a request whose body has no length: the task reads it until the half-close
+POST_UNTIL_EOF = b"POST /count HTTP/1.0\r\n\r\n" + b"b" * 5000
+
+
 async def get(client: Client, name: str, port: int, path: str, wait: float = 60.0) -> bytes:
     """An HTTP/1.0 GET through the tunnel; the body (retried while the task's server starts)."""
     end = asyncio.get_running_loop().time() + wait
@@ -93,15 +97,16 @@ def test_a_runs_port_through_the_server_byte_exact_and_many_at_once(
 
 
 def test_a_half_close_is_passed_on(served: tuple[Client, str, int]) -> None:
-    """The client's end of sending reaches the task, which still answers after it."""
+    """The client's end of sending reaches the task (which reads its request's body until it),
+    and the task still answers after it."""
     client, name, port = served
 
     async def check() -> bytes:
         await get(client, name, port, "/")  # the task's server is up
         channel = await client.open_port(name, port)
-        return await exchange(channel, b"GET / HTTP/1.0\r\n\r\n", half_close=True)
+        return await asyncio.wait_for(exchange(channel, POST_UNTIL_EOF, half_close=True), 30)
 
-    assert asyncio.run(check()).endswith(b"\r\n\r\n" + HELLO)
+    assert asyncio.run(check()).endswith(b"\r\n\r\ngot 5000 bytes\n")
 
 
 def test_refusals_are_the_error_tree_before_the_tunnel_opens(
