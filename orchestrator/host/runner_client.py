@@ -221,13 +221,12 @@ async def follow_log(
         if not follow:
             return offset, await read_state(transport, host)
         state = await read_state(transport, host)
-        if state.get("status") in FINAL_STATUSES:
-            # the runner writes its last lines before the final state: drain once more
+        # the runner writes its last lines before its final state, and the registry says a run
+        # ended only after that state: either way, what came since the read above is read too
+        if state.get("status") in FINAL_STATUSES or (until is not None and until()):
             while chunk := await transport.read_from(log, offset, LOG_CHUNK):
                 sink(chunk)
                 offset += len(chunk)
-            return offset, state
-        if until is not None and until():
             return offset, state
         await asyncio.sleep(poll)
 
