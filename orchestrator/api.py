@@ -489,13 +489,21 @@ class Orchestrator:
         def ended() -> bool:
             return self.registry.get_by_id(run.id).status.is_final
 
+        handed = offset  # what `sink` received, should the machine go away midway
+
+        def counted(chunk: bytes) -> None:
+            nonlocal handed
+            sink(chunk)
+            handed += len(chunk)
+
         try:
-            reached, _ = asyncio.run(_follow(host, offset, sink, follow, ended, limit))
+            reached, _ = asyncio.run(_follow(host, offset, counted, follow, ended, limit))
         except HostUnreachableError:
             if not ended():
                 raise
-            # the run ended while its machine was out of reach: what is left is the kept copy
-            return self.logs(name, sink, offset=offset, node=node, limit=limit)
+            # the run ended while its machine was out of reach: the rest is in the kept copy
+            left = None if limit is None else limit - (handed - offset)
+            return self.logs(name, sink, offset=handed, node=node, limit=left)
         return reached, self.get(name)
 
     def _wait_for_machines(
@@ -564,12 +572,21 @@ class Orchestrator:
         def ended() -> bool:
             return self.registry.get_by_id(run.id).status.is_final
 
+        handed = dict.fromkeys(ranks, 0)  # what each node's prefixer received
+
+        def counted(rank: int) -> Callable[[bytes], None]:
+            def write(chunk: bytes) -> None:
+                prefixers[rank].write(chunk)
+                handed[rank] += len(chunk)
+
+            return write
+
         async def every() -> None:
             follows = []
             for rank in ranks:
                 host, _ = _node_log(run, rank)
                 if host is not None:
-                    follows.append(_follow(host, 0, prefixers[rank].write, True, ended))
+                    follows.append(_follow(host, 0, counted(rank), True, ended))
             await asyncio.gather(*follows)
 
         try:
@@ -577,6 +594,9 @@ class Orchestrator:
         except HostUnreachableError:
             if not ended():
                 raise
+            # the run ended while a machine was out of reach: each node's rest is in its copy
+            for rank in ranks:
+                self.logs(name, prefixers[rank].write, offset=handed[rank], node=rank)
         for prefixer in prefixers.values():
             prefixer.flush()
         return self.get(name)

@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +101,39 @@ def test_logs_follow_ends_once_the_run_is_final(world: World) -> None:
     finally:
         slammer.close()
     assert run.status == RunStatus.FAILED
+
+
+@pytest.fixture
+def vanishing(world: World, monkeypatch: pytest.MonkeyPatch) -> RunRecord:
+    """A running cloud run whose machine hands on the log's first 6 bytes, then goes away as
+    the run ends; its whole log is in the copy kept at teardown."""
+    from iacrun.orchestrator import api
+    from iacrun.orchestrator.errors import HostUnreachableError
+
+    run = gone_vm(world, 9)
+    (Path(run.local_dir) / "log").write_bytes(b"first\nsecond\n")
+
+    async def follow(host: Host, offset: int, sink: Any, *args: Any) -> tuple[int, dict[str, Any]]:
+        sink(b"first\n"[offset:])
+        fail(world, run)
+        raise HostUnreachableError("the machine is gone")
+
+    monkeypatch.setattr(api, "_follow", follow)
+    return run
+
+
+def test_logs_follow_reads_the_rest_from_the_kept_copy_without_repeating(
+    world: World, vanishing: RunRecord
+) -> None:
+    got: list[bytes] = []
+    reached, run = world.orch.logs(vanishing.name, got.append, follow=True)
+    assert b"".join(got) == b"first\nsecond\n"  # was b"first\nfirst\nsecond\n"
+    assert reached == 13 and run.status == RunStatus.FAILED
+
+
+def test_all_nodes_follow_reads_the_rest_from_the_kept_copy(
+    world: World, vanishing: RunRecord
+) -> None:
+    got: list[bytes] = []
+    world.orch.all_node_logs(vanishing.name, got.append, follow=True)
+    assert b"".join(got) == b"[0] first\n[0] second\n"  # the second line was lost
