@@ -78,6 +78,23 @@ def test_read_from_offsets_follow_a_growing_file(sshd: Sshd, tmp_path: Path) -> 
     with_transport(sshd, body)
 
 
+def test_log_size_over_ssh_is_the_hosts_byte_count(sshd: Sshd, tmp_path: Path) -> None:
+    """Where the dashboard starts a log's tail: the log's size on the host, 0 before it exists
+    (a run folder whose name needs quoting, as a home's tag never does, to be sure)."""
+    from iacrun.orchestrator.host.runner_client import log_size
+
+    run_dir = tmp_path / "run dir; x"
+    run_dir.mkdir()
+    host = sshd.host().model_copy(update={"run_dir": str(run_dir)})
+
+    async def body(t: SSHTransport) -> None:
+        assert await log_size(t, host) == 0  # no log yet
+        (run_dir / "log").write_bytes(b"y" * 1_234_567)
+        assert await log_size(t, host) == 1_234_567
+
+    with_transport(sshd, body)
+
+
 def test_upload_copies_the_file(sshd: Sshd, tmp_path: Path) -> None:
     source = tmp_path / "code.tar.gz"
     source.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
