@@ -678,8 +678,10 @@ class Runner:
             self.state["reason"] = self.stop_reason
         self.state["status"] = status
         self.state["finished_at"] = time.time()
-        self.folder.save_state(self.state)
+        # the last line before the final state: a follower that sees the state final (or the
+        # registry that records it) and reads the log once more has every line
         self.folder.note("run %s: %s" % (status, self.state.get("reason")))
+        self.folder.save_state(self.state)
         return 0
 
     def _sleep(self, seconds: float, deadline: float | None) -> bool:
@@ -1006,8 +1008,8 @@ def stop(run_dir: str, reason: str, grace: float | None = None) -> int:
     state.update({"status": "terminated", "reason": reason, "finished_at": time.time()})
     if code is not None:
         state["exit_code"] = code
+    folder.note("run terminated: %s" % reason)  # before the final state, as in Runner._finish
     folder.save_state(state)
-    folder.note("run terminated: %s" % reason)
     return 0
 
 
@@ -1039,8 +1041,8 @@ def settle(run_dir: str) -> dict[str, Any]:
     state.update({"status": status, "reason": reason, "finished_at": time.time()})
     if code is not None:
         state["exit_code"] = code
+    folder.note("run %s: %s" % (status, reason))  # before the final state, as in Runner._finish
     folder.save_state(state)
-    folder.note("run %s: %s" % (status, reason))
     return state
 
 
