@@ -489,21 +489,15 @@ class Orchestrator:
         def ended() -> bool:
             return self.registry.get_by_id(run.id).status.is_final
 
-        handed = offset  # what `sink` received, should the machine go away midway
-
-        def counted(chunk: bytes) -> None:
-            nonlocal handed
-            sink(chunk)
-            handed += len(chunk)
-
+        counted = _Counted(sink, offset)
         try:
             reached, _ = asyncio.run(_follow(host, offset, counted, follow, ended, limit))
         except HostUnreachableError:
             if not ended():
                 raise
             # the run ended while its machine was out of reach: the rest is in the kept copy
-            left = None if limit is None else limit - (handed - offset)
-            return self.logs(name, sink, offset=handed, node=node, limit=left)
+            left = None if limit is None else limit - (counted.reached - offset)
+            return self.logs(name, sink, offset=counted.reached, node=node, limit=left)
         return reached, self.get(name)
 
     def _wait_for_machines(
@@ -572,21 +566,14 @@ class Orchestrator:
         def ended() -> bool:
             return self.registry.get_by_id(run.id).status.is_final
 
-        handed = dict.fromkeys(ranks, 0)  # what each node's prefixer received
-
-        def counted(rank: int) -> Callable[[bytes], None]:
-            def write(chunk: bytes) -> None:
-                prefixers[rank].write(chunk)
-                handed[rank] += len(chunk)
-
-            return write
+        counted = {rank: _Counted(prefixers[rank].write) for rank in ranks}
 
         async def every() -> None:
             follows = []
             for rank in ranks:
                 host, _ = _node_log(run, rank)
                 if host is not None:
-                    follows.append(_follow(host, 0, counted(rank), True, ended))
+                    follows.append(_follow(host, 0, counted[rank], True, ended))
             await asyncio.gather(*follows)
 
         try:
@@ -596,7 +583,7 @@ class Orchestrator:
                 raise
             # the run ended while a machine was out of reach: each node's rest is in its copy
             for rank in ranks:
-                self.logs(name, prefixers[rank].write, offset=handed[rank], node=rank)
+                self.logs(name, prefixers[rank].write, offset=counted[rank].reached, node=rank)
         for prefixer in prefixers.values():
             prefixer.flush()
         return self.get(name)
@@ -1131,6 +1118,19 @@ def _read_part(path: Path, offset: int, limit: int | None) -> bytes:
             return file.read() if limit is None else file.read(limit)
     except FileNotFoundError:
         return b""
+
+
+class _Counted:
+    """A sink that counts the bytes it handed on: where a follow the machine cut short goes on
+    from, in the copy kept at teardown."""
+
+    def __init__(self, sink: Callable[[bytes], None], offset: int = 0) -> None:
+        self.sink = sink
+        self.reached = offset
+
+    def __call__(self, chunk: bytes) -> None:
+        self.sink(chunk)
+        self.reached += len(chunk)
 
 
 async def _follow(
