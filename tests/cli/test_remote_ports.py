@@ -252,7 +252,7 @@ def test_a_half_close_crosses_the_servers_ssh_connection(ssh_server: Server, pro
     task on the ssh host, which reads its request's body until it and answers after it."""
     import asyncio
 
-    from tests.server.test_port_tunnels import POST_UNTIL_EOF, exchange, get
+    from tests.server.test_port_tunnels import get, post_until_eof
 
     task_port = free_port()
     write_serving_task(project, task_port)
@@ -264,6 +264,6 @@ def test_a_half_close_crosses_the_servers_ssh_connection(ssh_server: Server, pro
     async def check() -> bytes:
         assert await get(client, "far", task_port, "/") == HELLO  # the task's server is up
         channel = await client.open_port("far", task_port)
-        return await asyncio.wait_for(exchange(channel, POST_UNTIL_EOF, half_close=True), 30)
+        return await post_until_eof(channel)
 
     assert asyncio.run(check()).endswith(b"\r\n\r\ngot 5000 bytes\n")

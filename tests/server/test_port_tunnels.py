@@ -55,8 +55,11 @@ async def exchange(channel: PortChannel, request: bytes, half_close: bool = Fals
     return bytes(got)
 
 
-#: a request whose body has no length: the task reads it until the half-close
-POST_UNTIL_EOF = b"POST /count HTTP/1.0\r\n\r\n" + b"b" * 5000
+async def post_until_eof(channel: PortChannel) -> bytes:
+    """A POST whose body has no length, then a half-close: the task reads the body until the
+    half-close and only then answers (`got 5000 bytes`); it never answers if it is not passed on."""
+    request = b"POST /count HTTP/1.0\r\n\r\n" + b"b" * 5000
+    return await asyncio.wait_for(exchange(channel, request, half_close=True), 30)
 
 
 async def get(client: Client, name: str, port: int, path: str, wait: float = 60.0) -> bytes:
@@ -104,7 +107,7 @@ def test_a_half_close_is_passed_on(served: tuple[Client, str, int]) -> None:
     async def check() -> bytes:
         await get(client, name, port, "/")  # the task's server is up
         channel = await client.open_port(name, port)
-        return await asyncio.wait_for(exchange(channel, POST_UNTIL_EOF, half_close=True), 30)
+        return await post_until_eof(channel)
 
     assert asyncio.run(check()).endswith(b"\r\n\r\ngot 5000 bytes\n")
 
